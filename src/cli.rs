@@ -1,0 +1,98 @@
+//! The command line, as clap derive types only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ripcord",
+    version,
+    about = "Declarative failover runbooks: compile a YAML runbook into a DAG and run it",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse, type-check, resolve references and find cycles; every error with file:line:col.
+    Validate(ValidateArgs),
+    /// Stages, pools, critical path, predicted duration against the rto.
+    Plan(PlanArgs),
+    /// The DAG as Graphviz DOT or Mermaid, critical path highlighted.
+    Graph(GraphArgs),
+    /// The JSON Schema of the runbook format.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Runbook files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// One JSON document with every file's diagnostics (for CI annotations).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Predict with this many steps in flight instead of the runbook's `concurrency`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Machine-readable plan.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// An input value, `key=value` (repeatable; lists as `a,b` or JSON, maps as JSON).
+    #[arg(long = "input", short = 'i', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub inputs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    /// A directory searched first for `ripcord-plugin-NAME` executables (repeatable).
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}

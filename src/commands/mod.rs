@@ -1,0 +1,59 @@
+//! One module per CLI verb. Each returns its exit code; diagnostics go to stderr, results to
+//! stdout.
+
+pub mod graph;
+pub mod plan;
+pub mod schema;
+pub mod validate;
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use crate::cli::{Cli, Command};
+use crate::compile::{CompileOptions, Compiled, compile};
+use crate::diag::Diag;
+use crate::exit;
+use crate::runbook::load_file;
+
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Graph(args) => graph::run(&args),
+        Command::Schema => schema::run(),
+    }
+}
+
+/// Loads and compiles one file; the diagnostics either way (warnings on success).
+pub fn load_and_compile(path: &Path, options: &CompileOptions) -> (Option<Compiled>, Vec<Diag>) {
+    let source = match load_file(path) {
+        Ok(source) => source,
+        Err(diag) => return (None, vec![*diag]),
+    };
+    match compile(&source, options) {
+        Ok(mut compiled) => {
+            let warnings = std::mem::take(&mut compiled.warnings);
+            (Some(compiled), warnings)
+        }
+        Err(diags) => (None, diags),
+    }
+}
+
+/// Whether stderr gets colour: a terminal, and NO_COLOR unset.
+pub fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+pub fn print_diags(diags: &[Diag]) {
+    let color = color();
+    for d in diags {
+        eprint!("{}", d.render(color));
+    }
+}
+
+/// For commands that need one compiled runbook: prints diagnostics, and on failure the exit code.
+pub fn compile_one(path: &Path, options: &CompileOptions) -> Result<Compiled, u8> {
+    let (compiled, diags) = load_and_compile(path, options);
+    print_diags(&diags);
+    compiled.ok_or(exit::INVALID)
+}

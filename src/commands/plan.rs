@@ -1,0 +1,217 @@
+//! `ripcord plan FILE`: stages, pools, critical path and predicted duration against the rto.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cli::PlanArgs;
+use crate::compile::CompileOptions;
+use crate::exit;
+use crate::plan::Plan;
+use crate::runbook::duration::format as dur;
+
+use super::compile_one;
+
+pub fn run(args: &PlanArgs) -> u8 {
+    let options = CompileOptions {
+        inputs: &args.inputs.inputs,
+        require_inputs: true,
+    };
+    let compiled = match compile_one(&args.file, &options) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let concurrency = args.concurrency.map(|c| c as usize);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&compiled.plan, concurrency))
+                .expect("JSON values serialize")
+        );
+    } else {
+        print!("{}", render(&compiled.plan, concurrency));
+    }
+    exit::OK
+}
+
+/// The plan as text for a person.
+pub fn render(plan: &Plan, concurrency: Option<usize>) -> String {
+    let limit = concurrency.unwrap_or(plan.concurrency);
+    let schedule = plan.predicted(Some(limit));
+    let critical = plan.critical_path();
+    let on_path = membership(plan, &critical);
+    let stages = plan.stages();
+    let mut out = String::new();
+    let pools = if plan.pools.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = plan
+            .pools
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.size))
+            .collect();
+        format!(", pools {}", list.join(" "))
+    };
+    let _ = writeln!(
+        out,
+        "{}: {} steps in {} stages, concurrency {limit}{pools}",
+        plan.name,
+        plan.steps.len(),
+        stages.len()
+    );
+    if let Some(d) = &plan.description {
+        let _ = writeln!(out, "  {}", d.trim());
+    }
+    if !plan.inputs.is_empty() {
+        let _ = writeln!(out, "\ninputs:");
+        for i in &plan.inputs {
+            let value = match (&i.value, i.secret) {
+                (Some(_), true) => "***".to_string(),
+                (Some(v), false) => v.to_string(),
+                (None, _) => "(no value)".to_string(),
+            };
+            let _ = writeln!(out, "  {} = {value}", i.name);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nstages (* on the critical path; est = estimated duration, start = predicted start):"
+    );
+    let width = plan
+        .steps
+        .iter()
+        .map(|s| s.id.len())
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    for (n, stage) in stages.iter().enumerate() {
+        for (k, &i) in stage.iter().enumerate() {
+            let s = &plan.steps[i];
+            let label = if k == 0 {
+                format!("{:>3}", n + 1)
+            } else {
+                "   ".to_string()
+            };
+            let pool = s
+                .pool
+                .map(|p| format!("  pool {}", plan.pools[p].name))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{label} {} {:<width$}  {:<28} est {:>7}  start {:>7}{pool}",
+                if on_path[i] { '*' } else { ' ' },
+                s.id,
+                s.action.to_string(),
+                dur(plan.estimate(i)),
+                dur(schedule.start[i]),
+            );
+        }
+    }
+    let path: Vec<&str> = critical
+        .iter()
+        .map(|&i| plan.steps[i].id.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "\ncritical path ({}): {}",
+        dur(plan.critical_length()),
+        path.join(" -> ")
+    );
+    let defaulted = plan.steps.iter().filter(|s| !s.sim.explicit).count();
+    let _ = writeln!(
+        out,
+        "predicted duration: {} with unlimited concurrency, {} with concurrency {limit}{}",
+        dur(plan.critical_length()),
+        dur(schedule.makespan),
+        if plan.pools.is_empty() {
+            ""
+        } else {
+            " and pools"
+        },
+    );
+    if defaulted > 0 {
+        let _ = writeln!(
+            out,
+            "  ({defaulted} of {} steps have no sim.duration and use their action's default estimate)",
+            plan.steps.len()
+        );
+    }
+    match plan.rto {
+        Some(rto) => {
+            let _ = writeln!(out, "rto: {}", rto_verdict(rto, schedule.makespan));
+        }
+        None => {
+            let _ = writeln!(out, "rto: none set (add `rto: 5m` to compare)");
+        }
+    }
+    out
+}
+
+/// "5m: met, 2m20s to spare" or "5m: EXCEEDED by 1m".
+pub fn rto_verdict(rto: Duration, predicted: Duration) -> String {
+    if predicted <= rto {
+        format!("{}: met, {} to spare", dur(rto), dur(rto - predicted))
+    } else {
+        format!("{}: EXCEEDED by {}", dur(rto), dur(predicted - rto))
+    }
+}
+
+fn membership(plan: &Plan, path: &[usize]) -> Vec<bool> {
+    let mut on = vec![false; plan.steps.len()];
+    for &i in path {
+        on[i] = true;
+    }
+    on
+}
+
+pub fn to_json(plan: &Plan, concurrency: Option<usize>) -> serde_json::Value {
+    let limit = concurrency.unwrap_or(plan.concurrency);
+    let schedule = plan.predicted(Some(limit));
+    let critical = plan.critical_path();
+    let on_path = membership(plan, &critical);
+    let stages = plan.stages();
+    let mut stage_of = vec![0; plan.steps.len()];
+    for (n, stage) in stages.iter().enumerate() {
+        for &i in stage {
+            stage_of[i] = n + 1;
+        }
+    }
+    let ms = |d: Duration| d.as_millis() as u64;
+    let steps: Vec<_> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({
+                "id": s.id,
+                "uses": s.action.to_string(),
+                "needs": plan.needs(i).map(|n| plan.steps[n].id.as_str()).collect::<Vec<_>>(),
+                "stage": stage_of[i],
+                "pool": s.pool.map(|p| plan.pools[p].name.as_str()),
+                "estimate_ms": ms(plan.estimate(i)),
+                "estimate_explicit": s.sim.explicit,
+                "start_ms": ms(schedule.start[i]),
+                "finish_ms": ms(schedule.finish[i]),
+                "critical": on_path[i],
+            })
+        })
+        .collect();
+    json!({
+        "name": plan.name,
+        "concurrency": limit,
+        "pools": plan.pools.iter().map(|p| json!({"name": p.name, "size": p.size})).collect::<Vec<_>>(),
+        "inputs": plan.inputs.iter().map(|i| json!({
+            "name": i.name,
+            "type": i.ty,
+            "value": if i.secret && i.value.is_some() { json!("***") } else { json!(i.value) },
+            "origin": i.origin,
+        })).collect::<Vec<_>>(),
+        "steps": steps,
+        "stages": stages.iter().map(|s| s.iter().map(|&i| plan.steps[i].id.as_str()).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "critical_path": critical.iter().map(|&i| plan.steps[i].id.as_str()).collect::<Vec<_>>(),
+        "predicted_ms": { "unlimited": ms(plan.critical_length()), "limited": ms(schedule.makespan) },
+        "rto_ms": plan.rto.map(ms),
+        "rto_met": plan.rto.map(|r| schedule.makespan <= r),
+    })
+}

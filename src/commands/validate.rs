@@ -1,0 +1,71 @@
+//! `ripcord validate FILE...`: every file loaded and compiled, every problem reported.
+
+use serde::Serialize;
+
+use crate::cli::ValidateArgs;
+use crate::compile::CompileOptions;
+use crate::diag::JsonDiag;
+use crate::exit;
+use crate::runbook::duration;
+
+use super::{load_and_compile, print_diags};
+
+#[derive(Serialize)]
+struct FileResult {
+    file: String,
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<usize>,
+    diagnostics: Vec<JsonDiag>,
+}
+
+pub fn run(args: &ValidateArgs) -> u8 {
+    let options = CompileOptions {
+        inputs: &args.inputs.inputs,
+        require_inputs: false,
+    };
+    let mut results = Vec::new();
+    let (mut errors, mut invalid_files) = (0, 0);
+    for path in &args.files {
+        let (compiled, diags) = load_and_compile(path, &options);
+        let file_errors = diags.iter().filter(|d| d.is_error()).count();
+        errors += file_errors;
+        invalid_files += usize::from(compiled.is_none());
+        if args.json {
+            results.push(FileResult {
+                file: path.display().to_string(),
+                valid: compiled.is_some(),
+                steps: compiled.as_ref().map(|c| c.plan.steps.len()),
+                diagnostics: diags.iter().map(|d| d.to_json()).collect(),
+            });
+            continue;
+        }
+        print_diags(&diags);
+        if let Some(c) = compiled {
+            println!(
+                "{}: ok ({} steps, critical path {})",
+                path.display(),
+                c.plan.steps.len(),
+                duration::format(c.plan.critical_length())
+            );
+        }
+    }
+    if args.json {
+        let doc =
+            serde_json::json!({ "valid": invalid_files == 0, "errors": errors, "files": results });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+        );
+    } else if invalid_files > 0 {
+        eprintln!(
+            "error: {invalid_files} of {} file(s) invalid, {errors} error(s)",
+            args.files.len()
+        );
+    }
+    if invalid_files > 0 {
+        exit::INVALID
+    } else {
+        exit::OK
+    }
+}

@@ -1,0 +1,329 @@
+//! `${{ expr }}` templates: splitting strings into literal and expression parts, compiling each
+//! expression with minijinja, and listing what it refers to (`inputs.X`, `steps.ID...`, `item`,
+//! `run.X`) so the compiler can check references and add edges before anything runs.
+//!
+//! Step ids may contain `-` (`check-lag`), which Jinja would read as subtraction. As in GitHub
+//! Actions, `steps.check-lag` means the step: before compiling, every `steps.ID` is rewritten to
+//! `steps.<mangled ID>`, a reversible identifier (see [`mangle`]). Render contexts use the same
+//! mangled keys.
+
+use std::sync::LazyLock;
+
+use minijinja::Environment;
+
+use crate::runbook::Span;
+
+/// An expression environment with fuel, shared by compile-time checks and rendering.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(50_000));
+    env.set_recursion_limit(64);
+    env
+}
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(environment);
+
+/// A string with zero or more `${{ }}` parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Lit(String),
+    Expr(Expr),
+}
+
+/// One compiled-checked expression.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    /// As the user wrote it, trimmed.
+    pub text: String,
+    /// Rewritten for minijinja (step ids mangled).
+    pub source: String,
+    pub span: Span,
+    pub refs: Vec<Ref>,
+}
+
+/// Something an expression refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ref {
+    Input(String),
+    /// `steps.ID` followed by the rest of its attribute path (`outputs.KEY`, `status`, or
+    /// nothing when the expression subscripts it).
+    Step {
+        id: String,
+        path: Vec<String>,
+    },
+    Item,
+    Run(String),
+    /// Any other top-level name (an error unless it is a Jinja global).
+    Unknown(String),
+}
+
+/// A problem found in a template; the caller turns it into a diagnostic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExprError {
+    pub message: String,
+    pub span: Span,
+}
+
+impl Template {
+    /// Whether the whole string is one expression (`"${{ inputs.vms }}"`), which keeps its type.
+    pub fn whole_expr(&self) -> Option<&Expr> {
+        match self.parts.as_slice() {
+            [Part::Expr(e)] => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn exprs(&self) -> impl Iterator<Item = &Expr> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Expr(e) => Some(e),
+            Part::Lit(_) => None,
+        })
+    }
+
+    pub fn is_literal(&self) -> bool {
+        self.exprs().next().is_none()
+    }
+}
+
+/// Splits and compiles `value`, whose scalar sits at `span` of `file_text`.
+pub fn parse_template(value: &str, span: Span, file_text: &str) -> Result<Template, ExprError> {
+    let raw = file_text
+        .get(span.offset..span.offset + span.len)
+        .unwrap_or("");
+    let mut parts = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${{") {
+        if start > 0 {
+            parts.push(Part::Lit(rest[..start].to_string()));
+        }
+        let after = &rest[start + 3..];
+        let Some(end) = find_close(after) else {
+            return Err(ExprError {
+                message: "unterminated `${{`: expected `}}`".into(),
+                span: sub_span(raw, span, &rest[start..]),
+            });
+        };
+        let text = after[..end].trim();
+        let span = sub_span(raw, span, &rest[start..start + 3 + end + 2]);
+        if text.is_empty() {
+            return Err(ExprError {
+                message: "empty expression `${{ }}`".into(),
+                span,
+            });
+        }
+        parts.push(Part::Expr(compile_expr(text, span)?));
+        rest = &after[end + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Lit(rest.to_string()));
+    }
+    Ok(Template { parts })
+}
+
+/// Compiles a bare expression (`when: inputs.reason != 'drill'`).
+pub fn compile_expr(text: &str, span: Span) -> Result<Expr, ExprError> {
+    let source = rewrite_step_ids(text);
+    let compiled = ENV.compile_expression(&source).map_err(|e| ExprError {
+        message: format!("invalid expression `{text}`: {}", detail(&e)),
+        span,
+    })?;
+    let mut names: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
+    names.sort();
+    let refs = names.iter().map(|n| classify(n)).collect();
+    Ok(Expr {
+        text: text.to_string(),
+        source,
+        span,
+        refs,
+    })
+}
+
+fn detail(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => d.to_string(),
+        None => e.kind().to_string(),
+    }
+}
+
+fn classify(name: &str) -> Ref {
+    let mut parts = name.split('.');
+    let head = parts.next().unwrap_or_default();
+    let rest: Vec<String> = parts.map(str::to_string).collect();
+    match head {
+        "inputs" if !rest.is_empty() => Ref::Input(rest[0].clone()),
+        "steps" if !rest.is_empty() => Ref::Step {
+            id: demangle(&rest[0]).unwrap_or_else(|| rest[0].clone()),
+            path: rest[1..].to_vec(),
+        },
+        "item" => Ref::Item,
+        "run" if !rest.is_empty() => Ref::Run(rest[0].clone()),
+        _ => Ref::Unknown(name.to_string()),
+    }
+}
+
+/// The end of an expression: the first `}}` outside a string literal.
+fn find_close(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' => i += 1,
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b'}' && bytes.get(i + 1) == Some(&b'}') => return Some(i),
+            None => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The span of `piece` inside the scalar at `span`, when the raw source shows it verbatim
+/// (no escapes or folding); otherwise the whole scalar.
+fn sub_span(raw: &str, span: Span, piece: &str) -> Span {
+    match raw.find(piece) {
+        Some(i) => Span::new(span.offset + i, piece.len()),
+        None => span,
+    }
+}
+
+/// `steps.check-lag.outputs` -> `steps.s_check_hlag.outputs`, outside string literals.
+fn rewrite_step_ids(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(q) = quote {
+            if b == b'\\' && i + 1 < bytes.len() {
+                out.push_str(&text[i..i + 2]);
+                i += 2;
+                continue;
+            }
+            if b == q {
+                quote = None;
+            }
+        } else if b == b'\'' || b == b'"' {
+            quote = Some(b);
+        } else if text[i..].starts_with("steps.")
+            && (i == 0 || !is_ident_byte(bytes[i - 1]) && bytes[i - 1] != b'.')
+        {
+            let id_start = i + "steps.".len();
+            let id_len = text[id_start..]
+                .bytes()
+                .take_while(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+                .count();
+            if id_len > 0 {
+                out.push_str("steps.");
+                out.push_str(&mangle(&text[id_start..id_start + id_len]));
+                i = id_start + id_len;
+                continue;
+            }
+        }
+        // Push the whole (possibly multi-byte) character.
+        let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// A step id as a Jinja identifier: `s_` + the id with `_` doubled and `-` as `_h`.
+pub fn mangle(id: &str) -> String {
+    let mut out = String::with_capacity(id.len() + 4);
+    out.push_str("s_");
+    for c in id.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            '-' => out.push_str("_h"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The inverse of [`mangle`]; `None` for names it did not produce.
+pub fn demangle(name: &str) -> Option<String> {
+    let body = name.strip_prefix("s_")?;
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c == '_' {
+            match chars.next()? {
+                '_' => out.push('_'),
+                'h' => out.push('-'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(text: &str) -> Vec<Ref> {
+        compile_expr(text, Span::default()).unwrap().refs
+    }
+
+    #[test]
+    fn mangling_round_trips() {
+        for id in ["check-lag", "a_b", "a-_b", "1st", "x"] {
+            assert_eq!(demangle(&mangle(id)).as_deref(), Some(id));
+        }
+        assert_ne!(mangle("a-b"), mangle("a_hb"));
+    }
+
+    #[test]
+    fn finds_references() {
+        assert_eq!(
+            refs("steps.check-lag.outputs.lag > inputs.max and item != run.id"),
+            vec![
+                Ref::Input("max".into()),
+                Ref::Item,
+                Ref::Run("id".into()),
+                Ref::Step {
+                    id: "check-lag".into(),
+                    path: vec!["outputs".into(), "lag".into()]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn string_literals_are_not_rewritten() {
+        let e = compile_expr("'steps.a-b' ~ steps.a-b.status", Span::default()).unwrap();
+        assert_eq!(e.source, "'steps.a-b' ~ steps.s_a_hb.status");
+    }
+
+    #[test]
+    fn splits_templates() {
+        let text = "x: \"Promote ${{ inputs.db }} now\"";
+        let t = parse_template("Promote ${{ inputs.db }} now", Span::new(3, 30), text).unwrap();
+        assert_eq!(t.parts.len(), 3);
+        let e = t.exprs().next().unwrap();
+        assert_eq!(
+            &text[e.span.offset..e.span.offset + e.span.len],
+            "${{ inputs.db }}"
+        );
+        assert!(parse_template("${{ 1 + }}", Span::default(), "").is_err());
+        assert!(parse_template("${{ 1", Span::default(), "").is_err());
+        assert!(parse_template("a ${{ '}}' }} b", Span::default(), "").is_ok());
+    }
+}

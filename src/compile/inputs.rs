@@ -1,0 +1,275 @@
+//! Typed inputs: checking declarations and defaults, and resolving each input's value from
+//! `--input`, then its `env:` variable, then its default.
+
+use serde_json::Value as Json;
+
+use crate::diag::{Diag, SourceFile};
+use crate::runbook::{InputType, Runbook, Span, Value, ValueKind, duration};
+
+use super::suggest;
+
+/// One input after resolution.
+#[derive(Debug, Clone)]
+pub struct ResolvedInput {
+    pub name: String,
+    pub ty: InputType,
+    pub secret: bool,
+    /// `None` when no value is known (validate without `--input`).
+    pub value: Option<Json>,
+    pub origin: InputOrigin,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputOrigin {
+    Given,
+    Env,
+    Default,
+    Missing,
+}
+
+/// Checks declarations and resolves values. With `require_values`, a required input without a
+/// value is an error (plan, run); without, it stays unknown (validate).
+pub fn resolve(
+    runbook: &Runbook,
+    file: &SourceFile,
+    given: &[(String, String)],
+    require_values: bool,
+    diags: &mut Vec<Diag>,
+) -> Vec<ResolvedInput> {
+    let mut out: Vec<ResolvedInput> = Vec::new();
+    let decls = runbook
+        .inputs
+        .as_ref()
+        .map(|s| s.value.0.as_slice())
+        .unwrap_or(&[]);
+    for (name, decl) in decls {
+        let span = Span::of(name);
+        if !is_identifier(&name.value) {
+            diags.push(
+                Diag::error(
+                    "ripcord::input-name",
+                    format!("invalid input name `{}`", name.value),
+                )
+                .in_file(file)
+                .label(span, "input names are identifiers: [A-Za-z_][A-Za-z0-9_]*"),
+            );
+        }
+        let ty = decl.ty.value;
+        let default = decl
+            .default
+            .as_ref()
+            .and_then(|d| match check_value(d, ty) {
+                Ok(v) => Some(v),
+                Err(msg) => {
+                    diags.push(
+                        Diag::error(
+                            "ripcord::input-default",
+                            format!("default of input `{}` {msg}", name.value),
+                        )
+                        .in_file(file)
+                        .label(d.span, format!("expected {}", ty.as_str())),
+                    );
+                    None
+                }
+            });
+        let from_arg = given.iter().rev().find(|(k, _)| *k == name.value);
+        let from_env = decl
+            .env
+            .as_ref()
+            .and_then(|var| std::env::var(&var.value).ok().map(|v| (var, v)));
+        let (value, origin) = if let Some((_, raw)) = from_arg {
+            match coerce(raw, ty) {
+                Ok(v) => (Some(v), InputOrigin::Given),
+                Err(msg) => {
+                    diags.push(
+                        Diag::error(
+                            "ripcord::input-value",
+                            format!("--input {}: {msg}", name.value),
+                        )
+                        .in_file(file)
+                        .label(Span::of(&decl.ty), format!("declared as {}", ty.as_str())),
+                    );
+                    (None, InputOrigin::Given)
+                }
+            }
+        } else if let Some((var, raw)) = from_env {
+            match coerce(&raw, ty) {
+                Ok(v) => (Some(v), InputOrigin::Env),
+                Err(msg) => {
+                    diags.push(
+                        Diag::error(
+                            "ripcord::input-value",
+                            format!(
+                                "environment variable {} (input `{}`): {msg}",
+                                var.value, name.value
+                            ),
+                        )
+                        .in_file(file)
+                        .label(Span::of(var), "read from here"),
+                    );
+                    (None, InputOrigin::Env)
+                }
+            }
+        } else if default.is_some() {
+            (default, InputOrigin::Default)
+        } else {
+            (None, InputOrigin::Missing)
+        };
+        if value.is_none()
+            && origin == InputOrigin::Missing
+            && require_values
+            && decl.required == Some(true)
+        {
+            let how = match &decl.env {
+                Some(var) => format!("pass --input {}=VALUE or set {}", name.value, var.value),
+                None => format!("pass --input {}=VALUE", name.value),
+            };
+            diags.push(
+                Diag::error(
+                    "ripcord::input-missing",
+                    format!("required input `{}` has no value", name.value),
+                )
+                .in_file(file)
+                .label(span, "declared required here")
+                .help(how),
+            );
+        }
+        if out.iter().any(|i| i.name == name.value) {
+            continue; // duplicate keys are rejected by the YAML loader already
+        }
+        out.push(ResolvedInput {
+            name: name.value.clone(),
+            ty,
+            secret: decl.secret == Some(true),
+            value,
+            origin,
+            span,
+        });
+    }
+    for (key, _) in given {
+        if !out.iter().any(|i| &i.name == key) {
+            let names: Vec<&str> = out.iter().map(|i| i.name.as_str()).collect();
+            let mut d = Diag::error(
+                "ripcord::input-unknown",
+                format!("--input {key}: the runbook has no input `{key}`"),
+            );
+            d = match suggest(key, names.iter().copied()) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None if names.is_empty() => d.help("this runbook declares no inputs"),
+                None => d.help(format!("declared inputs: {}", names.join(", "))),
+            };
+            diags.push(d);
+        }
+    }
+    out
+}
+
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks a YAML default against the declared type.
+fn check_value(v: &Value, ty: InputType) -> Result<Json, String> {
+    let ok = match (&v.kind, ty) {
+        (ValueKind::Str(_), InputType::String) => true,
+        (ValueKind::Int(_), InputType::Integer | InputType::Number) => true,
+        (ValueKind::Float(_), InputType::Number) => true,
+        (ValueKind::Bool(_), InputType::Boolean) => true,
+        (ValueKind::Str(s), InputType::Duration) => {
+            duration::parse(s).map_err(|e| format!("is not a duration: {e}"))?;
+            true
+        }
+        (ValueKind::Seq(_), InputType::List) => true,
+        (ValueKind::Map(_), InputType::Map) => true,
+        _ => false,
+    };
+    if ok {
+        Ok(v.to_json())
+    } else {
+        Err(format!(
+            "is a {}, but the input is declared {}",
+            v.type_name(),
+            ty.as_str()
+        ))
+    }
+}
+
+/// Turns a `--input` (or environment) string into a value of the declared type.
+pub fn coerce(raw: &str, ty: InputType) -> Result<Json, String> {
+    match ty {
+        InputType::String => Ok(Json::String(raw.to_string())),
+        InputType::Integer => raw
+            .trim()
+            .parse::<i64>()
+            .map(Json::from)
+            .map_err(|_| format!("`{raw}` is not an integer")),
+        InputType::Number => raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Json::Number)
+            .ok_or_else(|| format!("`{raw}` is not a number")),
+        InputType::Boolean => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(Json::Bool(true)),
+            "false" | "no" | "off" | "0" => Ok(Json::Bool(false)),
+            _ => Err(format!("`{raw}` is not a boolean (true/false)")),
+        },
+        InputType::Duration => {
+            duration::parse(raw.trim()).map(|_| Json::String(raw.trim().to_string()))
+        }
+        InputType::List => {
+            if raw.trim_start().starts_with('[') {
+                match serde_json::from_str::<Json>(raw) {
+                    Ok(v @ Json::Array(_)) => Ok(v),
+                    _ => Err(format!("`{raw}` is not a JSON list")),
+                }
+            } else if raw.trim().is_empty() {
+                Ok(Json::Array(Vec::new()))
+            } else {
+                // a,b,c: the shell-friendly form
+                Ok(Json::Array(
+                    raw.split(',')
+                        .map(|s| Json::String(s.trim().to_string()))
+                        .collect(),
+                ))
+            }
+        }
+        InputType::Map => match serde_json::from_str::<Json>(raw) {
+            Ok(v @ Json::Object(_)) => Ok(v),
+            _ => Err(format!("`{raw}` is not a JSON object")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn coerces_each_type() {
+        assert_eq!(coerce("42", InputType::Integer).unwrap(), json!(42));
+        assert_eq!(coerce("1.5", InputType::Number).unwrap(), json!(1.5));
+        assert_eq!(coerce("yes", InputType::Boolean).unwrap(), json!(true));
+        assert_eq!(coerce("a, b", InputType::List).unwrap(), json!(["a", "b"]));
+        assert_eq!(coerce("[1,2]", InputType::List).unwrap(), json!([1, 2]));
+        assert_eq!(
+            coerce("{\"a\":1}", InputType::Map).unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            coerce("1h30m", InputType::Duration).unwrap(),
+            json!("1h30m")
+        );
+        assert!(coerce("4x", InputType::Integer).is_err());
+        assert!(coerce("maybe", InputType::Boolean).is_err());
+        assert!(coerce("[1,", InputType::List).is_err());
+        assert!(coerce("30", InputType::Duration).is_err());
+        assert!(coerce("nan", InputType::Number).is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! ripcord: a declarative failover runbook executor.
+//!
+//! # Theory of operation
+//!
+//! Data flows one way, each stage a module with one job and an immutable output:
+//!
+//! - [`runbook`] loads a YAML file into a model whose every scalar keeps its source span, under a
+//!   size cap and a parse budget (aliases, depth, nodes).
+//! - [`compile`] resolves it: typed inputs, defaults, durations, each `${{ }}` expression
+//!   compiled and its references checked, `steps.X` references turned into edges, cycles found,
+//!   `for_each` expanded. Every problem becomes a [`diag::Diag`] with file:line:col, and all of
+//!   them are reported together.
+//! - [`plan`] holds the result: a petgraph DAG of steps with their resolved settings, the
+//!   critical path over estimated durations, and the list schedule under the runbook's
+//!   concurrency and pools (the same ready queue the executor uses).
+//! - [`commands`] are the CLI verbs over that pipeline; [`exit`] their exit codes.
+
+pub mod cli;
+pub mod commands;
+pub mod compile;
+pub mod diag;
+pub mod exit;
+pub mod plan;
+pub mod provider;
+pub mod runbook;

@@ -1,0 +1,183 @@
+//! The compiled, immutable plan: every step (after `for_each` expansion) with its resolved
+//! settings, the dependency DAG, and what follows from it: a topological order, stages, the
+//! critical path over estimated durations, and predicted durations with and without limits.
+
+pub mod schedule;
+
+use std::time::Duration;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value as Json;
+
+use crate::compile::inputs::ResolvedInput;
+use crate::compile::param::{Condition, Param};
+use crate::diag::SourceFile;
+use crate::runbook::{OnFailure, RollbackPolicy, Span};
+
+pub use schedule::{Schedule, simulate};
+
+#[derive(Debug)]
+pub struct Plan {
+    pub name: String,
+    pub description: Option<String>,
+    pub file: SourceFile,
+    pub rto: Option<Duration>,
+    pub concurrency: usize,
+    pub pools: Vec<Pool>,
+    pub rollback: RollbackPolicy,
+    pub inputs: Vec<ResolvedInput>,
+    /// Indexed like the graph's nodes.
+    pub steps: Vec<PlannedStep>,
+    /// Node `i` is `steps[i]`; an edge `a -> b` means b waits for a. Built once, never mutated.
+    pub graph: DiGraph<(), ()>,
+    /// A topological order (ties broken by file order).
+    pub order: Vec<usize>,
+    /// Longest estimated path from each step to the end, the step included: the scheduling
+    /// priority, as ninja orders its ready queue.
+    pub remaining: Vec<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub size: usize,
+}
+
+/// `provider.action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRef {
+    pub provider: String,
+    pub action: String,
+    pub builtin: bool,
+}
+
+impl std::fmt::Display for ActionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.provider, self.action)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    /// Unique id; `base[item]` for a for_each expansion.
+    pub id: String,
+    /// The id as declared.
+    pub base: String,
+    pub name: Option<String>,
+    pub action: ActionRef,
+    pub with: Option<Param>,
+    pub when: Option<Condition>,
+    /// The for_each item, when expanded.
+    pub item: Option<Json>,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub sim: SimHints,
+    pub idempotent: bool,
+    pub pool: Option<usize>,
+    pub on_failure: OnFailure,
+    pub undo: Option<UndoSpec>,
+    /// Where the step's id is declared.
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub delay: Duration,
+    pub backoff: f64,
+    pub max_delay: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimHints {
+    /// The estimate plan and dry-run use: `sim.duration`, else the action's default.
+    pub duration: Duration,
+    /// Whether `duration` came from the runbook rather than a default.
+    pub explicit: bool,
+    pub outputs: Option<Json>,
+    pub fail: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct UndoSpec {
+    pub action: ActionRef,
+    pub with: Option<Param>,
+}
+
+impl Plan {
+    pub fn estimate(&self, step: usize) -> Duration {
+        self.steps[step].sim.duration
+    }
+
+    pub fn needs(&self, step: usize) -> impl Iterator<Item = usize> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(step), Direction::Incoming)
+            .map(NodeIndex::index)
+    }
+
+    pub fn dependents(&self, step: usize) -> impl Iterator<Item = usize> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(step), Direction::Outgoing)
+            .map(NodeIndex::index)
+    }
+
+    /// Predicted duration with unlimited concurrency: the critical path's length.
+    pub fn critical_length(&self) -> Duration {
+        self.remaining.iter().copied().max().unwrap_or_default()
+    }
+
+    /// The critical path, first step first: from the step with the longest remaining path,
+    /// follow the dependent with the longest remaining path (ties: file order).
+    pub fn critical_path(&self) -> Vec<usize> {
+        let mut path = Vec::new();
+        let start = (0..self.steps.len())
+            .filter(|&i| self.needs(i).next().is_none())
+            .max_by_key(|&i| (self.remaining[i], std::cmp::Reverse(i)));
+        let mut at = start;
+        while let Some(i) = at {
+            path.push(i);
+            let want = self.remaining[i] - self.estimate(i);
+            at = self
+                .dependents(i)
+                .filter(|&d| self.remaining[d] == want)
+                .min();
+        }
+        path
+    }
+
+    /// Stages: step `i` is in stage = 1 + the longest chain of needs before it.
+    pub fn stages(&self) -> Vec<Vec<usize>> {
+        let mut level = vec![0usize; self.steps.len()];
+        for &i in &self.order {
+            level[i] = self.needs(i).map(|n| level[n] + 1).max().unwrap_or(0);
+        }
+        let depth = level.iter().max().map_or(0, |m| m + 1);
+        let mut stages = vec![Vec::new(); depth];
+        for (i, l) in level.into_iter().enumerate() {
+            stages[l].push(i);
+        }
+        stages
+    }
+
+    /// List schedule of the estimates under the runbook's concurrency and pools.
+    pub fn predicted(&self, concurrency: Option<usize>) -> Schedule {
+        let durations: Vec<Duration> = (0..self.steps.len()).map(|i| self.estimate(i)).collect();
+        simulate(self, &durations, concurrency.unwrap_or(self.concurrency))
+    }
+
+    /// Computes `order` and `remaining` for the steps and edges; the graph must be acyclic.
+    pub(crate) fn finish(&mut self) {
+        self.order = schedule::topological_order(&self.graph);
+        let mut remaining = vec![Duration::ZERO; self.steps.len()];
+        for &i in self.order.iter().rev() {
+            let tail = self
+                .dependents(i)
+                .map(|d| remaining[d])
+                .max()
+                .unwrap_or_default();
+            remaining[i] = tail + self.estimate(i);
+        }
+        self.remaining = remaining;
+    }
+}

@@ -1,0 +1,180 @@
+//! The built-in actions and what each declares: a JSON Schema of its params, its output keys,
+//! and the duration a dry-run assumes when the step gives no `sim.duration`.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+
+/// Which output keys an action produces.
+#[derive(Debug, Clone)]
+pub enum Outputs {
+    /// Exactly these keys.
+    Closed(&'static [&'static str]),
+    /// These keys and any others the step writes (shell.run's `$RIPCORD_OUTPUT` lines).
+    Open(&'static [&'static str]),
+}
+
+impl Outputs {
+    pub fn declared(&self) -> &'static [&'static str] {
+        match self {
+            Outputs::Closed(keys) | Outputs::Open(keys) => keys,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ActionSpec {
+    pub provider: &'static str,
+    pub action: &'static str,
+    pub summary: &'static str,
+    /// JSON Schema (an object schema) of `with`.
+    pub params: Json,
+    pub outputs: Outputs,
+    /// Assumed duration in plan and dry-run when `sim.duration` is absent.
+    pub sim_default: Duration,
+}
+
+impl ActionSpec {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.provider, self.action)
+    }
+
+    /// Names of the params the schema declares, for "did you mean" help.
+    pub fn param_names(&self) -> Vec<&str> {
+        self.params["properties"]
+            .as_object()
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Duration assumed for a step of an external plugin without `sim.duration`.
+pub const EXTERNAL_SIM_DEFAULT: Duration = Duration::from_secs(5);
+
+static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
+    let string_map = json!({ "type": "object", "additionalProperties": { "type": "string" } });
+    vec![
+        ActionSpec {
+            provider: "shell",
+            action: "run",
+            summary: "run a program (argv, no shell) or, when written, a `script:` through sh -c",
+            params: json!({
+                "type": "object",
+                "properties": {
+                    "argv": { "type": "array", "items": { "type": "string" }, "minItems": 1 },
+                    "script": { "type": "string" },
+                    "env": string_map,
+                    "cwd": { "type": "string" },
+                    "stdin": { "type": "string" }
+                },
+                "oneOf": [ { "required": ["argv"] }, { "required": ["script"] } ],
+                "additionalProperties": false
+            }),
+            outputs: Outputs::Open(&["exit_code", "stdout", "stderr"]),
+            sim_default: Duration::from_secs(1),
+        },
+        ActionSpec {
+            provider: "http",
+            action: "request",
+            summary: "an HTTP request; fails unless the status is expected",
+            params: json!({
+                "type": "object",
+                "properties": {
+                    "method": { "type": "string",
+                                "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] },
+                    "url": { "type": "string" },
+                    "headers": string_map,
+                    "json": {},
+                    "body": { "type": "string" },
+                    "expect_status": {
+                        "oneOf": [
+                            { "type": "integer" },
+                            { "type": "array", "items": { "type": "integer" } }
+                        ]
+                    }
+                },
+                "required": ["url"],
+                "additionalProperties": false
+            }),
+            outputs: Outputs::Closed(&["status", "body", "json"]),
+            sim_default: Duration::from_millis(500),
+        },
+        ActionSpec {
+            provider: "tcp",
+            action: "connect",
+            summary: "succeeds when a TCP connection to host:port opens",
+            params: json!({
+                "type": "object",
+                "properties": {
+                    "host": { "type": "string" },
+                    "port": { "type": "integer", "minimum": 1, "maximum": 65535 }
+                },
+                "required": ["host", "port"],
+                "additionalProperties": false
+            }),
+            outputs: Outputs::Closed(&["address"]),
+            sim_default: Duration::from_millis(100),
+        },
+        ActionSpec {
+            provider: "sleep",
+            action: "for",
+            summary: "waits for a duration",
+            params: json!({
+                "type": "object",
+                "properties": { "duration": { "type": "string" } },
+                "required": ["duration"],
+                "additionalProperties": false
+            }),
+            outputs: Outputs::Closed(&[]),
+            // The step's own `duration` is used when it is a literal; see `compile`.
+            sim_default: Duration::ZERO,
+        },
+        ActionSpec {
+            provider: "approval",
+            action: "ask",
+            summary: "waits for an operator's approval (TTY prompt, --approve STEP or --yes)",
+            params: json!({
+                "type": "object",
+                "properties": { "prompt": { "type": "string" } },
+                "additionalProperties": false
+            }),
+            outputs: Outputs::Closed(&["approver", "approved_at", "simulated"]),
+            // A person takes time to read and answer; plan for it.
+            sim_default: Duration::from_secs(30),
+        },
+        ActionSpec {
+            provider: "assert",
+            action: "that",
+            summary: "fails unless an expression is true; the message shows the values",
+            params: json!({
+                "type": "object",
+                "properties": {
+                    "that": { "type": ["string", "boolean"] },
+                    "message": { "type": "string" }
+                },
+                "required": ["that"],
+                "additionalProperties": false
+            }),
+            outputs: Outputs::Closed(&[]),
+            sim_default: Duration::ZERO,
+        },
+    ]
+});
+
+/// All built-in actions.
+pub fn builtins() -> &'static [ActionSpec] {
+    &BUILTIN
+}
+
+/// The built-in action `provider.action`, if it exists.
+pub fn builtin(provider: &str, action: &str) -> Option<&'static ActionSpec> {
+    BUILTIN
+        .iter()
+        .find(|a| a.provider == provider && a.action == action)
+}
+
+/// Whether `provider` names a built-in provider (as opposed to an external plugin).
+pub fn is_builtin_provider(provider: &str) -> bool {
+    BUILTIN.iter().any(|a| a.provider == provider)
+}

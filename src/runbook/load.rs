@@ -1,0 +1,153 @@
+//! Reading a runbook file: size cap, UTF-8, YAML parse under an explicit budget, and the shape
+//! check of [`Runbook`]. Every failure is a [`Diag`] pointing into the file.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::diag::{Diag, SourceFile, source_file};
+
+use super::{Runbook, Span};
+
+/// Files larger than this are refused before parsing: no real runbook comes near it.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A loaded file: its text (for diagnostics) and its model.
+pub struct Source {
+    pub file: SourceFile,
+    pub runbook: Runbook,
+}
+
+pub type LoadError = Box<Diag>;
+
+/// Reads and parses `path`; `display` is the name diagnostics show (the path as given).
+pub fn load_file(path: &Path) -> Result<Source, LoadError> {
+    let display = path.display().to_string();
+    let fail = |msg: String| Box::new(Diag::error("ripcord::io", msg));
+    let file =
+        std::fs::File::open(path).map_err(|e| fail(format!("cannot read {display}: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot read {display}: {e}")))?;
+    if meta.is_dir() {
+        return Err(fail(format!(
+            "{display} is a directory, not a runbook file"
+        )));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(&display, meta.len()));
+    }
+    // Read at most one byte past the cap: the file may grow between stat and read.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read {display}: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(&display, bytes.len() as u64));
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => return Err(not_utf8(&display, e)),
+    };
+    load_str(&display, text)
+}
+
+fn too_large(display: &str, len: u64) -> LoadError {
+    Box::new(
+        Diag::error(
+            "ripcord::too-large",
+            format!(
+                "{display} is {len} bytes; runbooks are limited to {} MiB",
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        )
+        .help("split the runbook into modules with `include:`"),
+    )
+}
+
+fn not_utf8(display: &str, e: std::string::FromUtf8Error) -> LoadError {
+    let valid_up_to = e.utf8_error().valid_up_to();
+    let bytes = e.into_bytes();
+    // Show the file up to the bad byte so the diagnostic can point at it.
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let lossy_offset = String::from_utf8_lossy(&bytes[..valid_up_to]).len();
+    Box::new(
+        Diag::error(
+            "ripcord::not-utf8",
+            format!("{display} is not valid UTF-8 (byte {valid_up_to})"),
+        )
+        .in_file(&source_file(display, text))
+        .label(Span::new(lossy_offset, 1), "invalid UTF-8 here")
+        .help("runbooks are UTF-8 text; re-save the file as UTF-8"),
+    )
+}
+
+/// Parses runbook text; `display` names the file in diagnostics.
+pub fn load_str(display: &str, text: String) -> Result<Source, LoadError> {
+    let file = source_file(display, text);
+    if file.inner().trim().is_empty() || is_only_comments(file.inner()) {
+        return Err(Box::new(
+            Diag::error("ripcord::empty", format!("{display} is empty"))
+                .help("a runbook needs at least `version: 1`, `name:` and `steps:`"),
+        ));
+    }
+    match serde_saphyr::from_str_with_options::<Runbook>(file.inner(), options()) {
+        Ok(runbook) => Ok(Source { file, runbook }),
+        Err(e) => Err(Box::new(yaml_error(&file, &e))),
+    }
+}
+
+fn is_only_comments(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
+}
+
+/// The parse budget. A 16 MiB file bounds the input; these bound what YAML can make of it
+/// (aliases expand, so a small file can describe a huge tree).
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = 64;
+    budget.max_nodes = 3_000_000;
+    budget.max_events = 4_000_000;
+    budget.max_aliases = 10_000;
+    budget.max_anchors = 10_000;
+    budget.max_documents = 1;
+    budget.max_total_scalar_bytes = MAX_FILE_BYTES as usize;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.with_snippet = false;
+    options
+}
+
+fn yaml_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
+    let message = e.to_string();
+    // serde-saphyr appends " at line X column Y"; the label shows that already.
+    let message = match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    let mut diag = Diag::error("ripcord::yaml", message).in_file(file);
+    if let Some(loc) = e.location().filter(|l| l.line() > 0) {
+        let mut span = Span::from_location(&loc);
+        if span.offset == 0 && loc.line() > 1 {
+            span = Span::new(offset_of(file.inner(), loc.line(), loc.column()), 0);
+        }
+        diag = diag.mark(span);
+    }
+    diag
+}
+
+/// Byte offset of a 1-based line and character column.
+fn offset_of(text: &str, line: u64, column: u64) -> usize {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1) as usize)
+        .map(str::len)
+        .sum();
+    let rest = &text[line_start.min(text.len())..];
+    line_start
+        + rest
+            .char_indices()
+            .nth(column.saturating_sub(1) as usize)
+            .map_or(rest.len(), |(i, _)| i)
+}

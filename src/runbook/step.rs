@@ -1,0 +1,141 @@
+//! One step as written, with its retry, sim hints and undo.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::value::Value;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique id: `[a-z0-9][a-z0-9_-]*`.
+    #[schemars(with = "String", regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))]
+    pub id: Spanned<String>,
+    /// A title for humans.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What this step does, for humans.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `provider.action`, e.g. `shell.run` or `postgres.promote`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub uses: Option<Spanned<String>>,
+    /// Include another runbook file as a module (path relative to this file).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub include: Option<Spanned<String>>,
+    /// The action's parameters (or the module's inputs); strings may hold `${{ }}` expressions.
+    #[serde(default)]
+    pub with: Option<Value>,
+    /// Steps that must finish first.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub needs: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// Duration after which an attempt is cancelled.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// Dry-run hints.
+    #[serde(default)]
+    pub sim: Option<Sim>,
+    /// Safe to re-run if a crash leaves it in doubt (default false).
+    #[serde(default)]
+    pub idempotent: Option<bool>,
+    /// The compensation of this step, run by rollback.
+    #[serde(default)]
+    pub undo: Option<Undo>,
+    /// A list (or an expression giving one): the step runs once per item as `id[item]`.
+    #[serde(default)]
+    pub for_each: Option<Value>,
+    /// Named pool this step counts against.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub pool: Option<Spanned<String>>,
+    /// `abort` (default) or `continue`.
+    #[serde(default)]
+    #[schemars(with = "Option<OnFailure>")]
+    pub on_failure: Option<Spanned<OnFailure>>,
+    /// An expression; when false the step is skipped (and satisfies its dependents).
+    #[serde(default)]
+    pub when: Option<Value>,
+}
+
+/// Settings every step inherits unless it sets them.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepDefaults {
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sim: Option<Sim>,
+    #[serde(default)]
+    pub idempotent: Option<bool>,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub pool: Option<Spanned<String>>,
+    #[serde(default)]
+    #[schemars(with = "Option<OnFailure>")]
+    pub on_failure: Option<Spanned<OnFailure>>,
+    #[serde(default)]
+    pub when: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts in all, including the first (default 1).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub attempts: Option<Spanned<u32>>,
+    /// Wait before the second attempt (default 1s).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub delay: Option<Spanned<String>>,
+    /// Factor applied to the delay after each attempt (default 1.0).
+    #[serde(default)]
+    #[schemars(with = "Option<f64>", range(min = 1.0))]
+    pub backoff: Option<Spanned<f64>>,
+    /// Upper bound of the delay.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub max_delay: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sim {
+    /// Virtual time the step takes in a dry-run (and its estimate in plan).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub duration: Option<Spanned<String>>,
+    /// Outputs the simulated provider returns.
+    #[serde(default)]
+    pub outputs: Option<Value>,
+    /// Make this step fail in every dry-run.
+    #[serde(default)]
+    pub fail: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Undo {
+    #[schemars(with = "String")]
+    pub uses: Spanned<String>,
+    #[serde(default)]
+    pub with: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    #[default]
+    Abort,
+    Continue,
+}

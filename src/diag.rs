@@ -142,6 +142,9 @@ impl Diag {
 
     /// Renders rustc-style, with colour when `color` is set.
     pub fn render(&self, color: bool) -> String {
+        if self.has_long_line() {
+            return self.without_snippet().render(color);
+        }
         let theme = if color {
             GraphicalTheme::unicode()
         } else {
@@ -157,6 +160,37 @@ impl Diag {
             out = format!("{}: {}\n", self.code, self.message);
         }
         out
+    }
+}
+
+/// Lines longer than this are not quoted: a snippet of a 7 MB line helps nobody (and miette's
+/// layout cannot draw columns past 65,535).
+const MAX_SNIPPET_LINE: usize = 400;
+
+impl Diag {
+    fn has_long_line(&self) -> bool {
+        let Some(source) = &self.source else {
+            return false;
+        };
+        let text = source.inner();
+        self.labels.iter().any(|l| {
+            let at = floor_char_boundary(text, l.span.offset.min(text.len()));
+            let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+            end - start > MAX_SNIPPET_LINE
+        }) || self.related.iter().any(Diag::has_long_line)
+    }
+
+    /// The same diagnostic with positions written out instead of a quoted snippet.
+    fn without_snippet(&self) -> Diag {
+        let mut plain = self.clone();
+        if let (Some(source), Some((line, column))) = (&self.source, self.position()) {
+            plain.message = format!("{}\n  at {}:{line}:{column}", self.message, source.name());
+        }
+        plain.source = None;
+        plain.labels.clear();
+        plain.related = self.related.iter().map(Diag::without_snippet).collect();
+        plain
     }
 }
 

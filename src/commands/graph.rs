@@ -40,6 +40,13 @@ fn critical_edges(plan: &Plan) -> (Vec<bool>, std::collections::HashSet<(usize, 
     (on, path.windows(2).map(|w| (w[0], w[1])).collect())
 }
 
+/// Dependents in file order, so the output reads like the runbook.
+fn sorted_dependents(plan: &Plan, step: usize) -> Vec<usize> {
+    let mut dependents: Vec<usize> = plan.dependents(step).collect();
+    dependents.sort_unstable();
+    dependents
+}
+
 fn dot_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
@@ -69,7 +76,7 @@ pub fn dot(plan: &Plan) -> String {
         );
     }
     for &i in &plan.order {
-        for d in plan.dependents(i) {
+        for d in sorted_dependents(plan, i) {
             let style = if edges.contains(&(i, d)) {
                 " [color=\"#d00000\", penwidth=2]"
             } else {
@@ -106,7 +113,7 @@ pub fn mermaid(plan: &Plan) -> String {
     let mut link = 0;
     let mut critical_links = Vec::new();
     for &i in &plan.order {
-        for d in plan.dependents(i) {
+        for d in sorted_dependents(plan, i) {
             let _ = writeln!(out, "  n{i} --> n{d}");
             if edges.contains(&(i, d)) {
                 critical_links.push(link.to_string());

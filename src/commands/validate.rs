@@ -42,10 +42,11 @@ pub fn run(args: &ValidateArgs) -> u8 {
         }
         print_diags(&diags);
         if let Some(c) = compiled {
+            let n = c.plan.steps.len();
             println!(
-                "{}: ok ({} steps, critical path {})",
+                "{}: ok ({n} step{}, critical path {})",
                 path.display(),
-                c.plan.steps.len(),
+                if n == 1 { "" } else { "s" },
                 duration::format(c.plan.critical_length())
             );
         }

@@ -84,8 +84,11 @@ pub fn compile(source: &Source, options: &CompileOptions) -> Result<Compiled, Ve
     }
     let ids = cx.index_ids(&decls);
     cx.resolve_references(&mut decls, &ids, &inputs);
-    cx.warn_unused_inputs(runbook, &decls);
     let has_errors = cx.diags.iter().any(Diag::is_error);
+    if !has_errors {
+        // With errors, an input may look unused only because its expression failed.
+        cx.warn_unused_inputs(runbook, &decls);
+    }
     if has_errors || cx.report_cycles(&decls) {
         return Err(cx.diags);
     }
@@ -603,22 +606,24 @@ impl Compiler<'_> {
     ) -> SimHints {
         let sim = step.sim.as_ref();
         let fallback = defaults.and_then(|d| d.sim.as_ref());
-        let explicit = sim
+        // Precedence: the step's sim.duration, a sleep's own literal duration, defaults.sim,
+        // the action's default estimate.
+        let own = sim
             .and_then(|s| s.duration.as_ref())
-            .or(fallback.and_then(|s| s.duration.as_ref()))
             .and_then(|d| self.duration(d, "sim.duration"));
-        let default = match (spec, action) {
-            // sleep.for sleeps for its own literal `duration`.
-            (Some(spec), _) if spec.provider == "sleep" => step
-                .with
-                .as_ref()
-                .and_then(|w| w.get("duration"))
-                .and_then(Value::as_str)
-                .and_then(|d| duration::parse(d).ok())
-                .unwrap_or(spec.sim_default),
+        let sleep = spec.filter(|s| s.provider == "sleep").and_then(|_| {
+            let text = step.with.as_ref()?.get("duration")?.as_str()?;
+            duration::parse(text).ok()
+        });
+        let inherited = fallback
+            .and_then(|s| s.duration.as_ref())
+            .and_then(|d| self.duration(d, "sim.duration"));
+        let action_default = match (spec, action) {
             (Some(spec), _) => spec.sim_default,
-            _ => EXTERNAL_SIM_DEFAULT,
+            (None, Some(_)) => EXTERNAL_SIM_DEFAULT,
+            (None, None) => Duration::ZERO,
         };
+        let explicit = own.or(sleep).or(inherited);
         let outputs = sim.and_then(|s| s.outputs.as_ref()).and_then(|o| {
             if matches!(o.kind, ValueKind::Map(_)) {
                 Some(o.to_json())
@@ -633,7 +638,7 @@ impl Compiler<'_> {
             }
         });
         SimHints {
-            duration: explicit.unwrap_or(default),
+            duration: explicit.unwrap_or(action_default),
             explicit: explicit.is_some(),
             outputs,
             fail: sim

@@ -212,9 +212,10 @@ fn kind_fits(ty: &str, v: &Value) -> bool {
 /// "a string", "a list of strings", "an integer"...
 fn describe(schema: &Json) -> String {
     let one = |t: &str| match t {
-        "array" => match schema["items"]["type"].as_str() {
-            Some(item) => format!("a list of {item}s"),
-            None => "a list".to_string(),
+        "array" => match &schema["items"]["type"] {
+            Json::String(item) => format!("a list of {item}s"),
+            Json::Array(_) => "a list of scalars".to_string(),
+            _ => "a list".to_string(),
         },
         "object" => "a map".to_string(),
         "integer" => "an integer".to_string(),

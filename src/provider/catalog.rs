@@ -53,6 +53,9 @@ impl ActionSpec {
 pub const EXTERNAL_SIM_DEFAULT: Duration = Duration::from_secs(5);
 
 static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
+    // `argv: [sleep, 5]` and `env: { PORT: 5432 }` mean text: scalars are passed as written.
+    let scalar = json!({ "type": ["string", "integer", "number", "boolean"] });
+    let scalar_map = json!({ "type": "object", "additionalProperties": scalar });
     let string_map = json!({ "type": "object", "additionalProperties": { "type": "string" } });
     vec![
         ActionSpec {
@@ -62,9 +65,9 @@ static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
             params: json!({
                 "type": "object",
                 "properties": {
-                    "argv": { "type": "array", "items": { "type": "string" }, "minItems": 1 },
+                    "argv": { "type": "array", "items": scalar, "minItems": 1 },
                     "script": { "type": "string" },
-                    "env": string_map,
+                    "env": scalar_map,
                     "cwd": { "type": "string" },
                     "stdin": { "type": "string" }
                 },

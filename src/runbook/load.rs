@@ -126,7 +126,18 @@ fn yaml_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
         Some(i) => message[..i].to_string(),
         None => message,
     };
-    let mut diag = Diag::error("ripcord::yaml", message).in_file(file);
+    let mut diag = match budget_breach(&message) {
+        Some(what) => Diag::error(
+            "ripcord::yaml-budget",
+            format!("the YAML goes past ripcord's parse budget: {what}"),
+        )
+        .help(
+            "nesting depth (64), nodes (3 million), aliases (10,000) and alias expansion are \
+             limited so that a hostile file cannot exhaust memory",
+        ),
+        None => Diag::error("ripcord::yaml", plain_words(&message)),
+    }
+    .in_file(file);
     if let Some(loc) = e.location().filter(|l| l.line() > 0) {
         let mut span = Span::from_location(&loc);
         if span.offset == 0 && loc.line() > 1 {
@@ -135,6 +146,55 @@ fn yaml_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
         diag = diag.mark(span);
     }
     diag
+}
+
+/// What a budget breach was about, in words; `None` for other errors.
+fn budget_breach(message: &str) -> Option<String> {
+    if message.starts_with("recursion limit exceeded") {
+        return Some("nested too deeply".into());
+    }
+    let rest = message.strip_prefix("budget breached: ")?;
+    let kind: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    if kind == "Documents" {
+        return None; // not hostile, just a second `---`: see plain_words
+    }
+    Some(match kind.as_str() {
+        "Depth" => "nested too deeply".into(),
+        "Aliases" | "RecordedAnchorEvents" | "RecordedAnchorBytes" | "AliasAnchorRatio" => {
+            "aliases expand to too much (an alias bomb?)".into()
+        }
+        "Nodes" | "Events" => "too many YAML nodes".into(),
+        "Anchors" => "too many anchors".into(),
+        "ScalarBytes" => "too much text".into(),
+        other => format!("limit `{other}` exceeded"),
+    })
+}
+
+/// serde-saphyr's messages speak to Rust developers (`invalid u32`, policy names); say the same
+/// in a runbook author's words.
+fn plain_words(message: &str) -> String {
+    if message.starts_with("budget breached: Documents") {
+        return "a runbook file holds one YAML document; this one has another after `---`".into();
+    }
+    let message = match message.find(", set DuplicateKeyPolicy") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    let replaced = match message {
+        "invalid u32" | "invalid u64" | "invalid u16" | "invalid u8" => {
+            "expected a whole number of 0 or more"
+        }
+        "invalid i64" | "invalid i32" => "expected a whole number",
+        "invalid f64" | "invalid f32" => "expected a number",
+        "invalid bool" => "expected true or false",
+        "expected sequence start" => "expected a list",
+        "expected mapping start" => "expected a map",
+        other => other,
+    };
+    replaced.to_string()
 }
 
 /// Byte offset of a 1-based line and character column.

@@ -1,0 +1,198 @@
+//! The verbs as a user runs them: plan, graph, schema, inputs, JSON output.
+
+use crate::support::{Ripcord, repo};
+
+#[test]
+fn plan_shows_stages_critical_path_and_rto() {
+    let out = Ripcord::new()
+        .args(["plan", "tests/fixtures/valid/features.yaml"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    insta::assert_snapshot!(out.transcript());
+}
+
+#[test]
+fn plan_needs_required_inputs_and_coerces_given_ones() {
+    let file = "tests/fixtures/valid/contract-example.yaml";
+    let missing = Ripcord::new().args(["plan", file]).run();
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing
+            .stderr
+            .contains("required input `reason` has no value")
+    );
+
+    let out = Ripcord::new()
+        .args([
+            "plan",
+            file,
+            "--input",
+            "reason=planned",
+            "-i",
+            "vms=a,b,c,d,e",
+        ])
+        .env("ORDERS_API_TOKEN", "s3cr3t-token")
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(out.stdout.contains("power-on[e]"));
+    assert!(out.stdout.contains("api_token = ***"));
+    assert!(
+        !out.stdout.contains("s3cr3t-token"),
+        "secret printed:\n{}",
+        out.stdout
+    );
+    // Pool vcenter=4 holds the fifth VM back one estimate (1s).
+    assert!(
+        out.stdout
+            .contains("46s with unlimited concurrency, 47s with concurrency 10")
+    );
+
+    let bad = Ripcord::new()
+        .args([
+            "plan",
+            file,
+            "-i",
+            "reason=x",
+            "-i",
+            "drain=soon",
+            "-i",
+            "standy=db",
+        ])
+        .run();
+    assert_eq!(bad.code, 2);
+    insta::assert_snapshot!(bad.transcript());
+}
+
+#[test]
+fn plan_json_is_machine_readable() {
+    let out = Ripcord::new()
+        .args([
+            "plan",
+            "--json",
+            "tests/fixtures/valid/features.yaml",
+            "--concurrency",
+            "1",
+        ])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(plan["concurrency"], 1);
+    assert_eq!(plan["steps"].as_array().map(Vec::len), Some(10));
+    let total: u64 = plan["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["estimate_ms"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        plan["predicted_ms"]["limited"], total,
+        "one slot: the sum of estimates"
+    );
+    assert_eq!(plan["critical_path"][0], "health");
+    assert_eq!(plan["rto_ms"], 120_000);
+    assert_eq!(
+        plan["rto_met"],
+        total <= 120_000,
+        "2m rto, {total} ms serial"
+    );
+}
+
+#[test]
+fn graph_formats_highlight_the_critical_path() {
+    for format in ["dot", "mermaid"] {
+        let out = Ripcord::new()
+            .args([
+                "graph",
+                "tests/fixtures/valid/features.yaml",
+                "--format",
+                format,
+            ])
+            .run();
+        assert_eq!(out.code, 0, "{}", out.transcript());
+        insta::assert_snapshot!(format!("graph_{format}"), out.stdout);
+    }
+}
+
+#[test]
+fn committed_schema_is_current() {
+    let out = Ripcord::new().args(["schema"]).run();
+    assert_eq!(out.code, 0);
+    let committed = std::fs::read_to_string(repo().join("schema/runbook.schema.json"))
+        .expect("schema/runbook.schema.json is committed");
+    assert!(
+        committed == out.stdout,
+        "schema/runbook.schema.json is stale: run `cargo run -- schema > schema/runbook.schema.json`"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&committed).expect("JSON");
+    let step = &schema["$defs"]["Step"]["properties"];
+    for key in [
+        "id",
+        "uses",
+        "with",
+        "needs",
+        "retry",
+        "timeout",
+        "sim",
+        "idempotent",
+        "undo",
+        "for_each",
+        "pool",
+        "on_failure",
+        "when",
+        "include",
+    ] {
+        assert!(
+            step.get(key).is_some(),
+            "Step.{key} missing from the schema"
+        );
+    }
+}
+
+#[test]
+fn validate_json_reports_positions() {
+    let out = Ripcord::new()
+        .args([
+            "validate",
+            "--json",
+            "tests/fixtures/invalid/many-errors.yaml",
+            "tests/fixtures/valid/minimal.yaml",
+        ])
+        .run();
+    assert_eq!(out.code, 2);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(doc["files"][1]["valid"], true);
+    let diags = doc["files"][0]["diagnostics"].as_array().expect("array");
+    let at: Vec<(String, u64, u64)> = diags
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or_default().to_string(),
+                d["line"].as_u64().unwrap_or(0),
+                d["column"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(at.contains(&("ripcord::duration".into(), 4, 6)), "{at:?}");
+    assert!(
+        at.contains(&("ripcord::unknown-action".into(), 11, 11)),
+        "{at:?}"
+    );
+    assert!(
+        at.contains(&("ripcord::unknown-step".into(), 12, 13)),
+        "{at:?}"
+    );
+    assert!(at.len() >= 7, "all errors at once: {at:?}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(Ripcord::new().args(["validate"]).run().code, 2);
+    assert_eq!(
+        Ripcord::new()
+            .args(["plan", "x.yaml", "-i", "novalue"])
+            .run()
+            .code,
+        2
+    );
+    assert_eq!(Ripcord::new().args(["bogus"]).run().code, 2);
+}

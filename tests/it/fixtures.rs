@@ -1,0 +1,126 @@
+//! Every bad runbook under tests/fixtures/invalid is rejected with exit 2 and the diagnostic
+//! in its snapshot; every runbook under tests/fixtures/valid and runbooks/ validates.
+
+use std::io::Write;
+
+use crate::support::{Ripcord, repo};
+
+#[test]
+fn invalid_fixtures_are_rejected_with_their_diagnostic() {
+    insta::glob!("../fixtures/invalid", "*.yaml", |path| {
+        let relative = path
+            .strip_prefix(repo())
+            .expect("fixtures live in the repo");
+        let out = Ripcord::new().args(["validate"]).args([relative]).run();
+        assert_eq!(out.code, 2, "{}", out.transcript());
+        assert!(
+            out.stderr.contains("×"),
+            "no error rendered:\n{}",
+            out.transcript()
+        );
+        insta::assert_snapshot!(out.transcript());
+    });
+}
+
+#[test]
+fn invalid_fixtures_give_json_positions() {
+    insta::glob!("../fixtures/invalid", "*.yaml", |path| {
+        let relative = path
+            .strip_prefix(repo())
+            .expect("fixtures live in the repo");
+        let out = Ripcord::new()
+            .args(["validate", "--json"])
+            .args([relative])
+            .run();
+        assert_eq!(out.code, 2);
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+        assert_eq!(doc["valid"], false);
+        let diags = doc["files"][0]["diagnostics"]
+            .as_array()
+            .expect("diagnostics");
+        assert!(diags.iter().any(|d| d["severity"] == "error"));
+        for d in diags {
+            // Every diagnostic about a file's content points into it, except whole-file ones.
+            if d["file"].is_string() {
+                assert!(d["line"].as_u64().is_some(), "{d}");
+            }
+        }
+    });
+}
+
+#[test]
+fn valid_fixtures_and_example_runbooks_validate() {
+    let mut files: Vec<_> = ["tests/fixtures/valid", "runbooks"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(repo().join(dir)).expect("directory exists"))
+        .map(|e| e.expect("readable").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 6,
+        "expected the valid fixtures and example runbooks"
+    );
+    let out = Ripcord::new().args(["validate"]).args(&files).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(!out.stderr.contains("×"), "{}", out.stderr);
+    assert_eq!(
+        out.stdout.lines().filter(|l| l.contains(": ok (")).count(),
+        files.len()
+    );
+}
+
+/// Files too big or too deep to commit are generated; their diagnostics are snapshots too.
+#[test]
+fn hostile_generated_files_are_rejected_quickly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let deep = format!(
+        "version: 1\nname: deep\nsteps:\n  - id: a\n    uses: shell.run\n    with:\n      argv: {}{}\n",
+        "[\n".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    std::fs::write(dir.path().join("deep-nesting.yaml"), deep).expect("write");
+    let mut big = std::fs::File::create(dir.path().join("too-large.yaml")).expect("create");
+    big.write_all(b"version: 1\nname: big\ndescription: \"")
+        .expect("write");
+    let chunk = vec![b'x'; 1024 * 1024];
+    for _ in 0..17 {
+        big.write_all(&chunk).expect("write");
+    }
+    big.write_all(b"\"\nsteps: []\n").expect("write");
+    drop(big);
+    // Under the size cap, over the node budget: 3.5 million list items in 7 MB.
+    let nodes = format!(
+        "version: 1\nname: nodes\nsteps:\n  - id: a\n    uses: shell.run\n    with: {{ argv: [{}] }}\n",
+        "1,".repeat(3_500_000)
+    );
+    std::fs::write(dir.path().join("too-many-nodes.yaml"), nodes).expect("write");
+
+    for name in ["deep-nesting", "too-large", "too-many-nodes"] {
+        let out = Ripcord::new()
+            .current_dir(dir.path())
+            .args(["validate", &format!("{name}.yaml")])
+            .run();
+        assert_eq!(out.code, 2, "{}", out.transcript());
+        insta::assert_snapshot!(format!("generated_{name}"), out.transcript());
+    }
+}
+
+#[test]
+fn several_files_report_each() {
+    let out = Ripcord::new()
+        .args([
+            "validate",
+            "tests/fixtures/valid/minimal.yaml",
+            "tests/fixtures/invalid/cycle.yaml",
+            "tests/fixtures/invalid/unknown-need.yaml",
+            "no/such/file.yaml",
+        ])
+        .run();
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.contains("minimal.yaml: ok"));
+    assert!(out.stderr.contains("dependency cycle"));
+    assert!(out.stderr.contains("unknown step `check-lga`"));
+    assert!(out.stderr.contains("cannot read no/such/file.yaml"));
+    assert!(out.stderr.contains("3 of 4 file(s) invalid"));
+}

@@ -1,0 +1,7 @@
+//! The one integration-test binary: drives the real `ripcord` binary (and the library where a
+//! test needs the plan itself).
+
+mod cli;
+mod fixtures;
+mod planner;
+mod support;

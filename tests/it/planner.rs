@@ -1,0 +1,242 @@
+//! The planner on hand-computed DAGs: critical path, stages, and list-schedule makespans under
+//! concurrency and pools.
+
+use std::time::Duration;
+
+use ripcord::compile::{CompileOptions, compile};
+use ripcord::plan::Plan;
+use ripcord::runbook::load_str;
+
+fn plan(yaml: &str) -> Plan {
+    let source =
+        load_str("test.yaml", yaml.to_string()).unwrap_or_else(|d| panic!("{}", d.render(false)));
+    let options = CompileOptions {
+        inputs: &[],
+        require_inputs: true,
+    };
+    match compile(&source, &options) {
+        Ok(c) => c.plan,
+        Err(diags) => panic!(
+            "{}",
+            diags.iter().map(|d| d.render(false)).collect::<String>()
+        ),
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ids(plan: &Plan, steps: &[usize]) -> Vec<String> {
+    steps.iter().map(|&i| plan.steps[i].id.clone()).collect()
+}
+
+/// A step of shell.run with an estimated duration.
+fn step(id: &str, secs: u64, extra: &str) -> String {
+    format!(
+        "  - {{ id: {id}, uses: shell.run, with: {{ argv: [true] }}, sim: {{ duration: {secs}s }}{extra} }}\n"
+    )
+}
+
+fn runbook(header: &str, steps: &[String]) -> String {
+    format!("version: 1\nname: t\n{header}steps:\n{}", steps.concat())
+}
+
+#[test]
+fn diamond_critical_path_and_stages() {
+    // a(10) -> b(20) -> d(1); a -> c(5) -> d
+    let p = plan(&runbook(
+        "",
+        &[
+            step("a", 10, ""),
+            step("b", 20, ", needs: [a]"),
+            step("c", 5, ", needs: [a]"),
+            step("d", 1, ", needs: [b, c]"),
+        ],
+    ));
+    assert_eq!(ids(&p, &p.critical_path()), ["a", "b", "d"]);
+    assert_eq!(p.critical_length(), secs(31));
+    assert_eq!(p.predicted(None).makespan, secs(31));
+    assert_eq!(
+        p.predicted(Some(1)).makespan,
+        secs(36),
+        "one slot runs everything in series"
+    );
+    let stages: Vec<Vec<String>> = p.stages().iter().map(|s| ids(&p, s)).collect();
+    assert_eq!(stages, [vec!["a"], vec!["b", "c"], vec!["d"]]);
+}
+
+#[test]
+fn pool_limits_the_makespan() {
+    // Five independent 10s steps in a pool of 2, global concurrency 10: ceil(5/2) * 10s.
+    let steps: Vec<String> = (1..=5)
+        .map(|i| step(&format!("vm{i}"), 10, ", pool: vcenter"))
+        .collect();
+    let p = plan(&runbook("pools: { vcenter: 2 }\n", &steps));
+    assert_eq!(p.critical_length(), secs(10));
+    let schedule = p.predicted(None);
+    assert_eq!(schedule.makespan, secs(30));
+    let mut starts: Vec<u64> = schedule.start.iter().map(Duration::as_secs).collect();
+    starts.sort();
+    assert_eq!(starts, [0, 0, 10, 10, 20]);
+}
+
+#[test]
+fn pooled_and_free_steps_share_global_slots() {
+    // Concurrency 2; x1, x2 (10s) in a pool of 1; y (15s) in none.
+    // t=0: y (highest remaining) and x1 start; t=10: x2; y ends at 15, x2 at 20.
+    let p = plan(&runbook(
+        "concurrency: 2\npools: { p: 1 }\n",
+        &[
+            step("x1", 10, ", pool: p"),
+            step("x2", 10, ", pool: p"),
+            step("y", 15, ""),
+        ],
+    ));
+    let s = p.predicted(None);
+    assert_eq!(s.makespan, secs(20));
+    assert_eq!(
+        (s.start[0], s.start[1], s.start[2]),
+        (secs(0), secs(10), secs(0))
+    );
+}
+
+#[test]
+fn critical_path_priority_beats_file_order() {
+    // Two slots. In file order b, e, a -> c a FIFO scheduler would start b and e first and end
+    // at 25s; critical-path priority starts a first and ends at the lower bound, 20s.
+    let p = plan(&runbook(
+        "concurrency: 2\n",
+        &[
+            step("b", 5, ""),
+            step("e", 5, ""),
+            step("a", 10, ""),
+            step("c", 10, ", needs: [a]"),
+        ],
+    ));
+    let s = p.predicted(None);
+    assert_eq!(s.makespan, secs(20));
+    assert_eq!(s.start[2], secs(0), "a starts at once");
+}
+
+#[test]
+fn for_each_expands_and_needs_wait_for_every_instance() {
+    let p = plan(&runbook(
+        "",
+        &[
+            step("up", 1, ", for_each: [web1, web2, web3]"),
+            step("check", 2, ", needs: [up]"),
+        ],
+    ));
+    assert_eq!(
+        ids(&p, &(0..p.steps.len()).collect::<Vec<_>>()),
+        ["up[web1]", "up[web2]", "up[web3]", "check"]
+    );
+    assert_eq!(p.needs(3).count(), 3);
+    assert_eq!(p.critical_length(), secs(3));
+}
+
+#[test]
+fn references_add_edges() {
+    let p = plan(
+        "version: 1\nname: t\nsteps:\n\
+         - { id: b, uses: assert.that, with: { that: \"${{ steps.a.outputs.status == 200 }}\" } }\n\
+         - { id: a, uses: http.request, with: { url: \"http://x\" } }\n",
+    );
+    assert_eq!(p.needs(0).collect::<Vec<_>>(), [1]);
+    assert_eq!(p.order, [1, 0]);
+}
+
+/// A seeded random DAG: `n` steps, each needing up to two earlier ones, random durations and
+/// pools. Small LCG so the test needs no extra crate and replays exactly.
+fn random_runbook(seed: u64, n: usize) -> String {
+    let mut state = seed;
+    let mut next = move |m: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % m
+    };
+    let mut steps = Vec::new();
+    for i in 0..n {
+        let mut extra = String::new();
+        if i > 0 {
+            let deps: Vec<String> = (0..next(3))
+                .map(|_| format!("s{}", next(i as u64)))
+                .collect();
+            let mut deps = deps;
+            deps.sort();
+            deps.dedup();
+            if !deps.is_empty() {
+                extra.push_str(&format!(", needs: [{}]", deps.join(", ")));
+            }
+        }
+        match next(4) {
+            0 => extra.push_str(", pool: p1"),
+            1 => extra.push_str(", pool: p2"),
+            _ => {}
+        }
+        steps.push(step(&format!("s{i}"), 1 + next(60), &extra));
+    }
+    runbook("pools: { p1: 2, p2: 1 }\nconcurrency: 3\n", &steps)
+}
+
+#[test]
+fn list_schedule_respects_dependencies_limits_and_bounds() {
+    for seed in 0..20 {
+        let p = plan(&random_runbook(seed, 150));
+        let s = p.predicted(None);
+        // Dependencies: nobody starts before what it needs has finished.
+        for i in 0..p.steps.len() {
+            for n in p.needs(i) {
+                assert!(
+                    s.start[i] >= s.finish[n],
+                    "seed {seed}: {} before {}",
+                    p.steps[i].id,
+                    p.steps[n].id
+                );
+            }
+        }
+        // Limits: at every start instant, at most 3 running, 2 in p1, 1 in p2.
+        for &t in &s.start {
+            let running: Vec<usize> = (0..p.steps.len())
+                .filter(|&i| s.start[i] <= t && t < s.finish[i])
+                .collect();
+            assert!(
+                running.len() <= 3,
+                "seed {seed}: {} running at {t:?}",
+                running.len()
+            );
+            for (pool, size) in [(0, 2), (1, 1)] {
+                let inside = running
+                    .iter()
+                    .filter(|&&i| p.steps[i].pool == Some(pool))
+                    .count();
+                assert!(inside <= size, "seed {seed}: pool {pool} over its size");
+            }
+        }
+        // Lower bound: never shorter than the critical path or the work over the slots.
+        let work: Duration = (0..p.steps.len()).map(|i| p.estimate(i)).sum();
+        assert!(s.makespan >= p.critical_length());
+        assert!(s.makespan >= work / 3);
+        // Unlimited slots and no pools: exactly the critical path.
+        let free = plan(
+            &random_runbook(seed, 150)
+                .replace(", pool: p1", "")
+                .replace(", pool: p2", ""),
+        );
+        assert_eq!(
+            free.predicted(Some(1_000_000)).makespan,
+            free.critical_length(),
+            "seed {seed}"
+        );
+        // Graham's bound for list scheduling on m identical slots: W/m + (1 - 1/m) * CP.
+        let m = 3u32;
+        let work: Duration = (0..free.steps.len()).map(|i| free.estimate(i)).sum();
+        let bound = work / m + free.critical_length() * (m - 1) / m;
+        assert!(
+            free.predicted(Some(3)).makespan <= bound,
+            "seed {seed}: Graham's bound broken"
+        );
+    }
+}

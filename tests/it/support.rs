@@ -1,0 +1,82 @@
+//! A fluent runner for the real binary, in the style of just's test builder.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Ripcord {
+    command: Command,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ripcord {
+    /// Runs from the repository root, without colour, with a clean environment of ripcord
+    /// variables.
+    pub fn new() -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ripcord"));
+        command
+            .current_dir(repo())
+            .env("NO_COLOR", "1")
+            .env_remove("RIPCORD_STATE_DIR")
+            .env_remove("RIPCORD_PLUGIN_PATH");
+        Ripcord { command }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.command.current_dir(dir.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn run(mut self) -> Output {
+        let out = self.command.output().expect("the ripcord binary runs");
+        let output = Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            !output.stderr.contains("panicked"),
+            "ripcord panicked:\n{}",
+            output.stderr
+        );
+        output
+    }
+}
+
+impl Output {
+    /// Exit code, stdout and stderr in one text, for snapshots.
+    pub fn transcript(&self) -> String {
+        let mut text = format!("exit: {}\n", self.code);
+        if !self.stdout.is_empty() {
+            text.push_str("--- stdout\n");
+            text.push_str(&self.stdout);
+        }
+        if !self.stderr.is_empty() {
+            text.push_str("--- stderr\n");
+            text.push_str(&self.stderr);
+        }
+        text
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Writes one layered synthetic DAG as a ripcord runbook and as a Makefile.
+
+N steps in layers of width W; each step after the first layer needs 1-2 steps of the layer
+before it (seeded, so every run builds the same DAG). Each step runs `true`.
+
+usage: gen-dag.py N W OUT_DIR [SEED]
+"""
+import os
+import random
+import sys
+
+
+def main():
+    n, width, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    rng = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    os.makedirs(out, exist_ok=True)
+    needs = []
+    for i in range(n):
+        layer = i // width
+        if layer == 0:
+            needs.append([])
+            continue
+        prev = range((layer - 1) * width, min(layer * width, n))
+        needs.append(sorted(set(rng.sample(prev, min(len(prev), rng.randint(1, 2))))))
+
+    with open(os.path.join(out, "dag.yaml"), "w") as f:
+        f.write(f"version: 1\nname: dag-{n}\nconcurrency: 2\nsteps:\n")
+        for i, deps in enumerate(needs):
+            line = f"  - {{ id: s{i}, uses: shell.run, with: {{ argv: [\"true\"] }}"
+            if deps:
+                line += ", needs: [" + ", ".join(f"s{d}" for d in deps) + "]"
+            f.write(line + f", sim: {{ duration: {1 + rng.randint(0, 9)}s }} }}\n")
+
+    with open(os.path.join(out, "Makefile"), "w") as f:
+        f.write(".PHONY: all " + " ".join(f"s{i}" for i in range(n)) + "\n")
+        f.write("all: " + " ".join(f"s{i}" for i in range(n)) + "\n")
+        for i, deps in enumerate(needs):
+            f.write(f"s{i}: " + " ".join(f"s{d}" for d in deps) + "\n\t@true\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -85,7 +85,9 @@ pub struct InputArgs {
 
 #[derive(Debug, Args)]
 pub struct PluginArgs {
-    /// A directory searched first for `ripcord-plugin-NAME` executables (repeatable).
+    /// A directory searched first for `ripcord-plugin-NAME` executables (repeatable). Accepted
+    /// as the contract says; this version does not resolve external plugins yet, so their
+    /// params and outputs go unchecked.
     #[arg(long = "plugin-dir", value_name = "DIR")]
     pub plugin_dirs: Vec<PathBuf>,
 }

@@ -84,6 +84,7 @@ pub fn compile(source: &Source, options: &CompileOptions) -> Result<Compiled, Ve
     }
     let ids = cx.index_ids(&decls);
     cx.resolve_references(&mut decls, &ids, &inputs);
+    cx.check_outputs(runbook, &decls, &ids, &inputs);
     let has_errors = cx.diags.iter().any(Diag::is_error);
     if !has_errors {
         // With errors, an input may look unused only because its expression failed.
@@ -719,6 +720,45 @@ impl Compiler<'_> {
         }
     }
 
+    /// `outputs:` (what a module exposes): each a template over inputs and step results.
+    fn check_outputs(
+        &mut self,
+        runbook: &Runbook,
+        decls: &[Decl],
+        ids: &HashMap<String, usize>,
+        inputs: &[ResolvedInput],
+    ) {
+        for (name, value) in runbook.outputs.iter().flat_map(|o| o.iter()) {
+            if !inputs::is_identifier(&name.value) {
+                self.error(
+                    "ripcord::output-name",
+                    format!("invalid output name `{}`", name.value),
+                    Span::of(name),
+                    "output names are identifiers: [A-Za-z_][A-Za-z0-9_]*",
+                );
+            }
+            match expr::parse_template(&value.value, Span::of(value), self.text) {
+                Ok(template) => {
+                    for e in template.exprs() {
+                        for r in &e.refs {
+                            // `me` is out of range: outputs belong to no step.
+                            self.check_ref(
+                                r,
+                                e.span,
+                                Context::Output,
+                                usize::MAX,
+                                decls,
+                                ids,
+                                inputs,
+                            );
+                        }
+                    }
+                }
+                Err(e) => self.error("ripcord::expression", e.message, e.span, "here"),
+            }
+        }
+    }
+
     fn unknown_step(&mut self, id: &str, span: Span, ids: &HashMap<String, usize>, what: &str) {
         let mut diag = Diag::error(
             "ripcord::unknown-step",
@@ -756,6 +796,15 @@ impl Compiler<'_> {
                     };
                     self.push(diag);
                 }
+                None
+            }
+            Ref::Item if context == Context::Output => {
+                self.error(
+                    "ripcord::item-outside-for-each",
+                    "`item` is only defined in a step with `for_each`",
+                    span,
+                    "outputs belong to no step",
+                );
                 None
             }
             Ref::Item => {
@@ -848,8 +897,8 @@ impl Compiler<'_> {
                         )),
                     ),
                 }
-                // Undo runs during rollback, after the run: its references add no edges.
-                (context != Context::Undo).then_some(j)
+                // Undo runs during rollback and outputs are read after the run: neither adds edges.
+                matches!(context, Context::Step).then_some(j)
             }
         }
     }
@@ -904,6 +953,11 @@ impl Compiler<'_> {
                 exprs.push(e);
             }
             exprs.into_iter().for_each(&mut note);
+        }
+        for (_, value) in runbook.outputs.iter().flat_map(|o| o.iter()) {
+            if let Ok(template) = expr::parse_template(&value.value, Span::of(value), self.text) {
+                template.exprs().for_each(&mut note);
+            }
         }
         for (name, _) in runbook.inputs.iter().flat_map(|i| i.value.iter()) {
             if !used.contains(name.value.as_str()) {
@@ -1096,6 +1150,8 @@ enum Context {
     Step,
     ForEach,
     Undo,
+    /// A runbook's `outputs:`.
+    Output,
 }
 
 /// The name of a for_each instance: the item itself when it is a scalar, else its position.

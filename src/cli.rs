@@ -24,8 +24,111 @@ pub enum Command {
     Plan(PlanArgs),
     /// The DAG as Graphviz DOT or Mermaid, critical path highlighted.
     Graph(GraphArgs),
+    /// Execute a runbook (or simulate it with --dry-run).
+    Run(RunArgs),
+    /// Continue a run that was interrupted or crashed.
+    Resume(ResumeArgs),
+    /// Run the undos of a run's completed steps.
+    Rollback(RollbackArgs),
+    /// List recorded runs, newest first.
+    Runs(RunsArgs),
     /// The JSON Schema of the runbook format.
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Simulate every step in virtual time; nothing real is touched.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seed of the dry-run (recorded, so a run can be replayed).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// In a dry-run, make this step fail on every attempt (repeatable; an id or a for_each id).
+    #[arg(long = "fail", value_name = "STEP")]
+    pub fail: Vec<String>,
+    #[command(flatten)]
+    pub approvals: ApprovalArgs,
+    /// Steps in flight at most, instead of the runbook's `concurrency`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// One JSON event per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalArgs {
+    /// Approve every approval step in advance.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Approve this approval step in advance (repeatable).
+    #[arg(long = "approve", value_name = "STEP")]
+    pub approve: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Where runs are recorded (default: $RIPCORD_STATE_DIR, else .ripcord).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    pub run_id: String,
+    /// Re-run steps that started but have no recorded end (not idempotent ones included).
+    #[arg(long, conflicts_with = "skip_in_doubt")]
+    pub retry_in_doubt: bool,
+    /// Treat steps that started but have no recorded end as done.
+    #[arg(long)]
+    pub skip_in_doubt: bool,
+    /// Resume even though the runbook file changed since the run started.
+    #[arg(long)]
+    pub force: bool,
+    /// Values of secret inputs (they are not recorded), or overrides.
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    #[command(flatten)]
+    pub approvals: ApprovalArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    pub run_id: String,
+    /// Roll back even though the runbook file changed since the run started.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

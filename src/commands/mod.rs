@@ -3,6 +3,11 @@
 
 pub mod graph;
 pub mod plan;
+pub mod recorded;
+pub mod resume;
+pub mod rollback;
+pub mod run;
+pub mod runs;
 pub mod schema;
 pub mod validate;
 
@@ -20,6 +25,10 @@ pub fn run(cli: Cli) -> u8 {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Graph(args) => graph::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Resume(args) => resume::run(&args),
+        Command::Rollback(args) => rollback::run(&args),
+        Command::Runs(args) => runs::run(&args),
         Command::Schema => schema::run(),
     }
 }

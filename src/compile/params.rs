@@ -93,6 +93,15 @@ pub fn check(schema: &Json, with: Option<&Value>, at: Span) -> Vec<Problem> {
     problems
 }
 
+/// Checks rendered params (JSON) against `schema`; the problems as sentences.
+pub fn check_rendered(schema: &Json, params: &Json) -> Vec<String> {
+    let value = Value::from_json(params);
+    check(schema, Some(&value), Span::default())
+        .into_iter()
+        .map(|p| p.message)
+        .collect()
+}
+
 fn is_expression(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.contains("${{"))
 }

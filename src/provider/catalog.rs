@@ -165,6 +165,21 @@ static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
     ]
 });
 
+/// The value a dry-run gives a declared output when the step's `sim.outputs` does not: of the
+/// type the real action produces, and the value of its success (status 200, exit code 0), so
+/// `when:` and expressions downstream take the path of a run that works.
+pub fn placeholder(key: &str) -> Json {
+    match key {
+        "exit_code" => json!(0),
+        "status" => json!(200),
+        "json" => json!({}),
+        "simulated" => json!(true),
+        "address" => json!("127.0.0.1:0"),
+        "approver" => json!("dry-run"),
+        _ => json!(""),
+    }
+}
+
 /// All built-in actions.
 pub fn builtins() -> &'static [ActionSpec] {
     &BUILTIN

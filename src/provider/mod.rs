@@ -1,7 +1,113 @@
-//! Providers: what `uses: provider.action` resolves to. For now the catalogue of built-in
-//! actions (their parameter schemas, output keys and default simulated durations), which the
-//! compiler checks runbooks against. External plugins are resolved by name only.
+//! Providers: what `uses: provider.action` runs. One object-safe trait, a registry that resolves
+//! names, the built-in providers with real effects (shell, http, tcp, sleep), and the simulator
+//! that stands in for all of them in a dry-run. `approval.ask` and `assert.that` are decided by
+//! the executor itself (they need the operator and the run's values), not by a provider.
 
 pub mod catalog;
+pub mod http;
+pub mod shell;
+pub mod sim;
+pub mod sleep;
+pub mod tcp;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
+use tokio_util::sync::CancellationToken;
 
 pub use catalog::{ActionSpec, Outputs, builtin};
+
+use crate::plan::ActionRef;
+
+pub type OutputMap = Map<String, Json>;
+
+/// One attempt of one step.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub action: ActionRef,
+    pub params: Json,
+    pub step: String,
+    pub attempt: u32,
+    pub run_id: String,
+    /// The attempt's timeout: the provider is cancelled when it passes.
+    pub timeout: Duration,
+    /// Cancelled on timeout or interrupt: stop, clean up (kill children), return.
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub message: String,
+    /// Whether another attempt may succeed (a refused connection) or not (a bad parameter).
+    pub retryable: bool,
+    /// Outputs gathered before failing (a failed command's stderr).
+    pub outputs: OutputMap,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            retryable: true,
+            outputs: OutputMap::new(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Failure {
+        Failure {
+            retryable: false,
+            ..Failure::new(message)
+        }
+    }
+}
+
+pub type Outcome = Result<OutputMap, Failure>;
+pub type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+pub trait Provider: Send + Sync {
+    fn invoke(&self, request: Request) -> BoxFuture;
+}
+
+/// Resolves provider names for a real run.
+pub struct Registry {
+    shell: shell::Shell,
+    http: http::Http,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shell: shell::Shell,
+            http: http::Http::default(),
+        }
+    }
+}
+
+impl Registry {
+    pub fn get(&self, provider: &str) -> Option<&dyn Provider> {
+        match provider {
+            "shell" => Some(&self.shell),
+            "http" => Some(&self.http),
+            "tcp" => Some(&tcp::Tcp),
+            "sleep" => Some(&sleep::Sleep),
+            _ => None,
+        }
+    }
+}
+
+/// The param as a string, for params a schema already declared as text.
+pub fn param_str<'a>(params: &'a Json, key: &str) -> Option<&'a str> {
+    params.get(key).and_then(Json::as_str)
+}
+
+/// A scalar as the text a command line or environment gets (`5` -> "5", `true` -> "true").
+pub fn scalar_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

@@ -102,6 +102,36 @@ impl Value {
         }
     }
 
+    /// A value built from JSON (a rendered param), with no source span.
+    pub fn from_json(json: &serde_json::Value) -> Value {
+        use serde_json::Value as J;
+        let kind = match json {
+            J::Null => ValueKind::Null,
+            J::Bool(b) => ValueKind::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => ValueKind::Int(i),
+                None => ValueKind::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            J::String(s) => ValueKind::Str(s.clone()),
+            J::Array(items) => ValueKind::Seq(items.iter().map(Value::from_json).collect()),
+            J::Object(map) => ValueKind::Map(
+                map.iter()
+                    .map(|(k, v)| {
+                        let key = Key {
+                            name: k.clone(),
+                            span: Span::default(),
+                        };
+                        (key, Value::from_json(v))
+                    })
+                    .collect(),
+            ),
+        };
+        Value {
+            kind,
+            span: Span::default(),
+        }
+    }
+
     /// The plain JSON form (spans dropped).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;

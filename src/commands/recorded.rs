@@ -1,0 +1,211 @@
+//! What resume, rollback and runs share: reading a recorded run back, recompiling its runbook
+//! with its inputs, and replaying its journal into step states.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::commands::print_diags;
+use crate::compile::{CompileOptions, compile};
+use crate::exec::mask::MASK;
+use crate::exec::state::{Status, StepState};
+use crate::exit;
+use crate::journal::record::{Mode, RunStatus, StepStatus};
+use crate::journal::{ReadJournal, Record, StateDir};
+use crate::plan::Plan;
+use crate::runbook::load_file;
+
+/// The first record of a run, unpacked.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub run_id: String,
+    pub runbook: String,
+    pub file: String,
+    pub hash: String,
+    pub mode: Mode,
+    pub seed: u64,
+    pub inputs: Map<String, Json>,
+    pub started_at: String,
+    pub rto_ms: Option<u64>,
+    pub predicted_ms: u64,
+}
+
+pub fn header(read: &ReadJournal) -> Option<Header> {
+    match read.records.first()? {
+        Record::RunStarted {
+            run_id,
+            runbook,
+            file,
+            hash,
+            mode,
+            seed,
+            inputs,
+            started_at,
+            rto_ms,
+            predicted_ms,
+            ..
+        } => Some(Header {
+            run_id: run_id.clone(),
+            runbook: runbook.clone(),
+            file: file.clone(),
+            hash: hash.clone(),
+            mode: *mode,
+            seed: *seed,
+            inputs: inputs.clone(),
+            started_at: started_at.clone(),
+            rto_ms: *rto_ms,
+            predicted_ms: *predicted_ms,
+        }),
+        _ => None,
+    }
+}
+
+/// The last status the run reached, if it finished.
+pub fn final_status(read: &ReadJournal) -> Option<RunStatus> {
+    read.records.iter().rev().find_map(|r| match r {
+        Record::RunFinished { status, .. } => Some(*status),
+        _ => None,
+    })
+}
+
+pub fn sha256(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a recorded run, failing with a message and exit 2.
+pub fn read_run(state: &StateDir, run_id: &str) -> Result<(ReadJournal, Header), u8> {
+    let read = state.read_run(run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::INVALID
+    })?;
+    let header = header(&read).ok_or_else(|| {
+        eprintln!("error: run {run_id}: the journal has no start record");
+        exit::INVALID
+    })?;
+    Ok((read, header))
+}
+
+/// Recompiles the run's runbook with its recorded inputs (secrets, which are not recorded, come
+/// from `--input` or their `env:` again). A changed file is refused unless `force`.
+pub fn recompile(
+    header: &Header,
+    given: &[(String, String)],
+    force: bool,
+) -> Result<Arc<Plan>, u8> {
+    let source = load_file(Path::new(&header.file)).map_err(|d| {
+        print_diags(&[*d]);
+        eprintln!(
+            "error: run {} needs its runbook {}",
+            header.run_id, header.file
+        );
+        exit::INVALID
+    })?;
+    let hash = sha256(source.file.inner());
+    if hash != header.hash && !force {
+        eprintln!(
+            "error: {} changed since run {} started; pass --force to go on with the new version",
+            header.file, header.run_id
+        );
+        return Err(exit::INVALID);
+    }
+    let mut inputs: Vec<(String, String)> = header
+        .inputs
+        .iter()
+        .filter(|(_, v)| v.as_str() != Some(MASK))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_string),
+            )
+        })
+        .collect();
+    inputs.extend(given.iter().cloned());
+    let options = CompileOptions {
+        inputs: &inputs,
+        require_inputs: true,
+    };
+    match compile(&source, &options) {
+        Ok(compiled) => Ok(Arc::new(compiled.plan)),
+        Err(diags) => {
+            print_diags(&diags);
+            Err(exit::INVALID)
+        }
+    }
+}
+
+/// A run's journal replayed onto its plan.
+pub struct Replay {
+    pub states: Vec<StepState>,
+    /// Started (or cancelled) with no end recorded: the effect may or may not have happened.
+    pub in_doubt: Vec<usize>,
+    pub undone: HashSet<usize>,
+    pub last_ms: u64,
+}
+
+pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut states = vec![StepState::default(); plan.steps.len()];
+    let mut started = vec![false; plan.steps.len()];
+    let mut undone = HashSet::new();
+    let mut last_ms = 0;
+    for r in records {
+        last_ms = last_ms.max(r.t_ms());
+        match r {
+            Record::StepStarted { step, t_ms, .. } => {
+                if let Some(&i) = index.get(step.as_str()) {
+                    started[i] = true;
+                    states[i].started_ms.get_or_insert(*t_ms);
+                }
+            }
+            Record::StepFinished {
+                step,
+                status,
+                outputs,
+                attempts,
+                t_ms,
+                error,
+                ..
+            } => {
+                if let Some(&i) = index.get(step.as_str()) {
+                    let s = &mut states[i];
+                    s.status = Status::Done(*status);
+                    s.outputs = outputs.clone();
+                    s.attempts = *attempts;
+                    s.finished_ms = Some(*t_ms);
+                    s.error = error.clone();
+                    started[i] = *status == StepStatus::Cancelled;
+                }
+            }
+            Record::UndoFinished {
+                step,
+                status: StepStatus::Succeeded,
+                ..
+            } => {
+                if let Some(&i) = index.get(step.as_str()) {
+                    undone.insert(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    let in_doubt = (0..states.len())
+        .filter(|&i| {
+            started[i] && !matches!(states[i].status, Status::Done(s) if s != StepStatus::Cancelled)
+        })
+        .collect();
+    Replay {
+        states,
+        in_doubt,
+        undone,
+        last_ms,
+    }
+}

@@ -1,0 +1,399 @@
+//! `ripcord run FILE`: execute a runbook, or simulate it with `--dry-run`.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::cli::{ApprovalArgs, RunArgs};
+use crate::compile::CompileOptions;
+use crate::exec::mask::{MASK, Masker};
+use crate::exec::rollback::{RollbackOutcome, rollback};
+use crate::exec::state::Status;
+use crate::exec::ui::{JsonSink, PlainSink, Sink, TtySink};
+use crate::exec::{Clock, Outcome, RunContext, execute, now_rfc3339, operator};
+use crate::exit;
+use crate::journal::record::{Mode, RunStatus, StepStatus};
+use crate::journal::{Journal, Lock, LockHolder, Record, StateDir, lock::LockError};
+use crate::plan::Plan;
+use crate::provider::Registry;
+use crate::runbook::RollbackPolicy;
+use crate::runbook::duration::format as dur;
+
+use super::compile_one;
+use super::recorded::sha256;
+
+pub fn run(args: &RunArgs) -> u8 {
+    let options = CompileOptions {
+        inputs: &args.inputs.inputs,
+        require_inputs: true,
+    };
+    let plan = match compile_one(&args.file, &options) {
+        Ok(c) => Arc::new(c.plan),
+        Err(code) => return code,
+    };
+    if let Err(code) = check_step_names(&plan, "--fail", &args.fail)
+        .and_then(|()| check_step_names(&plan, "--approve", &args.approvals.approve))
+    {
+        return code;
+    }
+    if !args.fail.is_empty() && !args.dry_run {
+        eprintln!("error: --fail rehearses failures in a dry-run; add --dry-run");
+        return exit::INVALID;
+    }
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Real
+    };
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let state = StateDir::resolve(args.state.state_dir.as_deref());
+    let file = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+    let wanted = match mode {
+        Mode::DryRun => format!("{}-dry-{seed:x}", time_id()),
+        Mode::Real => format!("{}-{:04x}", time_id(), seed & 0xffff),
+    };
+    let run_id = match state.create_run_dir(&wanted) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!(
+                "error: cannot create a run in {}: {e}",
+                state.root().display()
+            );
+            return exit::INVALID;
+        }
+    };
+    let started_at = now_rfc3339();
+    let _lock = match lock(&state, &plan.name, &run_id, &started_at) {
+        Ok(lock) => lock,
+        Err(code) => {
+            let _ = std::fs::remove_dir(state.run_dir(&run_id));
+            return code;
+        }
+    };
+    let mut journal = match Journal::create(&state.journal_path(&run_id), mode == Mode::Real) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: cannot create the journal: {e}");
+            return exit::INVALID;
+        }
+    };
+    let cx = context(
+        plan.clone(),
+        run_id,
+        mode,
+        &args.approvals,
+        &args.fail,
+        args.concurrency,
+    );
+    let masked_inputs: Map<String, Json> = plan
+        .inputs
+        .iter()
+        .filter_map(|i| {
+            let v = i.value.as_ref()?;
+            Some((
+                i.name.clone(),
+                if i.secret { json!(MASK) } else { v.clone() },
+            ))
+        })
+        .collect();
+    let start = Record::RunStarted {
+        run_id: cx.run_id.clone(),
+        runbook: plan.name.clone(),
+        file: file.display().to_string(),
+        hash: sha256(plan.file.inner()),
+        mode,
+        seed,
+        inputs: masked_inputs,
+        operator: cx.operator.clone(),
+        pid: std::process::id(),
+        started_at,
+        concurrency: cx.concurrency,
+        steps: plan.steps.len(),
+        rto_ms: plan.rto.map(|d| d.as_millis() as u64),
+        predicted_ms: plan.predicted(Some(cx.concurrency)).makespan.as_millis() as u64,
+    };
+    let mut sink = sink(args.json, plan.steps.len());
+    if let Err(e) = journal.append(&start).and_then(|()| journal.commit()) {
+        eprintln!("error: cannot write the journal: {e}");
+        return exit::INVALID;
+    }
+    sink.record(&start);
+    let states = vec![Default::default(); plan.steps.len()];
+    drive(&cx, &mut journal, sink.as_mut(), states, 0, args.json)
+}
+
+/// Checks that `--fail`/`--approve` name steps of the plan.
+fn check_step_names(plan: &Plan, flag: &str, names: &[String]) -> Result<(), u8> {
+    for name in names {
+        if !plan.steps.iter().any(|s| &s.id == name || &s.base == name) {
+            let ids = plan.steps.iter().map(|s| s.base.as_str());
+            let hint = match crate::compile::suggest(name, ids) {
+                Some(s) => format!("; did you mean `{s}`?"),
+                None => String::new(),
+            };
+            eprintln!("error: {flag} {name}: the runbook has no step `{name}`{hint}");
+            return Err(exit::INVALID);
+        }
+    }
+    Ok(())
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// `20261125-064512`: sorts by time, reads at a glance.
+fn time_id() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // 2026-11-25T06:45:12Z
+    now.replace(['-', ':'], "")
+        .replace('T', "-")
+        .trim_end_matches('Z')
+        .to_string()
+}
+
+pub fn lock(state: &StateDir, runbook: &str, run_id: &str, started_at: &str) -> Result<Lock, u8> {
+    let holder = LockHolder {
+        run_id: run_id.to_string(),
+        pid: std::process::id(),
+        started_at: started_at.to_string(),
+    };
+    match Lock::acquire(state, runbook, &holder) {
+        Ok(lock) => Ok(lock),
+        Err(LockError::Held(Some(h))) => {
+            eprintln!(
+                "error: runbook `{runbook}` is locked by run {} (pid {}, started {})",
+                h.run_id, h.pid, h.started_at
+            );
+            Err(exit::LOCKED)
+        }
+        Err(LockError::Held(None)) => {
+            eprintln!("error: runbook `{runbook}` is locked by another run");
+            Err(exit::LOCKED)
+        }
+        Err(LockError::Io(e)) => {
+            eprintln!(
+                "error: cannot lock runbook `{runbook}` in {}: {e}",
+                state.root().display()
+            );
+            Err(exit::INVALID)
+        }
+    }
+}
+
+pub fn context(
+    plan: Arc<Plan>,
+    run_id: String,
+    mode: Mode,
+    approvals: &ApprovalArgs,
+    fail: &[String],
+    concurrency: Option<u32>,
+) -> RunContext {
+    let inputs: Map<String, Json> = plan
+        .inputs
+        .iter()
+        .filter_map(|i| Some((i.name.clone(), i.value.clone()?)))
+        .collect();
+    let masker = Masker::new(
+        plan.inputs
+            .iter()
+            .filter(|i| i.secret)
+            .filter_map(|i| i.value.as_ref()),
+    );
+    RunContext {
+        concurrency: concurrency.map_or(plan.concurrency, |c| c as usize),
+        plan,
+        run_id,
+        mode,
+        inputs,
+        masker,
+        yes: approvals.yes,
+        approve: approvals.approve.iter().cloned().collect(),
+        fail: fail.iter().cloned().collect::<HashSet<_>>(),
+        operator: operator(),
+        registry: Arc::new(Registry::default()),
+    }
+}
+
+pub fn sink(json: bool, steps: usize) -> Box<dyn Sink> {
+    if json {
+        Box::new(JsonSink)
+    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+        Box::new(TtySink::new(steps))
+    } else {
+        Box::new(PlainSink)
+    }
+}
+
+/// A current-thread runtime; paused for a dry-run, so its clock is virtual: when every task
+/// waits, it jumps to the next timer.
+pub fn runtime(mode: Mode) -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(mode == Mode::DryRun)
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            exit::FAILED
+        })
+}
+
+/// Runs (or resumes) on a current-thread runtime, paused for a dry-run (virtual time), rolls
+/// back when the runbook says `rollback: auto`, prints the summary and gives the exit code.
+pub fn drive(
+    cx: &RunContext,
+    journal: &mut Journal,
+    sink: &mut dyn Sink,
+    states: Vec<crate::exec::state::StepState>,
+    base_ms: u64,
+    json: bool,
+) -> u8 {
+    let runtime = match runtime(cx.mode) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let clock = Clock::new(base_ms);
+        let outcome = execute(cx, journal, sink, states, clock).await?;
+        let rolled =
+            if outcome.status == RunStatus::Failed && cx.plan.rollback == RollbackPolicy::Auto {
+                let clock = Clock::new(outcome.end_ms);
+                Some(rollback(cx, journal, sink, &outcome.states, &HashSet::new(), clock).await?)
+            } else {
+                None
+            };
+        Ok::<_, std::io::Error>((outcome, rolled))
+    });
+    sink.finish();
+    // An approval prompt may still be blocked on stdin: do not wait for it.
+    runtime.shutdown_background();
+    let (outcome, rolled) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: the journal could not be written ({e}); the run stopped");
+            return exit::FAILED;
+        }
+    };
+    summary(cx, &outcome, rolled.as_ref(), json);
+    match outcome.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Failed => exit::FAILED,
+        RunStatus::Interrupted => exit::INTERRUPTED,
+    }
+}
+
+fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>, json: bool) {
+    let plan = &cx.plan;
+    let count = |want: StepStatus| {
+        outcome
+            .states
+            .iter()
+            .filter(|s| s.status == Status::Done(want))
+            .count()
+    };
+    let not_run = outcome
+        .states
+        .iter()
+        .filter(|s| !s.status.is_done())
+        .count();
+    let (succeeded, failed, skipped) = (
+        count(StepStatus::Succeeded),
+        count(StepStatus::Failed),
+        count(StepStatus::Skipped),
+    );
+    let cancelled = count(StepStatus::Cancelled);
+    let total = Duration::from_millis(outcome.end_ms);
+    let path: Vec<&str> = plan
+        .critical_path()
+        .iter()
+        .map(|&i| plan.steps[i].id.as_str())
+        .collect();
+    let status = format!("{:?}", outcome.status).to_lowercase();
+    if json {
+        let line = json!({
+            "kind": "summary",
+            "run_id": cx.run_id,
+            "status": status,
+            "mode": cx.mode.as_str(),
+            "duration_ms": outcome.end_ms,
+            "succeeded": succeeded, "failed": failed, "skipped": skipped,
+            "cancelled": cancelled, "not_run": not_run,
+            "critical_path": path,
+            "rto_ms": plan.rto.map(|d| d.as_millis() as u64),
+            "rto_met": plan.rto.map(|r| total <= r),
+            "rollback": rolled.map(|r| format!("{:?}", r.status).to_lowercase()),
+        });
+        println!("{line}");
+        return;
+    }
+    let what = if cx.mode == Mode::DryRun {
+        "dry-run"
+    } else {
+        "run"
+    };
+    println!();
+    println!("{what} {}: {status} in {}", cx.run_id, dur(total));
+    println!(
+        "  {succeeded} succeeded, {failed} failed, {skipped} skipped, {cancelled} cancelled, {not_run} not run"
+    );
+    if cx.mode == Mode::DryRun {
+        println!(
+            "  predicted duration: {} (critical path: {})",
+            dur(total),
+            path.join(" -> ")
+        );
+    } else {
+        println!("  critical path: {}", path.join(" -> "));
+    }
+    if let Some(rto) = plan.rto {
+        let verdict = if outcome.status == RunStatus::Succeeded {
+            super::plan::rto_verdict(rto, total)
+        } else {
+            format!("{}: not reached (the run did not finish)", dur(rto))
+        };
+        println!("  rto {verdict}");
+    }
+    for (i, s) in outcome.states.iter().enumerate() {
+        if s.status == Status::Done(StepStatus::Failed) {
+            println!(
+                "  failed: {}: {}",
+                plan.steps[i].id,
+                s.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if let Some(r) = rolled {
+        println!(
+            "  rollback: {} undone, {} failed, {} blocked",
+            r.undone.len(),
+            r.failed.len(),
+            r.blocked.len()
+        );
+    }
+    match outcome.status {
+        RunStatus::Interrupted => println!("  continue with: ripcord resume {}", cx.run_id),
+        RunStatus::Failed if rolled.is_none() => {
+            println!(
+                "  undo completed steps with: ripcord rollback {}",
+                cx.run_id
+            );
+            println!(
+                "  or fix the cause and continue with: ripcord resume {}",
+                cx.run_id
+            );
+        }
+        _ => {}
+    }
+}

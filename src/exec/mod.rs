@@ -1,0 +1,799 @@
+//! The executor: runs a [`Plan`] concurrently, critical path first.
+//!
+//! One scheduler loop owns all state. Each step waits on a Kahn in-degree counter; at zero it
+//! joins the [`ReadyQueue`] (the same one `plan` simulates, so a dry-run's virtual timeline is
+//! the predicted one). A popped step has its `when` evaluated and its params rendered; its start
+//! record is journaled and committed with the others of the same tick before its task is
+//! spawned. The task runs the attempts (timeout, retry with backoff) against the provider, or
+//! the simulator in a dry-run, and reports back; the loop records the result, releases the slot
+//! and counts down the dependents. Signals stop the scheduling and cancel running steps.
+
+pub mod mask;
+pub mod render;
+pub mod rollback;
+pub mod state;
+pub mod ui;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::record::{Mode, RunStatus, StepStatus};
+use crate::journal::{Journal, Record};
+use crate::plan::schedule::ReadyQueue;
+use crate::plan::{Plan, PlannedStep};
+use crate::provider::{self, Failure, OutputMap, Registry, catalog};
+use crate::runbook::OnFailure;
+use crate::runbook::duration::format as dur;
+
+use mask::Masker;
+use render::Scope;
+use state::{Status, StepState};
+use ui::Sink;
+
+/// Everything a run is given; fixed for its whole length.
+pub struct RunContext {
+    pub plan: Arc<Plan>,
+    pub run_id: String,
+    pub mode: Mode,
+    /// Real input values (secrets included: they are masked on the way out).
+    pub inputs: Map<String, Json>,
+    pub masker: Masker,
+    pub yes: bool,
+    /// Steps approved in advance (`--approve STEP`): ids or declared ids.
+    pub approve: HashSet<String>,
+    /// Steps that fail in a dry-run (`--fail STEP`): ids or declared ids.
+    pub fail: HashSet<String>,
+    pub concurrency: usize,
+    pub operator: String,
+    pub registry: Arc<Registry>,
+}
+
+/// How a run ended, with every step's state.
+pub struct Outcome {
+    pub status: RunStatus,
+    pub states: Vec<StepState>,
+    pub end_ms: u64,
+}
+
+/// The time since the run started, in ms (virtual in a dry-run); `base` carries a resumed run on
+/// from where its journal ended.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    base: u64,
+}
+
+impl Clock {
+    pub fn new(base: u64) -> Clock {
+        Clock {
+            start: Instant::now(),
+            base,
+        }
+    }
+
+    pub fn ms(&self) -> u64 {
+        self.base + self.start.elapsed().as_millis() as u64
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// The operator's user name, for approvals and the report.
+pub fn operator() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid cannot fail and touches no memory.
+            format!("uid {}", unsafe { libc::getuid() })
+        })
+}
+
+/// Whether `step` is named by `set` (its id, or its declared id for every instance).
+pub fn named(set: &HashSet<String>, step: &PlannedStep) -> bool {
+    set.contains(&step.id) || set.contains(&step.base)
+}
+
+/// Whether a finished step lets its dependents start.
+fn satisfies(step: &PlannedStep, status: &Status) -> bool {
+    match status {
+        Status::Done(StepStatus::Succeeded | StepStatus::Skipped) => true,
+        Status::Done(StepStatus::Failed) => step.on_failure == OnFailure::Continue,
+        _ => false,
+    }
+}
+
+/// Declared id -> the indices of its steps.
+pub fn instances(plan: &Plan) -> HashMap<String, Vec<usize>> {
+    let mut map: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        map.entry(s.base.clone()).or_default().push(i);
+    }
+    map
+}
+
+pub fn run_json(cx: &RunContext) -> Json {
+    json!({
+        "id": cx.run_id,
+        "dry_run": cx.mode == Mode::DryRun,
+        "name": cx.plan.name,
+        "mode": cx.mode.as_str(),
+    })
+}
+
+/// Runs the plan from `states` (all pending for a new run; restored for a resume).
+pub async fn execute(
+    cx: &RunContext,
+    journal: &mut Journal,
+    sink: &mut dyn Sink,
+    states: Vec<StepState>,
+    clock: Clock,
+) -> io::Result<Outcome> {
+    let plan = cx.plan.clone();
+    let n = plan.steps.len();
+    let mut indegree = vec![0usize; n];
+    let mut ready = ReadyQueue::new(&plan, cx.concurrency);
+    for (i, state) in states.iter().enumerate() {
+        if state.status == Status::Pending {
+            indegree[i] = plan
+                .needs(i)
+                .filter(|&d| !satisfies(&plan.steps[d], &states[d].status))
+                .count();
+            if indegree[i] == 0 {
+                ready.push(&plan, i);
+            }
+        }
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut ex = Executor {
+        cx,
+        plan: plan.clone(),
+        journal,
+        sink,
+        states,
+        indegree,
+        ready,
+        instances: instances(&plan),
+        env: render::environment(),
+        clock,
+        cancel: CancellationToken::new(),
+        tx,
+        stopping: false,
+        aborted: false,
+        interrupted: false,
+    };
+    ex.run(rx).await?;
+    let status = if ex.interrupted {
+        RunStatus::Interrupted
+    } else if ex.aborted {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    let end_ms = ex.clock.ms();
+    ex.emit(&Record::RunFinished {
+        t_ms: end_ms,
+        status,
+    })?;
+    ex.journal.commit()?;
+    Ok(Outcome {
+        status,
+        states: ex.states,
+        end_ms,
+    })
+}
+
+struct Executor<'a> {
+    cx: &'a RunContext,
+    plan: Arc<Plan>,
+    journal: &'a mut Journal,
+    sink: &'a mut dyn Sink,
+    states: Vec<StepState>,
+    indegree: Vec<usize>,
+    ready: ReadyQueue,
+    instances: HashMap<String, Vec<usize>>,
+    env: minijinja::Environment<'static>,
+    clock: Clock,
+    /// Cancelled on interrupt: every running step's token is a child of it.
+    cancel: CancellationToken,
+    tx: mpsc::UnboundedSender<Msg>,
+    stopping: bool,
+    aborted: bool,
+    interrupted: bool,
+}
+
+/// What a running task tells the loop before it ends.
+enum Msg {
+    Attempt {
+        step: usize,
+        attempt: u32,
+    },
+    AttemptFailed {
+        step: usize,
+        attempt: u32,
+        error: String,
+        retry_in: Option<Duration>,
+    },
+    Approved {
+        step: usize,
+        approver: String,
+        simulated: bool,
+    },
+}
+
+/// What a task ends with.
+struct Report {
+    result: Result<OutputMap, Failure>,
+    attempts: u32,
+    cancelled: bool,
+}
+
+enum Prepared {
+    Skip,
+    Fail(String),
+    Launch(Box<Task>),
+}
+
+impl Executor<'_> {
+    async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut tasks: JoinSet<(usize, Report)> = JoinSet::new();
+        let mut task_steps: HashMap<tokio::task::Id, usize> = HashMap::new();
+        loop {
+            if !self.stopping {
+                let mut launch = Vec::new();
+                while let Some(i) = self.ready.pop() {
+                    match self.prepare(i) {
+                        Prepared::Skip => {
+                            self.finish(i, StepStatus::Skipped, OutputMap::new(), None, 0)?
+                        }
+                        Prepared::Fail(error) => {
+                            self.finish(i, StepStatus::Failed, OutputMap::new(), Some(error), 0)?
+                        }
+                        Prepared::Launch(task) => {
+                            let t = self.clock.ms();
+                            self.states[i].status = Status::Running;
+                            self.states[i].started_ms = Some(t);
+                            self.emit(&Record::StepStarted {
+                                t_ms: t,
+                                step: self.plan.steps[i].id.clone(),
+                                attempt: 1,
+                            })?;
+                            launch.push(task);
+                        }
+                    }
+                    if self.stopping {
+                        break;
+                    }
+                }
+                // Start records are durable before any of these steps' effects begin.
+                self.journal.commit()?;
+                for task in launch {
+                    let i = task.index;
+                    task_steps.insert(tasks.spawn(task.run()).id(), i);
+                }
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = tasks.join_next() => {
+                    while let Ok(msg) = rx.try_recv() {
+                        self.message(msg)?;
+                    }
+                    match joined {
+                        Some(Ok((i, report))) => self.finished(i, report)?,
+                        Some(Err(e)) => {
+                            // A task that panicked is a bug; its step fails, the run goes on.
+                            if let Some(i) = task_steps.get(&e.id()).copied() {
+                                let report = Report {
+                                    result: Err(Failure::permanent(format!("internal error: {e}"))),
+                                    attempts: 1,
+                                    cancelled: false,
+                                };
+                                self.finished(i, report)?;
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                Some(msg) = rx.recv() => self.message(msg)?,
+                _ = sigint.recv() => self.interrupt("SIGINT")?,
+                _ = sigterm.recv() => self.interrupt("SIGTERM")?,
+            }
+        }
+        Ok(())
+    }
+
+    fn interrupt(&mut self, signal: &str) -> io::Result<()> {
+        if self.interrupted {
+            // Second signal: leave now. Every record is already written whole.
+            let _ = self.journal.commit();
+            eprintln!(
+                "{signal} again: exiting at once; resume with `ripcord resume {}`",
+                self.cx.run_id
+            );
+            std::process::exit(i32::from(crate::exit::INTERRUPTED));
+        }
+        self.interrupted = true;
+        self.stopping = true;
+        self.cancel.cancel();
+        self.emit(&Record::Interrupted {
+            t_ms: self.clock.ms(),
+            signal: signal.to_string(),
+        })?;
+        self.journal.commit()
+    }
+
+    fn emit(&mut self, record: &Record) -> io::Result<()> {
+        self.journal.append(record)?;
+        self.sink.record(record);
+        Ok(())
+    }
+
+    fn message(&mut self, msg: Msg) -> io::Result<()> {
+        let t_ms = self.clock.ms();
+        let record = match msg {
+            Msg::Attempt { step, attempt } => Record::StepStarted {
+                t_ms,
+                step: self.plan.steps[step].id.clone(),
+                attempt,
+            },
+            Msg::AttemptFailed {
+                step,
+                attempt,
+                error,
+                retry_in,
+            } => Record::AttemptFailed {
+                t_ms,
+                step: self.plan.steps[step].id.clone(),
+                attempt,
+                error: self.cx.masker.text(&error),
+                retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
+            },
+            Msg::Approved {
+                step,
+                approver,
+                simulated,
+            } => Record::Approval {
+                t_ms,
+                step: self.plan.steps[step].id.clone(),
+                approver,
+                at: (!simulated).then(now_rfc3339),
+                simulated,
+            },
+        };
+        self.emit(&record)?;
+        if matches!(record, Record::StepStarted { .. }) {
+            // A retry is a new effect: its start is durable first, like the first attempt's.
+            self.journal.commit()?;
+        }
+        Ok(())
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            plan: &self.plan,
+            inputs: &self.cx.inputs,
+            run: run_json(self.cx),
+            states: &self.states,
+            instances: &self.instances,
+            lenient_outputs: self.cx.mode == Mode::DryRun,
+        }
+    }
+
+    /// Decides what a ready step does: skip, fail before starting, or run.
+    fn prepare(&mut self, i: usize) -> Prepared {
+        let step = &self.plan.steps[i];
+        let mut exprs = Vec::new();
+        if let Some(w) = &step.with {
+            w.exprs(&mut exprs);
+        }
+        exprs.extend(step.when.as_ref().and_then(|c| c.expr()));
+        let ctx = self.scope().context(Some(i), &exprs);
+        if let Some(when) = &step.when {
+            match render::eval_condition(&self.env, when, &ctx) {
+                Ok(false) => return Prepared::Skip,
+                Ok(true) => {}
+                Err(e) => return Prepared::Fail(format!("cannot evaluate `when`: {e}")),
+            }
+        }
+        let params = match &step.with {
+            Some(p) => match render::render_param(&self.env, p, &ctx) {
+                Ok(v) => v,
+                Err(e) => return Prepared::Fail(format!("cannot render `with`: {e}")),
+            },
+            None => Json::Object(Map::new()),
+        };
+        let action = &step.action;
+        let kind = match (action.provider.as_str(), action.action.as_str()) {
+            ("approval", "ask") => Kind::Approval(self.approval_how(step)),
+            ("assert", "that") => Kind::Assert(self.assertion(step, &params, &ctx)),
+            _ => Kind::Provider,
+        };
+        let dry = self.cx.mode == Mode::DryRun;
+        Prepared::Launch(Box::new(Task {
+            index: i,
+            step: step.clone(),
+            kind,
+            params,
+            run_id: self.cx.run_id.clone(),
+            dry,
+            fail: dry && (named(&self.cx.fail, step) || step.sim.fail),
+            registry: self.cx.registry.clone(),
+            cancel: self.cancel.child_token(),
+            tx: self.tx.clone(),
+            progress: self.sink.progress(),
+        }))
+    }
+
+    fn approval_how(&self, step: &PlannedStep) -> Approval {
+        if self.cx.mode == Mode::DryRun {
+            Approval::Simulated
+        } else if self.cx.yes || named(&self.cx.approve, step) {
+            Approval::Granted(self.cx.operator.clone())
+        } else if io::stdin().is_terminal() {
+            Approval::Prompt(self.cx.operator.clone())
+        } else {
+            Approval::Wait
+        }
+    }
+
+    /// The verdict of `assert.that`, with the values it read when false.
+    fn assertion(
+        &self,
+        step: &PlannedStep,
+        params: &Json,
+        ctx: &minijinja::Value,
+    ) -> Result<(), String> {
+        let message = params.get("message").and_then(Json::as_str);
+        match params.get("that") {
+            Some(Json::Bool(true)) => Ok(()),
+            Some(Json::Bool(false)) => {
+                let expr = step.with.as_ref().and_then(|w| {
+                    let mut exprs = Vec::new();
+                    if let crate::compile::param::Param::Map(entries) = w {
+                        entries
+                            .iter()
+                            .filter(|(k, _)| k == "that")
+                            .for_each(|(_, p)| p.exprs(&mut exprs));
+                    }
+                    exprs.first().map(|e| (*e).clone())
+                });
+                let mut text = match (&expr, message) {
+                    (_, Some(m)) => format!("assertion failed: {m}"),
+                    (Some(e), None) => format!("assertion failed: {}", e.text),
+                    (None, None) => "assertion failed".to_string(),
+                };
+                if let Some(e) = expr {
+                    let values = render::explain(&self.env, &e, ctx);
+                    if !values.is_empty() {
+                        text.push_str(&format!(" ({})", values.join(", ")));
+                    }
+                }
+                Err(text)
+            }
+            other => Err(format!(
+                "`that` must give true or false, not {}",
+                other.map_or("nothing".to_string(), Json::to_string)
+            )),
+        }
+    }
+
+    fn finished(&mut self, i: usize, report: Report) -> io::Result<()> {
+        let (status, outputs, error) = match report.result {
+            Ok(outputs) => (StepStatus::Succeeded, outputs, None),
+            Err(_) if report.cancelled => (
+                StepStatus::Cancelled,
+                OutputMap::new(),
+                Some("cancelled by interrupt".to_string()),
+            ),
+            Err(f) => (StepStatus::Failed, f.outputs, Some(f.message)),
+        };
+        self.finish(i, status, outputs, error, report.attempts)?;
+        self.ready.release(&self.plan, i);
+        Ok(())
+    }
+
+    /// Records a step's end and counts down its dependents. Steps that never ran a task
+    /// (skipped, failed to render) give their slot back here.
+    fn finish(
+        &mut self,
+        i: usize,
+        status: StepStatus,
+        outputs: OutputMap,
+        error: Option<String>,
+        attempts: u32,
+    ) -> io::Result<()> {
+        let t = self.clock.ms();
+        let started = self.states[i].started_ms.unwrap_or(t);
+        if attempts == 0 {
+            self.ready.release(&self.plan, i);
+        }
+        let masked = match self.cx.masker.json(&Json::Object(outputs.clone())) {
+            Json::Object(m) => m,
+            _ => Map::new(),
+        };
+        let error = error.map(|e| self.cx.masker.text(&e));
+        self.emit(&Record::StepFinished {
+            t_ms: t,
+            step: self.plan.steps[i].id.clone(),
+            status,
+            attempts,
+            started_ms: started,
+            outputs: masked,
+            error: error.clone(),
+        })?;
+        let state = &mut self.states[i];
+        state.status = Status::Done(status);
+        state.outputs = outputs;
+        state.attempts = attempts;
+        state.started_ms = Some(started);
+        state.finished_ms = Some(t);
+        state.error = error;
+        let step = &self.plan.steps[i];
+        if status == StepStatus::Failed && step.on_failure == OnFailure::Abort {
+            self.stopping = true;
+            self.aborted = true;
+        }
+        if satisfies(step, &self.states[i].status) {
+            let dependents: Vec<usize> = self.plan.dependents(i).collect();
+            for d in dependents {
+                self.indegree[d] -= 1;
+                if self.indegree[d] == 0 && self.states[d].status == Status::Pending {
+                    self.ready.push(&self.plan, d);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Approval {
+    Simulated,
+    Granted(String),
+    /// Ask on the terminal; the operator answering is the approver.
+    Prompt(String),
+    /// No terminal and no --approve/--yes: wait until the step's timeout.
+    Wait,
+}
+
+enum Kind {
+    Provider,
+    Approval(Approval),
+    Assert(Result<(), String>),
+}
+
+/// One step's attempts, off the scheduler loop.
+struct Task {
+    index: usize,
+    step: PlannedStep,
+    kind: Kind,
+    params: Json,
+    run_id: String,
+    dry: bool,
+    fail: bool,
+    registry: Arc<Registry>,
+    cancel: CancellationToken,
+    tx: mpsc::UnboundedSender<Msg>,
+    progress: Option<indicatif::MultiProgress>,
+}
+
+impl Task {
+    async fn run(self) -> (usize, Report) {
+        let report = match &self.kind {
+            Kind::Approval(how) => self.approval(how).await,
+            _ => self.attempts().await,
+        };
+        (self.index, report)
+    }
+
+    async fn attempts(&self) -> Report {
+        let policy = &self.step.retry;
+        let mut delay = policy.delay;
+        let mut attempt = 1;
+        loop {
+            if attempt > 1 {
+                let _ = self.tx.send(Msg::Attempt {
+                    step: self.index,
+                    attempt,
+                });
+            }
+            let cancel = self.cancel.child_token();
+            let result = self
+                .with_timeout(self.attempt(attempt, cancel.clone()), &cancel)
+                .await;
+            let failure = match result {
+                Ok(outputs) => {
+                    return Report {
+                        result: Ok(outputs),
+                        attempts: attempt,
+                        cancelled: false,
+                    };
+                }
+                Err(f) => f,
+            };
+            if self.cancel.is_cancelled() {
+                return Report {
+                    result: Err(failure),
+                    attempts: attempt,
+                    cancelled: true,
+                };
+            }
+            let last = attempt >= policy.attempts || !failure.retryable;
+            let _ = self.tx.send(Msg::AttemptFailed {
+                step: self.index,
+                attempt,
+                error: failure.message.clone(),
+                retry_in: (!last).then_some(delay),
+            });
+            if last {
+                return Report {
+                    result: Err(failure),
+                    attempts: attempt,
+                    cancelled: false,
+                };
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.cancel.cancelled() => {
+                    return Report { result: Err(failure), attempts: attempt, cancelled: true };
+                }
+            }
+            let next = delay.mul_f64(policy.backoff);
+            delay = policy.max_delay.map_or(next, |max| next.min(max));
+            attempt += 1;
+        }
+    }
+
+    /// Cancels the attempt at the step's timeout and gives it the grace period to clean up.
+    async fn with_timeout(
+        &self,
+        attempt: impl std::future::Future<Output = provider::Outcome>,
+        cancel: &CancellationToken,
+    ) -> provider::Outcome {
+        tokio::pin!(attempt);
+        tokio::select! {
+            result = &mut attempt => result,
+            () = tokio::time::sleep(self.step.timeout) => {
+                cancel.cancel();
+                let _ = tokio::time::timeout(provider::shell::GRACE + Duration::from_secs(1), attempt).await;
+                Err(Failure::new(format!("timed out after {}", dur(self.step.timeout))))
+            }
+        }
+    }
+
+    async fn attempt(&self, attempt: u32, cancel: CancellationToken) -> provider::Outcome {
+        let action = &self.step.action;
+        let spec = catalog::builtin(&action.provider, &action.action);
+        if let Kind::Assert(verdict) = &self.kind {
+            if self.dry {
+                tokio::time::sleep(self.step.sim.duration).await;
+            }
+            return match verdict {
+                Ok(()) => Ok(OutputMap::new()),
+                Err(e) => Err(Failure::permanent(e.clone())),
+            };
+        }
+        if self.dry {
+            return provider::sim::simulate(&self.step, spec, &self.params, self.fail).await;
+        }
+        let Some(provider) = self.registry.get(&action.provider) else {
+            return Err(Failure::permanent(format!(
+                "no provider `{}`: external plugins (ripcord-plugin-{}) are not supported by this version yet",
+                action.provider, action.provider
+            )));
+        };
+        let request = provider::Request {
+            action: action.clone(),
+            params: self.params.clone(),
+            step: self.step.id.clone(),
+            attempt,
+            run_id: self.run_id.clone(),
+            timeout: self.step.timeout,
+            cancel,
+        };
+        provider.invoke(request).await
+    }
+
+    async fn approval(&self, how: &Approval) -> Report {
+        let prompt = self
+            .params
+            .get("prompt")
+            .and_then(Json::as_str)
+            .unwrap_or("continue?")
+            .to_string();
+        let granted = |approver: String, simulated: bool| {
+            let _ = self.tx.send(Msg::Approved {
+                step: self.index,
+                approver,
+                simulated,
+            });
+            Report {
+                result: Ok(OutputMap::from_iter([
+                    (
+                        "approved_at".to_string(),
+                        json!(if simulated {
+                            String::new()
+                        } else {
+                            now_rfc3339()
+                        }),
+                    ),
+                    ("simulated".to_string(), json!(simulated)),
+                ])),
+                attempts: 1,
+                cancelled: false,
+            }
+        };
+        let fail = |message: String, cancelled: bool| Report {
+            result: Err(Failure::permanent(message)),
+            attempts: 1,
+            cancelled,
+        };
+        let timeout = self.step.timeout;
+        let with_approver = |mut report: Report, approver: &str| {
+            if let Ok(outputs) = &mut report.result {
+                outputs.insert("approver".into(), json!(approver));
+            }
+            report
+        };
+        match how {
+            Approval::Simulated => {
+                tokio::time::sleep(self.step.sim.duration).await;
+                with_approver(granted("dry-run".into(), true), "dry-run")
+            }
+            Approval::Granted(who) => with_approver(granted(who.clone(), false), who),
+            Approval::Prompt(who) => {
+                let question = format!("approve `{}`? {prompt} [y/N] ", self.step.id);
+                let progress = self.progress.clone();
+                let answer = tokio::task::spawn_blocking(move || ask(&question, progress.as_ref()));
+                tokio::select! {
+                    answer = answer => match answer {
+                        Ok(Some(true)) => with_approver(granted(who.clone(), false), who),
+                        Ok(_) => fail(format!("not approved by {who}"), false),
+                        Err(e) => fail(format!("cannot read the answer: {e}"), false),
+                    },
+                    () = tokio::time::sleep(timeout) => fail(format!("not approved within {}", dur(timeout)), false),
+                    () = self.cancel.cancelled() => fail("cancelled by interrupt".into(), true),
+                }
+            }
+            Approval::Wait => tokio::select! {
+                () = tokio::time::sleep(timeout) => fail(format!(
+                    "not approved within {}: no terminal to ask on; pass --approve {} or --yes",
+                    dur(timeout), self.step.base
+                ), false),
+                () = self.cancel.cancelled() => fail("cancelled by interrupt".into(), true),
+            },
+        }
+    }
+}
+
+/// Asks on the terminal (stderr, stdin), with the progress display out of the way.
+fn ask(question: &str, progress: Option<&indicatif::MultiProgress>) -> Option<bool> {
+    let read = || {
+        let mut err = io::stderr();
+        let _ = write!(err, "\n{question}");
+        let _ = err.flush();
+        let mut line = String::new();
+        io::stdin().lock().read_line(&mut line).ok()?;
+        Some(matches!(
+            line.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes"
+        ))
+    };
+    match progress {
+        Some(p) => p.suspend(read),
+        None => read(),
+    }
+}

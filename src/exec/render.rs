@@ -1,0 +1,205 @@
+//! Rendering `${{ }}` just before a step starts: the context holds `inputs`, `run`, `item`, and
+//! only the steps the step's expressions refer to (building every step's view for every render
+//! would make a run quadratic).
+
+use std::collections::HashMap;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{Map, Value as Json};
+
+use crate::compile::expr::{self, Expr, Ref, Template};
+use crate::compile::param::{Condition, Param};
+use crate::journal::record::StepStatus;
+use crate::plan::Plan;
+
+use super::state::{Status, StepState};
+
+/// The expression environment of a run: fuel-limited, undefined values are errors.
+pub fn environment() -> Environment<'static> {
+    let mut env = expr::environment();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+}
+
+/// What expressions can see.
+pub struct Scope<'a> {
+    pub plan: &'a Plan,
+    pub inputs: &'a Map<String, Json>,
+    pub run: Json,
+    pub states: &'a [StepState],
+    /// Declared id -> its steps (one, or each for_each instance).
+    pub instances: &'a HashMap<String, Vec<usize>>,
+    /// Dry-run: outputs an expression reads but a simulated step did not produce read as null.
+    pub lenient_outputs: bool,
+}
+
+impl Scope<'_> {
+    /// The context for expressions `exprs` of step `me`.
+    pub fn context(&self, me: Option<usize>, exprs: &[&Expr]) -> minijinja::Value {
+        let mut steps = Map::new();
+        for e in exprs {
+            for r in &e.refs {
+                if let Ref::Step { id, path } = r {
+                    let view = steps
+                        .entry(expr::mangle(id))
+                        .or_insert_with(|| self.step_view(id));
+                    if self.lenient_outputs
+                        && let (Some("outputs"), Some(key)) =
+                            (path.first().map(String::as_str), path.get(1))
+                        && let Some(Json::Object(outputs)) = view.get_mut("outputs")
+                    {
+                        outputs.entry(key.clone()).or_insert(Json::Null);
+                    }
+                }
+            }
+        }
+        let item = me
+            .and_then(|i| self.plan.steps[i].item.clone())
+            .unwrap_or(Json::Null);
+        minijinja::context! {
+            inputs => mj(self.inputs),
+            run => mj(&self.run),
+            steps => mj(&steps),
+            item => mj(&item),
+        }
+    }
+
+    /// `{status, outputs}` of a declared step; for a for_each step, `outputs` is the list of
+    /// its instances' outputs and `status` the worst of theirs.
+    fn step_view(&self, id: &str) -> Json {
+        let Some(members) = self.instances.get(id) else {
+            return Json::Null;
+        };
+        let status_of = |i: usize| self.states[i].status.name();
+        if let [only] = members[..]
+            && self.plan.steps[only].item.is_none()
+        {
+            return serde_json::json!({
+                "status": status_of(only),
+                "outputs": Json::Object(self.states[only].outputs.clone()),
+            });
+        }
+        let statuses: Vec<&Status> = members.iter().map(|&i| &self.states[i].status).collect();
+        let worst = if statuses
+            .iter()
+            .any(|s| matches!(s, Status::Done(StepStatus::Failed)))
+        {
+            "failed"
+        } else if statuses
+            .iter()
+            .all(|s| matches!(s, Status::Done(StepStatus::Skipped)))
+        {
+            "skipped"
+        } else if statuses
+            .iter()
+            .all(|s| matches!(s, Status::Done(StepStatus::Succeeded | StepStatus::Skipped)))
+        {
+            "succeeded"
+        } else {
+            "pending"
+        };
+        let outputs: Vec<Json> = members
+            .iter()
+            .map(|&i| Json::Object(self.states[i].outputs.clone()))
+            .collect();
+        serde_json::json!({ "status": worst, "outputs": outputs })
+    }
+}
+
+fn mj<T: serde::Serialize>(v: T) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(v))
+}
+
+fn eval(env: &Environment, e: &Expr, ctx: &minijinja::Value) -> Result<minijinja::Value, String> {
+    env.compile_expression(&e.source)
+        .and_then(|c| c.eval(ctx))
+        .map_err(|err| {
+            let detail = err
+                .detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| err.kind().to_string());
+            format!("`${{{{ {} }}}}`: {detail}", e.text)
+        })
+}
+
+fn to_json(v: &minijinja::Value) -> Result<Json, String> {
+    serde_json::to_value(v).map_err(|e| format!("cannot use the value: {e}"))
+}
+
+pub fn render_template(
+    env: &Environment,
+    t: &Template,
+    ctx: &minijinja::Value,
+) -> Result<Json, String> {
+    if let Some(e) = t.whole_expr() {
+        return to_json(&eval(env, e, ctx)?);
+    }
+    let mut out = String::new();
+    for part in &t.parts {
+        match part {
+            expr::Part::Lit(s) => out.push_str(s),
+            expr::Part::Expr(e) => out.push_str(&eval(env, e, ctx)?.to_string()),
+        }
+    }
+    Ok(Json::String(out))
+}
+
+pub fn render_param(env: &Environment, p: &Param, ctx: &minijinja::Value) -> Result<Json, String> {
+    Ok(match p {
+        Param::Null => Json::Null,
+        Param::Bool(b) => Json::Bool(*b),
+        Param::Int(i) => Json::from(*i),
+        Param::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Param::Str(t) => render_template(env, t, ctx)?,
+        Param::Seq(items) => Json::Array(
+            items
+                .iter()
+                .map(|p| render_param(env, p, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Param::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, p)| Ok((k.clone(), render_param(env, p, ctx)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+pub fn eval_condition(
+    env: &Environment,
+    c: &Condition,
+    ctx: &minijinja::Value,
+) -> Result<bool, String> {
+    match c {
+        Condition::Always(b) => Ok(*b),
+        Condition::Expr(e) => Ok(eval(env, e, ctx)?.is_true()),
+    }
+}
+
+/// For a failed assertion: each value the expression read, `name = value`.
+pub fn explain(env: &Environment, e: &Expr, ctx: &minijinja::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &e.refs {
+        let (shown, source) = match r {
+            Ref::Input(n) => (format!("inputs.{n}"), format!("inputs.{n}")),
+            Ref::Step { id, path } => {
+                let tail: String = path.iter().map(|p| format!(".{p}")).collect();
+                (
+                    format!("steps.{id}{tail}"),
+                    format!("steps.{}{tail}", expr::mangle(id)),
+                )
+            }
+            Ref::Item => ("item".into(), "item".into()),
+            Ref::Run(f) => (format!("run.{f}"), format!("run.{f}")),
+            Ref::Unknown(_) => continue,
+        };
+        let value = env
+            .compile_expression(&source)
+            .and_then(|c| c.eval(ctx))
+            .map(|v| to_json(&v).map(|j| j.to_string()).unwrap_or_else(|e| e))
+            .unwrap_or_else(|_| "undefined".into());
+        out.push(format!("{shown} = {value}"));
+    }
+    out
+}

@@ -1,0 +1,49 @@
+//! Where each step of a run stands.
+
+use crate::journal::record::StepStatus;
+use crate::provider::OutputMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Pending,
+    Running,
+    Done(StepStatus),
+}
+
+impl Status {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Done(s) => s.as_str(),
+        }
+    }
+
+    /// Whether dependents may start: done, and not a failure that aborts.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Status::Done(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StepState {
+    pub status: Status,
+    pub outputs: OutputMap,
+    pub attempts: u32,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Default for StepState {
+    fn default() -> Self {
+        StepState {
+            status: Status::Pending,
+            outputs: OutputMap::new(),
+            attempts: 0,
+            started_ms: None,
+            finished_ms: None,
+            error: None,
+        }
+    }
+}

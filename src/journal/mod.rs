@@ -1,0 +1,212 @@
+//! The run journal: one directory per run under the state dir, holding an append-only file of
+//! records, one JSON object a line, each line ending in a CRC-32 of its JSON so a torn or
+//! corrupted line is detected.
+//!
+//! Durability follows the design notes: every record is written with one `write` call as soon as
+//! it is made (a killed process loses nothing already written), and [`Journal::commit`] issues one
+//! `fdatasync` for everything since the last commit. The executor commits the start records of a
+//! scheduling tick before any of those steps' effects begin; finish records ride on the next
+//! commit (if a machine crash loses one, the step is "in doubt" and resume's policy decides).
+
+pub mod lock;
+pub mod record;
+pub mod state;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub use lock::{Lock, LockHolder};
+pub use record::Record;
+pub use state::StateDir;
+
+/// The journal file's name inside a run directory.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// An open journal, appending.
+#[derive(Debug)]
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+    dirty: bool,
+    /// Dry-runs skip fsync: nothing real happens, so nothing needs to survive a power cut.
+    durable: bool,
+}
+
+impl Journal {
+    /// Creates the journal of a new run (the file must not exist).
+    pub fn create(path: &Path, durable: bool) -> io::Result<Journal> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Journal {
+            file,
+            path: path.to_path_buf(),
+            dirty: false,
+            durable,
+        })
+    }
+
+    /// Opens an existing journal to append to it (resume, rollback). A torn last line is cut
+    /// off first so new records start on a line of their own.
+    pub fn reopen(path: &Path, durable: bool) -> io::Result<Journal> {
+        let read = read(path)?;
+        let file = OpenOptions::new().write(true).open(path)?;
+        file.set_len(read.valid_len)?;
+        drop(file);
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Journal {
+            file,
+            path: path.to_path_buf(),
+            dirty: true,
+            durable,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record (one `write`; not yet fsync'd).
+    pub fn append(&mut self, record: &Record) -> io::Result<()> {
+        let line = encode(record);
+        self.file.write_all(line.as_bytes())?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn commit(&mut self) -> io::Result<()> {
+        if self.dirty && self.durable {
+            self.file.sync_data()?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// One line: the record's JSON, a tab, its CRC-32 in hex.
+pub fn encode(record: &Record) -> String {
+    let json = serde_json::to_string(record).expect("records always serialize");
+    format!("{json}\t{:08x}\n", crc32fast::hash(json.as_bytes()))
+}
+
+/// What a journal file holds.
+#[derive(Debug)]
+pub struct ReadJournal {
+    pub records: Vec<Record>,
+    /// Bytes of complete, valid lines; anything after was a torn write.
+    pub valid_len: u64,
+    /// Whether a torn or unreadable last line was dropped.
+    pub torn_tail: bool,
+}
+
+/// Reads every record. A bad *last* line is a torn write and is dropped; a bad line followed by
+/// good ones is corruption and an error.
+pub fn read(path: &Path) -> io::Result<ReadJournal> {
+    let file = File::open(path)?;
+    let mut reader = BufReader::new(file);
+    let mut records = Vec::new();
+    let (mut offset, mut valid_len) = (0u64, 0u64);
+    let mut bad: Option<(usize, String)> = None;
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        offset += n as u64;
+        if let Some((at, why)) = bad.take() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: line {at} is corrupt ({why}) and is not the last line",
+                    path.display()
+                ),
+            ));
+        }
+        match decode(&line) {
+            Ok(record) => {
+                records.push(record);
+                valid_len = offset;
+            }
+            Err(why) => bad = Some((number, why)),
+        }
+    }
+    Ok(ReadJournal {
+        records,
+        valid_len,
+        torn_tail: bad.is_some(),
+    })
+}
+
+fn decode(line: &[u8]) -> Result<Record, String> {
+    let line = line.strip_suffix(b"\n").ok_or("no line end")?;
+    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
+    let (json, crc) = text.rsplit_once('\t').ok_or("no checksum")?;
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| "bad checksum field".to_string())?;
+    if crc32fast::hash(json.as_bytes()) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_str(json).map_err(|e| format!("unreadable record: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use record::Record;
+
+    fn finished(step: &str) -> Record {
+        Record::RunNote {
+            t_ms: 1,
+            message: step.to_string(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_drops_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let mut j = Journal::create(&path, true).unwrap();
+        j.append(&finished("a")).unwrap();
+        j.append(&finished("b")).unwrap();
+        j.commit().unwrap();
+        drop(j);
+        let good_len = std::fs::metadata(&path).unwrap().len();
+        // A write torn halfway through.
+        let half = &encode(&finished("c"))[..10];
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(half.as_bytes())
+            .unwrap();
+        let read = read(&path).unwrap();
+        assert_eq!(read.records.len(), 2);
+        assert!(read.torn_tail);
+        assert_eq!(read.valid_len, good_len);
+        // Reopening cuts the torn bytes; new records follow cleanly.
+        let mut j = Journal::reopen(&path, true).unwrap();
+        j.append(&finished("d")).unwrap();
+        let read = super::read(&path).unwrap();
+        assert_eq!(read.records.len(), 3);
+        assert!(!read.torn_tail);
+    }
+
+    #[test]
+    fn corruption_before_the_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let mut text = encode(&finished("a"));
+        text.push_str(&encode(&finished("b")).replace("\"b\"", "\"x\""));
+        text.push_str(&encode(&finished("c")));
+        std::fs::write(&path, text).unwrap();
+        assert!(read(&path).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! What a journal line says. Times are `t_ms`: milliseconds since the run started (virtual
+//! time in a dry-run); wall-clock times are RFC 3339 strings.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Real,
+    DryRun,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Real => "real",
+            Mode::DryRun => "dry-run",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+    /// Stopped by an interrupt while running: its effect is unknown, like a step in doubt.
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    RunStarted {
+        run_id: String,
+        runbook: String,
+        /// Absolute path of the runbook file, for resume.
+        file: String,
+        /// SHA-256 of the runbook text: resume refuses a changed file without --force.
+        hash: String,
+        mode: Mode,
+        seed: u64,
+        /// Input values, secrets masked.
+        inputs: Map<String, Json>,
+        operator: String,
+        pid: u32,
+        started_at: String,
+        concurrency: usize,
+        steps: usize,
+        rto_ms: Option<u64>,
+        predicted_ms: u64,
+    },
+    Resumed {
+        t_ms: u64,
+        pid: u32,
+        at: String,
+        operator: String,
+    },
+    StepStarted {
+        t_ms: u64,
+        step: String,
+        attempt: u32,
+    },
+    AttemptFailed {
+        t_ms: u64,
+        step: String,
+        attempt: u32,
+        error: String,
+        retry_in_ms: Option<u64>,
+    },
+    StepFinished {
+        t_ms: u64,
+        step: String,
+        status: StepStatus,
+        attempts: u32,
+        started_ms: u64,
+        #[serde(default)]
+        outputs: Map<String, Json>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    Approval {
+        t_ms: u64,
+        step: String,
+        approver: String,
+        /// Wall-clock time of the approval; none in a dry-run (its time is virtual).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+        simulated: bool,
+    },
+    Interrupted {
+        t_ms: u64,
+        signal: String,
+    },
+    RunFinished {
+        t_ms: u64,
+        status: RunStatus,
+    },
+    RollbackStarted {
+        t_ms: u64,
+        pid: u32,
+        at: String,
+    },
+    UndoStarted {
+        t_ms: u64,
+        step: String,
+    },
+    UndoFinished {
+        t_ms: u64,
+        step: String,
+        status: StepStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    RollbackFinished {
+        t_ms: u64,
+        status: RunStatus,
+    },
+    /// Anything worth keeping for the report: in-doubt decisions, warnings.
+    RunNote {
+        t_ms: u64,
+        message: String,
+    },
+}
+
+impl Record {
+    pub fn t_ms(&self) -> u64 {
+        match self {
+            Record::RunStarted { .. } => 0,
+            Record::Resumed { t_ms, .. }
+            | Record::StepStarted { t_ms, .. }
+            | Record::AttemptFailed { t_ms, .. }
+            | Record::StepFinished { t_ms, .. }
+            | Record::Approval { t_ms, .. }
+            | Record::Interrupted { t_ms, .. }
+            | Record::RunFinished { t_ms, .. }
+            | Record::RollbackStarted { t_ms, .. }
+            | Record::UndoStarted { t_ms, .. }
+            | Record::UndoFinished { t_ms, .. }
+            | Record::RollbackFinished { t_ms, .. }
+            | Record::RunNote { t_ms, .. } => *t_ms,
+        }
+    }
+}

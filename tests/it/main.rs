@@ -2,6 +2,7 @@
 //! test needs the plan itself).
 
 mod cli;
+mod exec;
 mod fixtures;
 mod planner;
 mod support;

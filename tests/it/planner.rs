@@ -149,7 +149,7 @@ fn references_add_edges() {
 
 /// A seeded random DAG: `n` steps, each needing up to two earlier ones, random durations and
 /// pools. Small LCG so the test needs no extra crate and replays exactly.
-fn random_runbook(seed: u64, n: usize) -> String {
+pub fn random_runbook(seed: u64, n: usize) -> String {
     let mut state = seed;
     let mut next = move |m: u64| {
         state = state

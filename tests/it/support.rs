@@ -49,6 +49,20 @@ impl Ripcord {
         self
     }
 
+    /// Records runs under `dir`.
+    pub fn state(self, dir: &Path) -> Self {
+        self.env("RIPCORD_STATE_DIR", dir.to_str().expect("UTF-8 temp path"))
+    }
+
+    /// Starts without waiting (for signals and locks).
+    pub fn spawn(mut self) -> std::process::Child {
+        self.command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the ripcord binary starts")
+    }
+
     pub fn run(mut self) -> Output {
         let out = self.command.output().expect("the ripcord binary runs");
         let output = Output {
@@ -66,6 +80,22 @@ impl Ripcord {
 }
 
 impl Output {
+    /// The JSON lines of `--json` output.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// The closing summary line of `run --json`.
+    pub fn summary(&self) -> serde_json::Value {
+        self.events()
+            .into_iter()
+            .rfind(|e| e["kind"] == "summary")
+            .unwrap_or_else(|| panic!("no summary:\n{}", self.transcript()))
+    }
+
     /// Exit code, stdout and stderr in one text, for snapshots.
     pub fn transcript(&self) -> String {
         let mut text = format!("exit: {}\n", self.code);

@@ -1,0 +1,551 @@
+//! The executor through the real binary: dry-runs in virtual time against the plan's
+//! prediction, limits, retries, abort/continue, outputs, for_each, when, rollback order,
+//! timeouts, the lock and interrupts. Real steps are real processes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Output, Ripcord};
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write runbook");
+    path.display().to_string()
+}
+
+/// The seeded random DAG of the planner tests, as a file.
+fn random_dag(dir: &Path, seed: u64, pools: bool) -> String {
+    let mut text = crate::planner::random_runbook(seed, 120);
+    if !pools {
+        text = text.replace(", pool: p1", "").replace(", pool: p2", "");
+    }
+    write(dir, &format!("dag-{seed}-{pools}.yaml"), &text)
+}
+
+/// Per step: (start, finish) in ms, from a run's events.
+fn timeline(out: &Output) -> HashMap<String, (u64, u64)> {
+    let mut times = HashMap::new();
+    for e in out.events() {
+        let step = e["step"].as_str().unwrap_or_default().to_string();
+        match e["kind"].as_str() {
+            Some("step_started") if e["attempt"] == 1 => {
+                times.insert(step, (e["t_ms"].as_u64().unwrap(), 0));
+            }
+            Some("step_finished") => {
+                if let Some(t) = times.get_mut(&step) {
+                    t.1 = e["t_ms"].as_u64().unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
+    times
+}
+
+#[test]
+fn dry_run_takes_exactly_the_predicted_time() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in [1, 2, 3] {
+        // Unlimited concurrency, no pools: the critical path, exactly.
+        let file = random_dag(dir.path(), seed, false);
+        let plan = Ripcord::new().args(["plan", "--json", &file]).run();
+        let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+        let out = Ripcord::new()
+            .state(dir.path())
+            .args([
+                "run",
+                "--dry-run",
+                "--json",
+                "--concurrency",
+                "100000",
+                &file,
+            ])
+            .run();
+        assert_eq!(out.code, 0, "{}", out.transcript());
+        assert_eq!(
+            out.summary()["duration_ms"],
+            plan["predicted_ms"]["unlimited"]
+        );
+
+        // The runbook's concurrency and pools: the plan's list schedule, step by step.
+        let file = random_dag(dir.path(), seed, true);
+        let plan = Ripcord::new().args(["plan", "--json", &file]).run();
+        let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+        let out = Ripcord::new()
+            .state(dir.path())
+            .args(["run", "--dry-run", "--json", &file])
+            .run();
+        assert_eq!(
+            out.summary()["duration_ms"],
+            plan["predicted_ms"]["limited"]
+        );
+        let times = timeline(&out);
+        for s in plan["steps"].as_array().unwrap() {
+            let id = s["id"].as_str().unwrap();
+            assert_eq!(
+                times[id].0,
+                s["start_ms"].as_u64().unwrap(),
+                "start of {id}, seed {seed}"
+            );
+        }
+        // Limits never exceeded: concurrency 3, pool p1 2, pool p2 1.
+        let pool: HashMap<&str, &str> = plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| Some((s["id"].as_str()?, s["pool"].as_str()?)))
+            .collect();
+        for (id, &(start, _)) in &times {
+            let running: Vec<&String> = times
+                .keys()
+                .filter(|o| times[*o].0 <= start && start < times[*o].1)
+                .collect();
+            assert!(
+                running.len() <= 3,
+                "{} running at {start} ({id})",
+                running.len()
+            );
+            for (name, size) in [("p1", 2), ("p2", 1)] {
+                let inside = running
+                    .iter()
+                    .filter(|o| pool.get(o.as_str()) == Some(&name))
+                    .count();
+                assert!(inside <= size, "pool {name} over its size at {start}");
+            }
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_events() {
+    let file = "tests/fixtures/valid/features.yaml";
+    let runs: Vec<Vec<Value>> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = Ripcord::new()
+                .state(dir.path())
+                .args([
+                    "run",
+                    "--dry-run",
+                    "--json",
+                    "--seed",
+                    "42",
+                    "--fail",
+                    "literal-items",
+                    file,
+                ])
+                .run();
+            out.events()
+        })
+        .collect();
+    assert!(runs[0].len() > 10);
+    // The first record names the process (pid, start time); everything after is the run itself.
+    assert_eq!(runs[0][0]["run_id"], runs[1][0]["run_id"]);
+    assert_eq!(runs[0][1..], runs[1][1..]);
+}
+
+#[test]
+fn retries_back_off_and_abort_stops_dependents() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "retry.yaml",
+        "version: 1\nname: retry\nsteps:\n\
+         - { id: flaky, uses: shell.run, with: { argv: [\"true\"] }, sim: { duration: 1s },\n\
+             retry: { attempts: 4, delay: 2s, backoff: 2.0, max_delay: 5s } }\n\
+         - { id: after, uses: shell.run, with: { argv: [\"true\"] }, needs: [flaky] }\n\
+         - { id: side, uses: shell.run, with: { argv: [\"true\"] }, sim: { duration: 30s } }\n",
+    );
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--dry-run", "--json", "--fail", "flaky", &file])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let retries: Vec<Value> = out
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "attempt_failed")
+        .map(|e| e["retry_in_ms"].clone())
+        .collect();
+    // 2s, then 4s, then 8s capped at 5s; the fourth failure is the last.
+    assert_eq!(
+        retries,
+        [
+            Value::from(2000),
+            Value::from(4000),
+            Value::from(5000),
+            Value::Null
+        ]
+    );
+    let summary = out.summary();
+    assert_eq!(summary["failed"], 1);
+    assert_eq!(summary["not_run"], 1, "`after` never starts");
+    // `side` was already running: it finishes (30s) although the run aborts at 4s + 11s = 15s.
+    assert_eq!(summary["duration_ms"], 30_000);
+    assert_eq!(summary["succeeded"], 1);
+}
+
+#[test]
+fn real_steps_pass_outputs_expand_for_each_skip_and_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let file = write(
+        dir.path(),
+        "real.yaml",
+        &format!(
+            "version: 1\nname: real\n\
+             inputs:\n  hosts: {{ type: list, default: [h1, h2, h3] }}\n  mode: {{ type: string, default: live }}\n\
+             steps:\n\
+             - id: each\n  for_each: \"${{{{ inputs.hosts }}}}\"\n  uses: shell.run\n\
+             \x20 with: {{ script: 'echo \"name=$H-ok\" >> \"$RIPCORD_OUTPUT\"; echo $H >> {log}', env: {{ H: \"${{{{ item }}}}\" }} }}\n\
+             - id: join\n  uses: shell.run\n\
+             \x20 with: {{ argv: [sh, -c, 'echo \"$1\" >> {log}', x, \"${{{{ steps.each.outputs | map(attribute='name') | join(',') }}}}\"] }}\n\
+             - id: drill-only\n  uses: shell.run\n  when: \"${{{{ inputs.mode == 'drill' }}}}\"\n\
+             \x20 with: {{ argv: [sh, -c, 'echo drill >> {log}'] }}\n\
+             - id: broken\n  uses: shell.run\n  on_failure: continue\n  with: {{ argv: [sh, -c, 'echo oops >&2; exit 3'] }}\n\
+             - id: after-broken\n  uses: shell.run\n  needs: [broken, drill-only]\n\
+             \x20 with: {{ argv: [sh, -c, 'echo \"after $1\" >> {log}', x, \"${{{{ steps.broken.status }}}}\"] }}\n",
+            log = log.display()
+        ),
+    );
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["after failed", "h1", "h1-ok,h2-ok,h3-ok", "h2", "h3"]
+    );
+    let events = out.events();
+    let finished = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == "step_finished" && e["step"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(finished("drill-only")["status"], "skipped");
+    assert_eq!(finished("broken")["status"], "failed");
+    assert_eq!(finished("broken")["outputs"]["exit_code"], 3);
+    assert!(
+        finished("broken")["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3: oops")
+    );
+    assert_eq!(finished("each[h2]")["outputs"]["name"], "h2-ok");
+}
+
+#[test]
+fn rollback_undoes_completed_steps_in_reverse_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("undo.log");
+    let runbook = |policy: &str| {
+        format!(
+            "version: 1\nname: undo-{policy}\nrollback: {policy}\nsteps:\n\
+             - {{ id: drain, uses: shell.run, with: {{ argv: [\"true\"] }}, undo: {{ uses: shell.run, with: {{ argv: [sh, -c, 'echo undo-drain >> {log}'] }} }} }}\n\
+             - {{ id: fence, needs: [drain], uses: shell.run, with: {{ argv: [\"true\"] }} }}\n\
+             - {{ id: promote, needs: [fence], uses: shell.run, with: {{ argv: [\"true\"] }}, undo: {{ uses: shell.run, with: {{ argv: [sh, -c, 'echo undo-promote-$0 >> {log}', \"${{{{ steps.promote.outputs.exit_code }}}}\"] }} }} }}\n\
+             - {{ id: notify, uses: shell.run, with: {{ argv: [\"true\"] }}, undo: {{ uses: shell.run, with: {{ argv: [sh, -c, 'echo undo-notify >> {log}'] }} }} }}\n\
+             - {{ id: repoint, needs: [promote], uses: shell.run, with: {{ argv: [\"false\"] }}, undo: {{ uses: shell.run, with: {{ argv: [sh, -c, 'echo undo-repoint >> {log}'] }} }} }}\n",
+            log = log.display()
+        )
+    };
+    // rollback: auto undoes at once; repoint failed, so it has nothing to undo.
+    let auto = write(dir.path(), "auto.yaml", &runbook("auto"));
+    let out = Ripcord::new().state(dir.path()).args(["run", &auto]).run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let undone = std::fs::read_to_string(&log).unwrap();
+    let undone: Vec<&str> = undone.lines().collect();
+    assert_eq!(undone.len(), 3, "{undone:?}");
+    let at = |s: &str| {
+        undone
+            .iter()
+            .position(|l| *l == s)
+            .unwrap_or_else(|| panic!("{s} not undone: {undone:?}"))
+    };
+    assert!(
+        at("undo-promote-0") < at("undo-drain"),
+        "promote depends on drain: undone first"
+    );
+    at("undo-notify");
+
+    // rollback: manual: `ripcord rollback RUN_ID` later, once; a second rollback has nothing left.
+    std::fs::remove_file(&log).unwrap();
+    let manual = write(dir.path(), "manual.yaml", &runbook("manual"));
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", &manual])
+        .run();
+    assert_eq!(out.code, 1);
+    assert!(!log.exists(), "manual rollback waits for the operator");
+    let run_id = out.events()[0]["run_id"].as_str().unwrap().to_string();
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["rollback", &run_id])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 3);
+    let again = Ripcord::new()
+        .state(dir.path())
+        .args(["rollback", &run_id])
+        .run();
+    assert_eq!(again.code, 0);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        3,
+        "nothing undone twice"
+    );
+}
+
+fn alive(pattern: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("ripcord-timeout-{}", std::process::id());
+    let file = write(
+        dir.path(),
+        "timeout.yaml",
+        &format!(
+            "version: 1\nname: timeout\nsteps:\n\
+             - {{ id: hang, uses: shell.run, timeout: 500ms, with: {{ script: 'sh -c \"sleep 60; : {marker}-child\" & sh -c \"sleep 61; : {marker}-parent\"' }} }}\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = Ripcord::new().state(dir.path()).args(["run", &file]).run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("timed out after 500ms"),
+        "{}",
+        out.stdout
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(&marker), "a process of the step outlived it");
+}
+
+#[test]
+fn a_second_run_of_the_same_runbook_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "slow.yaml",
+        "version: 1\nname: slow\nsteps:\n- { id: wait, uses: sleep.for, with: { duration: 3s } }\n",
+    );
+    let mut first = Ripcord::new()
+        .state(dir.path())
+        .args(["run", &file])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = Ripcord::new().state(dir.path()).args(["run", &file]).run();
+    assert_eq!(second.code, 4, "{}", second.transcript());
+    assert!(
+        second.stderr.contains("is locked by run"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&format!("pid {}", first.id())),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn sigint_cancels_running_steps_and_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("ripcord-sigint-{}", std::process::id());
+    let done = dir.path().join("done");
+    let file = write(
+        dir.path(),
+        "interrupt.yaml",
+        &format!(
+            "version: 1\nname: interrupt\nsteps:\n\
+             - {{ id: long, uses: shell.run, idempotent: true, with: {{ argv: [sh, -c, 'sleep 30; true {marker}'] }} }}\n\
+             - {{ id: after, needs: [long], uses: shell.run, with: {{ argv: [touch, {}] }} }}\n",
+            done.display()
+        ),
+    );
+    let child = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", &file])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"kind\":\"interrupted\""));
+    assert!(stdout.contains("\"status\":\"cancelled\""));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(&marker), "the step's process survived the interrupt");
+    assert!(!done.exists());
+
+    let run_id: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let run_id = run_id["run_id"].as_str().unwrap();
+    // `long` is idempotent: resume runs it again without asking. Make it quick this time.
+    let file_text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("sleep 30", "sleep 0");
+    std::fs::write(&file, file_text).unwrap();
+    let changed = Ripcord::new()
+        .state(dir.path())
+        .args(["resume", run_id])
+        .run();
+    assert_eq!(changed.code, 2, "a changed runbook needs --force");
+    assert!(changed.stderr.contains("changed since run"));
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["resume", run_id, "--force"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(done.exists());
+    let runs = Ripcord::new().state(dir.path()).args(["runs"]).run();
+    assert!(
+        runs.stdout.contains(run_id) && runs.stdout.contains("succeeded"),
+        "{}",
+        runs.stdout
+    );
+}
+
+/// Counts of each step's marker lines (one line each time the step's process starts).
+fn markers(dir: &Path) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let entry = entry.unwrap();
+        let n = std::fs::read_to_string(entry.path())
+            .unwrap()
+            .lines()
+            .count();
+        counts.insert(entry.file_name().to_string_lossy().into_owned(), n);
+    }
+    counts
+}
+
+/// (finished, started-without-finish) steps of a run, read from its journal.
+fn journal_state(state: &Path) -> (Vec<String>, Vec<String>, String) {
+    let runs = state.join("runs");
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+    let text = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap();
+    let (mut finished, mut started) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Some((json, _crc)) = line.rsplit_once('\t') else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_str::<Value>(json) else {
+            continue;
+        };
+        let step = r["step"].as_str().unwrap_or_default().to_string();
+        match r["kind"].as_str() {
+            Some("step_started") => started.push(step),
+            Some("step_finished") => finished.push(step),
+            _ => {}
+        }
+    }
+    started.retain(|s| !finished.contains(s));
+    (
+        finished,
+        started,
+        run.file_name().to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn killed_at_any_point_resume_never_reruns_a_completed_step() {
+    let mut saw_in_doubt = 0;
+    for kill_after_ms in [60, 260, 480, 700] {
+        let dir = tempfile::tempdir().unwrap();
+        let marks = dir.path().join("markers");
+        std::fs::create_dir(&marks).unwrap();
+        let mut text = String::from("version: 1\nname: chain\nsteps:\n");
+        for i in 1..=6 {
+            let needs = if i > 1 {
+                format!(", needs: [s{}]", i - 1)
+            } else {
+                String::new()
+            };
+            text.push_str(&format!(
+                "- {{ id: s{i}{needs}, uses: shell.run, with: {{ argv: [sh, -c, 'echo x >> {}/$RIPCORD_STEP; sleep 0.15'] }} }}\n",
+                marks.display()
+            ));
+        }
+        let file = write(dir.path(), "chain.yaml", &text);
+        let state = dir.path().join("state");
+        let mut child = Ripcord::new().state(&state).args(["run", &file]).spawn();
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200)); // the killed step's shell ends on its own
+        let (finished, in_doubt, run_id) = journal_state(&state);
+        let before = markers(&marks);
+        for s in &finished {
+            assert_eq!(
+                before.get(s),
+                Some(&1),
+                "kill at {kill_after_ms}ms: {s} finished once"
+            );
+        }
+        saw_in_doubt += usize::from(!in_doubt.is_empty());
+        if !in_doubt.is_empty() {
+            // Not idempotent and nobody to ask: resume refuses and changes nothing.
+            let refused = Ripcord::new().state(&state).args(["resume", &run_id]).run();
+            assert_eq!(refused.code, 2, "{}", refused.transcript());
+            assert!(
+                refused.stderr.contains("--retry-in-doubt"),
+                "{}",
+                refused.stderr
+            );
+            assert_eq!(markers(&marks), before);
+        }
+        let out = Ripcord::new()
+            .state(&state)
+            .args(["resume", &run_id, "--retry-in-doubt"])
+            .run();
+        assert_eq!(
+            out.code,
+            0,
+            "kill at {kill_after_ms}ms: {}",
+            out.transcript()
+        );
+        let after = markers(&marks);
+        for i in 1..=6 {
+            let s = format!("s{i}");
+            let expected = if in_doubt.contains(&s) {
+                before.get(&s).copied().unwrap_or(0) + 1
+            } else {
+                1
+            };
+            assert_eq!(
+                after.get(&s).copied().unwrap_or(0),
+                expected,
+                "kill at {kill_after_ms}ms: {s}"
+            );
+        }
+    }
+    // Steps take 150ms and the kill points fall inside them: most kills leave one in doubt.
+    assert!(
+        saw_in_doubt >= 2,
+        "only {saw_in_doubt} kill(s) caught a step mid-way"
+    );
+}

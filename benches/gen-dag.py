@@ -2,9 +2,11 @@
 """Writes one layered synthetic DAG as a ripcord runbook and as a Makefile.
 
 N steps in layers of width W; each step after the first layer needs 1-2 steps of the layer
-before it (seeded, so every run builds the same DAG). Each step runs `true`.
+before it (seeded, so every run builds the same DAG). Each step runs `true`; with KIND `noop`
+the runbook's steps are `assert.that: true` instead, which reach no process: what is left is
+the executor's own cost (scheduling, rendering, journal).
 
-usage: gen-dag.py N W OUT_DIR [SEED]
+usage: gen-dag.py N W OUT_DIR [SEED] [KIND] [CONCURRENCY]
 """
 import os
 import random
@@ -14,6 +16,10 @@ import sys
 def main():
     n, width, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     rng = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    kind = sys.argv[5] if len(sys.argv) > 5 else "true"
+    concurrency = int(sys.argv[6]) if len(sys.argv) > 6 else 2
+    action = ("uses: assert.that, with: { that: true }" if kind == "noop"
+              else "uses: shell.run, with: { argv: [\"true\"] }")
     os.makedirs(out, exist_ok=True)
     needs = []
     for i in range(n):
@@ -25,9 +31,9 @@ def main():
         needs.append(sorted(set(rng.sample(prev, min(len(prev), rng.randint(1, 2))))))
 
     with open(os.path.join(out, "dag.yaml"), "w") as f:
-        f.write(f"version: 1\nname: dag-{n}\nconcurrency: 2\nsteps:\n")
+        f.write(f"version: 1\nname: dag-{n}\nconcurrency: {concurrency}\nsteps:\n")
         for i, deps in enumerate(needs):
-            line = f"  - {{ id: s{i}, uses: shell.run, with: {{ argv: [\"true\"] }}"
+            line = f"  - {{ id: s{i}, {action}"
             if deps:
                 line += ", needs: [" + ", ".join(f"s{d}" for d in deps) + "]"
             f.write(line + f", sim: {{ duration: {1 + rng.randint(0, 9)}s }} }}\n")

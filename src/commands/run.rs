@@ -52,7 +52,7 @@ pub fn run(args: &RunArgs) -> u8 {
     let state = StateDir::resolve(args.state.state_dir.as_deref());
     let file = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
     let wanted = match mode {
-        Mode::DryRun => format!("{}-dry-{seed:x}", time_id()),
+        Mode::DryRun => format!("{}-dry-{:04x}", time_id(), seed & 0xffff),
         Mode::Real => format!("{}-{:04x}", time_id(), seed & 0xffff),
     };
     let run_id = match state.create_run_dir(&wanted) {

@@ -357,6 +357,22 @@ impl Compiler<'_> {
             .unwrap_or(DEFAULT_TIMEOUT);
         let retry = self.retry(step.retry.as_ref().or(d.and_then(|d| d.retry.as_ref())));
         let sim = self.sim(step, d, spec, action.as_ref());
+        if sim.explicit && sim.duration >= timeout {
+            self.diags.push(
+                Diag::warning(
+                    "ripcord::timeout-below-estimate",
+                    format!(
+                        "step `{}` is expected to take {} but times out after {}",
+                        step.id.value,
+                        duration::format(sim.duration),
+                        duration::format(timeout)
+                    ),
+                )
+                .in_file(self.file)
+                .label(id_span, "this step")
+                .help("raise its `timeout:` (or lower `sim.duration` if the estimate is wrong)"),
+            );
+        }
         let pool = step
             .pool
             .as_ref()

@@ -288,24 +288,32 @@ impl Executor<'_> {
                 break;
             }
             tokio::select! {
-                joined = tasks.join_next() => {
-                    while let Ok(msg) = rx.try_recv() {
-                        self.message(msg)?;
-                    }
-                    match joined {
-                        Some(Ok((i, report))) => self.finished(i, report)?,
-                        Some(Err(e)) => {
-                            // A task that panicked is a bug; its step fails, the run goes on.
-                            if let Some(i) = task_steps.get(&e.id()).copied() {
-                                let report = Report {
-                                    result: Err(Failure::permanent(format!("internal error: {e}"))),
-                                    attempts: 1,
-                                    cancelled: false,
-                                };
+                joined = tasks.join_next_with_id() => {
+                    // Take every task that has already ended, so their dependents start in one
+                    // tick and share one commit.
+                    let mut joined = joined;
+                    while let Some(result) = joined {
+                        while let Ok(msg) = rx.try_recv() {
+                            self.message(msg)?;
+                        }
+                        match result {
+                            Ok((id, (i, report))) => {
+                                task_steps.remove(&id);
                                 self.finished(i, report)?;
                             }
+                            Err(e) => {
+                                // A task that panicked is a bug; its step fails, the run goes on.
+                                if let Some(i) = task_steps.remove(&e.id()) {
+                                    let report = Report {
+                                        result: Err(Failure::permanent(format!("internal error: {e}"))),
+                                        attempts: 1,
+                                        cancelled: false,
+                                    };
+                                    self.finished(i, report)?;
+                                }
+                            }
                         }
-                        None => {}
+                        joined = tasks.try_join_next_with_id();
                     }
                 }
                 Some(msg) = rx.recv() => self.message(msg)?,

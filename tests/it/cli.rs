@@ -196,3 +196,24 @@ fn usage_errors_exit_2() {
     );
     assert_eq!(Ripcord::new().args(["bogus"]).run().code, 2);
 }
+
+#[test]
+fn a_timeout_shorter_than_the_estimate_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("slow.yaml"),
+        "version: 1\nname: slow\nsteps:\n- { id: wait, uses: sleep.for, timeout: 1m, with: { duration: 5m } }\n",
+    )
+    .unwrap();
+    let out = Ripcord::new().current_dir(dir.path()).args(["validate", "slow.yaml"]).run();
+    assert_eq!(out.code, 0, "a warning does not make the runbook invalid");
+    insta::assert_snapshot!(out.transcript());
+    // The dry-run shows why it matters.
+    let run = Ripcord::new()
+        .current_dir(dir.path())
+        .state(dir.path())
+        .args(["run", "--dry-run", "slow.yaml"])
+        .run();
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("timed out after 1m"), "{}", run.stdout);
+}

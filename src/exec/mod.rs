@@ -326,7 +326,9 @@ impl Executor<'_> {
 
     fn interrupt(&mut self, signal: &str) -> io::Result<()> {
         if self.interrupted {
-            // Second signal: leave now. Every record is already written whole.
+            // Second signal: leave now. Every record is already written whole; the steps'
+            // process groups go with us rather than run on unwatched.
+            provider::shell::kill_all_groups();
             let _ = self.journal.commit();
             eprintln!(
                 "{signal} again: exiting at once; resume with `ripcord resume {}`",
@@ -425,6 +427,12 @@ impl Executor<'_> {
             None => Json::Object(Map::new()),
         };
         let action = &step.action;
+        if let Some(spec) = catalog::builtin(&action.provider, &action.action) {
+            let problems = crate::compile::params::check_rendered(&spec.params, &params);
+            if !problems.is_empty() {
+                return Prepared::Fail(format!("{}: {}", spec.name(), problems.join("; ")));
+            }
+        }
         let kind = match (action.provider.as_str(), action.action.as_str()) {
             ("approval", "ask") => Kind::Approval(self.approval_how(step)),
             ("assert", "that") => Kind::Assert(self.assertion(step, &params, &ctx)),
@@ -695,7 +703,7 @@ impl Task {
             };
         }
         if self.dry {
-            return provider::sim::simulate(&self.step, spec, &self.params, self.fail).await;
+            return provider::sim::simulate(&self.step, spec, self.fail).await;
         }
         let Some(provider) = self.registry.get(&action.provider) else {
             return Err(Failure::permanent(format!(
@@ -787,21 +795,25 @@ impl Task {
     }
 }
 
-/// Asks on the terminal (stderr, stdin), with the progress display out of the way.
+/// Asks on the terminal (stderr, stdin). The progress display is hidden meanwhile, not
+/// suspended: suspending holds its lock for the whole read, and every event of the run would
+/// wait for the operator's answer.
 fn ask(question: &str, progress: Option<&indicatif::MultiProgress>) -> Option<bool> {
-    let read = || {
-        let mut err = io::stderr();
-        let _ = write!(err, "\n{question}");
-        let _ = err.flush();
-        let mut line = String::new();
-        io::stdin().lock().read_line(&mut line).ok()?;
-        Some(matches!(
-            line.trim().to_ascii_lowercase().as_str(),
-            "y" | "yes"
-        ))
-    };
-    match progress {
-        Some(p) => p.suspend(read),
-        None => read(),
+    if let Some(p) = progress {
+        let _ = p.clear();
+        p.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let mut err = io::stderr();
+    let _ = write!(err, "\n{question}");
+    let _ = err.flush();
+    let mut line = String::new();
+    let read = io::stdin().lock().read_line(&mut line);
+    if let Some(p) = progress {
+        p.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    read.ok()?;
+    Some(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }

@@ -221,7 +221,12 @@ impl Sink for TtySink {
             _ => {}
         }
         if let Some(l) = line(record) {
-            let _ = self.multi.println(l);
+            if self.multi.is_hidden() {
+                // An approval prompt has the terminal: print plainly, below it.
+                eprintln!("{l}");
+            } else {
+                let _ = self.multi.println(l);
+            }
         }
     }
 

@@ -6,7 +6,9 @@
 //! Outputs: `exit_code`, `stdout` and `stderr` (their last 64 KiB), and every `key=value` line
 //! the process writes to the file named by `$RIPCORD_OUTPUT`.
 
+use std::collections::HashSet;
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
@@ -21,6 +23,28 @@ pub const MAX_CAPTURE: usize = 64 * 1024;
 pub const GRACE: Duration = Duration::from_secs(5);
 
 pub struct Shell;
+
+/// Process groups of running steps, for [`kill_all_groups`].
+static GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+fn track(pid: i32, running: bool) {
+    let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    let set = groups.get_or_insert_with(HashSet::new);
+    if running {
+        set.insert(pid);
+    } else {
+        set.remove(&pid);
+    }
+}
+
+/// SIGKILLs every running step's process group: for an exit that cannot wait for them (a
+/// second interrupt).
+pub fn kill_all_groups() {
+    let groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    for &pid in groups.iter().flatten() {
+        signal_group(Some(pid), libc::SIGKILL);
+    }
+}
 
 impl Provider for Shell {
     fn invoke(&self, request: Request) -> BoxFuture {
@@ -85,6 +109,9 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
         .spawn()
         .map_err(|e| Failure::permanent(format!("cannot run `{program}`: {e}")))?;
     let pid = child.id().map(|id| id as i32);
+    if let Some(pid) = pid {
+        track(pid, true);
+    }
     let _group = GroupGuard(pid);
     let stdout = tokio::spawn(tail(child.stdout.take()));
     let stderr = tokio::spawn(tail(child.stderr.take()));
@@ -188,5 +215,8 @@ struct GroupGuard(Option<i32>);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         signal_group(self.0, libc::SIGKILL);
+        if let Some(pid) = self.0 {
+            track(pid, false);
+        }
     }
 }

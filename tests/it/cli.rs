@@ -205,7 +205,10 @@ fn a_timeout_shorter_than_the_estimate_is_a_warning() {
         "version: 1\nname: slow\nsteps:\n- { id: wait, uses: sleep.for, timeout: 1m, with: { duration: 5m } }\n",
     )
     .unwrap();
-    let out = Ripcord::new().current_dir(dir.path()).args(["validate", "slow.yaml"]).run();
+    let out = Ripcord::new()
+        .current_dir(dir.path())
+        .args(["validate", "slow.yaml"])
+        .run();
     assert_eq!(out.code, 0, "a warning does not make the runbook invalid");
     insta::assert_snapshot!(out.transcript());
     // The dry-run shows why it matters.

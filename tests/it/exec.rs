@@ -549,3 +549,141 @@ fn killed_at_any_point_resume_never_reruns_a_completed_step() {
         "only {saw_in_doubt} kill(s) caught a step mid-way"
     );
 }
+
+#[test]
+fn approvals_are_granted_by_flag_and_wait_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "approve.yaml",
+        "version: 1\nname: approve\nsteps:\n\
+         - { id: go, uses: approval.ask, timeout: 400ms, with: { prompt: \"Fail over now?\" } }\n\
+         - { id: after, needs: [go], uses: shell.run, with: { argv: [\"true\"] } }\n",
+    );
+    // No terminal, no flag: it waits for its timeout, then fails saying how to approve.
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(out.code, 1);
+    let failed = out
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "step_finished" && e["step"] == "go")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("pass --approve go or --yes"),
+        "{failed}"
+    );
+
+    let out = Ripcord::new()
+        .state(dir.path())
+        .env("USER", "alice")
+        .args(["run", "--json", "--approve", "go", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let approval = out
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "approval")
+        .unwrap();
+    assert_eq!(approval["approver"], "alice");
+    assert_eq!(approval["simulated"], false);
+    assert!(
+        approval["at"].as_str().unwrap().starts_with("20"),
+        "{approval}"
+    );
+
+    // A dry-run grants it and says so.
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", "--dry-run", &file])
+        .run();
+    let approval = out
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "approval")
+        .unwrap();
+    assert_eq!(approval["simulated"], true);
+
+    let unknown = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--approve", "goo", &file])
+        .run();
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("did you mean `go`?"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn rendered_params_are_checked_against_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "port.yaml",
+        "version: 1\nname: port\ninputs:\n  port: { type: string, default: \"54x32\" }\nsteps:\n\
+         - { id: probe, uses: tcp.connect, with: { host: 127.0.0.1, port: \"${{ inputs.port }}\" } }\n",
+    );
+    for dry in [true, false] {
+        let mut args = vec!["run", "--json"];
+        if dry {
+            args.push("--dry-run");
+        }
+        args.push(&file);
+        let out = Ripcord::new().state(dir.path()).args(&args).run();
+        assert_eq!(out.code, 1, "{}", out.transcript());
+        let e = out
+            .events()
+            .into_iter()
+            .find(|e| e["kind"] == "step_finished")
+            .unwrap();
+        assert_eq!(
+            e["error"], "tcp.connect: param `port` must be an integer, not a string",
+            "dry-run {dry}"
+        );
+    }
+}
+
+#[test]
+fn a_second_sigint_exits_at_once_and_takes_the_steps_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("ripcord-stubborn-{}", std::process::id());
+    // The step ignores SIGTERM, so the first interrupt waits out the grace period...
+    let file = write(
+        dir.path(),
+        "stubborn.yaml",
+        &format!(
+            "version: 1\nname: stubborn\nsteps:\n\
+             - {{ id: stubborn, uses: shell.run, with: {{ script: 'trap \"\" TERM; sh -c \"sleep 30; : {marker}\"' }} }}\n"
+        ),
+    );
+    let child = Ripcord::new()
+        .state(dir.path())
+        .args(["run", &file])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(300));
+    // ...and the second one does not.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(&marker), "the step's processes outlived ripcord");
+    // The journal is valid and says what happened.
+    let (_, in_doubt, _) = journal_state(dir.path());
+    assert_eq!(in_doubt, ["stubborn"]);
+}

@@ -32,6 +32,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// List recorded runs, newest first.
     Runs(RunsArgs),
+    /// The report of a recorded run: text, Markdown, JSON, JUnit XML or HTML.
+    Report(ReportArgs),
     /// The JSON Schema of the runbook format.
     Schema,
 }
@@ -43,8 +45,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub inputs: InputArgs,
     /// Simulate every step in virtual time; nothing real is touched.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "check")]
     pub dry_run: bool,
+    /// Pre-flight: run each step's read-only check (where its action has one) and change
+    /// nothing; steps without a check are skipped.
+    #[arg(long)]
+    pub check: bool,
     /// Seed of the dry-run (recorded, so a run can be replayed).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -56,6 +62,12 @@ pub struct RunArgs {
     /// Steps in flight at most, instead of the runbook's `concurrency`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,
+    /// Where the dry-run's step durations come from.
+    #[arg(long, value_enum, default_value_t = Estimates::Sim)]
+    pub estimates: Estimates,
+    /// Write the run's report at the end, e.g. `--report html:dr-test.html` (repeatable).
+    #[arg(long = "report", value_name = "FORMAT:FILE", value_parser = parse_report_target)]
+    pub reports: Vec<(ReportFormat, PathBuf)>,
     #[command(flatten)]
     pub state: StateArgs,
     /// One JSON event per line on stdout.
@@ -124,6 +136,50 @@ pub struct RollbackArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReportArgs {
+    pub run_id: String,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Md,
+    Json,
+    Junit,
+    Html,
+}
+
+/// `--report FORMAT:FILE`.
+pub fn parse_report_target(s: &str) -> Result<(ReportFormat, PathBuf), String> {
+    let (format, file) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not FORMAT:FILE (e.g. html:report.html)"))?;
+    let format = ReportFormat::from_str(format, true)
+        .map_err(|_| format!("unknown report format `{format}`: text, md, json, junit or html"))?;
+    if file.is_empty() {
+        return Err(format!("`{s}` names no file"));
+    }
+    Ok((format, PathBuf::from(file)))
+}
+
+/// Where plan and dry-run take each step's duration from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Estimates {
+    /// `sim.duration`, else the action's default.
+    #[default]
+    Sim,
+    /// The median actual duration in earlier real runs, else as `sim`.
+    History,
+}
+
+#[derive(Debug, Args)]
 pub struct RunsArgs {
     #[command(flatten)]
     pub state: StateArgs,
@@ -154,6 +210,12 @@ pub struct PlanArgs {
     /// Predict with this many steps in flight instead of the runbook's `concurrency`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,
+    /// Where step durations come from: the runbook's `sim`, or earlier real runs.
+    #[arg(long, value_enum, default_value_t = Estimates::Sim)]
+    pub estimates: Estimates,
+    /// Where earlier runs are recorded (for `--estimates history`).
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Machine-readable plan.
     #[arg(long)]
     pub json: bool,

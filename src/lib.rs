@@ -13,6 +13,10 @@
 //! - [`plan`] holds the result: a petgraph DAG of steps with their resolved settings, the
 //!   critical path over estimated durations, and the list schedule under the runbook's
 //!   concurrency and pools (the same ready queue the executor uses).
+//! - [`exec`] runs a plan: the scheduler, step attempts, dry-run in virtual time, rollback;
+//!   through [`provider`]s; recording every event in the [`journal`], from which `resume`
+//!   carries on after a crash.
+//! - [`report`] turns a run's journal into the evidence of a DR test.
 //! - [`commands`] are the CLI verbs over that pipeline; [`exit`] their exit codes.
 
 pub mod cli;
@@ -24,4 +28,5 @@ pub mod exit;
 pub mod journal;
 pub mod plan;
 pub mod provider;
+pub mod report;
 pub mod runbook;

@@ -4,6 +4,7 @@
 pub mod graph;
 pub mod plan;
 pub mod recorded;
+pub mod report;
 pub mod resume;
 pub mod rollback;
 pub mod run;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Resume(args) => resume::run(&args),
         Command::Rollback(args) => rollback::run(&args),
         Command::Runs(args) => runs::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Schema => schema::run(),
     }
 }

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cli::PlanArgs;
+use crate::cli::{Estimates, PlanArgs};
 use crate::compile::CompileOptions;
 use crate::exit;
+use crate::journal::StateDir;
 use crate::plan::Plan;
+use crate::report::history;
 use crate::runbook::duration::format as dur;
 
 use super::compile_one;
@@ -18,10 +20,19 @@ pub fn run(args: &PlanArgs) -> u8 {
         inputs: &args.inputs.inputs,
         require_inputs: true,
     };
-    let compiled = match compile_one(&args.file, &options) {
+    let mut compiled = match compile_one(&args.file, &options) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if args.estimates == Estimates::History {
+        let state = StateDir::resolve(args.state.state_dir.as_deref());
+        let medians = history::medians(&state, &compiled.plan.name, None);
+        let n = history::apply(&mut compiled.plan, &medians);
+        eprintln!(
+            "estimates: {n} of {} steps from earlier real runs, the rest from sim",
+            compiled.plan.steps.len()
+        );
+    }
     let concurrency = args.concurrency.map(|c| c as usize);
     if args.json {
         println!(

@@ -17,6 +17,13 @@ pub fn run(args: &RollbackArgs) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
+    if header.mode == Mode::Check {
+        println!(
+            "run {} was a check: it changed nothing, so there is nothing to roll back",
+            header.run_id
+        );
+        return exit::OK;
+    }
     let plan = match recompile(&header, &args.inputs.inputs, args.force) {
         Ok(p) => p,
         Err(code) => return code,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::cli::{ApprovalArgs, RunArgs};
+use crate::cli::{ApprovalArgs, Estimates, RunArgs};
 use crate::compile::CompileOptions;
 use crate::exec::mask::{MASK, Masker};
 use crate::exec::rollback::{RollbackOutcome, rollback};
@@ -15,10 +15,11 @@ use crate::exec::state::Status;
 use crate::exec::ui::{JsonSink, PlainSink, Sink, TtySink};
 use crate::exec::{Clock, Outcome, RunContext, execute, now_rfc3339, operator};
 use crate::exit;
-use crate::journal::record::{Mode, RunStatus, StepStatus};
+use crate::journal::record::{Mode, PlannedStepRecord, RunStatus, StepStatus};
 use crate::journal::{Journal, Lock, LockHolder, Record, StateDir, lock::LockError};
 use crate::plan::Plan;
 use crate::provider::Registry;
+use crate::report::history;
 use crate::runbook::RollbackPolicy;
 use crate::runbook::duration::format as dur;
 
@@ -30,10 +31,20 @@ pub fn run(args: &RunArgs) -> u8 {
         inputs: &args.inputs.inputs,
         require_inputs: true,
     };
-    let plan = match compile_one(&args.file, &options) {
-        Ok(c) => Arc::new(c.plan),
+    let state = StateDir::resolve(args.state.state_dir.as_deref());
+    let mut plan = match compile_one(&args.file, &options) {
+        Ok(c) => c.plan,
         Err(code) => return code,
     };
+    if args.estimates == Estimates::History {
+        if !args.dry_run {
+            eprintln!("error: --estimates history shapes a dry-run's timeline; add --dry-run");
+            return exit::INVALID;
+        }
+        let medians = history::medians(&state, &plan.name, None);
+        history::apply(&mut plan, &medians);
+    }
+    let plan = Arc::new(plan);
     if let Err(code) = check_step_names(&plan, "--fail", &args.fail)
         .and_then(|()| check_step_names(&plan, "--approve", &args.approvals.approve))
     {
@@ -43,16 +54,16 @@ pub fn run(args: &RunArgs) -> u8 {
         eprintln!("error: --fail rehearses failures in a dry-run; add --dry-run");
         return exit::INVALID;
     }
-    let mode = if args.dry_run {
-        Mode::DryRun
-    } else {
-        Mode::Real
+    let mode = match (args.dry_run, args.check) {
+        (true, _) => Mode::DryRun,
+        (false, true) => Mode::Check,
+        (false, false) => Mode::Real,
     };
     let seed = args.seed.unwrap_or_else(random_seed);
-    let state = StateDir::resolve(args.state.state_dir.as_deref());
     let file = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
     let wanted = match mode {
         Mode::DryRun => format!("{}-dry-{:04x}", time_id(), seed & 0xffff),
+        Mode::Check => format!("{}-check-{:04x}", time_id(), seed & 0xffff),
         Mode::Real => format!("{}-{:04x}", time_id(), seed & 0xffff),
     };
     let run_id = match state.create_run_dir(&wanted) {
@@ -115,14 +126,59 @@ pub fn run(args: &RunArgs) -> u8 {
         rto_ms: plan.rto.map(|d| d.as_millis() as u64),
         predicted_ms: plan.predicted(Some(cx.concurrency)).makespan.as_millis() as u64,
     };
+    let planned = planned_record(&plan, cx.concurrency);
     let mut sink = sink(args.json, plan.steps.len());
-    if let Err(e) = journal.append(&start).and_then(|()| journal.commit()) {
+    for record in [&start, &planned] {
+        if let Err(e) = journal.append(record) {
+            eprintln!("error: cannot write the journal: {e}");
+            return exit::INVALID;
+        }
+        sink.record(record);
+    }
+    if let Err(e) = journal.commit() {
         eprintln!("error: cannot write the journal: {e}");
         return exit::INVALID;
     }
-    sink.record(&start);
     let states = vec![Default::default(); plan.steps.len()];
-    drive(&cx, &mut journal, sink.as_mut(), states, 0, args.json)
+    let code = drive(&cx, &mut journal, sink.as_mut(), states, 0, args.json);
+    drop(journal);
+    for (format, path) in &args.reports {
+        let written = super::report::build(&state, &cx.run_id)
+            .map_err(|_| std::io::Error::other("the journal cannot be read back"))
+            .and_then(|r| super::report::write_private(path, &super::report::render(&r, *format)));
+        match written {
+            Ok(()) if !args.json => println!("  report: {}", path.display()),
+            Ok(()) => {}
+            Err(e) => eprintln!("error: cannot write the report {}: {e}", path.display()),
+        }
+    }
+    code
+}
+
+/// The plan in the journal: estimates, predicted starts under the run's limits, critical path.
+fn planned_record(plan: &Plan, concurrency: usize) -> Record {
+    let schedule = plan.predicted(Some(concurrency));
+    let ms = |d: Duration| d.as_millis() as u64;
+    Record::Planned {
+        steps: plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| PlannedStepRecord {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                uses: s.action.to_string(),
+                needs: plan.needs(i).map(|n| plan.steps[n].id.clone()).collect(),
+                estimate_ms: ms(plan.estimate(i)),
+                predicted_start_ms: ms(schedule.start[i]),
+            })
+            .collect(),
+        critical_path: plan
+            .critical_path()
+            .iter()
+            .map(|&i| plan.steps[i].id.clone())
+            .collect(),
+    }
 }
 
 /// Checks that `--fail`/`--approve` name steps of the plan.
@@ -338,10 +394,10 @@ fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>,
         println!("{line}");
         return;
     }
-    let what = if cx.mode == Mode::DryRun {
-        "dry-run"
-    } else {
-        "run"
+    let what = match cx.mode {
+        Mode::DryRun => "dry-run",
+        Mode::Check => "check",
+        Mode::Real => "run",
     };
     println!();
     println!("{what} {}: {status} in {}", cx.run_id, dur(total));
@@ -384,6 +440,9 @@ fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>,
     }
     match outcome.status {
         RunStatus::Interrupted => println!("  continue with: ripcord resume {}", cx.run_id),
+        RunStatus::Failed if cx.mode == Mode::Check => {
+            println!("  pre-flight failed: fix what the failed checks found before the real run");
+        }
         RunStatus::Failed if rolled.is_none() => {
             println!(
                 "  undo completed steps with: ripcord rollback {}",

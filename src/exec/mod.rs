@@ -239,6 +239,9 @@ struct Report {
 
 enum Prepared {
     Skip,
+    /// Check mode, and the action has no read-only check: skipped, with placeholder outputs so
+    /// what follows can still render.
+    NoCheck(OutputMap),
     Fail(String),
     Launch(Box<Task>),
 }
@@ -257,6 +260,9 @@ impl Executor<'_> {
                     match self.prepare(i) {
                         Prepared::Skip => {
                             self.finish(i, StepStatus::Skipped, OutputMap::new(), None, 0)?
+                        }
+                        Prepared::NoCheck(outputs) => {
+                            self.finish(i, StepStatus::Skipped, outputs, None, 0)?
                         }
                         Prepared::Fail(error) => {
                             self.finish(i, StepStatus::Failed, OutputMap::new(), Some(error), 0)?
@@ -399,7 +405,7 @@ impl Executor<'_> {
             run: run_json(self.cx),
             states: &self.states,
             instances: &self.instances,
-            lenient_outputs: self.cx.mode == Mode::DryRun,
+            lenient_outputs: self.cx.mode != Mode::Real,
         }
     }
 
@@ -432,6 +438,12 @@ impl Executor<'_> {
             if !problems.is_empty() {
                 return Prepared::Fail(format!("{}: {}", spec.name(), problems.join("; ")));
             }
+        }
+        if self.cx.mode == Mode::Check
+            && !catalog::has_check(&action.provider, &action.action, &params)
+        {
+            let spec = catalog::builtin(&action.provider, &action.action);
+            return Prepared::NoCheck(provider::sim::outputs(step, spec));
         }
         let kind = match (action.provider.as_str(), action.action.as_str()) {
             ("approval", "ask") => Kind::Approval(self.approval_how(step)),
@@ -559,11 +571,13 @@ impl Executor<'_> {
         state.finished_ms = Some(t);
         state.error = error;
         let step = &self.plan.steps[i];
+        // A pre-flight reports every problem: a failed check fails the run but stops nothing.
+        let check = self.cx.mode == Mode::Check;
         if status == StepStatus::Failed && step.on_failure == OnFailure::Abort {
-            self.stopping = true;
+            self.stopping |= !check;
             self.aborted = true;
         }
-        if satisfies(step, &self.states[i].status) {
+        if satisfies(step, &self.states[i].status) || (check && status == StepStatus::Failed) {
             let dependents: Vec<usize> = self.plan.dependents(i).collect();
             for d in dependents {
                 self.indegree[d] -= 1;

@@ -45,6 +45,7 @@ pub fn line(record: &Record) -> Option<String> {
         } => {
             format!("run {run_id}: {runbook}, {steps} steps ({})", mode.as_str())
         }
+        Record::Planned { .. } => return None,
         Record::Resumed { t_ms, operator, .. } => format!("{} resumed by {operator}", at(*t_ms)),
         Record::StepStarted {
             t_ms,

@@ -9,6 +9,8 @@ use serde_json::{Map, Value as Json};
 pub enum Mode {
     Real,
     DryRun,
+    /// Pre-flight: each step's read-only probe where its action has one; nothing changes.
+    Check,
 }
 
 impl Mode {
@@ -16,6 +18,7 @@ impl Mode {
         match self {
             Mode::Real => "real",
             Mode::DryRun => "dry-run",
+            Mode::Check => "check",
         }
     }
 }
@@ -70,6 +73,12 @@ pub enum Record {
         steps: usize,
         rto_ms: Option<u64>,
         predicted_ms: u64,
+    },
+    /// The plan as compiled at the start, so the journal alone is the run's evidence: each
+    /// step's estimate and predicted start, and the critical path.
+    Planned {
+        steps: Vec<PlannedStepRecord>,
+        critical_path: Vec<String>,
     },
     Resumed {
         t_ms: u64,
@@ -144,10 +153,22 @@ pub enum Record {
     },
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStepRecord {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub uses: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    pub estimate_ms: u64,
+    pub predicted_start_ms: u64,
+}
+
 impl Record {
     pub fn t_ms(&self) -> u64 {
         match self {
-            Record::RunStarted { .. } => 0,
+            Record::RunStarted { .. } | Record::Planned { .. } => 0,
             Record::Resumed { t_ms, .. }
             | Record::StepStarted { t_ms, .. }
             | Record::AttemptFailed { t_ms, .. }

@@ -166,8 +166,9 @@ impl Plan {
         simulate(self, &durations, concurrency.unwrap_or(self.concurrency))
     }
 
-    /// Computes `order` and `remaining` for the steps and edges; the graph must be acyclic.
-    pub(crate) fn finish(&mut self) {
+    /// Computes `order` and `remaining` for the steps and edges (again, after estimates
+    /// change); the graph must be acyclic.
+    pub fn finish(&mut self) {
         self.order = schedule::topological_order(&self.graph);
         let mut remaining = vec![Duration::ZERO; self.steps.len()];
         for &i in self.order.iter().rev() {

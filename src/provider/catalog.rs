@@ -180,6 +180,24 @@ pub fn placeholder(key: &str) -> Json {
     }
 }
 
+/// Whether a built-in action has a read-only check for these params: connecting is one, and so
+/// is an HTTP GET or HEAD; everything else changes something (or waits, or asks) and has none.
+pub fn has_check(provider: &str, action: &str, params: &Json) -> bool {
+    match (provider, action) {
+        ("tcp", "connect") => true,
+        ("http", "request") => matches!(
+            params
+                .get("method")
+                .and_then(Json::as_str)
+                .unwrap_or("GET")
+                .to_ascii_uppercase()
+                .as_str(),
+            "GET" | "HEAD"
+        ),
+        _ => false,
+    }
+}
+
 /// All built-in actions.
 pub fn builtins() -> &'static [ActionSpec] {
     &BUILTIN

@@ -687,3 +687,71 @@ fn a_second_sigint_exits_at_once_and_takes_the_steps_along() {
     let (_, in_doubt, _) = journal_state(dir.path());
     assert_eq!(in_doubt, ["stubborn"]);
 }
+
+#[test]
+fn check_probes_read_only_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::HttpServer::start();
+    let touched = dir.path().join("promoted");
+    // A port nothing listens on: bind one, then free it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = write(
+        dir.path(),
+        "preflight.yaml",
+        &format!(
+            "version: 1\nname: preflight\nsteps:\n\
+             - {{ id: db-up, uses: tcp.connect, with: {{ host: 127.0.0.1, port: {closed} }} }}\n\
+             - {{ id: web-up, needs: [db-up], uses: http.request, with: {{ url: \"http://127.0.0.1:{p}/health\" }} }}\n\
+             - {{ id: drain, needs: [web-up], uses: http.request, with: {{ url: \"http://127.0.0.1:{p}/drain\", method: POST }} }}\n\
+             - {{ id: promote, needs: [drain], uses: shell.run, with: {{ argv: [touch, {}] }} }}\n\
+             - {{ id: approve, uses: approval.ask }}\n",
+            touched.display(),
+            p = server.port
+        ),
+    );
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--check", "--json", &file])
+        .run();
+    assert_eq!(
+        out.code,
+        1,
+        "the failed check fails the pre-flight: {}",
+        out.transcript()
+    );
+    let status = |id: &str| {
+        out.events()
+            .into_iter()
+            .find(|e| e["kind"] == "step_finished" && e["step"] == id)
+            .map(|e| e["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("db-up").as_deref(), Some("failed"));
+    assert_eq!(
+        status("web-up").as_deref(),
+        Some("succeeded"),
+        "checks go on after a failed one"
+    );
+    assert_eq!(
+        status("drain").as_deref(),
+        Some("skipped"),
+        "a POST is no read-only check"
+    );
+    assert_eq!(status("promote").as_deref(), Some("skipped"));
+    assert_eq!(status("approve").as_deref(), Some("skipped"));
+    assert_eq!(*server.requests.lock().unwrap(), ["GET /health HTTP/1.1"]);
+    assert!(!touched.exists(), "a check changed something");
+    assert_eq!(out.events()[0]["mode"], "check");
+    let rollback = Ripcord::new()
+        .state(dir.path())
+        .args(["rollback", out.events()[0]["run_id"].as_str().unwrap()])
+        .run();
+    assert!(
+        rollback.stdout.contains("nothing to roll back"),
+        "{}",
+        rollback.transcript()
+    );
+}

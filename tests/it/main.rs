@@ -5,4 +5,5 @@ mod cli;
 mod exec;
 mod fixtures;
 mod planner;
+mod report;
 mod support;

@@ -1,0 +1,65 @@
+//! `ripcord report RUN_ID`: a recorded run's report in one of five formats.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::cli::{ReportArgs, ReportFormat};
+use crate::exit;
+use crate::journal::StateDir;
+use crate::report::{self, Report, history};
+
+use super::recorded::read_run;
+
+pub fn run(args: &ReportArgs) -> u8 {
+    let state = StateDir::resolve(args.state.state_dir.as_deref());
+    let report = match build(&state, &args.run_id) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let text = render(&report, args.format);
+    match &args.output {
+        Some(path) => match write_private(path, &text) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                exit::FAILED
+            }
+        },
+        None => {
+            print!("{text}");
+            exit::OK
+        }
+    }
+}
+
+pub fn build(state: &StateDir, run_id: &str) -> Result<Report, u8> {
+    let (read, header) = read_run(state, run_id)?;
+    let medians = history::medians(state, &header.runbook, Some(run_id));
+    report::build(&read, &medians).ok_or(exit::INVALID)
+}
+
+pub fn render(report: &Report, format: ReportFormat) -> String {
+    match format {
+        ReportFormat::Text => report::text::render(report),
+        ReportFormat::Md => report::markdown::render(report),
+        ReportFormat::Json => {
+            let mut s = serde_json::to_string_pretty(report).expect("reports serialize");
+            s.push('\n');
+            s
+        }
+        ReportFormat::Junit => report::junit::render(report),
+        ReportFormat::Html => report::html::render(report),
+    }
+}
+
+/// Reports hold what happened in production: readable by their owner only.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}

@@ -1,0 +1,66 @@
+//! Estimates that learn: the median actual duration of each step over earlier real runs of the
+//! same runbook (succeeded steps only), for `plan` and dry-runs with `--estimates history`, and
+//! beside the prediction in reports.
+
+use std::collections::HashMap;
+
+use crate::journal::record::{Mode, StepStatus};
+use crate::journal::{Record, StateDir};
+
+/// Step id -> median duration in ms, over the real runs of `runbook` recorded in `state`,
+/// leaving out `except` (the run being reported).
+pub fn medians(state: &StateDir, runbook: &str, except: Option<&str>) -> HashMap<String, u64> {
+    let mut samples: HashMap<String, Vec<u64>> = HashMap::new();
+    for id in state.run_ids().unwrap_or_default() {
+        if Some(id.as_str()) == except {
+            continue;
+        }
+        let Ok(read) = state.read_run(&id) else {
+            continue;
+        };
+        let real = matches!(
+            read.records.first(),
+            Some(Record::RunStarted { runbook: name, mode: Mode::Real, .. }) if name == runbook
+        );
+        if !real {
+            continue;
+        }
+        for r in &read.records {
+            if let Record::StepFinished {
+                step,
+                status: StepStatus::Succeeded,
+                t_ms,
+                started_ms,
+                ..
+            } = r
+            {
+                samples
+                    .entry(step.clone())
+                    .or_default()
+                    .push(t_ms.saturating_sub(*started_ms));
+            }
+        }
+    }
+    samples
+        .into_iter()
+        .map(|(step, mut v)| {
+            v.sort_unstable();
+            (step, v[v.len() / 2])
+        })
+        .collect()
+}
+
+/// Replaces the estimates of `plan` by `medians` where there are any, and recomputes the
+/// critical path; returns how many steps had history.
+pub fn apply(plan: &mut crate::plan::Plan, medians: &HashMap<String, u64>) -> usize {
+    let mut n = 0;
+    for step in &mut plan.steps {
+        if let Some(&ms) = medians.get(&step.id) {
+            step.sim.duration = std::time::Duration::from_millis(ms);
+            step.sim.explicit = true;
+            n += 1;
+        }
+    }
+    plan.finish();
+    n
+}

@@ -1,0 +1,342 @@
+//! Reports of a recorded run — the evidence of a DR test — built from its journal alone (the
+//! runbook may have changed since): who ran it and approved what, when each step ran against its
+//! prediction, what failed and why, what was rolled back, and the total against the RTO.
+//! Rendered as text, Markdown, JSON, JUnit XML or a self-contained HTML page with a Gantt chart.
+
+pub mod history;
+pub mod html;
+pub mod junit;
+pub mod markdown;
+pub mod text;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+
+use crate::journal::record::{RunStatus, StepStatus};
+use crate::journal::{ReadJournal, Record};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub runbook: String,
+    pub file: String,
+    pub hash: String,
+    pub mode: String,
+    pub seed: u64,
+    pub operator: String,
+    pub started_at: String,
+    pub inputs: Map<String, Json>,
+    /// succeeded, failed, interrupted, or incomplete (no end recorded: a crash).
+    pub status: String,
+    pub duration_ms: u64,
+    pub rto_ms: Option<u64>,
+    pub rto_met: Option<bool>,
+    /// Predicted duration under the run's limits, from the runbook's estimates.
+    pub predicted_ms: u64,
+    pub critical_path: Vec<String>,
+    pub steps: Vec<StepRow>,
+    pub approvals: Vec<ApprovalRow>,
+    pub rollback: Option<RollbackRow>,
+    pub resumes: Vec<ResumeRow>,
+    pub interruptions: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    pub id: String,
+    pub name: Option<String>,
+    pub uses: String,
+    /// succeeded, failed, skipped, cancelled, or not run.
+    pub status: String,
+    pub attempts: u32,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+    /// The runbook's estimate (sim.duration or the action's default).
+    pub estimate_ms: u64,
+    pub predicted_start_ms: u64,
+    /// Median actual duration over earlier real runs, when there are any.
+    pub history_ms: Option<u64>,
+    pub critical: bool,
+    pub error: Option<String>,
+    /// Last lines of the failed step's output.
+    pub log_tail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalRow {
+    pub step: String,
+    pub approver: String,
+    pub at: Option<String>,
+    pub t_ms: u64,
+    pub simulated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackRow {
+    pub status: String,
+    pub actions: Vec<UndoRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoRow {
+    pub step: String,
+    pub status: String,
+    pub t_ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumeRow {
+    pub at: String,
+    pub operator: String,
+    pub t_ms: u64,
+}
+
+/// Lines of a failed step's output kept in the report.
+const LOG_TAIL_LINES: usize = 20;
+
+fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Interrupted => "interrupted",
+    }
+}
+
+/// Builds the report of a run; `history` gives earlier real runs' median step durations.
+pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Report> {
+    let Some(Record::RunStarted {
+        run_id,
+        runbook,
+        file,
+        hash,
+        mode,
+        seed,
+        inputs,
+        operator,
+        started_at,
+        rto_ms,
+        predicted_ms,
+        ..
+    }) = read.records.first()
+    else {
+        return None;
+    };
+    let mut steps: Vec<StepRow> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut critical_path = Vec::new();
+    let mut approvals = Vec::new();
+    let mut rollback: Option<RollbackRow> = None;
+    let mut resumes = Vec::new();
+    let mut interruptions = Vec::new();
+    let mut notes = Vec::new();
+    let mut status = "incomplete".to_string();
+    let mut last_ms = 0;
+    let row = |steps: &mut Vec<StepRow>, index: &mut HashMap<String, usize>, id: &str| -> usize {
+        *index.entry(id.to_string()).or_insert_with(|| {
+            steps.push(StepRow {
+                id: id.to_string(),
+                name: None,
+                uses: String::new(),
+                status: "not run".into(),
+                attempts: 0,
+                start_ms: None,
+                end_ms: None,
+                duration_ms: None,
+                estimate_ms: 0,
+                predicted_start_ms: 0,
+                history_ms: history.get(id).copied(),
+                critical: false,
+                error: None,
+                log_tail: None,
+            });
+            steps.len() - 1
+        })
+    };
+    for r in &read.records[1..] {
+        last_ms = last_ms.max(r.t_ms());
+        match r {
+            Record::Planned {
+                steps: planned,
+                critical_path: path,
+            } => {
+                for p in planned {
+                    let i = row(&mut steps, &mut index, &p.id);
+                    let s = &mut steps[i];
+                    s.name = p.name.clone();
+                    s.uses = p.uses.clone();
+                    s.estimate_ms = p.estimate_ms;
+                    s.predicted_start_ms = p.predicted_start_ms;
+                }
+                for id in path {
+                    let i = row(&mut steps, &mut index, id);
+                    steps[i].critical = true;
+                }
+                critical_path = path.clone();
+            }
+            Record::StepStarted {
+                t_ms,
+                step,
+                attempt,
+            } => {
+                let i = row(&mut steps, &mut index, step);
+                let s = &mut steps[i];
+                if *attempt == 1 {
+                    s.start_ms = Some(*t_ms);
+                    s.end_ms = None;
+                }
+                s.status = "running".into();
+            }
+            Record::StepFinished {
+                t_ms,
+                step,
+                status: st,
+                attempts,
+                started_ms,
+                outputs,
+                error,
+            } => {
+                let i = row(&mut steps, &mut index, step);
+                let s = &mut steps[i];
+                s.status = st.as_str().into();
+                s.attempts = *attempts;
+                s.start_ms = Some(*started_ms);
+                s.end_ms = Some(*t_ms);
+                s.duration_ms = Some(t_ms.saturating_sub(*started_ms));
+                s.error = error.clone();
+                s.log_tail = (*st == StepStatus::Failed)
+                    .then(|| log_tail(outputs))
+                    .flatten();
+            }
+            Record::Approval {
+                t_ms,
+                step,
+                approver,
+                at,
+                simulated,
+            } => approvals.push(ApprovalRow {
+                step: step.clone(),
+                approver: approver.clone(),
+                at: at.clone(),
+                t_ms: *t_ms,
+                simulated: *simulated,
+            }),
+            Record::Interrupted { t_ms, signal } => {
+                interruptions.push(format!("{signal} at {}", t_ms))
+            }
+            Record::RunFinished { status: st, .. } => status = status_name(*st).into(),
+            Record::Resumed {
+                t_ms, at, operator, ..
+            } => {
+                resumes.push(ResumeRow {
+                    at: at.clone(),
+                    operator: operator.clone(),
+                    t_ms: *t_ms,
+                });
+                status = "incomplete".into();
+            }
+            Record::RollbackStarted { .. } => {
+                rollback.get_or_insert_with(|| RollbackRow {
+                    status: "incomplete".into(),
+                    actions: Vec::new(),
+                });
+            }
+            Record::UndoFinished {
+                t_ms,
+                step,
+                status: st,
+                error,
+            } => {
+                if let Some(rb) = rollback.as_mut() {
+                    rb.actions.push(UndoRow {
+                        step: step.clone(),
+                        status: st.as_str().into(),
+                        t_ms: *t_ms,
+                        error: error.clone(),
+                    });
+                }
+            }
+            Record::RollbackFinished { status: st, .. } => {
+                if let Some(rb) = rollback.as_mut() {
+                    rb.status = status_name(*st).into();
+                }
+            }
+            Record::RunNote { message, .. } => notes.push(message.clone()),
+            Record::RunStarted { .. }
+            | Record::AttemptFailed { .. }
+            | Record::UndoStarted { .. } => {}
+        }
+    }
+    // A step still "running" when the journal ends was in doubt (a crash).
+    for s in &mut steps {
+        if s.status == "running" {
+            s.status = "in doubt".into();
+        }
+    }
+    let end_of_run = read
+        .records
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r,
+                Record::RollbackStarted { .. }
+                    | Record::UndoStarted { .. }
+                    | Record::UndoFinished { .. }
+                    | Record::RollbackFinished { .. }
+            )
+        })
+        .map(Record::t_ms)
+        .max()
+        .unwrap_or(last_ms);
+    let rto_met = match (rto_ms, status.as_str()) {
+        (Some(rto), "succeeded") => Some(end_of_run <= *rto),
+        (Some(_), _) => Some(false),
+        _ => None,
+    };
+    Some(Report {
+        run_id: run_id.clone(),
+        runbook: runbook.clone(),
+        file: file.clone(),
+        hash: hash.clone(),
+        mode: mode.as_str().into(),
+        seed: *seed,
+        operator: operator.clone(),
+        started_at: started_at.clone(),
+        inputs: inputs.clone(),
+        status,
+        duration_ms: end_of_run,
+        rto_ms: *rto_ms,
+        rto_met,
+        predicted_ms: *predicted_ms,
+        critical_path,
+        steps,
+        approvals,
+        rollback,
+        resumes,
+        interruptions,
+        notes,
+    })
+}
+
+/// The last lines of stderr (or stdout when stderr is empty).
+fn log_tail(outputs: &Map<String, Json>) -> Option<String> {
+    let pick = |k: &str| {
+        outputs
+            .get(k)
+            .and_then(Json::as_str)
+            .filter(|s| !s.trim().is_empty())
+    };
+    let text = pick("stderr").or_else(|| pick("stdout"))?;
+    let lines: Vec<&str> = text.lines().collect();
+    Some(lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n"))
+}
+
+impl Report {
+    pub fn count(&self, status: &str) -> usize {
+        self.steps.iter().filter(|s| s.status == status).count()
+    }
+}

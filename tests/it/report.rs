@@ -1,0 +1,228 @@
+//! Reports of a fixed dry-run (seeded, virtual time): text, Markdown and JSON as snapshots,
+//! JUnit parsed and counted, the HTML's Gantt chart checked bar by bar; history estimates.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{Output, Ripcord};
+
+const RUNBOOK: &str = "tests/fixtures/reports/orders-failover.yaml";
+
+/// A dry-run that rehearses a failure: approvals, retries, a not-run step, an auto rollback.
+fn rehearsal(state: &Path) -> String {
+    let out = Ripcord::new()
+        .state(state)
+        .env("USER", "alice")
+        .args([
+            "run",
+            "--dry-run",
+            "--json",
+            "--seed",
+            "1",
+            "--fail",
+            "repoint",
+            RUNBOOK,
+        ])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    out.events()[0]["run_id"].as_str().unwrap().to_string()
+}
+
+fn report(state: &Path, run_id: &str, format: &str) -> Output {
+    let out = Ripcord::new()
+        .state(state)
+        .args(["report", run_id, "--format", format])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    out
+}
+
+/// What changes from one run to the next (the run id's time, wall-clock times, the absolute
+/// path of the runbook) is filtered out of the snapshots.
+#[test]
+fn text_markdown_and_json_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_id = rehearsal(dir.path());
+    for format in ["text", "md", "json"] {
+        let out = report(dir.path(), &run_id, format);
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(r"\d{8}-\d{6}-dry-0001", "[RUN_ID]");
+        settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?", "[TIME]");
+        settings.add_filter(
+            r#"/[^\s`"]*/tests/fixtures/reports/"#,
+            "[REPO]/tests/fixtures/reports/",
+        );
+        settings.bind(|| insta::assert_snapshot!(format!("report_{format}"), out.stdout));
+    }
+    let json: Value = serde_json::from_str(&report(dir.path(), &run_id, "json").stdout).unwrap();
+    assert_eq!(json["status"], "failed");
+    assert_eq!(json["approvals"][0]["simulated"], true);
+    assert_eq!(json["rollback"]["status"], "succeeded");
+    assert_eq!(json["rollback"]["actions"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn junit_has_one_testcase_per_step_and_counts_that_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_id = rehearsal(dir.path());
+    let xml = report(dir.path(), &run_id, "junit").stdout;
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let (mut cases, mut failures, mut skipped, mut suite_attrs) = (0, 0, 0, Vec::new());
+    let mut names = Vec::new();
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                let attr = |name: &str| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.0 == name)
+                        .map(|a| a.value.replace("&amp;", "&").replace("&quot;", "\""))
+                };
+                match e.name().0 {
+                    "testsuite" => {
+                        suite_attrs = ["tests", "failures", "skipped", "errors"]
+                            .map(|k| attr(k).unwrap())
+                            .to_vec()
+                    }
+                    "testcase" => {
+                        cases += 1;
+                        assert!(attr("time").unwrap().parse::<f64>().is_ok());
+                        names.push(attr("name").unwrap());
+                    }
+                    "failure" => failures += 1,
+                    "skipped" => skipped += 1,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(cases, 9, "{names:?}");
+    assert!(names.contains(&"power-on[app2]".to_string()));
+    assert_eq!(
+        suite_attrs,
+        [
+            cases.to_string(),
+            failures.to_string(),
+            skipped.to_string(),
+            "0".into()
+        ]
+    );
+    assert_eq!(
+        (failures, skipped),
+        (1, 1),
+        "repoint failed, smoke never ran"
+    );
+}
+
+#[test]
+fn html_is_self_contained_with_a_bar_per_step_and_the_critical_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_id = rehearsal(dir.path());
+    let html = report(dir.path(), &run_id, "html").stdout;
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    for external in [
+        "<script",
+        "<link",
+        "src=\"http",
+        "href=\"http",
+        "@import",
+        "url(",
+    ] {
+        assert!(
+            !html.contains(external),
+            "external asset or script: {external}"
+        );
+    }
+    let svg = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
+    let steps = svg.matches("<g class=\"step").count();
+    assert_eq!(steps, 9);
+    assert_eq!(
+        svg.matches("<rect class=\"predicted\"").count(),
+        9,
+        "a predicted bar per step"
+    );
+    // Eight steps ran (smoke never did): eight actual bars, one of them failed.
+    assert_eq!(svg.matches("<rect class=\"actual").count(), 8);
+    assert_eq!(
+        svg.matches("<rect class=\"actual failed critical\"")
+            .count(),
+        1
+    );
+    let critical: Vec<&str> = svg
+        .split("<g class=\"step critical\" data-step=\"")
+        .skip(1)
+        .map(|s| &s[..s.find('"').unwrap()])
+        .collect();
+    assert_eq!(
+        critical,
+        [
+            "preflight",
+            "approve",
+            "drain",
+            "promote",
+            "repoint",
+            "smoke"
+        ]
+    );
+    assert!(svg.contains("class=\"rto\""), "the RTO line");
+    assert!(svg.contains(">RTO 3m<"));
+}
+
+#[test]
+fn history_estimates_come_from_earlier_real_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("learn.yaml");
+    std::fs::write(
+        &runbook,
+        "version: 1\nname: learn\nsteps:\n\
+         - { id: work, uses: sleep.for, with: { duration: 300ms }, sim: { duration: 10s } }\n\
+         - { id: then, needs: [work], uses: sleep.for, with: { duration: 100ms } }\n",
+    )
+    .unwrap();
+    let file = runbook.to_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            Ripcord::new()
+                .state(dir.path())
+                .args(["run", file])
+                .run()
+                .code,
+            0
+        );
+    }
+    let sim = Ripcord::new()
+        .state(dir.path())
+        .args(["plan", "--json", file])
+        .run();
+    let sim: Value = serde_json::from_str(&sim.stdout).unwrap();
+    assert_eq!(sim["predicted_ms"]["unlimited"], 10_100);
+    let learned = Ripcord::new()
+        .state(dir.path())
+        .args(["plan", "--json", "--estimates", "history", file])
+        .run();
+    let learned: Value = serde_json::from_str(&learned.stdout).unwrap();
+    let ms = learned["predicted_ms"]["unlimited"].as_u64().unwrap();
+    assert!(
+        (400..1000).contains(&ms),
+        "median of real runs: about 300 + 100 ms, got {ms}"
+    );
+    // The dry-run follows the same estimates; the report shows history beside the estimate.
+    let dry = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--dry-run", "--json", "--estimates", "history", file])
+        .run();
+    assert_eq!(dry.summary()["duration_ms"].as_u64().unwrap(), ms);
+    let run_id = dry.events()[0]["run_id"].as_str().unwrap().to_string();
+    let json: Value = serde_json::from_str(&report(dir.path(), &run_id, "json").stdout).unwrap();
+    let work = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "work")
+        .unwrap()
+        .clone();
+    assert!(work["history_ms"].as_u64().unwrap() >= 300);
+}

@@ -1,16 +1,14 @@
 //! `ripcord runs`: recorded runs, newest first.
 
-use std::time::Duration;
+use std::collections::HashMap;
 
 use serde_json::json;
 
 use crate::cli::RunsArgs;
 use crate::exit;
 use crate::journal::StateDir;
-use crate::journal::record::RunStatus;
-use crate::runbook::duration::format as dur;
-
-use super::recorded::{final_status, header};
+use crate::report;
+use crate::report::text::ms;
 
 pub fn run(args: &RunsArgs) -> u8 {
     let state = StateDir::resolve(args.state.state_dir.as_deref());
@@ -21,33 +19,25 @@ pub fn run(args: &RunsArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let mut rows = Vec::new();
-    for id in ids.iter().rev() {
-        let Ok(read) = state.read_run(id) else {
-            continue;
-        };
-        let Some(h) = header(&read) else { continue };
-        let last = read.records.iter().map(|r| r.t_ms()).max().unwrap_or(0);
-        let result = match final_status(&read) {
-            Some(RunStatus::Succeeded) => "succeeded",
-            Some(RunStatus::Failed) => "failed",
-            Some(RunStatus::Interrupted) => "interrupted",
-            None => "incomplete",
-        };
-        let rto_met = match (h.rto_ms, final_status(&read)) {
-            (Some(rto), Some(RunStatus::Succeeded)) => Some(last <= rto),
-            _ => None,
-        };
-        rows.push(json!({
-            "run_id": h.run_id,
-            "runbook": h.runbook,
-            "mode": h.mode.as_str(),
-            "started_at": h.started_at,
-            "duration_ms": last,
-            "result": result,
-            "rto_met": rto_met,
-        }));
-    }
+    // Run ids start with their time, so the newest sorts last.
+    let rows: Vec<_> = ids
+        .iter()
+        .rev()
+        .filter_map(|id| {
+            let read = state.read_run(id).ok()?;
+            // The same summary as the run's report, so the two never disagree.
+            let r = report::build(&read, &HashMap::new())?;
+            Some(json!({
+                "run_id": r.run_id,
+                "runbook": r.runbook,
+                "mode": r.mode,
+                "started_at": r.started_at,
+                "duration_ms": r.duration_ms,
+                "result": r.status,
+                "rto_met": r.rto_met,
+            }))
+        })
+        .collect();
     if args.json {
         println!(
             "{}",
@@ -60,7 +50,7 @@ pub fn run(args: &RunsArgs) -> u8 {
         return exit::OK;
     }
     println!(
-        "{:<32} {:<24} {:<8} {:<24} {:>9} {:<12} rto",
+        "{:<30} {:<24} {:<8} {:<25} {:>9} {:<12} RTO",
         "RUN", "RUNBOOK", "MODE", "STARTED", "DURATION", "RESULT"
     );
     for r in &rows {
@@ -70,14 +60,12 @@ pub fn run(args: &RunsArgs) -> u8 {
             None => "-",
         };
         println!(
-            "{:<32} {:<24} {:<8} {:<24} {:>9} {:<12} {rto}",
+            "{:<30} {:<24} {:<8} {:<25} {:>9} {:<12} {rto}",
             r["run_id"].as_str().unwrap_or(""),
             r["runbook"].as_str().unwrap_or(""),
             r["mode"].as_str().unwrap_or(""),
             r["started_at"].as_str().unwrap_or(""),
-            dur(Duration::from_millis(
-                r["duration_ms"].as_u64().unwrap_or(0)
-            )),
+            ms(r["duration_ms"].as_u64().unwrap_or(0)),
             r["result"].as_str().unwrap_or(""),
         );
     }

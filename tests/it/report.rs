@@ -226,3 +226,59 @@ fn history_estimates_come_from_earlier_real_runs() {
         .clone();
     assert!(work["history_ms"].as_u64().unwrap() >= 300);
 }
+
+#[test]
+fn runs_lists_newest_first_and_reports_are_private_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let first = rehearsal(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // run ids carry the second
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--dry-run", "--json", "--seed", "2", RUNBOOK])
+        .run();
+    assert_eq!(out.code, 0);
+    let second = out.events()[0]["run_id"].as_str().unwrap().to_string();
+    let runs = Ripcord::new()
+        .state(dir.path())
+        .args(["runs", "--json"])
+        .run();
+    let runs: Value = serde_json::from_str(&runs.stdout).unwrap();
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(runs[0]["result"], "succeeded");
+    assert_eq!(runs[0]["rto_met"], true);
+    assert_eq!(runs[1]["result"], "failed");
+    assert_eq!(runs[1]["mode"], "dry-run");
+
+    let path = dir.path().join("evidence.html");
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args([
+            "report",
+            &first,
+            "--format",
+            "html",
+            "--output",
+            path.to_str().unwrap(),
+        ])
+        .run();
+    assert_eq!(out.code, 0);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let journal = dir.path().join("runs").join(&first).join("journal.jsonl");
+    assert_eq!(
+        std::fs::metadata(journal).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let run_dir = dir.path().join("runs").join(&first);
+    assert_eq!(
+        std::fs::metadata(run_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}

@@ -334,7 +334,7 @@ impl Executor<'_> {
         if self.interrupted {
             // Second signal: leave now. Every record is already written whole; the steps'
             // process groups go with us rather than run on unwatched.
-            provider::shell::kill_all_groups();
+            provider::process::kill_all_groups();
             let _ = self.journal.commit();
             eprintln!(
                 "{signal} again: exiting at once; resume with `ripcord resume {}`",
@@ -698,7 +698,7 @@ impl Task {
             result = &mut attempt => result,
             () = tokio::time::sleep(self.step.timeout) => {
                 cancel.cancel();
-                let _ = tokio::time::timeout(provider::shell::GRACE + Duration::from_secs(1), attempt).await;
+                let _ = tokio::time::timeout(provider::process::GRACE + Duration::from_secs(1), attempt).await;
                 Err(Failure::new(format!("timed out after {}", dur(self.step.timeout))))
             }
         }

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod http;
+pub mod process;
 pub mod shell;
 pub mod sim;
 pub mod sleep;

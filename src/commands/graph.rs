@@ -6,13 +6,16 @@ use crate::cli::{GraphArgs, GraphFormat};
 use crate::compile::CompileOptions;
 use crate::exit;
 use crate::plan::Plan;
+use crate::provider::Providers;
 use crate::runbook::duration::format as dur;
 
 use super::compile_one;
 
 pub fn run(args: &GraphArgs) -> u8 {
     // A graph is structure: required inputs without a value do not stop it.
+    let providers = Providers::new(&args.plugins.plugin_dirs);
     let options = CompileOptions {
+        providers: &providers,
         inputs: &args.inputs.inputs,
         require_inputs: false,
     };

@@ -10,13 +10,16 @@ use crate::compile::CompileOptions;
 use crate::exit;
 use crate::journal::StateDir;
 use crate::plan::Plan;
+use crate::provider::Providers;
 use crate::report::history;
 use crate::runbook::duration::format as dur;
 
 use super::compile_one;
 
 pub fn run(args: &PlanArgs) -> u8 {
+    let providers = Providers::new(&args.plugins.plugin_dirs);
     let options = CompileOptions {
+        providers: &providers,
         inputs: &args.inputs.inputs,
         require_inputs: true,
     };

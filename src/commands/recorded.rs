@@ -95,6 +95,7 @@ pub fn recompile(
     header: &Header,
     given: &[(String, String)],
     force: bool,
+    providers: &crate::provider::Providers,
 ) -> Result<Arc<Plan>, u8> {
     let source = load_file(Path::new(&header.file)).map_err(|d| {
         print_diags(&[*d]);
@@ -127,6 +128,7 @@ pub fn recompile(
     let options = CompileOptions {
         inputs: &inputs,
         require_inputs: true,
+        providers,
     };
     match compile(&source, &options) {
         Ok(compiled) => Ok(Arc::new(compiled.plan)),

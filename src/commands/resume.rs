@@ -25,7 +25,8 @@ pub fn run(args: &ResumeArgs) -> u8 {
         println!("run {} already succeeded: nothing to resume", header.run_id);
         return exit::OK;
     }
-    let plan = match recompile(&header, &args.inputs.inputs, args.force) {
+    let providers = std::sync::Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
+    let plan = match recompile(&header, &args.inputs.inputs, args.force, &providers) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -116,6 +117,7 @@ pub fn run(args: &ResumeArgs) -> u8 {
         &args.approvals,
         &[],
         None,
+        providers,
     );
     let mut sink = sink(args.json, plan.steps.len());
     let t = replayed.last_ms;

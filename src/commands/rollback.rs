@@ -24,7 +24,8 @@ pub fn run(args: &RollbackArgs) -> u8 {
         );
         return exit::OK;
     }
-    let plan = match recompile(&header, &args.inputs.inputs, args.force) {
+    let providers = std::sync::Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
+    let plan = match recompile(&header, &args.inputs.inputs, args.force, &providers) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -54,6 +55,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
         &approvals,
         &[],
         None,
+        providers,
     );
     let mut sink = sink(args.json, plan.steps.len());
     let runtime = match runtime(header.mode) {

@@ -18,7 +18,7 @@ use crate::exit;
 use crate::journal::record::{Mode, PlannedStepRecord, RunStatus, StepStatus};
 use crate::journal::{Journal, Lock, LockHolder, Record, StateDir, lock::LockError};
 use crate::plan::Plan;
-use crate::provider::Registry;
+use crate::provider::Providers;
 use crate::report::history;
 use crate::runbook::RollbackPolicy;
 use crate::runbook::duration::format as dur;
@@ -27,9 +27,11 @@ use super::compile_one;
 use super::recorded::sha256;
 
 pub fn run(args: &RunArgs) -> u8 {
+    let providers = Arc::new(Providers::new(&args.plugins.plugin_dirs));
     let options = CompileOptions {
         inputs: &args.inputs.inputs,
         require_inputs: true,
+        providers: &providers,
     };
     let state = StateDir::resolve(args.state.state_dir.as_deref());
     let mut plan = match compile_one(&args.file, &options) {
@@ -47,6 +49,11 @@ pub fn run(args: &RunArgs) -> u8 {
     let plan = Arc::new(plan);
     if let Err(code) = check_step_names(&plan, "--fail", &args.fail)
         .and_then(|()| check_step_names(&plan, "--approve", &args.approvals.approve))
+    {
+        return code;
+    }
+    if !args.dry_run
+        && let Err(code) = require_plugins(&plan, &providers)
     {
         return code;
     }
@@ -98,6 +105,7 @@ pub fn run(args: &RunArgs) -> u8 {
         &args.approvals,
         &args.fail,
         args.concurrency,
+        providers,
     );
     let masked_inputs: Map<String, Json> = plan
         .inputs
@@ -181,6 +189,31 @@ fn planned_record(plan: &Plan, concurrency: usize) -> Record {
     }
 }
 
+/// A real run (or a check) needs every plugin it uses; a dry-run does not.
+pub fn require_plugins(plan: &Plan, providers: &Providers) -> Result<(), u8> {
+    let mut missing = Vec::new();
+    let mut seen = HashSet::new();
+    for s in &plan.steps {
+        let undo = s.undo.as_ref().map(|u| &u.action);
+        for action in std::iter::once(&s.action).chain(undo) {
+            if !action.builtin
+                && seen.insert(action.provider.clone())
+                && let Err(why) = providers.plugin(&action.provider)
+            {
+                missing.push(why);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for why in missing {
+        eprintln!("error: {why}");
+    }
+    eprintln!("  a real run needs its plugins; `--dry-run` works without them");
+    Err(exit::INVALID)
+}
+
 /// Checks that `--fail`/`--approve` name steps of the plan.
 fn check_step_names(plan: &Plan, flag: &str, names: &[String]) -> Result<(), u8> {
     for name in names {
@@ -256,6 +289,7 @@ pub fn context(
     approvals: &ApprovalArgs,
     fail: &[String],
     concurrency: Option<u32>,
+    providers: Arc<Providers>,
 ) -> RunContext {
     let inputs: Map<String, Json> = plan
         .inputs
@@ -279,7 +313,7 @@ pub fn context(
         approve: approvals.approve.iter().cloned().collect(),
         fail: fail.iter().cloned().collect::<HashSet<_>>(),
         operator: operator(),
-        registry: Arc::new(Registry::default()),
+        providers,
     }
 }
 

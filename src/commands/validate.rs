@@ -6,6 +6,7 @@ use crate::cli::ValidateArgs;
 use crate::compile::CompileOptions;
 use crate::diag::JsonDiag;
 use crate::exit;
+use crate::provider::Providers;
 use crate::runbook::duration;
 
 use super::{load_and_compile, print_diags};
@@ -20,7 +21,9 @@ struct FileResult {
 }
 
 pub fn run(args: &ValidateArgs) -> u8 {
+    let providers = Providers::new(&args.plugins.plugin_dirs);
     let options = CompileOptions {
+        providers: &providers,
         inputs: &args.inputs.inputs,
         require_inputs: false,
     };

@@ -22,7 +22,10 @@ use serde_saphyr::Spanned;
 
 use crate::diag::{Diag, SourceFile};
 use crate::plan::{ActionRef, Plan, PlannedStep, Pool, RetryPolicy, SimHints, UndoSpec};
-use crate::provider::catalog::{self, ActionSpec, EXTERNAL_SIM_DEFAULT, Outputs};
+use std::sync::Arc;
+
+use crate::provider::catalog::{ActionSpec, EXTERNAL_SIM_DEFAULT, Outputs};
+use crate::provider::{Lookup, Providers};
 use crate::runbook::{OnFailure, Runbook, Source, Span, Step, Value, ValueKind, duration};
 
 use expr::{Expr, Ref};
@@ -44,6 +47,8 @@ pub struct CompileOptions<'a> {
     /// Whether a required input without a value is an error (plan, run) or stays unknown
     /// (validate).
     pub require_inputs: bool,
+    /// Built-in actions and external plugins, whose descriptions check params and outputs.
+    pub providers: &'a Providers,
 }
 
 pub struct Compiled {
@@ -57,6 +62,8 @@ pub fn compile(source: &Source, options: &CompileOptions) -> Result<Compiled, Ve
         file: &source.file,
         text: source.file.inner(),
         diags: Vec::new(),
+        providers: options.providers,
+        missing_plugins: HashSet::new(),
     };
     let runbook = &source.runbook;
     let header = cx.header(runbook);
@@ -138,7 +145,7 @@ struct Decl {
     span: Span,
     name: Option<String>,
     action: Option<ActionRef>,
-    spec: Option<&'static ActionSpec>,
+    spec: Option<Arc<ActionSpec>>,
     with: Option<Param>,
     when: Option<Condition>,
     for_each: Option<ForEach>,
@@ -163,6 +170,9 @@ struct Compiler<'a> {
     file: &'a SourceFile,
     text: &'a str,
     diags: Vec<Diag>,
+    providers: &'a Providers,
+    /// External providers already reported as missing (once each).
+    missing_plugins: HashSet<String>,
 }
 
 impl Compiler<'_> {
@@ -289,7 +299,7 @@ impl Compiler<'_> {
             .with
             .as_ref()
             .map(|w| Param::compile(w, text, &mut expr_errors));
-        if let Some(spec) = spec {
+        if let Some(spec) = &spec {
             for p in params::check(&spec.params, step.with.as_ref(), id_span) {
                 let mut diag = Diag::error(
                     "ripcord::param",
@@ -316,12 +326,12 @@ impl Compiler<'_> {
             .as_ref()
             .and_then(|v| self.for_each(v, &mut expr_errors));
         let undo = step.undo.as_ref().and_then(|u| {
-            let action = self.action_ref(&u.uses)?;
+            let (action, undo_spec) = self.action_ref(&u.uses)?;
             let with = u
                 .with
                 .as_ref()
                 .map(|w| Param::compile(w, text, &mut expr_errors));
-            if let Some(spec) = catalog::builtin(&action.provider, &action.action) {
+            if let Some(spec) = undo_spec {
                 for p in params::check(&spec.params, u.with.as_ref(), Span::of(&u.uses)) {
                     self.push(
                         Diag::error(
@@ -356,7 +366,7 @@ impl Compiler<'_> {
             })
             .unwrap_or(DEFAULT_TIMEOUT);
         let retry = self.retry(step.retry.as_ref().or(d.and_then(|d| d.retry.as_ref())));
-        let sim = self.sim(step, d, spec, action.as_ref());
+        let sim = self.sim(step, d, spec.as_deref(), action.as_ref());
         if sim.explicit && sim.duration >= timeout {
             self.diags.push(
                 Diag::warning(
@@ -434,7 +444,7 @@ impl Compiler<'_> {
         &mut self,
         step: &Step,
         id_span: Span,
-    ) -> (Option<ActionRef>, Option<&'static ActionSpec>) {
+    ) -> (Option<ActionRef>, Option<Arc<ActionSpec>>) {
         match (&step.uses, &step.include) {
             (Some(_), Some(include)) => {
                 self.error(
@@ -469,18 +479,20 @@ impl Compiler<'_> {
                 );
                 (None, None)
             }
-            (Some(uses), None) => {
-                let Some(action) = self.action_ref(uses) else {
-                    return (None, None);
-                };
-                let spec = catalog::builtin(&action.provider, &action.action);
-                (Some(action), spec)
-            }
+            (Some(uses), None) => match self.action_ref(uses) {
+                Some((action, spec)) => (Some(action), spec),
+                None => (None, None),
+            },
         }
     }
 
-    /// Parses `provider.action`; a built-in provider must have the action.
-    fn action_ref(&mut self, uses: &Spanned<String>) -> Option<ActionRef> {
+    /// Parses `provider.action` and looks it up: a built-in provider, or a plugin that must
+    /// have the action. A plugin that cannot be found is a warning (once): its params and outputs
+    /// go unchecked, and a real run will refuse to start.
+    fn action_ref(
+        &mut self,
+        uses: &Spanned<String>,
+    ) -> Option<(ActionRef, Option<Arc<ActionSpec>>)> {
         let span = Span::of(uses);
         let Some((provider, action)) = uses.value.split_once('.').filter(|(p, a)| {
             is_name(p) && !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -494,30 +506,39 @@ impl Compiler<'_> {
             );
             return None;
         };
-        let builtin = catalog::is_builtin_provider(provider);
-        if builtin && catalog::builtin(provider, action).is_none() {
-            let actions: Vec<&str> = catalog::builtins()
-                .iter()
-                .filter(|a| a.provider == provider)
-                .map(|a| a.action)
-                .collect();
-            let mut diag = Diag::error(
-                "ripcord::unknown-action",
-                format!("provider `{provider}` has no action `{action}`"),
-            )
-            .label(span, "unknown action");
-            diag = match suggest(action, actions.iter().copied()) {
-                Some(s) => diag.help(format!("did you mean `{provider}.{s}`?")),
-                None => diag.help(format!("`{provider}` has: {}", actions.join(", "))),
-            };
-            self.push(diag);
-            return None;
-        }
-        Some(ActionRef {
+        let builtin = crate::provider::catalog::is_builtin_provider(provider);
+        let spec = match self.providers.lookup(provider, action) {
+            Lookup::Found(spec) => Some(spec),
+            Lookup::NoAction(actions) => {
+                let mut diag = Diag::error(
+                    "ripcord::unknown-action",
+                    format!("provider `{provider}` has no action `{action}`"),
+                )
+                .label(span, "unknown action");
+                diag = match suggest(action, actions.iter().map(String::as_str)) {
+                    Some(s) => diag.help(format!("did you mean `{provider}.{s}`?")),
+                    None => diag.help(format!("`{provider}` has: {}", actions.join(", "))),
+                };
+                self.push(diag);
+                return None;
+            }
+            Lookup::NoPlugin(why) => {
+                if self.missing_plugins.insert(provider.to_string()) {
+                    self.push(
+                        Diag::warning("ripcord::plugin-missing", format!("provider `{provider}` is not available: {why}"))
+                            .label(span, "its params and outputs are not checked")
+                            .help(format!("install `ripcord-plugin-{provider}` or pass --plugin-dir; dry-runs work without it")),
+                    );
+                }
+                None
+            }
+        };
+        let action = ActionRef {
             provider: provider.to_string(),
             action: action.to_string(),
             builtin,
-        })
+        };
+        Some((action, spec))
     }
 
     fn for_each(&mut self, v: &Value, errors: &mut Vec<expr::ExprError>) -> Option<ForEach> {
@@ -920,14 +941,19 @@ impl Compiler<'_> {
     }
 
     fn check_output_key(&mut self, target: &Decl, key: &str, span: Span) {
-        let Some(spec) = target.spec else {
-            return; // external plugin: its outputs are known once it is described
+        let Some(spec) = &target.spec else {
+            return; // a plugin that could not be described: its outputs are unknown
         };
         let Outputs::Closed(keys) = &spec.outputs else {
             return;
         };
         let sim_keys = target.sim.outputs.as_ref().and_then(Json::as_object);
-        if keys.contains(&key) || sim_keys.is_some_and(|o| o.contains_key(key)) {
+        // A plugin's `stderr` (its log) is kept as an output too.
+        let plugin_log = !target.action.as_ref().is_some_and(|a| a.builtin) && key == "stderr";
+        if keys.iter().any(|k| k == key)
+            || plugin_log
+            || sim_keys.is_some_and(|o| o.contains_key(key))
+        {
             return;
         }
         let mut diag = Diag::error(
@@ -939,7 +965,7 @@ impl Compiler<'_> {
             ),
         )
         .label(span, "referenced here");
-        diag = match suggest(key, keys.iter().copied()) {
+        diag = match suggest(key, keys.iter().map(String::as_str)) {
             Some(s) => diag.help(format!("did you mean `{s}`?")),
             None if keys.is_empty() => diag.help(format!("{} has no outputs", spec.name())),
             None => diag.help(format!("{} outputs: {}", spec.name(), keys.join(", "))),

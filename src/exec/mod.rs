@@ -29,7 +29,7 @@ use crate::journal::record::{Mode, RunStatus, StepStatus};
 use crate::journal::{Journal, Record};
 use crate::plan::schedule::ReadyQueue;
 use crate::plan::{Plan, PlannedStep};
-use crate::provider::{self, Failure, OutputMap, Registry, catalog};
+use crate::provider::{self, Failure, OutputMap, Providers, catalog};
 use crate::runbook::OnFailure;
 use crate::runbook::duration::format as dur;
 
@@ -53,7 +53,7 @@ pub struct RunContext {
     pub fail: HashSet<String>,
     pub concurrency: usize,
     pub operator: String,
-    pub registry: Arc<Registry>,
+    pub providers: Arc<Providers>,
 }
 
 /// How a run ended, with every step's state.
@@ -433,17 +433,19 @@ impl Executor<'_> {
             None => Json::Object(Map::new()),
         };
         let action = &step.action;
-        if let Some(spec) = catalog::builtin(&action.provider, &action.action) {
+        let spec = self.cx.providers.spec(&action.provider, &action.action);
+        if let Some(spec) = &spec {
             let problems = crate::compile::params::check_rendered(&spec.params, &params);
             if !problems.is_empty() {
                 return Prepared::Fail(format!("{}: {}", spec.name(), problems.join("; ")));
             }
         }
-        if self.cx.mode == Mode::Check
-            && !catalog::has_check(&action.provider, &action.action, &params)
-        {
-            let spec = catalog::builtin(&action.provider, &action.action);
-            return Prepared::NoCheck(provider::sim::outputs(step, spec));
+        let checkable = match &spec {
+            Some(spec) if !action.builtin => spec.check,
+            _ => catalog::has_check(&action.provider, &action.action, &params),
+        };
+        if self.cx.mode == Mode::Check && !checkable {
+            return Prepared::NoCheck(provider::sim::outputs(step, spec.as_deref()));
         }
         let kind = match (action.provider.as_str(), action.action.as_str()) {
             ("approval", "ask") => Kind::Approval(self.approval_how(step)),
@@ -459,7 +461,9 @@ impl Executor<'_> {
             run_id: self.cx.run_id.clone(),
             dry,
             fail: dry && (named(&self.cx.fail, step) || step.sim.fail),
-            registry: self.cx.registry.clone(),
+            spec,
+            check: self.cx.mode == Mode::Check,
+            providers: self.cx.providers.clone(),
             cancel: self.cancel.child_token(),
             tx: self.tx.clone(),
             progress: self.sink.progress(),
@@ -614,7 +618,10 @@ struct Task {
     run_id: String,
     dry: bool,
     fail: bool,
-    registry: Arc<Registry>,
+    spec: Option<Arc<crate::provider::ActionSpec>>,
+    /// A pre-flight: plugins are asked for their read-only check.
+    check: bool,
+    providers: Arc<Providers>,
     cancel: CancellationToken,
     tx: mpsc::UnboundedSender<Msg>,
     progress: Option<indicatif::MultiProgress>,
@@ -706,7 +713,6 @@ impl Task {
 
     async fn attempt(&self, attempt: u32, cancel: CancellationToken) -> provider::Outcome {
         let action = &self.step.action;
-        let spec = catalog::builtin(&action.provider, &action.action);
         if let Kind::Assert(verdict) = &self.kind {
             if self.dry {
                 tokio::time::sleep(self.step.sim.duration).await;
@@ -717,13 +723,18 @@ impl Task {
             };
         }
         if self.dry {
-            return provider::sim::simulate(&self.step, spec, self.fail).await;
+            return provider::sim::simulate(&self.step, self.spec.as_deref(), self.fail).await;
         }
-        let Some(provider) = self.registry.get(&action.provider) else {
-            return Err(Failure::permanent(format!(
-                "no provider `{}`: external plugins (ripcord-plugin-{}) are not supported by this version yet",
-                action.provider, action.provider
-            )));
+        let plugin;
+        let provider: &dyn provider::Provider = match self.providers.builtin(&action.provider) {
+            Some(p) => p,
+            None => match self.providers.plugin(&action.provider) {
+                Ok(p) => {
+                    plugin = p;
+                    plugin.as_ref()
+                }
+                Err(why) => return Err(Failure::permanent(why)),
+            },
         };
         let request = provider::Request {
             action: action.clone(),
@@ -733,6 +744,7 @@ impl Task {
             run_id: self.run_id.clone(),
             timeout: self.step.timeout,
             cancel,
+            check: self.check,
         };
         provider.invoke(request).await
     }

@@ -12,8 +12,8 @@ use tokio::task::JoinSet;
 use crate::journal::record::{Mode, RunStatus, StepStatus};
 use crate::journal::{Journal, Record};
 use crate::plan::UndoSpec;
-use crate::provider::catalog::{self, EXTERNAL_SIM_DEFAULT};
-use crate::provider::{Failure, Request};
+use crate::provider::catalog::EXTERNAL_SIM_DEFAULT;
+use crate::provider::{Failure, Provider, Providers, Request};
 
 use super::render::{self, Scope};
 use super::state::{Status, StepState};
@@ -109,15 +109,16 @@ pub async fn rollback(
                 run_id: cx.run_id.clone(),
                 timeout: plan.steps[i].timeout,
                 cancel: tokio_util::sync::CancellationToken::new(),
+                check: false,
             };
-            let registry = cx.registry.clone();
+            let providers = cx.providers.clone();
             let dry = cx.mode == Mode::DryRun;
             tasks.spawn(async move {
                 let result = match params {
                     Err(e) => Err(Failure::permanent(format!(
                         "cannot render undo `with`: {e}"
                     ))),
-                    Ok(_) => run_undo(&undo, request, &registry, dry).await,
+                    Ok(_) => run_undo(&undo, request, &providers, dry).await,
                 };
                 (i, result)
             });
@@ -189,28 +190,31 @@ fn complete(
 async fn run_undo(
     undo: &UndoSpec,
     request: Request,
-    registry: &crate::provider::Registry,
+    providers: &Providers,
     dry: bool,
 ) -> Result<(), Failure> {
-    let spec = catalog::builtin(&undo.action.provider, &undo.action.action);
-    if dry {
-        if let Some(spec) = spec {
-            let problems = crate::compile::params::check_rendered(&spec.params, &request.params);
-            if !problems.is_empty() {
-                return Err(Failure::permanent(problems.join("; ")));
-            }
+    let spec = providers.spec(&undo.action.provider, &undo.action.action);
+    if let Some(spec) = &spec {
+        let problems = crate::compile::params::check_rendered(&spec.params, &request.params);
+        if !problems.is_empty() {
+            return Err(Failure::permanent(problems.join("; ")));
         }
+    }
+    if dry {
         tokio::time::sleep(spec.map_or(EXTERNAL_SIM_DEFAULT, |s| s.sim_default)).await;
         return Ok(());
     }
-    let Some(provider) = registry.get(&undo.action.provider) else {
-        return Err(Failure::permanent(format!(
-            "no provider `{}` for the undo",
-            undo.action.provider
-        )));
-    };
     let timeout = request.timeout;
-    match tokio::time::timeout(timeout, provider.invoke(request)).await {
+    let invoked = match providers.builtin(&undo.action.provider) {
+        Some(p) => tokio::time::timeout(timeout, p.invoke(request)).await,
+        None => {
+            let plugin = providers
+                .plugin(&undo.action.provider)
+                .map_err(Failure::permanent)?;
+            tokio::time::timeout(timeout, plugin.invoke(request)).await
+        }
+    };
+    match invoked {
         Ok(result) => result.map(drop),
         Err(_) => Err(Failure::permanent("undo timed out")),
     }

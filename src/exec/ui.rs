@@ -196,6 +196,8 @@ impl Sink for TtySink {
                     String::new()
                 };
                 bar.set_message(format!("{step}{suffix}"));
+                let running = self.bars.len();
+                self.header.set_message(format!("({running} running)"));
                 return;
             }
             Record::StepFinished { step, status, .. } => {

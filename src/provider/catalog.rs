@@ -1,7 +1,7 @@
 //! The built-in actions and what each declares: a JSON Schema of its params, its output keys,
 //! and the duration a dry-run assumes when the step gives no `sim.duration`.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
@@ -10,29 +10,59 @@ use serde_json::{Value as Json, json};
 #[derive(Debug, Clone)]
 pub enum Outputs {
     /// Exactly these keys.
-    Closed(&'static [&'static str]),
+    Closed(Vec<String>),
     /// These keys and any others the step writes (shell.run's `$RIPCORD_OUTPUT` lines).
-    Open(&'static [&'static str]),
+    Open(Vec<String>),
 }
 
 impl Outputs {
-    pub fn declared(&self) -> &'static [&'static str] {
+    pub fn declared(&self) -> &[String] {
         match self {
             Outputs::Closed(keys) | Outputs::Open(keys) => keys,
         }
     }
 }
 
+/// What an action declares: built in (below) or described by a plugin.
 #[derive(Debug, Clone)]
 pub struct ActionSpec {
-    pub provider: &'static str,
-    pub action: &'static str,
-    pub summary: &'static str,
+    pub provider: String,
+    pub action: String,
+    pub summary: String,
     /// JSON Schema (an object schema) of `with`.
     pub params: Json,
     pub outputs: Outputs,
     /// Assumed duration in plan and dry-run when `sim.duration` is absent.
     pub sim_default: Duration,
+    /// Whether a plugin action answers `mode: "check"` (a read-only probe). Built-in actions
+    /// decide by their params: see [`has_check`].
+    pub check: bool,
+    /// Whether a plugin declares an undo for the action (informational).
+    pub undo: bool,
+}
+
+fn keys(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_string()).collect()
+}
+
+fn spec(
+    provider: &str,
+    action: &str,
+    summary: &str,
+    params: Json,
+    outputs: Outputs,
+    sim_default: Duration,
+) -> Arc<ActionSpec> {
+    Arc::new(ActionSpec {
+        provider: provider.into(),
+        action: action.into(),
+        summary: summary.into(),
+        params,
+        outputs,
+        sim_default,
+        check: false,
+        undo: false,
+    })
 }
 
 impl ActionSpec {
@@ -52,17 +82,17 @@ impl ActionSpec {
 /// Duration assumed for a step of an external plugin without `sim.duration`.
 pub const EXTERNAL_SIM_DEFAULT: Duration = Duration::from_secs(5);
 
-static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
+static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
     // `argv: [sleep, 5]` and `env: { PORT: 5432 }` mean text: scalars are passed as written.
     let scalar = json!({ "type": ["string", "integer", "number", "boolean"] });
     let scalar_map = json!({ "type": "object", "additionalProperties": scalar });
     let string_map = json!({ "type": "object", "additionalProperties": { "type": "string" } });
     vec![
-        ActionSpec {
-            provider: "shell",
-            action: "run",
-            summary: "run a program (argv, no shell) or, when written, a `script:` through sh -c",
-            params: json!({
+        spec(
+            "shell",
+            "run",
+            "run a program (argv, no shell) or, when written, a `script:` through sh -c",
+            json!({
                 "type": "object",
                 "properties": {
                     "argv": { "type": "array", "items": scalar, "minItems": 1 },
@@ -74,14 +104,14 @@ static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
                 "oneOf": [ { "required": ["argv"] }, { "required": ["script"] } ],
                 "additionalProperties": false
             }),
-            outputs: Outputs::Open(&["exit_code", "stdout", "stderr"]),
-            sim_default: Duration::from_secs(1),
-        },
-        ActionSpec {
-            provider: "http",
-            action: "request",
-            summary: "an HTTP request; fails unless the status is expected",
-            params: json!({
+            Outputs::Open(keys(&["exit_code", "stdout", "stderr"])),
+            Duration::from_secs(1),
+        ),
+        spec(
+            "http",
+            "request",
+            "an HTTP request; fails unless the status is expected",
+            json!({
                 "type": "object",
                 "properties": {
                     "method": { "type": "string",
@@ -100,14 +130,14 @@ static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
                 "required": ["url"],
                 "additionalProperties": false
             }),
-            outputs: Outputs::Closed(&["status", "body", "json"]),
-            sim_default: Duration::from_millis(500),
-        },
-        ActionSpec {
-            provider: "tcp",
-            action: "connect",
-            summary: "succeeds when a TCP connection to host:port opens",
-            params: json!({
+            Outputs::Closed(keys(&["status", "body", "json"])),
+            Duration::from_millis(500),
+        ),
+        spec(
+            "tcp",
+            "connect",
+            "succeeds when a TCP connection to host:port opens",
+            json!({
                 "type": "object",
                 "properties": {
                     "host": { "type": "string" },
@@ -116,41 +146,39 @@ static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
                 "required": ["host", "port"],
                 "additionalProperties": false
             }),
-            outputs: Outputs::Closed(&["address"]),
-            sim_default: Duration::from_millis(100),
-        },
-        ActionSpec {
-            provider: "sleep",
-            action: "for",
-            summary: "waits for a duration",
-            params: json!({
+            Outputs::Closed(keys(&["address"])),
+            Duration::from_millis(100),
+        ),
+        spec(
+            "sleep",
+            "for",
+            "waits for a duration",
+            json!({
                 "type": "object",
                 "properties": { "duration": { "type": "string" } },
                 "required": ["duration"],
                 "additionalProperties": false
             }),
-            outputs: Outputs::Closed(&[]),
-            // The step's own `duration` is used when it is a literal; see `compile`.
-            sim_default: Duration::ZERO,
-        },
-        ActionSpec {
-            provider: "approval",
-            action: "ask",
-            summary: "waits for an operator's approval (TTY prompt, --approve STEP or --yes)",
-            params: json!({
+            Outputs::Closed(keys(&[])),
+            Duration::ZERO,
+        ),
+        spec(
+            "approval",
+            "ask",
+            "waits for an operator's approval (TTY prompt, --approve STEP or --yes)",
+            json!({
                 "type": "object",
                 "properties": { "prompt": { "type": "string" } },
                 "additionalProperties": false
             }),
-            outputs: Outputs::Closed(&["approver", "approved_at", "simulated"]),
-            // A person takes time to read and answer; plan for it.
-            sim_default: Duration::from_secs(30),
-        },
-        ActionSpec {
-            provider: "assert",
-            action: "that",
-            summary: "fails unless an expression is true; the message shows the values",
-            params: json!({
+            Outputs::Closed(keys(&["approver", "approved_at", "simulated"])),
+            Duration::from_secs(30),
+        ),
+        spec(
+            "assert",
+            "that",
+            "fails unless an expression is true; the message shows the values",
+            json!({
                 "type": "object",
                 "properties": {
                     "that": { "type": ["string", "boolean"] },
@@ -159,9 +187,9 @@ static BUILTIN: LazyLock<Vec<ActionSpec>> = LazyLock::new(|| {
                 "required": ["that"],
                 "additionalProperties": false
             }),
-            outputs: Outputs::Closed(&[]),
-            sim_default: Duration::ZERO,
-        },
+            Outputs::Closed(keys(&[])),
+            Duration::ZERO,
+        ),
     ]
 });
 
@@ -199,15 +227,16 @@ pub fn has_check(provider: &str, action: &str, params: &Json) -> bool {
 }
 
 /// All built-in actions.
-pub fn builtins() -> &'static [ActionSpec] {
+pub fn builtins() -> &'static [Arc<ActionSpec>] {
     &BUILTIN
 }
 
 /// The built-in action `provider.action`, if it exists.
-pub fn builtin(provider: &str, action: &str) -> Option<&'static ActionSpec> {
+pub fn builtin(provider: &str, action: &str) -> Option<Arc<ActionSpec>> {
     BUILTIN
         .iter()
         .find(|a| a.provider == provider && a.action == action)
+        .cloned()
 }
 
 /// Whether `provider` names a built-in provider (as opposed to an external plugin).

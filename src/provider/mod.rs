@@ -1,11 +1,14 @@
-//! Providers: what `uses: provider.action` runs. One object-safe trait, a registry that resolves
-//! names, the built-in providers with real effects (shell, http, tcp, sleep), and the simulator
+//! Providers: what `uses: provider.action` runs. One object-safe trait, [`Providers`] that
+//! resolves names (built in, or an external plugin), the built-in providers with real effects
+//! (shell, http, tcp, sleep), external [`plugin`]s, and the simulator
 //! that stands in for all of them in a dry-run. `approval.ask` and `assert.that` are decided by
 //! the executor itself (they need the operator and the run's values), not by a provider.
 
 pub mod catalog;
 pub mod http;
+pub mod plugin;
 pub mod process;
+pub mod providers;
 pub mod shell;
 pub mod sim;
 pub mod sleep;
@@ -19,6 +22,7 @@ use serde_json::{Map, Value as Json};
 use tokio_util::sync::CancellationToken;
 
 pub use catalog::{ActionSpec, Outputs, builtin};
+pub use providers::{Lookup, Providers};
 
 use crate::plan::ActionRef;
 
@@ -36,6 +40,8 @@ pub struct Request {
     pub timeout: Duration,
     /// Cancelled on timeout or interrupt: stop, clean up (kill children), return.
     pub cancel: CancellationToken,
+    /// A read-only probe (`run --check`), for actions that declare one.
+    pub check: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,33 +75,6 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 pub trait Provider: Send + Sync {
     fn invoke(&self, request: Request) -> BoxFuture;
-}
-
-/// Resolves provider names for a real run.
-pub struct Registry {
-    shell: shell::Shell,
-    http: http::Http,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Registry {
-            shell: shell::Shell,
-            http: http::Http::default(),
-        }
-    }
-}
-
-impl Registry {
-    pub fn get(&self, provider: &str) -> Option<&dyn Provider> {
-        match provider {
-            "shell" => Some(&self.shell),
-            "http" => Some(&self.http),
-            "tcp" => Some(&tcp::Tcp),
-            "sleep" => Some(&sleep::Sleep),
-            _ => None,
-        }
-    }
 }
 
 /// The param as a string, for params a schema already declared as text.

@@ -10,9 +10,11 @@ use ripcord::runbook::load_str;
 fn plan(yaml: &str) -> Plan {
     let source =
         load_str("test.yaml", yaml.to_string()).unwrap_or_else(|d| panic!("{}", d.render(false)));
+    let providers = ripcord::provider::Providers::new(&[]);
     let options = CompileOptions {
         inputs: &[],
         require_inputs: true,
+        providers: &providers,
     };
     match compile(&source, &options) {
         Ok(c) => c.plan,

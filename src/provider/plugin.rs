@@ -1,0 +1,295 @@
+//! External plugins: any provider NAME that is not built in is an executable
+//! `ripcord-plugin-NAME`, found in the `--plugin-dir` directories, then `$RIPCORD_PLUGIN_PATH`,
+//! then the directory of the ripcord binary, then `$PATH`.
+//!
+//! `ripcord-plugin-NAME describe` prints its actions as JSON; `ripcord-plugin-NAME invoke`
+//! reads one JSON request on stdin and prints one JSON result on stdout, logging to stderr.
+//! The plugin runs like a `shell.run` child: its own process group, killed with it at the step's
+//! timeout. Whatever it does wrong — exits non-zero, prints nothing, garbage or too much — is a
+//! step failure with a message that says so, never a crash of ripcord.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::catalog::{ActionSpec, EXTERNAL_SIM_DEFAULT, Outputs};
+use super::process::{self, Ended};
+use super::{BoxFuture, Failure, OutputMap, Provider, Request};
+
+/// The protocol version ripcord speaks.
+pub const PROTOCOL: u32 = 1;
+/// A result larger than this is refused (and a flood of stdout cannot grow ripcord's memory).
+pub const MAX_RESULT: usize = 1024 * 1024;
+/// Stderr kept as the step's `stderr` output.
+pub const MAX_LOG: usize = 64 * 1024;
+/// How long `describe` may take.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A found and described plugin.
+#[derive(Debug)]
+pub struct Plugin {
+    pub name: String,
+    pub path: PathBuf,
+    pub actions: Vec<Arc<ActionSpec>>,
+}
+
+/// Where to look for `ripcord-plugin-NAME`, in order.
+pub fn search_path(plugin_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = plugin_dirs.to_vec();
+    if let Some(p) = std::env::var_os("RIPCORD_PLUGIN_PATH") {
+        dirs.extend(std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(dir);
+    }
+    if let Some(p) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()));
+    }
+    dirs
+}
+
+pub fn executable_name(provider: &str) -> String {
+    format!("ripcord-plugin-{provider}")
+}
+
+/// The first executable `ripcord-plugin-NAME` on the search path.
+pub fn find(provider: &str, plugin_dirs: &[PathBuf]) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = executable_name(provider);
+    search_path(plugin_dirs)
+        .into_iter()
+        .map(|d| d.join(&name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[derive(Deserialize)]
+struct Description {
+    #[serde(default = "one")]
+    protocol: u32,
+    actions: Vec<DescribedAction>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+struct DescribedAction {
+    name: String,
+    #[serde(default)]
+    summary: String,
+    #[serde(default = "any_object")]
+    params: Json,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    check: bool,
+    #[serde(default)]
+    undo: bool,
+}
+
+fn any_object() -> Json {
+    json!({ "type": "object" })
+}
+
+/// Runs `describe` (blocking: it is called while compiling, before any runtime exists).
+pub fn describe(provider: &str, path: &Path) -> Result<Plugin, String> {
+    let shown = path.display();
+    let mut child = std::process::Command::new(path)
+        .arg("describe")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {shown} describe: {e}"))?;
+    // Read on a thread so a plugin that hangs can be killed at the deadline.
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let _ = (&mut stdout)
+            .take(MAX_RESULT as u64 + 1)
+            .read_to_end(&mut buf);
+        buf
+    });
+    let deadline = std::time::Instant::now() + DESCRIBE_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            _ => {
+                // SAFETY: signalling the plugin's own process group.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                return Err(format!(
+                    "{shown} describe did not answer within {}s",
+                    DESCRIBE_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    };
+    let bytes = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("{shown} describe exited with {status}"));
+    }
+    if bytes.len() > MAX_RESULT {
+        return Err(format!(
+            "{shown} describe printed more than {} bytes",
+            MAX_RESULT
+        ));
+    }
+    let d: Description = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{shown} describe printed no valid description: {e}"))?;
+    if d.protocol != PROTOCOL {
+        return Err(format!(
+            "{shown} speaks protocol {}, ripcord speaks {PROTOCOL}",
+            d.protocol
+        ));
+    }
+    let actions = d
+        .actions
+        .into_iter()
+        .map(|a| {
+            Arc::new(ActionSpec {
+                provider: provider.to_string(),
+                action: a.name,
+                summary: a.summary,
+                params: a.params,
+                outputs: Outputs::Closed(a.outputs),
+                sim_default: EXTERNAL_SIM_DEFAULT,
+                check: a.check,
+                undo: a.undo,
+            })
+        })
+        .collect();
+    Ok(Plugin {
+        name: provider.to_string(),
+        path: path.to_path_buf(),
+        actions,
+    })
+}
+
+#[derive(Deserialize)]
+struct PluginResult {
+    ok: bool,
+    #[serde(default)]
+    outputs: OutputMap,
+    #[serde(default)]
+    message: String,
+    #[serde(default = "yes")]
+    retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Provider for Plugin {
+    fn invoke(&self, request: Request) -> BoxFuture {
+        let path = self.path.clone();
+        Box::pin(async move { invoke(&path, request).await })
+    }
+}
+
+async fn invoke(path: &Path, request: Request) -> Result<OutputMap, Failure> {
+    let body = json!({
+        "protocol": PROTOCOL,
+        "action": request.action.action,
+        "params": request.params,
+        "mode": if request.check { "check" } else { "run" },
+        "run_id": request.run_id,
+        "step": request.step,
+        "attempt": request.attempt,
+    });
+    let mut command = Command::new(path);
+    command.arg("invoke");
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let cancel: &CancellationToken = &request.cancel;
+    let stdin = serde_json::to_vec(&body).expect("requests serialize");
+    let finished = match process::run(command, Some(stdin), MAX_RESULT + 1, cancel).await {
+        Ok(Ended::Exited(f)) => f,
+        Ok(Ended::Cancelled) => {
+            return Err(Failure::new(format!(
+                "{name} was stopped (its process group killed)"
+            )));
+        }
+        Err(e) => return Err(Failure::permanent(e)),
+    };
+    let log = finished.stderr.clone();
+    let with_log = |mut outputs: OutputMap| {
+        if !log.is_empty() {
+            let start = log.len().saturating_sub(MAX_LOG);
+            outputs.insert("stderr".into(), json!(log[start..].to_string()));
+        }
+        outputs
+    };
+    let last_log_line = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_string();
+    if finished.stdout.len() > MAX_RESULT {
+        return Err(Failure {
+            message: format!("{name} printed more than {MAX_RESULT} bytes on stdout: not a result"),
+            retryable: false,
+            outputs: with_log(OutputMap::new()),
+        });
+    }
+    let text = finished.stdout.trim();
+    let parsed = if text.is_empty() {
+        Err("printed no result".to_string())
+    } else {
+        serde_json::from_str::<PluginResult>(text).map_err(|e| {
+            let start: String = text.chars().take(120).collect();
+            format!("printed an invalid result ({e}): {start}")
+        })
+    };
+    match parsed {
+        Ok(r) if r.ok => Ok(with_log(r.outputs)),
+        Ok(r) => Err(Failure {
+            message: if r.message.is_empty() {
+                format!("{name} reported a failure")
+            } else {
+                r.message
+            },
+            retryable: r.retryable,
+            outputs: with_log(r.outputs),
+        }),
+        Err(why) => {
+            let code = finished.code();
+            let exit = if finished.status.success() {
+                String::new()
+            } else {
+                format!(" and exited with code {code}")
+            };
+            let tail = if last_log_line.is_empty() {
+                String::new()
+            } else {
+                format!(": {last_log_line}")
+            };
+            Err(Failure {
+                message: format!("{name} {why}{exit}{tail}"),
+                retryable: !finished.status.success(),
+                outputs: with_log(OutputMap::new()),
+            })
+        }
+    }
+}

@@ -34,8 +34,18 @@ pub enum Command {
     Runs(RunsArgs),
     /// The report of a recorded run: text, Markdown, JSON, JUnit XML or HTML.
     Report(ReportArgs),
+    /// Providers and their actions: built in, and external plugins with where each was found.
+    Plugins(PluginsArgs),
     /// The JSON Schema of the runbook format.
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod graph;
 pub mod plan;
+pub mod plugins;
 pub mod recorded;
 pub mod report;
 pub mod resume;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Rollback(args) => rollback::run(&args),
         Command::Runs(args) => runs::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Plugins(args) => plugins::run(&args),
         Command::Schema => schema::run(),
     }
 }

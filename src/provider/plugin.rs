@@ -61,6 +61,27 @@ pub fn executable_name(provider: &str) -> String {
     format!("ripcord-plugin-{provider}")
 }
 
+/// Every plugin name on the search path (the first of each name is the one used).
+pub fn installed(plugin_dirs: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = search_path(plugin_dirs)
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("ripcord-plugin-")
+                .map(str::to_string)
+        })
+        .filter(|n| crate::compile::is_name(n))
+        .collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| find(n, plugin_dirs).is_some());
+    names
+}
+
 /// The first executable `ripcord-plugin-NAME` on the search path.
 pub fn find(provider: &str, plugin_dirs: &[PathBuf]) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

@@ -5,5 +5,6 @@ mod cli;
 mod exec;
 mod fixtures;
 mod planner;
+mod plugins;
 mod report;
 mod support;

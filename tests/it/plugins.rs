@@ -1,0 +1,312 @@
+//! External plugins through the real binary: the Python example plugin end to end (validation
+//! from its description, real run, undo, check mode), and plugins that misbehave in every way a
+//! process can — each a clear step failure while the rest of the run goes on.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Ripcord, repo};
+
+fn example_dir() -> String {
+    repo().join("plugins/flag-python").display().to_string()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn the_python_plugin_is_described_validated_run_checked_and_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("active-site");
+    std::fs::write(&flag, "a\n").unwrap();
+    let plugins = example_dir();
+
+    // Its description checks params and outputs at validate time.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "version: 1\nname: bad\nsteps:\n\
+         - { id: cut, uses: flag.set, with: { path: /x, valu: b } }\n\
+         - { id: see, uses: shell.run, with: { argv: [echo, \"${{ steps.cut.outputs.prev }}\"] } }\n\
+         - { id: nope, uses: flag.toggle, with: { path: /x } }\n",
+    );
+    let out = Ripcord::new()
+        .args(["validate", &bad, "--plugin-dir", &plugins])
+        .run();
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("unknown param `valu`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("missing required param `value`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("has no output `prev`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("did you mean `previous`?"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("provider `flag` has no action `toggle`"),
+        "{}",
+        out.stderr
+    );
+
+    let good = write(
+        dir.path(),
+        "cutover.yaml",
+        &format!(
+            "version: 1\nname: cutover\nsteps:\n\
+             - {{ id: current, uses: flag.get, with: {{ path: {f} }} }}\n\
+             - {{ id: cut, needs: [current], uses: flag.set, with: {{ path: {f}, value: b }},\n\
+                 undo: {{ uses: flag.set, with: {{ path: {f}, value: \"${{{{ steps.cut.outputs.previous }}}}\" }} }} }}\n\
+             - {{ id: confirm, uses: assert.that, with: {{ that: \"${{{{ steps.cut.outputs.value == 'b' and steps.current.outputs.value == 'a' }}}}\" }} }}\n",
+            f = flag.display()
+        ),
+    );
+    // Pre-flight: only `get` has a check, and it is asked in check mode; nothing changes.
+    let check = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--check", "--json", "--plugin-dir", &plugins, &good])
+        .run();
+    assert_eq!(check.code, 0, "{}", check.transcript());
+    let finished: Vec<Value> = check
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "step_finished")
+        .collect();
+    assert_eq!(finished[0]["step"], "current");
+    assert!(
+        finished[0]["outputs"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("(check)")
+    );
+    assert_eq!(finished[1]["status"], "skipped", "set has no check");
+    assert_eq!(std::fs::read_to_string(&flag).unwrap(), "a\n");
+
+    let run = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", "--plugin-dir", &plugins, &good])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert_eq!(std::fs::read_to_string(&flag).unwrap(), "b\n");
+    // The plugin's log (stderr) is kept with the step's outputs in the journal.
+    let cut = run
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "step_finished" && e["step"] == "cut")
+        .unwrap();
+    assert!(
+        cut["outputs"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("'a' -> 'b'"),
+        "{cut}"
+    );
+    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let undo = Ripcord::new()
+        .state(dir.path())
+        .args(["rollback", &run_id, "--plugin-dir", &plugins])
+        .run();
+    assert_eq!(undo.code, 0, "{}", undo.transcript());
+    assert_eq!(
+        std::fs::read_to_string(&flag).unwrap(),
+        "a\n",
+        "the undo put the previous value back"
+    );
+
+    // A real run needs its plugins; a dry-run does not.
+    let missing = Ripcord::new()
+        .state(dir.path())
+        .env("PATH", "/usr/bin:/bin")
+        .args(["run", &good])
+        .run();
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing
+            .stderr
+            .contains("no plugin `ripcord-plugin-flag` found"),
+        "{}",
+        missing.stderr
+    );
+    let dry = Ripcord::new()
+        .state(dir.path())
+        .env("PATH", "/usr/bin:/bin")
+        .args(["run", "--dry-run", &good])
+        .run();
+    assert!(
+        dry.stderr.contains("provider `flag` is not available"),
+        "a warning: {}",
+        dry.stderr
+    );
+
+    let listed = Ripcord::new()
+        .args(["plugins", "--plugin-dir", &plugins])
+        .run();
+    assert!(
+        listed.stdout.contains("flag.get") && listed.stdout.contains("[check]"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed
+            .stdout
+            .contains("plugins/flag-python/ripcord-plugin-flag"),
+        "{}",
+        listed.stdout
+    );
+}
+
+/// A plugin written as a shell script: `describe` prints one action `go`; `invoke` runs `body`.
+fn plugin(dir: &Path, name: &str, body: &str) {
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = describe ]; then echo '{{\"protocol\":1,\"actions\":[{{\"name\":\"go\",\"outputs\":[\"n\"]}}]}}'; exit 0; fi\ncat >/dev/null\n{body}\n"
+    );
+    let path = dir.join(format!("ripcord-plugin-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn misbehaving_plugins_fail_their_step_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let marker = format!("ripcord-plugin-hang-{}", std::process::id());
+    plugin(&bin, "hang", &format!("sh -c 'sleep 30; : {marker}'"));
+    plugin(&bin, "garbage", "echo 'this is not JSON'");
+    plugin(&bin, "silent", "exit 0");
+    plugin(&bin, "crash", "echo boom >&2; exit 3");
+    plugin(&bin, "huge", "head -c 3000000 /dev/zero | tr '\\0' x");
+    plugin(
+        &bin,
+        "loud",
+        "head -c 5000000 /dev/zero | tr '\\0' y >&2; echo '{\"ok\":true,\"outputs\":{\"n\":1}}'",
+    );
+    plugin(
+        &bin,
+        "refuse",
+        "echo '{\"ok\":false,\"message\":\"primary still up\",\"retryable\":false}'",
+    );
+    std::fs::write(bin.join("ripcord-plugin-nodesc"), "#!/bin/sh\necho nope\n").unwrap();
+    std::fs::set_permissions(
+        bin.join("ripcord-plugin-nodesc"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let mut text = String::from("version: 1\nname: misbehave\nsteps:\n");
+    for name in [
+        "hang", "garbage", "silent", "crash", "huge", "loud", "refuse",
+    ] {
+        text.push_str(&format!(
+            "- {{ id: {name}, uses: {name}.go, timeout: 1s, on_failure: continue }}\n"
+        ));
+    }
+    text.push_str("- { id: fine, uses: shell.run, with: { argv: [\"true\"] } }\n");
+    let file = write(dir.path(), "misbehave.yaml", &text);
+    let bin = bin.display().to_string();
+    let started = std::time::Instant::now();
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", "--plugin-dir", &bin, &file])
+        .run();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "failures were on_failure: continue: {}",
+        out.transcript()
+    );
+    let finished = |id: &str| {
+        out.events()
+            .into_iter()
+            .find(|e| e["kind"] == "step_finished" && e["step"] == id)
+            .unwrap()
+    };
+    let error = |id: &str| {
+        finished(id)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(error("hang"), "timed out after 1s");
+    assert!(
+        error("garbage").contains("printed an invalid result"),
+        "{}",
+        error("garbage")
+    );
+    assert!(error("garbage").contains("this is not JSON"));
+    assert_eq!(error("silent"), "ripcord-plugin-silent printed no result");
+    assert_eq!(
+        error("crash"),
+        "ripcord-plugin-crash printed no result and exited with code 3: boom"
+    );
+    assert!(
+        error("huge").contains("more than 1048576 bytes"),
+        "{}",
+        error("huge")
+    );
+    assert_eq!(error("refuse"), "primary still up");
+    assert_eq!(finished("loud")["status"], "succeeded");
+    assert_eq!(
+        finished("loud")["outputs"]["stderr"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64 * 1024,
+        "log capture is bounded"
+    );
+    assert_eq!(finished("fine")["status"], "succeeded");
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        !alive,
+        "the hung plugin's process group outlived its timeout"
+    );
+
+    // A plugin that cannot describe itself is reported, not fatal to validation of the rest.
+    let nodesc = write(
+        dir.path(),
+        "nodesc.yaml",
+        "version: 1\nname: nd\nsteps:\n- { id: x, uses: nodesc.go }\n",
+    );
+    let out = Ripcord::new()
+        .args(["validate", "--json", &nodesc, "--plugin-dir", &bin])
+        .run();
+    assert_eq!(out.code, 0);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let warning = &doc["files"][0]["diagnostics"][0];
+    assert_eq!(warning["code"], "ripcord::plugin-missing");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("describe printed no valid description"),
+        "{warning}"
+    );
+}

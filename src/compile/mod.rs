@@ -91,6 +91,7 @@ pub fn compile(source: &Source, options: &CompileOptions) -> Result<Compiled, Ve
     }
     let ids = cx.index_ids(&decls);
     cx.resolve_references(&mut decls, &ids, &inputs);
+    cx.check_secrets_stay_off_command_lines(&decls, &inputs);
     cx.check_outputs(runbook, &decls, &ids, &inputs);
     let has_errors = cx.diags.iter().any(Diag::is_error);
     if !has_errors {
@@ -765,6 +766,47 @@ impl Compiler<'_> {
             let mut seen = HashSet::new();
             deps.retain(|(j, _)| seen.insert(*j));
             decls[i].deps = deps;
+        }
+    }
+
+    /// A secret input in `shell.run`'s `argv` or `script` would be readable by every user in
+    /// /proc/PID/cmdline: secrets go through `env:` or `stdin:`.
+    fn check_secrets_stay_off_command_lines(&mut self, decls: &[Decl], inputs: &[ResolvedInput]) {
+        let secret = |name: &str| inputs.iter().any(|i| i.secret && i.name == name);
+        for d in decls {
+            let mut params: Vec<&Param> = Vec::new();
+            let shell = |a: &ActionRef| a.provider == "shell" && a.action == "run";
+            if d.action.as_ref().is_some_and(shell) {
+                params.extend(d.with.as_ref());
+            }
+            if let Some(u) = d.undo.as_ref().filter(|u| shell(&u.action)) {
+                params.extend(u.with.as_ref());
+            }
+            for p in params {
+                let Param::Map(entries) = p else { continue };
+                for (key, value) in entries.iter().filter(|(k, _)| k == "argv" || k == "script") {
+                    let mut exprs = Vec::new();
+                    value.exprs(&mut exprs);
+                    for e in exprs {
+                        for r in &e.refs {
+                            if let Ref::Input(name) = r
+                                && secret(name)
+                            {
+                                self.push(
+                                    Diag::error(
+                                        "ripcord::secret-in-argv",
+                                        format!("secret input `{name}` in `{key}` would be visible to every user on the host"),
+                                    )
+                                    .label(e.span, "on the command line")
+                                    .help(format!(
+                                        "pass it through `env:` (e.g. `env: {{ TOKEN: \"${{{{ inputs.{name} }}}}\" }}` and use $TOKEN) or `stdin:`"
+                                    )),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use ripcord_plugin_sdk::{self as sdk, Description, PROTOCOL};
+use serde_json::json;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +22,6 @@ use super::catalog::{ActionSpec, EXTERNAL_SIM_DEFAULT, Outputs};
 use super::process::{self, Ended};
 use super::{BoxFuture, Failure, OutputMap, Provider, Request};
 
-/// The protocol version ripcord speaks.
-pub const PROTOCOL: u32 = 1;
 /// A result larger than this is refused (and a flood of stdout cannot grow ripcord's memory).
 pub const MAX_RESULT: usize = 1024 * 1024;
 /// Stderr kept as the step's `stderr` output.
@@ -92,36 +90,6 @@ pub fn find(provider: &str, plugin_dirs: &[PathBuf]) -> Option<PathBuf> {
         .find(|p| {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-}
-
-#[derive(Deserialize)]
-struct Description {
-    #[serde(default = "one")]
-    protocol: u32,
-    actions: Vec<DescribedAction>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-#[derive(Deserialize)]
-struct DescribedAction {
-    name: String,
-    #[serde(default)]
-    summary: String,
-    #[serde(default = "any_object")]
-    params: Json,
-    #[serde(default)]
-    outputs: Vec<String>,
-    #[serde(default)]
-    check: bool,
-    #[serde(default)]
-    undo: bool,
-}
-
-fn any_object() -> Json {
-    json!({ "type": "object" })
 }
 
 /// Runs `describe` (blocking: it is called while compiling, before any runtime exists).
@@ -204,21 +172,6 @@ pub fn describe(provider: &str, path: &Path) -> Result<Plugin, String> {
     })
 }
 
-#[derive(Deserialize)]
-struct PluginResult {
-    ok: bool,
-    #[serde(default)]
-    outputs: OutputMap,
-    #[serde(default)]
-    message: String,
-    #[serde(default = "yes")]
-    retryable: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
 impl Provider for Plugin {
     fn invoke(&self, request: Request) -> BoxFuture {
         let path = self.path.clone();
@@ -227,15 +180,19 @@ impl Provider for Plugin {
 }
 
 async fn invoke(path: &Path, request: Request) -> Result<OutputMap, Failure> {
-    let body = json!({
-        "protocol": PROTOCOL,
-        "action": request.action.action,
-        "params": request.params,
-        "mode": if request.check { "check" } else { "run" },
-        "run_id": request.run_id,
-        "step": request.step,
-        "attempt": request.attempt,
-    });
+    let body = sdk::Request {
+        protocol: PROTOCOL,
+        action: request.action.action.clone(),
+        params: request.params.clone(),
+        mode: if request.check {
+            sdk::Mode::Check
+        } else {
+            sdk::Mode::Run
+        },
+        run_id: request.run_id.clone(),
+        step: request.step.clone(),
+        attempt: request.attempt,
+    };
     let mut command = Command::new(path);
     command.arg("invoke");
     let name = path.file_name().map_or_else(
@@ -278,7 +235,7 @@ async fn invoke(path: &Path, request: Request) -> Result<OutputMap, Failure> {
     let parsed = if text.is_empty() {
         Err("printed no result".to_string())
     } else {
-        serde_json::from_str::<PluginResult>(text).map_err(|e| {
+        serde_json::from_str::<sdk::Reply>(text).map_err(|e| {
             let start: String = text.chars().take(120).collect();
             format!("printed an invalid result ({e}): {start}")
         })

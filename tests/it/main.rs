@@ -7,4 +7,5 @@ mod fixtures;
 mod planner;
 mod plugins;
 mod report;
+mod secrets;
 mod support;

@@ -310,3 +310,62 @@ fn misbehaving_plugins_fail_their_step_and_nothing_else() {
         "{warning}"
     );
 }
+
+#[test]
+fn a_rust_plugin_written_with_the_sdk_speaks_the_protocol() {
+    // Build the SDK's example plugin with the same cargo, into the same target directory.
+    let built = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "ripcord-plugin-sdk",
+            "--example",
+            "ripcord-plugin-echo",
+        ])
+        .current_dir(repo())
+        .status()
+        .expect("cargo runs");
+    assert!(built.success());
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map_or_else(|_| repo().join("target"), std::path::PathBuf::from);
+    let examples = target.join("debug/examples").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "echo.yaml",
+        "version: 1\nname: echo\nsteps:\n\
+         - { id: hi, uses: echo.say, with: { text: \"fail over\", loud: true } }\n\
+         - { id: check, uses: assert.that, with: { that: \"${{ steps.hi.outputs.said == 'FAIL OVER' }}\" } }\n",
+    );
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", "--plugin-dir", &examples, &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let hi = out
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "step_finished" && e["step"] == "hi")
+        .unwrap();
+    assert!(
+        hi["outputs"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("hi attempt 1: saying \"fail over\"")
+    );
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "version: 1\nname: bad\nsteps:\n- { id: hi, uses: echo.say, with: { txt: x } }\n",
+    );
+    let out = Ripcord::new()
+        .args(["validate", &bad, "--plugin-dir", &examples])
+        .run();
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("did you mean `text`?"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,0 +1,198 @@
+//! What reaches a child and what does not: strings full of shell metacharacters reach argv byte
+//! for byte (nothing is ever spliced into a shell), and a secret input never appears in the
+//! state directory, the output, the reports, or any process's command line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::support::Ripcord;
+
+/// Seeded strings made mostly of what a shell would interpret.
+fn hostile_strings(n: usize, seed: u64) -> Vec<String> {
+    const ALPHABET: &[&str] = &[
+        ";",
+        "|",
+        "&",
+        "$",
+        "(",
+        ")",
+        "<",
+        ">",
+        "`",
+        "'",
+        "\"",
+        "\\",
+        "*",
+        "?",
+        "[",
+        "]",
+        "{",
+        "}",
+        "~",
+        "#",
+        "!",
+        " ",
+        "\t",
+        "\n",
+        "=",
+        "%",
+        "$(touch PWNED)",
+        "`touch PWNED`",
+        "; touch PWNED",
+        "${IFS}",
+        "a",
+        "Z",
+        "é",
+        "ß",
+        "ℝ",
+        "--",
+        "-e",
+        "\r",
+        "\u{1b}[31m",
+    ];
+    let mut state = seed;
+    let mut next = move |m: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % m
+    };
+    (0..n)
+        .map(|_| {
+            (0..next(12))
+                .map(|_| ALPHABET[next(ALPHABET.len())])
+                .collect::<String>()
+        })
+        .collect()
+}
+
+#[test]
+fn ten_thousand_hostile_strings_reach_argv_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let strings = hostile_strings(10_000, 7);
+    let out_file = dir.path().join("argv.bin");
+    // The child writes its argv, NUL-separated; a whole-string expression keeps the list a list.
+    let runbook = format!(
+        "version: 1\nname: argv\ninputs:\n  strings: {{ type: list, default: {} }}\nsteps:\n\
+         - id: echo\n  uses: shell.run\n  with:\n    cwd: {cwd}\n    argv: \"${{{{ ['python3', '-c', 'import os, sys; open(sys.argv[1], \\\"wb\\\").write(bytes([0]).join(os.fsencode(a) for a in sys.argv[2:]))', '{out}'] + inputs.strings }}}}\"\n",
+        serde_json::to_string(&strings).unwrap(),
+        cwd = dir.path().display(),
+        out = out_file.display(),
+    );
+    let file = dir.path().join("argv.yaml");
+    std::fs::write(&file, runbook).unwrap();
+    let out = Ripcord::new()
+        .state(dir.path())
+        .current_dir(dir.path())
+        .args(["run", file.to_str().unwrap()])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let got = std::fs::read(&out_file).unwrap();
+    let expected = strings.join("\0").into_bytes();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "argv differs from the input");
+    assert!(
+        !dir.path().join("PWNED").exists(),
+        "a string was run by a shell"
+    );
+}
+
+/// Every file under `dir`, read.
+fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files(&path, out);
+        } else {
+            out.push((
+                path.display().to_string(),
+                std::fs::read(&path).unwrap_or_default(),
+            ));
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_secret_never_leaves_the_process_that_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = format!("canary-{}-Zq7", std::process::id());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&canary);
+    let runbook = "version: 1\nname: canary\n\
+        inputs:\n  token: { type: string, secret: true, env: CANARY_TOKEN }\n\
+        steps:\n\
+        - { id: use-env, uses: shell.run, with: { argv: [sh, -c, 'echo \"token=$TOKEN\"; echo \"seen=$TOKEN\" >> $RIPCORD_OUTPUT; sleep 1'], env: { TOKEN: \"${{ inputs.token }}\" } } }\n\
+        - { id: use-stdin, uses: shell.run, with: { argv: [sh, -c, 'read t; echo \"stdin=$t\" >&2; printf %s \"$t\" | base64'], stdin: \"${{ inputs.token }}\" } }\n\
+        - { id: fail-loud, uses: shell.run, on_failure: continue, with: { argv: [sh, -c, 'echo \"cannot log in with $TOKEN\" >&2; exit 1'], env: { TOKEN: \"${{ inputs.token }}\" } } }\n\
+        - { id: assert, needs: [use-env], uses: assert.that, on_failure: continue, with: { that: \"${{ steps.use-env.outputs.seen == 'nope' }}\" } }\n";
+    let file = dir.path().join("canary.yaml");
+    std::fs::write(&file, runbook).unwrap();
+    let state = dir.path().join("state");
+    let reports: Vec<String> = ["text", "md", "json", "junit", "html"]
+        .iter()
+        .map(|f| format!("{f}:{}", dir.path().join(format!("report.{f}")).display()))
+        .collect();
+    let mut args = vec![
+        "run".to_string(),
+        file.display().to_string(),
+        "--json".into(),
+    ];
+    for r in &reports {
+        args.push("--report".into());
+        args.push(r.clone());
+    }
+    let child = Ripcord::new()
+        .state(&state)
+        .env("CANARY_TOKEN", &canary)
+        .args(&args)
+        .spawn();
+    // While it runs: no process's command line carries the secret.
+    let deadline = std::time::Instant::now() + Duration::from_millis(800);
+    let mut looked = 0;
+    while std::time::Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                looked += 1;
+                assert!(
+                    !contains(&cmdline, &canary),
+                    "secret in /proc/{:?}/cmdline",
+                    entry.file_name()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(looked > 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(!contains(bytes, &canary), "secret in ripcord's {name}");
+        assert!(
+            !contains(bytes, &encoded),
+            "base64 of the secret in ripcord's {name}"
+        );
+    }
+    let mut all = Vec::new();
+    files(dir.path(), &mut all);
+    assert!(all.len() >= 7, "journal, lock, five reports");
+    for (name, bytes) in all.iter().filter(|(n, _)| !n.ends_with("canary.yaml")) {
+        assert!(!contains(bytes, &canary), "secret in {name}");
+        assert!(!contains(bytes, &encoded), "base64 of the secret in {name}");
+    }
+    // The masking kept what was around the secret: the run is still readable.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("token=***"), "{stdout}");
+    assert!(stdout.contains("cannot log in with ***"), "{stdout}");
+}

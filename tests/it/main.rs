@@ -2,10 +2,12 @@
 //! test needs the plan itself).
 
 mod cli;
+mod cluster;
 mod exec;
 mod fixtures;
 mod planner;
 mod plugins;
+mod real_plugins;
 mod report;
 mod secrets;
 mod support;

@@ -17,10 +17,33 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// Builds the workspace's plugins (postgres, haproxy) next to the ripcord binary, where it
+/// finds them, once per test process: every test then sees the same providers, whatever order
+/// the tests run in.
+fn build_plugins() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let built = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "ripcord-plugin-postgres",
+                "-p",
+                "ripcord-plugin-haproxy",
+            ])
+            .current_dir(repo())
+            .status()
+            .expect("cargo runs");
+        assert!(built.success(), "the plugins build");
+    });
+}
+
 impl Ripcord {
     /// Runs from the repository root, without colour, with a clean environment of ripcord
     /// variables.
     pub fn new() -> Self {
+        build_plugins();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ripcord"));
         command
             .current_dir(repo())

@@ -1,0 +1,340 @@
+//! ripcord-plugin-postgres: the PostgreSQL side of a switchover or failover.
+//!
+//! - `is_primary {dsn, require_writable}`: role, read-only state, timeline (check).
+//! - `replication_lag {primary, standby, max_bytes}`: bytes between the primary's current WAL
+//!   position and the standby's replay position; fails (retryably) above `max_bytes` or when
+//!   the standby is not streaming (check).
+//! - `wait_caught_up {primary, standby}`: until the standby has replayed everything the primary
+//!   wrote (the step's timeout bounds the wait).
+//! - `set_read_only {dsn, read_only, terminate_sessions}`: `default_transaction_read_only` via
+//!   ALTER SYSTEM and a reload, and optionally ends the other client sessions (undo: the
+//!   opposite value).
+//! - `promote {dsn, wait}`: `pg_promote()`; an instance that is already primary is left alone.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use ripcord_plugin_sdk::{Action, Mode, Reply, Request, serve};
+use serde_json::{Value, json};
+use tokio_postgres::{Client, Config, NoTls};
+
+fn dsn_schema(extra: Value, required: &[&str]) -> Value {
+    let mut props = json!({});
+    for key in ["dsn", "primary", "standby"] {
+        if required.contains(&key) {
+            props[key] = json!({ "type": "string", "description": "libpq connection string" });
+        }
+    }
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            props[k] = v;
+        }
+    }
+    json!({ "type": "object", "properties": props, "required": required, "additionalProperties": false })
+}
+
+fn actions() -> Vec<Action> {
+    vec![
+        Action::new("is_primary", "whether the instance is a primary (not in recovery) and writable")
+            .params(dsn_schema(json!({ "require_writable": { "type": "boolean" } }), &["dsn"]))
+            .outputs(&["primary", "in_recovery", "read_only", "timeline"])
+            .check(),
+        Action::new("replication_lag", "bytes the standby's replay is behind the primary")
+            .params(json!({
+                "type": "object",
+                "properties": {
+                    "dsn": { "type": "string", "description": "the standby alone: lag as it sees it" },
+                    "primary": { "type": "string", "description": "libpq connection string" },
+                    "standby": { "type": "string", "description": "libpq connection string" },
+                    "max_bytes": { "type": "integer", "minimum": 0 }
+                },
+                "oneOf": [ { "required": ["dsn"] }, { "required": ["primary", "standby"] } ],
+                "additionalProperties": false
+            }))
+            .outputs(&["lag_bytes", "primary_lsn", "standby_lsn", "streaming"])
+            .check(),
+        Action::new("wait_caught_up", "waits until the standby has replayed all the primary wrote")
+            .params(dsn_schema(json!({}), &["primary", "standby"]))
+            .outputs(&["lsn"]),
+        Action::new("set_read_only", "default_transaction_read_only on or off, optionally ending sessions")
+            .params(dsn_schema(
+                json!({ "read_only": { "type": "boolean" }, "terminate_sessions": { "type": "boolean" } }),
+                &["dsn"],
+            ))
+            .outputs(&["read_only", "terminated"])
+            .undo(),
+        Action::new("promote", "promotes a standby with pg_promote()")
+            .params(dsn_schema(json!({ "wait": { "type": "boolean" } }), &["dsn"]))
+            .outputs(&["promoted", "timeline"]),
+    ]
+}
+
+fn main() -> std::process::ExitCode {
+    serve(&actions(), |req: Request| {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return Reply::retry(format!("cannot start: {e}")),
+        };
+        runtime.block_on(handle(req)).unwrap_or_else(|e| e)
+    })
+}
+
+type Outcome = Result<Reply, Reply>;
+
+fn text<'a>(req: &'a Request, key: &str) -> &'a str {
+    req.params[key].as_str().unwrap_or_default()
+}
+
+async fn connect(dsn: &str) -> Result<Client, Reply> {
+    let mut config =
+        Config::from_str(dsn).map_err(|e| Reply::fail(format!("bad connection string: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| Reply::retry(format!("cannot connect ({}): {e}", redact(dsn))))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The connection string without its password, for messages.
+fn redact(dsn: &str) -> String {
+    dsn.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn sql_error(what: &str, e: tokio_postgres::Error) -> Reply {
+    let detail = e
+        .as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string());
+    Reply::retry(format!("{what}: {detail}"))
+}
+
+async fn in_recovery(c: &Client) -> Result<bool, Reply> {
+    let row = c
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| sql_error("pg_is_in_recovery", e))?;
+    Ok(row.get(0))
+}
+
+/// The timeline of the WAL the primary writes (its WAL file name starts with it, in hex).
+async fn timeline(c: &Client) -> Result<Option<i64>, Reply> {
+    if in_recovery(c).await? {
+        return Ok(None);
+    }
+    let row = c
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .await
+        .map_err(|e| sql_error("pg_walfile_name", e))?;
+    let name: String = row.get(0);
+    Ok(i64::from_str_radix(&name[..8.min(name.len())], 16).ok())
+}
+
+/// The lag as outputs; a failure (retryable) when not streaming or above `max_bytes`.
+fn lag_reply(
+    lag: i64,
+    primary_lsn: Option<String>,
+    standby_lsn: Option<String>,
+    streaming: bool,
+    req: &Request,
+) -> Outcome {
+    let outputs = json!({ "lag_bytes": lag, "primary_lsn": primary_lsn, "standby_lsn": standby_lsn, "streaming": streaming });
+    if !streaming {
+        return Err(Reply::retry(format!(
+            "the standby is not streaming (lag {lag} bytes)"
+        )));
+    }
+    if let Some(max) = req.params["max_bytes"].as_i64()
+        && lag > max
+    {
+        return Err(Reply::retry(format!("lag {lag} bytes is above {max}")));
+    }
+    Ok(Reply::ok(outputs))
+}
+
+async fn handle(req: Request) -> Outcome {
+    match req.action.as_str() {
+        "is_primary" => {
+            let c = connect(text(&req, "dsn")).await?;
+            let recovery = in_recovery(&c).await?;
+            let row = c
+                .query_one(
+                    "SELECT current_setting('default_transaction_read_only') = 'on'",
+                    &[],
+                )
+                .await
+                .map_err(|e| sql_error("read-only setting", e))?;
+            let read_only: bool = row.get(0);
+            let tl = timeline(&c).await?;
+            let outputs = json!({ "primary": !recovery, "in_recovery": recovery, "read_only": read_only, "timeline": tl });
+            if req.params["require_writable"] == json!(true) && (recovery || read_only) {
+                return Err(Reply::retry(format!(
+                    "not writable yet ({})",
+                    if recovery {
+                        "in recovery"
+                    } else {
+                        "default_transaction_read_only is on"
+                    }
+                )));
+            }
+            Ok(Reply::ok(outputs))
+        }
+        "replication_lag" if req.params.get("dsn").is_some() => {
+            // The standby alone: how far its replay is behind the end of the WAL the primary
+            // last reported sending it.
+            let standby = connect(text(&req, "dsn")).await?;
+            let row = standby
+                .query_one(
+                    "SELECT r.status = 'streaming', pg_last_wal_replay_lsn()::text, \
+                            greatest(pg_last_wal_receive_lsn(), r.latest_end_lsn)::text, \
+                            coalesce(pg_wal_lsn_diff(greatest(pg_last_wal_receive_lsn(), r.latest_end_lsn), \
+                                                     pg_last_wal_replay_lsn()), 0)::bigint \
+                     FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true",
+                    &[],
+                )
+                .await
+                .map_err(|e| sql_error("standby positions", e))?;
+            let streaming: Option<bool> = row.get(0);
+            let standby_lsn: Option<String> = row.get(1);
+            let primary_lsn: Option<String> = row.get(2);
+            let lag: i64 = row.get(3);
+            lag_reply(
+                lag.max(0),
+                primary_lsn,
+                standby_lsn,
+                streaming == Some(true),
+                &req,
+            )
+        }
+        "replication_lag" => {
+            let primary = connect(text(&req, "primary")).await?;
+            let standby = connect(text(&req, "standby")).await?;
+            let row = standby
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn()::text, \
+                            coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)",
+                    &[],
+                )
+                .await
+                .map_err(|e| sql_error("standby replay position", e))?;
+            let standby_lsn: Option<String> = row.get(0);
+            let streaming: bool = row.get(1);
+            let Some(standby_lsn) = standby_lsn else {
+                return Err(Reply::fail(
+                    "the standby is not in recovery: it has no replay position",
+                ));
+            };
+            let row = primary
+                .query_one(
+                    "SELECT pg_current_wal_lsn()::text, \
+                            pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+                    &[&standby_lsn],
+                )
+                .await
+                .map_err(|e| sql_error("primary position", e))?;
+            let primary_lsn: String = row.get(0);
+            let lag: i64 = row.get(1);
+            lag_reply(
+                lag.max(0),
+                Some(primary_lsn),
+                Some(standby_lsn),
+                streaming,
+                &req,
+            )
+        }
+        "wait_caught_up" => {
+            let primary = connect(text(&req, "primary")).await?;
+            let standby = connect(text(&req, "standby")).await?;
+            loop {
+                let row = primary
+                    .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                    .await
+                    .map_err(|e| sql_error("primary position", e))?;
+                let target: String = row.get(0);
+                let row = standby
+                    .query_one(
+                        "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                        &[&target],
+                    )
+                    .await
+                    .map_err(|e| sql_error("standby replay position", e))?;
+                let caught_up: Option<bool> = row.get(0);
+                if caught_up == Some(true) {
+                    return Ok(Reply::ok(json!({ "lsn": target })));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        "set_read_only" => {
+            let on = req.params["read_only"] != json!(false);
+            if req.mode == Mode::Check {
+                return Ok(Reply::ok(json!({})));
+            }
+            let c = connect(text(&req, "dsn")).await?;
+            let sql = format!(
+                "ALTER SYSTEM SET default_transaction_read_only = {}",
+                if on { "on" } else { "off" }
+            );
+            c.batch_execute(&sql)
+                .await
+                .map_err(|e| sql_error("ALTER SYSTEM", e))?;
+            c.batch_execute("SELECT pg_reload_conf()")
+                .await
+                .map_err(|e| sql_error("reload", e))?;
+            let mut terminated = 0i64;
+            if on && req.params["terminate_sessions"] == json!(true) {
+                let row = c
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| sql_error("ending sessions", e))?;
+                terminated = row.get(0);
+            }
+            eprintln!("default_transaction_read_only = {on}; {terminated} session(s) ended");
+            Ok(Reply::ok(
+                json!({ "read_only": on, "terminated": terminated }),
+            ))
+        }
+        "promote" => {
+            let c = connect(text(&req, "dsn")).await?;
+            if !in_recovery(&c).await? {
+                eprintln!("already a primary: nothing to promote");
+                return Ok(Reply::ok(
+                    json!({ "promoted": false, "timeline": timeline(&c).await? }),
+                ));
+            }
+            let wait = req.params["wait"] != json!(false);
+            let row = c
+                .query_one("SELECT pg_promote($1, 60)", &[&wait])
+                .await
+                .map_err(|e| sql_error("pg_promote", e))?;
+            let promoted: bool = row.get(0);
+            if !promoted {
+                return Err(Reply::retry("pg_promote() did not complete within 60s"));
+            }
+            Ok(Reply::ok(
+                json!({ "promoted": true, "timeline": timeline(&c).await? }),
+            ))
+        }
+        other => Err(Reply::fail(format!("no action `{other}`"))),
+    }
+}

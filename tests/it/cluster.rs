@@ -1,0 +1,307 @@
+//! A real PostgreSQL primary with a streaming standby, and HAProxy in front of them with its
+//! runtime API on a unix socket — all on free loopback ports in a temp dir, from the Debian
+//! packages `.ci/run` installs, torn down when dropped. PostgreSQL refuses to run as root, so
+//! as root its programs run as an unprivileged user made for the purpose.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PG_USER: &str = "ripcordpg";
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub primary: u16,
+    pub standby: u16,
+    pub proxy: u16,
+    pub socket: PathBuf,
+    bin: PathBuf,
+    haproxy: Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn pg_bin() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian package `postgresql`; .ci/run installs it)")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+/// A PostgreSQL program, as the unprivileged user when we are root.
+fn pg(bin: &Path, program: &str, args: &[&str]) {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", PG_USER, "--"]).arg(bin.join(program));
+        c
+    } else {
+        Command::new(bin.join(program))
+    };
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("PostgreSQL programs run");
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("ripcord-cluster-")
+            .tempdir()
+            .unwrap();
+        if is_root() {
+            let exists = Command::new("id")
+                .arg(PG_USER)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !exists {
+                let made = Command::new("useradd")
+                    .args([
+                        "--system",
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        PG_USER,
+                    ])
+                    .status()
+                    .unwrap();
+                assert!(made.success(), "cannot create the user {PG_USER}");
+            }
+            let owned = Command::new("chown")
+                .args([PG_USER, dir.path().to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(owned.success());
+        }
+        let d = dir.path();
+        let (primary, standby, proxy) = (free_port(), free_port(), free_port());
+        let primary_dir = d.join("primary");
+        let standby_dir = d.join("standby");
+        pg(
+            &bin,
+            "initdb",
+            &[
+                "-D",
+                primary_dir.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+        );
+        let conf = format!(
+            "\nport = {primary}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\nfsync = off\nwal_keep_size = 64MB\n",
+            d.display()
+        );
+        append(&primary_dir.join("postgresql.conf"), &conf);
+        let log = |n: &str| d.join(format!("{n}.log")).display().to_string();
+        pg(
+            &bin,
+            "pg_ctl",
+            &[
+                "-D",
+                primary_dir.to_str().unwrap(),
+                "-l",
+                &log("primary"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        pg(
+            &bin,
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                standby_dir.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+            ],
+        );
+        append(
+            &standby_dir.join("postgresql.conf"),
+            &format!("\nport = {standby}\n"),
+        );
+        pg(
+            &bin,
+            "pg_ctl",
+            &[
+                "-D",
+                standby_dir.to_str().unwrap(),
+                "-l",
+                &log("standby"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+
+        let socket = d.join("haproxy.sock");
+        let cfg = d.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  stats socket {} mode 600 level admin\n\
+                 defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
+                 frontend pg\n  bind 127.0.0.1:{proxy}\n  default_backend pg\n\
+                 backend pg\n  server primary 127.0.0.1:{primary} check inter 300ms\n  server standby 127.0.0.1:{standby} check inter 300ms disabled\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let haproxy = Command::new("haproxy")
+            .args(["-f", cfg.to_str().unwrap(), "-db"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("haproxy.log")).unwrap())
+            .spawn()
+            .expect("HAProxy is installed (Debian package `haproxy`; .ci/run installs it)");
+        let cluster = Cluster {
+            dir,
+            primary,
+            standby,
+            proxy,
+            socket,
+            bin,
+            haproxy,
+        };
+        cluster.wait_for(
+            || {
+                cluster.sql(cluster.standby, "SELECT status FROM pg_stat_wal_receiver")
+                    == "streaming"
+            },
+            "the standby to stream",
+        );
+        cluster.wait_for(|| cluster.socket.exists(), "HAProxy's socket");
+        cluster
+    }
+
+    pub fn dsn(&self, port: u16) -> String {
+        format!("host=127.0.0.1 port={port} user=postgres dbname=postgres")
+    }
+
+    /// One SQL statement through psql; its trimmed output ("" on error).
+    pub fn sql(&self, port: u16, statement: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-Atqc",
+                statement,
+            ])
+            .output()
+            .expect("psql runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Like [`Cluster::sql`], but says whether it worked, with the error.
+    pub fn try_sql(&self, port: u16, statement: &str) -> Result<String, String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atqc",
+                statement,
+            ])
+            .output()
+            .expect("psql runs");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    pub fn wait_for(&self, done: impl Fn() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; logs in {}",
+                self.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.haproxy.kill();
+        let _ = self.haproxy.wait();
+        for node in ["primary", "standby"] {
+            let data = self.dir.path().join(node);
+            let mut cmd = if is_root() {
+                let mut c = Command::new("runuser");
+                c.args(["-u", PG_USER, "--"]).arg(self.bin.join("pg_ctl"));
+                c
+            } else {
+                Command::new(self.bin.join("pg_ctl"))
+            };
+            let _ = cmd
+                .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! plugins/postgres and plugins/haproxy against a real PostgreSQL primary + streaming standby
+//! and a real HAProxy, through ripcord runs: every action, its check, and its undo.
+
+use serde_json::Value;
+
+use crate::cluster::Cluster;
+use crate::support::Ripcord;
+
+fn run(c: &Cluster, name: &str, steps: &str, extra: &[&str]) -> crate::support::Output {
+    let file = c.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&file, format!("version: 1\nname: {name}\nsteps:\n{steps}")).unwrap();
+    let state = c.dir.path().join("state");
+    let mut args = vec!["run", "--json", file.to_str().unwrap()];
+    args.extend(extra);
+    Ripcord::new().state(&state).args(&args).run()
+}
+
+fn outputs(out: &crate::support::Output, step: &str) -> Value {
+    let e = out
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "step_finished" && e["step"] == step);
+    let e = e.unwrap_or_else(|| panic!("no {step}: {}", out.transcript()));
+    assert_eq!(e["status"], "succeeded", "{step}: {e}");
+    e["outputs"].clone()
+}
+
+#[test]
+fn postgres_and_haproxy_plugins_against_real_servers() {
+    let c = Cluster::start();
+    let (p, s) = (c.dsn(c.primary), c.dsn(c.standby));
+    let sock = c.socket.display().to_string();
+    c.sql(
+        c.primary,
+        "CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 1000)",
+    );
+
+    // Read-only actions, as a pre-flight (check mode) and as a run.
+    let probes = format!(
+        "- {{ id: p, uses: postgres.is_primary, with: {{ dsn: \"{p}\" }} }}\n\
+         - {{ id: s, uses: postgres.is_primary, with: {{ dsn: \"{s}\" }} }}\n\
+         - {{ id: lag, uses: postgres.replication_lag, with: {{ primary: \"{p}\", standby: \"{s}\", max_bytes: 16777216 }},\n\
+             retry: {{ attempts: 20, delay: 200ms }} }}\n\
+         - {{ id: lag-seen-by-standby, uses: postgres.replication_lag, with: {{ dsn: \"{s}\", max_bytes: 16777216 }},\n\
+             retry: {{ attempts: 20, delay: 200ms }} }}\n\
+         - {{ id: lb, uses: haproxy.show_servers, with: {{ socket: \"{sock}\", backend: pg }} }}\n"
+    );
+    let check = run(&c, "probes", &probes, &["--check"]);
+    assert_eq!(check.code, 0, "{}", check.transcript());
+    for out in [check, run(&c, "probes", &probes, &[])] {
+        assert_eq!(outputs(&out, "p")["primary"], true);
+        assert_eq!(outputs(&out, "p")["timeline"], 1);
+        assert_eq!(outputs(&out, "s")["primary"], false);
+        assert_eq!(outputs(&out, "s")["in_recovery"], true);
+        assert_eq!(outputs(&out, "lag")["streaming"], true);
+        assert!(outputs(&out, "lag")["lag_bytes"].as_i64().unwrap() < 16_777_216);
+        assert_eq!(outputs(&out, "lag-seen-by-standby")["streaming"], true);
+        let servers = outputs(&out, "lb")["servers"].clone();
+        let state = |name: &str| {
+            servers
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["server"] == name)
+                .unwrap()["state"]
+                .clone()
+        };
+        assert_eq!(state("standby"), "maint", "disabled in the config");
+    }
+
+    // A switchover in small: drain, read-only, caught up, promote, repoint.
+    let switch = format!(
+        "- {{ id: drain, uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: pg, server: primary, state: drain }},\n\
+             undo: {{ uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: pg, server: primary, state: \"${{{{ steps.drain.outputs.previous_state }}}}\" }} }} }}\n\
+         - {{ id: ro, needs: [drain], uses: postgres.set_read_only, with: {{ dsn: \"{p}\", read_only: true, terminate_sessions: true }},\n\
+             undo: {{ uses: postgres.set_read_only, with: {{ dsn: \"{p}\", read_only: false }} }} }}\n\
+         - {{ id: caught-up, needs: [ro], uses: postgres.wait_caught_up, with: {{ primary: \"{p}\", standby: \"{s}\" }}, timeout: 20s }}\n\
+         - {{ id: bogus, needs: [caught-up], uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: pg, server: nope, state: ready }} }}\n"
+    );
+    let out = run(&c, "switch", &switch, &[]);
+    assert_eq!(
+        out.code,
+        1,
+        "the bogus server fails the run: {}",
+        out.transcript()
+    );
+    assert_eq!(outputs(&out, "drain")["state"], "drain");
+    assert_eq!(outputs(&out, "drain")["previous_state"], "ready");
+    assert!(
+        c.try_sql(c.primary, "INSERT INTO t VALUES (1)")
+            .unwrap_err()
+            .contains("read-only")
+    );
+    let failed = out
+        .events()
+        .into_iter()
+        .find(|e| e["step"] == "bogus" && e["kind"] == "step_finished")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("no server pg/nope"),
+        "{failed}"
+    );
+    // Rollback: writable again and back in rotation.
+    let run_id = out.events()[0]["run_id"].as_str().unwrap().to_string();
+    let back = Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(["rollback", &run_id])
+        .run();
+    assert_eq!(back.code, 0, "{}", back.transcript());
+    c.wait_for(
+        || c.try_sql(c.primary, "INSERT INTO t VALUES (2)").is_ok(),
+        "the primary to be writable again",
+    );
+
+    let promote = format!(
+        "- {{ id: ro, uses: postgres.set_read_only, with: {{ dsn: \"{p}\", read_only: true, terminate_sessions: true }} }}\n\
+         - {{ id: caught-up, needs: [ro], uses: postgres.wait_caught_up, with: {{ primary: \"{p}\", standby: \"{s}\" }}, timeout: 20s }}\n\
+         - {{ id: promote, needs: [caught-up], uses: postgres.promote, with: {{ dsn: \"{s}\" }}, timeout: 60s }}\n\
+         - {{ id: writable, needs: [promote], uses: postgres.is_primary, with: {{ dsn: \"{s}\", require_writable: true }}, retry: {{ attempts: 50, delay: 200ms }} }}\n\
+         - {{ id: enable, needs: [writable], uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: pg, server: standby, state: ready }} }}\n\
+         - {{ id: fence, needs: [enable], uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: pg, server: primary, state: maint }} }}\n\
+         - {{ id: again, needs: [promote], uses: postgres.promote, with: {{ dsn: \"{s}\" }} }}\n"
+    );
+    let out = run(&c, "promote", &promote, &[]);
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert_eq!(outputs(&out, "promote")["promoted"], true);
+    assert_eq!(
+        outputs(&out, "promote")["timeline"],
+        2,
+        "promotion starts a new timeline"
+    );
+    assert_eq!(
+        outputs(&out, "again")["promoted"],
+        false,
+        "promoting a primary is a no-op"
+    );
+    assert_eq!(outputs(&out, "fence")["state"], "maint");
+    // Every row written before the switch is on the new primary, and it takes writes.
+    assert_eq!(c.sql(c.standby, "SELECT count(*) FROM t"), "1001");
+    assert!(c.try_sql(c.standby, "INSERT INTO t VALUES (3)").is_ok());
+    // Through HAProxy, connections now reach the new primary.
+    c.wait_for(
+        || {
+            c.sql(c.proxy, "SELECT pg_is_in_recovery()") == "f"
+                && c.sql(c.proxy, "SELECT count(*) FROM t") == "1002"
+        },
+        "HAProxy to route to the new primary",
+    );
+}

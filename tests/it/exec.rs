@@ -755,3 +755,56 @@ fn check_probes_read_only_and_changes_nothing() {
         rollback.transcript()
     );
 }
+
+#[test]
+fn http_requests_send_method_headers_and_json_and_check_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::HttpServer::start();
+    let file = write(
+        dir.path(),
+        "http.yaml",
+        &format!(
+            "version: 1\nname: http\nsteps:\n\
+             - {{ id: flip, uses: http.request, with: {{ method: PUT, url: \"http://127.0.0.1:{p}/active\",\n\
+                 headers: {{ X-Change: CHG-42 }}, json: {{ site: b, weight: 100 }} }} }}\n\
+             - {{ id: gate, uses: assert.that, with: {{ that: \"${{{{ steps.flip.outputs.status == 200 and steps.flip.outputs.json.healthy }}}}\" }} }}\n\
+             - {{ id: strict, uses: http.request, on_failure: continue, with: {{ url: \"http://127.0.0.1:{p}/\", expect_status: [201, 204] }} }}\n",
+            p = server.port
+        ),
+    );
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let full = server.full.lock().unwrap().clone();
+    let put = full
+        .iter()
+        .find(|r| r.starts_with("PUT /active"))
+        .expect("the PUT arrived");
+    assert!(
+        put.to_ascii_lowercase().contains("x-change: chg-42"),
+        "{put}"
+    );
+    assert!(
+        put.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{put}"
+    );
+    assert!(put.ends_with(r#"{"site":"b","weight":100}"#), "{put}");
+    let finished = |id: &str| {
+        out.events()
+            .into_iter()
+            .find(|e| e["kind"] == "step_finished" && e["step"] == id)
+            .unwrap()
+    };
+    assert_eq!(finished("flip")["outputs"]["json"]["active"], "b");
+    assert_eq!(finished("gate")["status"], "succeeded");
+    assert_eq!(finished("strict")["status"], "failed");
+    assert!(
+        finished("strict")["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("unexpected status 200")
+    );
+}

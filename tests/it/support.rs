@@ -134,19 +134,22 @@ impl Output {
     }
 }
 
-/// A real HTTP server on loopback that answers 200 "ok" and records each request line.
+/// A real HTTP server on loopback that answers 200 with a small JSON body, recording each
+/// request line, and the whole request (headers and body) in `full`.
 pub struct HttpServer {
     pub port: u16,
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub full: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl HttpServer {
     pub fn start() -> HttpServer {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().unwrap().port();
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = requests.clone();
+        let full = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (seen, seen_full) = (requests.clone(), full.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let mut reader = BufReader::new(&stream);
@@ -155,16 +158,30 @@ impl HttpServer {
                     continue;
                 }
                 seen.lock().unwrap().push(line.trim().to_string());
-                // Read the headers to their end before answering.
+                let mut text = line.clone();
+                let mut length = 0;
                 let mut header = String::new();
                 while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    text.push_str(&header);
                     header.clear();
                 }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                text.push_str(&String::from_utf8_lossy(&body));
+                seen_full.lock().unwrap().push(text);
+                let reply = "{\"active\":\"b\",\"healthy\":true}";
                 let _ = (&stream).write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).as_bytes(),
                 );
             }
         });
-        HttpServer { port, requests }
+        HttpServer {
+            port,
+            requests,
+            full,
+        }
     }
 }

@@ -211,6 +211,14 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 s.log_tail = (*st == StepStatus::Failed)
                     .then(|| log_tail(outputs))
                     .flatten();
+                // A step's `note` output is meant for the report (a data-loss window, say).
+                if let Some(note) = outputs
+                    .get("note")
+                    .and_then(Json::as_str)
+                    .filter(|n| !n.is_empty())
+                {
+                    notes.push(format!("{step}: {note}"));
+                }
             }
             Record::Approval {
                 t_ms,

@@ -75,12 +75,15 @@ impl Cluster {
             .tempdir()
             .unwrap();
         if is_root() {
-            let exists = Command::new("id")
-                .arg(PG_USER)
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !exists {
-                let made = Command::new("useradd")
+            let exists = || {
+                Command::new("id")
+                    .arg(PG_USER)
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            if !exists() {
+                // Tests run in parallel: another may create the user first.
+                let _ = Command::new("useradd")
                     .args([
                         "--system",
                         "--no-create-home",
@@ -88,9 +91,8 @@ impl Cluster {
                         "/usr/sbin/nologin",
                         PG_USER,
                     ])
-                    .status()
-                    .unwrap();
-                assert!(made.success(), "cannot create the user {PG_USER}");
+                    .status();
+                assert!(exists(), "cannot create the user {PG_USER}");
             }
             let owned = Command::new("chown")
                 .args([PG_USER, dir.path().to_str().unwrap()])

@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod exec;
+mod failover;
 mod fixtures;
 mod planner;
 mod plugins;

@@ -9,6 +9,9 @@
 //! - `set_read_only {dsn, read_only, terminate_sessions}`: `default_transaction_read_only` via
 //!   ALTER SYSTEM and a reload, and optionally ends the other client sessions (undo: the
 //!   opposite value).
+//! - `exec {dsn, sql}`: one SQL statement (a marker write, a read-back).
+//! - `standby_status {dsn}`: what the standby last received and when it last heard from its
+//!   primary — the data-loss window of an unplanned failover, as a `note` for the report.
 //! - `promote {dsn, wait}`: `pg_promote()`; an instance that is already primary is left alone.
 
 use std::str::FromStr;
@@ -63,6 +66,13 @@ fn actions() -> Vec<Action> {
             ))
             .outputs(&["read_only", "terminated"])
             .undo(),
+        Action::new("exec", "runs one SQL statement; the first column of its rows as `rows`")
+            .params(dsn_schema(json!({ "sql": { "type": "string" } }), &["dsn", "sql"]))
+            .outputs(&["rows", "count"]),
+        Action::new("standby_status", "what a standby last heard from its primary (for a failover)")
+            .params(dsn_schema(json!({}), &["dsn"]))
+            .outputs(&["receive_lsn", "replay_lsn", "last_contact", "seconds_since_contact", "streaming", "note"])
+            .check(),
         Action::new("promote", "promotes a standby with pg_promote()")
             .params(dsn_schema(json!({ "wait": { "type": "boolean" } }), &["dsn"]))
             .outputs(&["promoted", "timeline"]),
@@ -313,6 +323,68 @@ async fn handle(req: Request) -> Outcome {
             Ok(Reply::ok(
                 json!({ "read_only": on, "terminated": terminated }),
             ))
+        }
+        "exec" => {
+            if req.mode == Mode::Check {
+                return Ok(Reply::ok(json!({})));
+            }
+            let c = connect(text(&req, "dsn")).await?;
+            let rows = c
+                .simple_query(text(&req, "sql"))
+                .await
+                .map_err(|e| sql_error("exec", e))?;
+            let values: Vec<Option<String>> = rows
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).map(str::to_string))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let count = rows
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                    _ => None,
+                })
+                .next_back()
+                .unwrap_or(0);
+            Ok(Reply::ok(json!({ "rows": values, "count": count })))
+        }
+        "standby_status" => {
+            let c = connect(text(&req, "dsn")).await?;
+            let row = c
+                .query_one(
+                    "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+                            r.last_msg_receipt_time::text, \
+                            extract(epoch FROM now() - r.last_msg_receipt_time)::float8, \
+                            coalesce(r.status = 'streaming', false) \
+                     FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true",
+                    &[],
+                )
+                .await
+                .map_err(|e| sql_error("standby status", e))?;
+            let receive: Option<String> = row.get(0);
+            let replay: Option<String> = row.get(1);
+            let contact: Option<String> = row.get(2);
+            let since: Option<f64> = row.get(3);
+            let streaming: bool = row.get(4);
+            // After a primary dies, what it wrote past `receive_lsn` is lost: that is the window.
+            let note = match (&receive, since) {
+                (Some(lsn), Some(s)) => format!(
+                    "data-loss window: WAL after {lsn} (received; replayed {}); the primary was last heard {s:.1}s before this check",
+                    replay.as_deref().unwrap_or("-")
+                ),
+                (Some(lsn), None) => format!(
+                    "data-loss window: WAL after {lsn}; no contact with the primary recorded"
+                ),
+                _ => "not a standby: no data-loss window to report".to_string(),
+            };
+            Ok(Reply::ok(json!({
+                "receive_lsn": receive, "replay_lsn": replay, "last_contact": contact,
+                "seconds_since_contact": since, "streaming": streaming, "note": note
+            })))
         }
         "promote" => {
             let c = connect(text(&req, "dsn")).await?;

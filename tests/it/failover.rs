@@ -1,0 +1,288 @@
+//! The product's proof: runbooks/postgres-switchover.yaml against a real PostgreSQL primary +
+//! streaming standby behind HAProxy, with a writer inserting through HAProxy the whole time.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::Cluster;
+use crate::support::{Ripcord, repo};
+
+const RUNBOOK: &str = "runbooks/postgres-switchover.yaml";
+
+fn inputs(c: &Cluster) -> Vec<String> {
+    [
+        format!("primary={}", c.dsn(c.primary)),
+        format!("standby={}", c.dsn(c.standby)),
+        format!("proxy={}", c.dsn(c.proxy)),
+        format!("haproxy={}", c.socket.display()),
+        "reason=end-to-end test".to_string(),
+    ]
+    .into_iter()
+    .flat_map(|i| ["-i".to_string(), i])
+    .collect()
+}
+
+fn ripcord(c: &Cluster, args: &[&str]) -> Ripcord {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if matches!(args.first(), Some(&"run")) {
+        all.extend(inputs(c));
+        all.push(repo().join(RUNBOOK).display().to_string());
+    }
+    Ripcord::new().state(&c.dir.path().join("state")).args(all)
+}
+
+fn journal(c: &Cluster) -> Vec<Value> {
+    let runs = c.dir.path().join("state/runs");
+    let Some(run) = std::fs::read_dir(runs)
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(Result::ok)
+    else {
+        return Vec::new();
+    };
+    let text = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.rsplit_once('\t'))
+        .filter_map(|(json, _)| serde_json::from_str(json).ok())
+        .collect()
+}
+
+fn has(records: &[Value], kind: &str, step: &str) -> bool {
+    records
+        .iter()
+        .any(|r| r["kind"] == kind && r["step"] == step)
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Inserts numbered rows through HAProxy until stopped; the numbers PostgreSQL acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u32>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(psql: PathBuf, port: u16) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (s, a) = (stop.clone(), acked.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                let ok = std::process::Command::new(&psql)
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port.to_string(),
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "postgres",
+                    ])
+                    .args([
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "-qc",
+                        &format!("INSERT INTO writes VALUES ({n})"),
+                    ])
+                    .env("PGCONNECT_TIMEOUT", "2")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    a.lock().unwrap().push(n);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Writer {
+            stop,
+            acked,
+            thread,
+        }
+    }
+
+    fn acked(&self) -> Vec<u32> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    fn stop(self) -> Vec<u32> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+fn psql() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("bin/psql"))
+        .find(|p| p.exists());
+    found.expect("psql")
+}
+
+#[test]
+fn switchover_under_writes_loses_nothing_and_reports_actual_beside_predicted() {
+    let c = Cluster::start();
+    c.sql(c.primary, "CREATE TABLE writes (n int PRIMARY KEY)");
+    c.wait_for(
+        || c.sql(c.proxy, "SELECT 1") == "1",
+        "HAProxy to route to the primary",
+    );
+
+    let dry = ripcord(&c, &["run", "--dry-run", "--json"]).run();
+    assert_eq!(dry.code, 0, "{}", dry.transcript());
+    let predicted = dry.summary()["duration_ms"].as_u64().unwrap();
+
+    let writer = Writer::start(psql(), c.proxy);
+    wait_until("the writer's first rows", || writer.acked().len() >= 20);
+    let report = c.dir.path().join("report.json");
+    let report_arg = format!("json:{}", report.display());
+    let out = ripcord(&c, &["run", "--yes", "--json", "--report", &report_arg]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    // Writes through HAProxy succeed again after the switchover.
+    let after_run = writer.acked().len();
+    wait_until("writes through HAProxy after the switchover", || {
+        writer.acked().len() >= after_run + 20
+    });
+    let acked = writer.stop();
+
+    // Zero loss: every acknowledged row is on the new primary.
+    let on_new: std::collections::HashSet<u32> = c
+        .sql(c.standby, "SELECT n FROM writes")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let lost: Vec<&u32> = acked.iter().filter(|n| !on_new.contains(n)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged rows lost: {lost:?}",
+        lost.len()
+    );
+    assert!(acked.len() > 40);
+    assert_eq!(c.sql(c.standby, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        c.sql(c.proxy, "SELECT inet_server_port()"),
+        c.standby.to_string()
+    );
+
+    // The report: the prediction of the dry-run, and per step what really happened beside it.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["predicted_ms"], predicted);
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["approvals"][0]["step"], "approve");
+    for step in report["steps"].as_array().unwrap() {
+        assert_eq!(step["status"], "succeeded", "{step}");
+        assert!(
+            step["estimate_ms"].as_u64().is_some() && step["duration_ms"].as_u64().is_some(),
+            "{step}"
+        );
+    }
+}
+
+#[test]
+fn killed_right_after_promotion_resume_finishes_the_cut_over_without_promoting_again() {
+    let c = Cluster::start();
+    c.wait_for(
+        || c.sql(c.proxy, "SELECT 1") == "1",
+        "HAProxy to route to the primary",
+    );
+    let mut child = ripcord(&c, &["run", "--yes"]).spawn();
+    wait_until("promotion", || {
+        has(&journal(&c), "step_finished", "promote")
+    });
+    child.kill().unwrap(); // SIGKILL, right after promotion
+    child.wait().unwrap();
+    let run_id = journal(&c)[0]["run_id"].as_str().unwrap().to_string();
+    assert!(
+        !has(&journal(&c), "run_finished", ""),
+        "killed before the end"
+    );
+
+    // Every step after promotion is idempotent: resume needs no flag.
+    let out = ripcord(&c, &["resume", &run_id]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let records = journal(&c);
+    let promotions = records
+        .iter()
+        .filter(|r| r["kind"] == "step_started" && r["step"] == "promote")
+        .count();
+    assert_eq!(
+        promotions, 1,
+        "promotion ran once across the run and its resume"
+    );
+    assert!(has(&records, "step_finished", "verified"));
+    // Consistent: the new primary takes writes and traffic, the old one is fenced.
+    assert_eq!(c.sql(c.standby, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        c.sql(c.proxy, "SELECT inet_server_port()"),
+        c.standby.to_string()
+    );
+}
+
+#[test]
+fn haproxy_lost_at_the_cut_over_aborts_and_rollback_restores_the_old_primary() {
+    let c = Cluster::start();
+    c.wait_for(
+        || c.sql(c.proxy, "SELECT 1") == "1",
+        "HAProxy to route to the primary",
+    );
+    let child = ripcord(&c, &["run", "--yes", "--json"]).spawn();
+    // The runtime API goes away while the standby is promoted.
+    wait_until("promotion to start", || {
+        has(&journal(&c), "step_started", "promote")
+    });
+    let away = c.dir.path().join("haproxy.sock.away");
+    std::fs::rename(&c.socket, &away).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let records = journal(&c);
+    let failed = records
+        .iter()
+        .find(|r| r["kind"] == "step_finished" && r["step"] == "enable-new")
+        .unwrap();
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("HAProxy runtime API"),
+        "{failed}"
+    );
+    assert!(
+        !has(&records, "step_started", "fence-old"),
+        "the run stopped at the failure"
+    );
+
+    std::fs::rename(&away, &c.socket).unwrap();
+    let run_id = records[0]["run_id"].as_str().unwrap().to_string();
+    let back = ripcord(&c, &["rollback", &run_id]).run();
+    assert_eq!(back.code, 0, "{}", back.transcript());
+    // The old primary is writable and takes the traffic again.
+    c.wait_for(
+        || c.try_sql(c.primary, "CREATE TABLE back (n int)").is_ok(),
+        "the old primary to be writable",
+    );
+    c.wait_for(
+        || c.sql(c.proxy, "SELECT inet_server_port()") == c.primary.to_string(),
+        "traffic back on the old primary",
+    );
+}

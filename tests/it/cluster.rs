@@ -278,6 +278,18 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Kills the primary as a crash would (immediate shutdown: no checkpoint, no goodbye).
+    pub fn kill_primary(&self) {
+        let data = self.dir.path().join("primary");
+        pg(
+            &self.bin,
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+    }
+}
+
 fn append(path: &Path, text: &str) {
     use std::io::Write;
     std::fs::OpenOptions::new()

@@ -286,3 +286,58 @@ fn haproxy_lost_at_the_cut_over_aborts_and_rollback_restores_the_old_primary() {
         "traffic back on the old primary",
     );
 }
+
+#[test]
+fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
+    let c = Cluster::start();
+    c.sql(
+        c.primary,
+        "CREATE TABLE writes (n int); INSERT INTO writes SELECT generate_series(1, 500)",
+    );
+    c.wait_for(
+        || c.sql(c.standby, "SELECT count(*) FROM writes") == "500",
+        "the standby to replay",
+    );
+    let file = repo()
+        .join("runbooks/postgres-failover.yaml")
+        .display()
+        .to_string();
+    let mut args: Vec<String> = vec!["run".into(), "--yes".into(), "--json".into(), file.clone()];
+    args.extend(inputs(&c));
+    // A live primary is never failed over.
+    let refused = Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(&args)
+        .run();
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stdout.contains("the primary still answers"),
+        "{}",
+        refused.stdout
+    );
+
+    c.kill_primary();
+    let out = Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(&args)
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert_eq!(c.sql(c.standby, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        c.sql(c.proxy, "SELECT count(*) FROM writes"),
+        "500",
+        "traffic reaches the new primary, data intact"
+    );
+    let run_id = out.events()[0]["run_id"].as_str().unwrap().to_string();
+    let report = Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(["report", &run_id])
+        .run();
+    assert!(
+        report
+            .stdout
+            .contains("note: last-known: data-loss window: WAL after"),
+        "{}",
+        report.stdout
+    );
+}

@@ -21,6 +21,34 @@ impl Provider for Shell {
     }
 }
 
+/// `program` found on ripcord's `$PATH` once per run and remembered: the child's exec would
+/// otherwise try every `$PATH` directory in turn at each step (most of a trivial step's system
+/// calls). Names with a `/`, and names not found, are left to the exec as they are.
+fn resolve(program: &str) -> std::ffi::OsString {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Mutex;
+    static FOUND: Mutex<Option<HashMap<String, std::ffi::OsString>>> = Mutex::new(None);
+    if program.contains('/') {
+        return program.into();
+    }
+    let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    let found = found.get_or_insert_with(HashMap::new);
+    if let Some(path) = found.get(program) {
+        return path.clone();
+    }
+    let path = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map_or_else(|| program.into(), |p| p.into_os_string());
+    found.insert(program.to_string(), path.clone());
+    path
+}
+
 async fn run(request: Request) -> Result<OutputMap, Failure> {
     let p = &request.params;
     let mut command = if let Some(argv) = p.get("argv").and_then(Json::as_array) {
@@ -31,7 +59,12 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
         let Some((program, args)) = argv.split_first() else {
             return Err(Failure::permanent("argv is empty"));
         };
-        let mut c = Command::new(program);
+        let own_path = p.get("env").and_then(|e| e.get("PATH")).is_some();
+        let mut c = if own_path {
+            Command::new(program)
+        } else {
+            Command::new(resolve(program))
+        };
         c.args(args);
         c
     } else if let Some(script) = param_str(p, "script") {

@@ -32,6 +32,39 @@ pub struct Journal {
     dirty: bool,
     /// Dry-runs skip fsync: nothing real happens, so nothing needs to survive a power cut.
     durable: bool,
+    appended: u64,
+    crash: Option<CrashPoint>,
+}
+
+/// For the crash tests: `RIPCORD_TEST_CRASH_AT_RECORD=N` makes the process SIGKILL itself
+/// right after the N-th record this process appends, `N.5` half-way through writing it (a torn
+/// line). A kill at an exact point, where a timed one would mostly miss a fast dry-run.
+#[derive(Debug, Clone, Copy)]
+struct CrashPoint {
+    record: u64,
+    torn: bool,
+}
+
+impl CrashPoint {
+    fn from_env() -> Option<CrashPoint> {
+        let text = std::env::var("RIPCORD_TEST_CRASH_AT_RECORD").ok()?;
+        let (n, torn) = match text.strip_suffix(".5") {
+            Some(n) => (n, true),
+            None => (text.as_str(), false),
+        };
+        Some(CrashPoint {
+            record: n.parse().ok()?,
+            torn,
+        })
+    }
+}
+
+fn die() -> ! {
+    // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so nothing runs after it.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
 }
 
 impl Journal {
@@ -47,6 +80,8 @@ impl Journal {
             path: path.to_path_buf(),
             dirty: false,
             durable,
+            appended: 0,
+            crash: CrashPoint::from_env(),
         })
     }
 
@@ -63,6 +98,8 @@ impl Journal {
             path: path.to_path_buf(),
             dirty: true,
             durable,
+            appended: 0,
+            crash: CrashPoint::from_env(),
         })
     }
 
@@ -73,6 +110,15 @@ impl Journal {
     /// Appends one record (one `write`; not yet fsync'd).
     pub fn append(&mut self, record: &Record) -> io::Result<()> {
         let line = encode(record);
+        self.appended += 1;
+        if let Some(c) = self.crash.filter(|c| c.record == self.appended) {
+            if c.torn {
+                self.file.write_all(&line.as_bytes()[..line.len() / 2])?;
+            } else {
+                self.file.write_all(line.as_bytes())?;
+            }
+            die();
+        }
         self.file.write_all(line.as_bytes())?;
         self.dirty = true;
         Ok(())

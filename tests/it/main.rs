@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod crash;
 mod exec;
 mod failover;
 mod fixtures;

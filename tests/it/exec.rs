@@ -708,7 +708,8 @@ fn check_probes_read_only_and_changes_nothing() {
              - {{ id: web-up, needs: [db-up], uses: http.request, with: {{ url: \"http://127.0.0.1:{p}/health\" }} }}\n\
              - {{ id: drain, needs: [web-up], uses: http.request, with: {{ url: \"http://127.0.0.1:{p}/drain\", method: POST }} }}\n\
              - {{ id: promote, needs: [drain], uses: shell.run, with: {{ argv: [touch, {}] }} }}\n\
-             - {{ id: approve, uses: approval.ask }}\n",
+             - {{ id: approve, uses: approval.ask }}\n\
+             - {{ id: web-port, uses: tcp.connect, with: {{ host: 127.0.0.1, port: {p} }} }}\n",
             touched.display(),
             p = server.port
         ),
@@ -742,7 +743,26 @@ fn check_probes_read_only_and_changes_nothing() {
     );
     assert_eq!(status("promote").as_deref(), Some("skipped"));
     assert_eq!(status("approve").as_deref(), Some("skipped"));
-    assert_eq!(*server.requests.lock().unwrap(), ["GET /health HTTP/1.1"]);
+    assert_eq!(status("web-port").as_deref(), Some("succeeded"));
+    let connected = out
+        .events()
+        .into_iter()
+        .find(|e| e["step"] == "web-port" && e["kind"] == "step_finished")
+        .unwrap();
+    assert_eq!(
+        connected["outputs"]["address"],
+        format!("127.0.0.1:{}", server.port)
+    );
+    // The TCP probe connects and closes without a request; the only HTTP request is the GET.
+    let requests: Vec<String> = server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| !r.is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(requests, ["GET /health HTTP/1.1"]);
     assert!(!touched.exists(), "a check changed something");
     assert_eq!(out.events()[0]["mode"], "check");
     let rollback = Ripcord::new()

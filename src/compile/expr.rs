@@ -205,8 +205,10 @@ fn rewrite_step_ids(text: &str) -> String {
         let b = bytes[i];
         if let Some(q) = quote {
             if b == b'\\' && i + 1 < bytes.len() {
-                out.push_str(&text[i..i + 2]);
-                i += 2;
+                // The backslash and the whole character it escapes (which may be multi-byte).
+                let escaped = text[i + 1..].chars().next().map_or(1, char::len_utf8);
+                out.push_str(&text[i..i + 1 + escaped]);
+                i += 1 + escaped;
                 continue;
             }
             if b == q {
@@ -310,6 +312,17 @@ mod tests {
     fn string_literals_are_not_rewritten() {
         let e = compile_expr("'steps.a-b' ~ steps.a-b.status", Span::default()).unwrap();
         assert_eq!(e.source, "'steps.a-b' ~ steps.s_a_hb.status");
+    }
+
+    #[test]
+    fn an_escaped_multibyte_character_in_a_string_literal() {
+        // Found by the `expression` fuzz target: a backslash before a 2-byte character.
+        let text = "${{ j\", \\ joi\\\u{5d4}l \\ joiBBBBB\"\" \") }}";
+        let _ = parse_template(text, Span::default(), text);
+        assert_eq!(
+            rewrite_step_ids("'\\\u{5d4}' ~ steps.a-b"),
+            "'\\\u{5d4}' ~ steps.s_a_hb"
+        );
     }
 
     #[test]

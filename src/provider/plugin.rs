@@ -210,28 +210,36 @@ async fn invoke(path: &Path, request: Request) -> Result<OutputMap, Failure> {
         }
         Err(e) => return Err(Failure::permanent(e)),
     };
-    let log = finished.stderr.clone();
+    decode(&name, &finished.stdout, &finished.stderr, finished.code())
+}
+
+/// What a plugin's `invoke` printed (and its exit code) made into the step's result: its reply,
+/// or a failure that says what went wrong. `stderr` becomes the `stderr` output (bounded).
+pub fn decode(
+    name: &str,
+    stdout: &str,
+    stderr: &str,
+    exit_code: i32,
+) -> Result<OutputMap, Failure> {
     let with_log = |mut outputs: OutputMap| {
-        if !log.is_empty() {
-            let start = log.len().saturating_sub(MAX_LOG);
-            outputs.insert("stderr".into(), json!(log[start..].to_string()));
+        if !stderr.is_empty() {
+            // The last MAX_LOG bytes, cut on a character boundary.
+            let mut start = stderr.len().saturating_sub(MAX_LOG);
+            while !stderr.is_char_boundary(start) {
+                start += 1;
+            }
+            outputs.insert("stderr".into(), json!(stderr[start..].to_string()));
         }
         outputs
     };
-    let last_log_line = log
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .to_string();
-    if finished.stdout.len() > MAX_RESULT {
+    if stdout.len() > MAX_RESULT {
         return Err(Failure {
             message: format!("{name} printed more than {MAX_RESULT} bytes on stdout: not a result"),
             retryable: false,
             outputs: with_log(OutputMap::new()),
         });
     }
-    let text = finished.stdout.trim();
+    let text = stdout.trim();
     let parsed = if text.is_empty() {
         Err("printed no result".to_string())
     } else {
@@ -252,22 +260,66 @@ async fn invoke(path: &Path, request: Request) -> Result<OutputMap, Failure> {
             outputs: with_log(r.outputs),
         }),
         Err(why) => {
-            let code = finished.code();
-            let exit = if finished.status.success() {
+            let exit = if exit_code == 0 {
                 String::new()
             } else {
-                format!(" and exited with code {code}")
+                format!(" and exited with code {exit_code}")
             };
-            let tail = if last_log_line.is_empty() {
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            let tail = if last.is_empty() {
                 String::new()
             } else {
-                format!(": {last_log_line}")
+                format!(": {last}")
             };
             Err(Failure {
                 message: format!("{name} {why}{exit}{tail}"),
-                retryable: !finished.status.success(),
+                retryable: exit_code != 0,
                 outputs: with_log(OutputMap::new()),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_cut_inside_a_character_does_not_panic() {
+        // 64 KiB of 3-byte characters: the cut point falls inside one.
+        let stderr = "€".repeat(MAX_LOG / 3 + 7);
+        let out = decode("p", r#"{"ok":true}"#, &stderr, 0).unwrap();
+        let kept = out["stderr"].as_str().unwrap();
+        assert!(kept.len() <= MAX_LOG && kept.chars().all(|c| c == '€'));
+    }
+
+    #[test]
+    fn says_what_went_wrong() {
+        assert_eq!(
+            decode("p", "", "", 0).unwrap_err().message,
+            "p printed no result"
+        );
+        assert_eq!(
+            decode("p", "", "boom\n", 3).unwrap_err().message,
+            "p printed no result and exited with code 3: boom"
+        );
+        assert!(
+            decode("p", "[1]", "", 0)
+                .unwrap_err()
+                .message
+                .starts_with("p printed an invalid result")
+        );
+        let refused = decode(
+            "p",
+            r#"{"ok":false,"message":"no","retryable":false}"#,
+            "",
+            0,
+        )
+        .unwrap_err();
+        assert_eq!((refused.message.as_str(), refused.retryable), ("no", false));
     }
 }

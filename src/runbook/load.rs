@@ -60,7 +60,7 @@ fn too_large(display: &str, len: u64) -> LoadError {
                 MAX_FILE_BYTES / (1024 * 1024)
             ),
         )
-        .help("split the runbook into modules with `include:`"),
+        .help("no real runbook comes near this size: is this the right file?"),
     )
 }
 

@@ -111,7 +111,12 @@ fn hostile_generated_files_are_rejected_quickly() {
     );
     std::fs::write(dir.path().join("too-many-nodes.yaml"), nodes).expect("write");
 
-    for name in ["deep-nesting", "too-large", "too-many-nodes"] {
+    // 100 MB, sparse: refused by its size before a byte is read.
+    let huge = std::fs::File::create(dir.path().join("huge-100mb.yaml")).expect("create");
+    huge.set_len(100 * 1024 * 1024).expect("sparse file");
+    drop(huge);
+
+    for name in ["deep-nesting", "too-large", "too-many-nodes", "huge-100mb"] {
         let out = Ripcord::new()
             .current_dir(dir.path())
             .args(["validate", &format!("{name}.yaml")])

@@ -221,22 +221,7 @@ impl Cluster {
 
     /// One SQL statement through psql; its trimmed output ("" on error).
     pub fn sql(&self, port: u16, statement: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-Atqc",
-                statement,
-            ])
-            .output()
-            .expect("psql runs");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.try_sql(port, statement).unwrap_or_default()
     }
 
     /// Like [`Cluster::sql`], but says whether it worked, with the error.

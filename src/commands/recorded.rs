@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value as Json};
 use sha2::{Digest, Sha256};
 
 use crate::commands::print_diags;
@@ -13,55 +12,10 @@ use crate::compile::{CompileOptions, compile};
 use crate::exec::mask::MASK;
 use crate::exec::state::{Status, StepState};
 use crate::exit;
-use crate::journal::record::{Mode, RunStatus, StepStatus};
-use crate::journal::{ReadJournal, Record, StateDir};
+use crate::journal::record::{RunStatus, StepStatus};
+use crate::journal::{ReadJournal, Record, RunHeader as Header, StateDir};
 use crate::plan::Plan;
 use crate::runbook::load_file;
-
-/// The first record of a run, unpacked.
-#[derive(Debug, Clone)]
-pub struct Header {
-    pub run_id: String,
-    pub runbook: String,
-    pub file: String,
-    pub hash: String,
-    pub mode: Mode,
-    pub seed: u64,
-    pub inputs: Map<String, Json>,
-    pub started_at: String,
-    pub rto_ms: Option<u64>,
-    pub predicted_ms: u64,
-}
-
-pub fn header(read: &ReadJournal) -> Option<Header> {
-    match read.records.first()? {
-        Record::RunStarted {
-            run_id,
-            runbook,
-            file,
-            hash,
-            mode,
-            seed,
-            inputs,
-            started_at,
-            rto_ms,
-            predicted_ms,
-            ..
-        } => Some(Header {
-            run_id: run_id.clone(),
-            runbook: runbook.clone(),
-            file: file.clone(),
-            hash: hash.clone(),
-            mode: *mode,
-            seed: *seed,
-            inputs: inputs.clone(),
-            started_at: started_at.clone(),
-            rto_ms: *rto_ms,
-            predicted_ms: *predicted_ms,
-        }),
-        _ => None,
-    }
-}
 
 /// The last status the run reached, if it finished.
 pub fn final_status(read: &ReadJournal) -> Option<RunStatus> {
@@ -82,7 +36,7 @@ pub fn read_run(state: &StateDir, run_id: &str) -> Result<(ReadJournal, Header),
         eprintln!("error: {e}");
         exit::INVALID
     })?;
-    let header = header(&read).ok_or_else(|| {
+    let header = read.header().ok_or_else(|| {
         eprintln!("error: run {run_id}: the journal has no start record");
         exit::INVALID
     })?;

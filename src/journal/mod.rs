@@ -150,6 +150,57 @@ pub struct ReadJournal {
     pub torn_tail: bool,
 }
 
+/// The first record of a run, unpacked: what resume, rollback, runs and reports start from.
+#[derive(Debug, Clone)]
+pub struct RunHeader {
+    pub run_id: String,
+    pub runbook: String,
+    pub file: String,
+    pub hash: String,
+    pub mode: record::Mode,
+    pub seed: u64,
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+    pub operator: String,
+    pub started_at: String,
+    pub rto_ms: Option<u64>,
+    pub predicted_ms: u64,
+}
+
+impl ReadJournal {
+    /// The run's start record; `None` when the journal does not begin with one.
+    pub fn header(&self) -> Option<RunHeader> {
+        match self.records.first()? {
+            Record::RunStarted {
+                run_id,
+                runbook,
+                file,
+                hash,
+                mode,
+                seed,
+                inputs,
+                operator,
+                started_at,
+                rto_ms,
+                predicted_ms,
+                ..
+            } => Some(RunHeader {
+                run_id: run_id.clone(),
+                runbook: runbook.clone(),
+                file: file.clone(),
+                hash: hash.clone(),
+                mode: *mode,
+                seed: *seed,
+                inputs: inputs.clone(),
+                operator: operator.clone(),
+                started_at: started_at.clone(),
+                rto_ms: *rto_ms,
+                predicted_ms: *predicted_ms,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Reads every record. A bad *last* line is a torn write and is dropped; a bad line followed by
 /// good ones is corruption and an error.
 pub fn read(path: &Path) -> io::Result<ReadJournal> {

@@ -109,23 +109,7 @@ fn status_name(s: RunStatus) -> &'static str {
 
 /// Builds the report of a run; `history` gives earlier real runs' median step durations.
 pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Report> {
-    let Some(Record::RunStarted {
-        run_id,
-        runbook,
-        file,
-        hash,
-        mode,
-        seed,
-        inputs,
-        operator,
-        started_at,
-        rto_ms,
-        predicted_ms,
-        ..
-    }) = read.records.first()
-    else {
-        return None;
-    };
+    let header = read.header()?;
     let mut steps: Vec<StepRow> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut critical_path = Vec::new();
@@ -300,26 +284,26 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
         .map(Record::t_ms)
         .max()
         .unwrap_or(last_ms);
-    let rto_met = match (rto_ms, status.as_str()) {
+    let rto_met = match (&header.rto_ms, status.as_str()) {
         (Some(rto), "succeeded") => Some(end_of_run <= *rto),
         (Some(_), _) => Some(false),
         _ => None,
     };
     Some(Report {
-        run_id: run_id.clone(),
-        runbook: runbook.clone(),
-        file: file.clone(),
-        hash: hash.clone(),
-        mode: mode.as_str().into(),
-        seed: *seed,
-        operator: operator.clone(),
-        started_at: started_at.clone(),
-        inputs: inputs.clone(),
+        run_id: header.run_id,
+        runbook: header.runbook,
+        file: header.file,
+        hash: header.hash,
+        mode: header.mode.as_str().into(),
+        seed: header.seed,
+        operator: header.operator,
+        started_at: header.started_at,
+        inputs: header.inputs,
         status,
         duration_ms: end_of_run,
-        rto_ms: *rto_ms,
+        rto_ms: header.rto_ms,
         rto_met,
-        predicted_ms: *predicted_ms,
+        predicted_ms: header.predicted_ms,
         critical_path,
         steps,
         approvals,

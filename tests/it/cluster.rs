@@ -32,7 +32,7 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL is installed (Debian package `postgresql`; .ci/run installs it)")
         .flatten()
@@ -226,21 +226,7 @@ impl Cluster {
 
     /// Like [`Cluster::sql`], but says whether it worked, with the error.
     pub fn try_sql(&self, port: u16, statement: &str) -> Result<String, String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-Atqc",
-                statement,
-            ])
+        let out = psql(&self.bin, port, statement)
             .output()
             .expect("psql runs");
         if out.status.success() {
@@ -273,6 +259,24 @@ impl Cluster {
             &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
         );
     }
+}
+
+/// `psql` running one statement as `postgres` on a loopback port; failing on any SQL error.
+pub fn psql(bin: &Path, port: u16, statement: &str) -> Command {
+    let mut cmd = Command::new(bin.join("psql"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+    ])
+    .args(["-v", "ON_ERROR_STOP=1", "-Atqc", statement])
+    .env("PGCONNECT_TIMEOUT", "2");
+    cmd
 }
 
 fn append(path: &Path, text: &str) {

@@ -73,7 +73,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(psql: PathBuf, port: u16) -> Writer {
+    fn start(bin: PathBuf, port: u16) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let (s, a) = (stop.clone(), acked.clone());
@@ -81,26 +81,10 @@ impl Writer {
             let mut n = 0u32;
             while !s.load(Ordering::Relaxed) {
                 n += 1;
-                let ok = std::process::Command::new(&psql)
-                    .args([
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &port.to_string(),
-                        "-U",
-                        "postgres",
-                        "-d",
-                        "postgres",
-                    ])
-                    .args([
-                        "-v",
-                        "ON_ERROR_STOP=1",
-                        "-qc",
-                        &format!("INSERT INTO writes VALUES ({n})"),
-                    ])
-                    .env("PGCONNECT_TIMEOUT", "2")
-                    .output()
-                    .is_ok_and(|o| o.status.success());
+                let ok =
+                    crate::cluster::psql(&bin, port, &format!("INSERT INTO writes VALUES ({n})"))
+                        .output()
+                        .is_ok_and(|o| o.status.success());
                 if ok {
                     a.lock().unwrap().push(n);
                 }
@@ -125,15 +109,6 @@ impl Writer {
     }
 }
 
-fn psql() -> PathBuf {
-    let found = std::fs::read_dir("/usr/lib/postgresql")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("bin/psql"))
-        .find(|p| p.exists());
-    found.expect("psql")
-}
-
 #[test]
 fn switchover_under_writes_loses_nothing_and_reports_actual_beside_predicted() {
     let c = Cluster::start();
@@ -147,7 +122,7 @@ fn switchover_under_writes_loses_nothing_and_reports_actual_beside_predicted() {
     assert_eq!(dry.code, 0, "{}", dry.transcript());
     let predicted = dry.summary()["duration_ms"].as_u64().unwrap();
 
-    let writer = Writer::start(psql(), c.proxy);
+    let writer = Writer::start(crate::cluster::pg_bin(), c.proxy);
     wait_until("the writer's first rows", || writer.acked().len() >= 20);
     let report = c.dir.path().join("report.json");
     let report_arg = format!("json:{}", report.display());

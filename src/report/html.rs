@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::Report;
 use super::junit::escape;
-use super::text::{ms, opt_ms, rto_line};
+use super::text::{ms, rto_line};
 
 const STYLE: &str = "
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1f24;margin:2rem auto;max-width:1100px;padding:0 1rem}
@@ -115,17 +115,16 @@ pub fn render(r: &Report) -> String {
     );
     for s in &r.steps {
         let star = if s.critical { " ★" } else { "" };
+        let [status, rest @ ..] = s.cells();
+        let numbers: String = rest
+            .iter()
+            .map(|c| format!("<td class=\"num\">{}</td>", escape(c)))
+            .collect();
         let _ = writeln!(
             o,
-            "<tr><td><code>{}</code>{star}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            "<tr><td><code>{}</code>{star}</td><td>{}</td>{numbers}</tr>",
             escape(&s.id),
-            escape(&s.status),
-            s.attempts,
-            opt_ms(s.start_ms),
-            opt_ms(s.duration_ms),
-            ms(s.predicted_start_ms),
-            ms(s.estimate_ms),
-            opt_ms(s.history_ms)
+            escape(&status)
         );
     }
     let _ = writeln!(o, "</table>");

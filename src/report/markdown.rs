@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::Report;
-use super::text::{ms, opt_ms, rto_line};
+use super::text::{ms, rto_line};
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -54,19 +54,8 @@ pub fn render(r: &Report) -> String {
         "\n## Steps\n\n| | step | status | tries | start | took | planned start | estimate | history |\n|---|---|---|---:|---:|---:|---:|---:|---:|"
     );
     for s in &r.steps {
-        let _ = writeln!(
-            o,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
-            if s.critical { "★" } else { "" },
-            s.id,
-            s.status,
-            s.attempts,
-            opt_ms(s.start_ms),
-            opt_ms(s.duration_ms),
-            ms(s.predicted_start_ms),
-            ms(s.estimate_ms),
-            opt_ms(s.history_ms),
-        );
+        let star = if s.critical { "★" } else { "" };
+        let _ = writeln!(o, "| {star} | `{}` | {} |", s.id, s.cells().join(" | "));
     }
     let failed: Vec<_> = r.steps.iter().filter(|s| s.error.is_some()).collect();
     if !failed.is_empty() {

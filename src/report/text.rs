@@ -14,6 +14,22 @@ pub fn opt_ms(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), ms)
 }
 
+impl super::StepRow {
+    /// The step table's columns after the id, the same in every format: status, tries, start,
+    /// took, planned start, estimate, history.
+    pub fn cells(&self) -> [String; 7] {
+        [
+            self.status.clone(),
+            self.attempts.to_string(),
+            opt_ms(self.start_ms),
+            opt_ms(self.duration_ms),
+            ms(self.predicted_start_ms),
+            ms(self.estimate_ms),
+            opt_ms(self.history_ms),
+        ]
+    }
+}
+
 /// "met, 2m to spare" / "missed by 1m" / "not reached (failed)".
 pub fn rto_line(r: &Report) -> Option<String> {
     let rto = r.rto_ms?;
@@ -79,18 +95,12 @@ pub fn render(r: &Report) -> String {
         "step", "status", "tries", "start", "took", "planned", "est", "history"
     );
     for s in &r.steps {
+        let [status, tries, start, took, planned, est, history] = s.cells();
         let _ = writeln!(
             o,
-            "  {} {:<width$}  {:<9}  {:>5}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}",
+            "  {} {:<width$}  {status:<9}  {tries:>5}  {start:>8}  {took:>8}  {planned:>8}  {est:>8}  {history:>8}",
             if s.critical { '*' } else { ' ' },
             s.id,
-            s.status,
-            s.attempts,
-            opt_ms(s.start_ms),
-            opt_ms(s.duration_ms),
-            ms(s.predicted_start_ms),
-            ms(s.estimate_ms),
-            opt_ms(s.history_ms),
         );
     }
     let failed: Vec<_> = r.steps.iter().filter(|s| s.error.is_some()).collect();

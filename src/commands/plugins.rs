@@ -39,6 +39,27 @@ fn action_json(spec: &ActionSpec) -> serde_json::Value {
     })
 }
 
+/// Two lines an action: its name, summary and capabilities; its params and outputs.
+fn print_action(a: &ActionSpec) {
+    let caps: Vec<&str> = [(a.check, "check"), (a.undo, "undo")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, w)| *w)
+        .collect();
+    let caps = if caps.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", caps.join(", "))
+    };
+    println!("  {:<18} {}{caps}", a.name(), a.summary);
+    println!(
+        "  {:<18}   params: {}; outputs: {}",
+        "",
+        params(a),
+        a.outputs.declared().join(", ")
+    );
+}
+
 pub fn run(args: &PluginsArgs) -> u8 {
     let providers = Providers::new(&args.plugins.plugin_dirs);
     let names = plugin::installed(&args.plugins.plugin_dirs);
@@ -70,15 +91,7 @@ pub fn run(args: &PluginsArgs) -> u8 {
         return exit::OK;
     }
     println!("built in:");
-    for s in catalog::builtins() {
-        println!("  {:<18} {}", s.name(), s.summary);
-        println!(
-            "  {:<18}   params: {}; outputs: {}",
-            "",
-            params(s),
-            s.outputs.declared().join(", ")
-        );
-    }
+    catalog::builtins().iter().for_each(|s| print_action(s));
     if found.is_empty() {
         println!("\nno external plugins (ripcord-plugin-NAME) on the search path");
     }
@@ -86,25 +99,7 @@ pub fn run(args: &PluginsArgs) -> u8 {
         match p {
             Ok(p) => {
                 println!("\n{name}: {}", p.path.display());
-                for a in &p.actions {
-                    let caps: Vec<&str> = [(a.check, "check"), (a.undo, "undo")]
-                        .iter()
-                        .filter(|(on, _)| *on)
-                        .map(|(_, w)| *w)
-                        .collect();
-                    let caps = if caps.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" [{}]", caps.join(", "))
-                    };
-                    println!("  {:<18} {}{caps}", a.name(), a.summary);
-                    println!(
-                        "  {:<18}   params: {}; outputs: {}",
-                        "",
-                        params(a),
-                        a.outputs.declared().join(", ")
-                    );
-                }
+                p.actions.iter().for_each(|a| print_action(a));
             }
             Err(why) => println!("\n{name}: unusable: {why}"),
         }

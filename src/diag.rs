@@ -22,6 +22,8 @@ pub fn source_file(name: impl AsRef<str>, text: impl Into<Arc<str>>) -> SourceFi
 pub enum Severity {
     Error,
     Warning,
+    /// Context for another diagnostic (e.g. where a module was included from).
+    Note,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +63,13 @@ impl Diag {
     pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
         Diag {
             severity: Severity::Warning,
+            ..Diag::error(code, message)
+        }
+    }
+
+    pub fn note(code: &'static str, message: impl Into<String>) -> Self {
+        Diag {
+            severity: Severity::Note,
             ..Diag::error(code, message)
         }
     }
@@ -257,6 +266,7 @@ impl Diagnostic for Diag {
         Some(match self.severity {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
+            Severity::Note => miette::Severity::Advice,
         })
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {

@@ -50,6 +50,44 @@ fn sorted_dependents(plan: &Plan, step: usize) -> Vec<usize> {
     dependents
 }
 
+type NodeWriter<'a> = dyn FnMut(&mut String, usize, &str) + 'a;
+type GroupWriter<'a> = dyn FnMut(&mut String, usize, &str, bool) + 'a;
+
+/// Writes the steps directly in `group` (None: the runbook's own) in file order, each module
+/// included there as a group (DOT cluster, Mermaid subgraph) around its steps, nested.
+fn nested(
+    plan: &Plan,
+    group: Option<usize>,
+    depth: usize,
+    node: &mut NodeWriter,
+    wrap: &mut GroupWriter,
+    out: &mut String,
+) {
+    let pad = "  ".repeat(depth);
+    let mut opened = std::collections::HashSet::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        if s.group == group {
+            node(out, i, &pad);
+            continue;
+        }
+        // The outermost group below `group` that holds the step, opened at its first step.
+        let mut child = s.group;
+        while let Some(c) = child
+            && plan.groups[c].parent != group
+        {
+            child = plan.groups[c].parent;
+        }
+        if let Some(c) = child
+            && plan.in_group(i, c)
+            && opened.insert(c)
+        {
+            wrap(out, c, &pad, true);
+            nested(plan, Some(c), depth + 1, node, wrap, out);
+            wrap(out, c, &pad, false);
+        }
+    }
+}
+
 fn dot_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
@@ -63,7 +101,8 @@ pub fn dot(plan: &Plan) -> String {
         out,
         "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
     );
-    for (i, s) in plan.steps.iter().enumerate() {
+    nested(plan, None, 1, &mut |out, i, pad| {
+        let s = &plan.steps[i];
         let style = if on[i] {
             ", color=\"#d00000\", penwidth=2"
         } else {
@@ -71,13 +110,26 @@ pub fn dot(plan: &Plan) -> String {
         };
         let _ = writeln!(
             out,
-            "  \"{}\" [label=\"{}\\n{} · {}\"{style}];",
+            "{pad}\"{}\" [label=\"{}\\n{} · {}\"{style}];",
             dot_escape(&s.id),
             dot_escape(&s.id),
             dot_escape(&s.action.to_string()),
             dur(plan.estimate(i)),
         );
-    }
+    }, &mut |out, g, pad, open| {
+        if open {
+            let group = &plan.groups[g];
+            let _ = writeln!(out, "{pad}subgraph \"cluster_{g}\" {{");
+            let _ = writeln!(
+                out,
+                "{pad}  label=\"{} ({})\"; style=\"rounded,dashed\"; fontname=\"Helvetica\";",
+                dot_escape(&group.id),
+                dot_escape(&group.file)
+            );
+        } else {
+            let _ = writeln!(out, "{pad}}}");
+        }
+    }, &mut out);
     for &i in &plan.order {
         for d in sorted_dependents(plan, i) {
             let style = if edges.contains(&(i, d)) {
@@ -104,15 +156,28 @@ fn mermaid_escape(s: &str) -> String {
 pub fn mermaid(plan: &Plan) -> String {
     let (on, edges) = critical_edges(plan);
     let mut out = String::from("flowchart LR\n");
-    for (i, s) in plan.steps.iter().enumerate() {
+    nested(plan, None, 1, &mut |out, i, pad| {
+        let s = &plan.steps[i];
         let _ = writeln!(
             out,
-            "  n{i}[\"{}<br/>{} · {}\"]",
+            "{pad}n{i}[\"{}<br/>{} · {}\"]",
             mermaid_escape(&s.id),
             mermaid_escape(&s.action.to_string()),
             dur(plan.estimate(i))
         );
-    }
+    }, &mut |out, g, pad, open| {
+        if open {
+            let group = &plan.groups[g];
+            let _ = writeln!(
+                out,
+                "{pad}subgraph g{g}[\"{} · {}\"]",
+                mermaid_escape(&group.id),
+                mermaid_escape(&group.file)
+            );
+        } else {
+            let _ = writeln!(out, "{pad}end");
+        }
+    }, &mut out);
     let mut link = 0;
     let mut critical_links = Vec::new();
     for &i in &plan.order {

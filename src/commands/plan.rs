@@ -122,6 +122,31 @@ pub fn render(plan: &Plan, concurrency: Option<usize>) -> String {
             );
         }
     }
+    if !plan.groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nmodules (steps, predicted start and end; * on the critical path):"
+        );
+        for (g, group) in plan.groups.iter().enumerate() {
+            let members: Vec<usize> = (0..plan.steps.len())
+                .filter(|&i| plan.in_group(i, g))
+                .collect();
+            let start = members.iter().map(|&i| schedule.start[i]).min();
+            let end = members.iter().map(|&i| schedule.finish[i]).max();
+            let critical = members.iter().any(|&i| on_path[i]);
+            let indent = "  ".repeat(plan.group_depth(g));
+            let id = format!("{indent}{}", group.id);
+            let _ = writeln!(
+                out,
+                "  {} {id:<width$}  {:<28} {:>3} steps  start {:>7}  end {:>7}",
+                if critical { '*' } else { ' ' },
+                group.file,
+                members.len(),
+                dur(start.unwrap_or_default()),
+                dur(end.unwrap_or_default()),
+            );
+        }
+    }
     let path: Vec<&str> = critical
         .iter()
         .map(|&i| plan.steps[i].id.as_str())
@@ -199,6 +224,7 @@ pub fn to_json(plan: &Plan, concurrency: Option<usize>) -> serde_json::Value {
         .map(|(i, s)| {
             json!({
                 "id": s.id,
+                "module": s.group.map(|g| plan.groups[g].id.as_str()),
                 "uses": s.action.to_string(),
                 "needs": plan.needs(i).map(|n| plan.steps[n].id.as_str()).collect::<Vec<_>>(),
                 "stage": stage_of[i],
@@ -222,6 +248,18 @@ pub fn to_json(plan: &Plan, concurrency: Option<usize>) -> serde_json::Value {
             "origin": i.origin,
         })).collect::<Vec<_>>(),
         "steps": steps,
+        "modules": plan.groups.iter().enumerate().map(|(g, group)| {
+            let members: Vec<usize> = (0..plan.steps.len()).filter(|&i| plan.in_group(i, g)).collect();
+            json!({
+                "id": group.id,
+                "name": group.name,
+                "file": group.file,
+                "parent": group.parent.map(|p| plan.groups[p].id.as_str()),
+                "steps": members.iter().map(|&i| plan.steps[i].id.as_str()).collect::<Vec<_>>(),
+                "start_ms": members.iter().map(|&i| ms(schedule.start[i])).min(),
+                "finish_ms": members.iter().map(|&i| ms(schedule.finish[i])).max(),
+            })
+        }).collect::<Vec<_>>(),
         "stages": stages.iter().map(|s| s.iter().map(|&i| plan.steps[i].id.as_str()).collect::<Vec<_>>()).collect::<Vec<_>>(),
         "critical_path": critical.iter().map(|&i| plan.steps[i].id.as_str()).collect::<Vec<_>>(),
         "predicted_ms": { "unlimited": ms(plan.critical_length()), "limited": ms(schedule.makespan) },

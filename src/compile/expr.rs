@@ -239,11 +239,197 @@ fn rewrite_step_ids(text: &str) -> String {
     out
 }
 
+/// A reference found by [`rewrite`] in an expression's compiled source.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// `inputs.NAME`
+    Input(&'a str),
+    /// `steps.ID`, and `KEY` when followed by `.outputs.KEY`.
+    Step { id: String, output: Option<&'a str> },
+}
+
+/// What [`rewrite`] does with a reference.
+pub enum Rewrite {
+    Keep,
+    /// A step reference to another id (`wait` -> `drain-web.wait`); the rest of the path stays.
+    Rename(String),
+    /// The whole reference (`inputs.NAME`, or `steps.ID.outputs.KEY`) becomes this expression
+    /// source, parenthesized.
+    Replace(String),
+}
+
+/// Inlining a module: rewrites the references of `e` as `f` says, then lists the references
+/// of the result again. The user's text (shown in messages) and span stay those of `e`.
+pub fn rewrite(e: &Expr, f: &mut dyn FnMut(&Token) -> Rewrite) -> Result<Expr, String> {
+    let text = e.source.as_str();
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    let ident_len = |from: usize| {
+        text[from..]
+            .bytes()
+            .take_while(|&c| is_ident_byte(c))
+            .count()
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        let at_boundary = i == 0 || !is_ident_byte(bytes[i - 1]) && bytes[i - 1] != b'.';
+        if let Some(q) = quote {
+            if b == b'\\' && i + 1 < bytes.len() {
+                let escaped = text[i + 1..].chars().next().map_or(1, char::len_utf8);
+                out.push_str(&text[i..i + 1 + escaped]);
+                i += 1 + escaped;
+                continue;
+            }
+            if b == q {
+                quote = None;
+            }
+        } else if b == b'\'' || b == b'"' {
+            quote = Some(b);
+        } else if at_boundary && text[i..].starts_with("inputs.") {
+            let start = i + "inputs.".len();
+            let len = ident_len(start);
+            if len > 0 {
+                let name = &text[start..start + len];
+                match f(&Token::Input(name)) {
+                    Rewrite::Replace(source) => {
+                        out.push('(');
+                        out.push_str(&source);
+                        out.push(')');
+                    }
+                    Rewrite::Keep | Rewrite::Rename(_) => out.push_str(&text[i..start + len]),
+                }
+                i = start + len;
+                continue;
+            }
+        } else if at_boundary && text[i..].starts_with("steps.") {
+            let start = i + "steps.".len();
+            let len = ident_len(start);
+            if let Some(id) = demangle(&text[start..start + len]) {
+                let after = start + len;
+                let key_start = after + ".outputs.".len();
+                let key_len = if text[after..].starts_with(".outputs.") {
+                    ident_len(key_start)
+                } else {
+                    0
+                };
+                let output = (key_len > 0).then(|| &text[key_start..key_start + key_len]);
+                match f(&Token::Step { id, output }) {
+                    Rewrite::Keep => out.push_str(&text[i..after]),
+                    Rewrite::Rename(new_id) => {
+                        out.push_str("steps.");
+                        out.push_str(&mangle(&new_id));
+                    }
+                    Rewrite::Replace(source) if output.is_some() => {
+                        out.push('(');
+                        out.push_str(&source);
+                        out.push(')');
+                        i = key_start + key_len;
+                        continue;
+                    }
+                    Rewrite::Replace(_) => out.push_str(&text[i..after]),
+                }
+                i = after;
+                continue;
+            }
+        }
+        let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[i..i + ch_len]);
+        i += ch_len;
+    }
+    from_source(&e.text, out, e.span)
+}
+
+/// An expression whose source is already rewritten (step ids mangled).
+fn from_source(text: &str, source: String, span: Span) -> Result<Expr, String> {
+    let compiled = ENV
+        .compile_expression(&source)
+        .map_err(|e| format!("`{source}`: {}", detail(&e)))?;
+    let mut names: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
+    names.sort();
+    let refs = names.iter().map(|n| classify(n)).collect();
+    Ok(Expr {
+        text: text.to_string(),
+        source,
+        span,
+        refs,
+    })
+}
+
+/// `a and b` of two conditions' expressions (an include's `when` over each module step's own).
+pub fn and(a: &Expr, b: &Expr) -> Result<Expr, String> {
+    from_source(
+        &format!("({}) and ({})", a.text, b.text),
+        format!("({}) and ({})", a.source, b.source),
+        b.span,
+    )
+}
+
+/// A JSON value as an expression that evaluates to it.
+pub fn json_source(value: &serde_json::Value) -> String {
+    use serde_json::Value as Json;
+    match value {
+        Json::Null => "none".into(),
+        Json::Bool(b) => b.to_string(),
+        Json::Number(n) => n.to_string(),
+        Json::String(_) => value.to_string(),
+        Json::Array(items) => {
+            let items: Vec<String> = items.iter().map(json_source).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Json::Object(entries) => {
+            let entries: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Json::String(k.clone()), json_source(v)))
+                .collect();
+            format!("{{{}}}", entries.join(", "))
+        }
+    }
+}
+
+impl Template {
+    /// The template as one expression: a whole expression keeps its type, text around
+    /// expressions concatenates (`~`) as rendering does.
+    pub fn source(&self) -> String {
+        if let Some(e) = self.whole_expr() {
+            return format!("({})", e.source);
+        }
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => serde_json::Value::String(s.clone()).to_string(),
+                Part::Expr(e) => format!("({})", e.source),
+            })
+            .collect();
+        match parts.len() {
+            0 => "\"\"".into(),
+            1 => parts.into_iter().next().unwrap_or_default(),
+            _ => format!("({})", parts.join(" ~ ")),
+        }
+    }
+
+    /// The same template with each expression rewritten.
+    pub fn map(&self, f: &mut dyn FnMut(&Expr) -> Result<Expr, String>) -> Result<Template, String> {
+        let parts = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => Ok(Part::Lit(s.clone())),
+                Part::Expr(e) => f(e).map(Part::Expr),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Template { parts })
+    }
+}
+
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// A step id as a Jinja identifier: `s_` + the id with `_` doubled and `-` as `_h`.
+/// A step id as a Jinja identifier: `s_` + the id with `_` doubled, `-` as `_h` and `.` (the
+/// separator of a module's prefix, `drain-web.wait`) as `_d`.
 pub fn mangle(id: &str) -> String {
     let mut out = String::with_capacity(id.len() + 4);
     out.push_str("s_");
@@ -251,6 +437,7 @@ pub fn mangle(id: &str) -> String {
         match c {
             '_' => out.push_str("__"),
             '-' => out.push_str("_h"),
+            '.' => out.push_str("_d"),
             c => out.push(c),
         }
     }
@@ -267,6 +454,7 @@ pub fn demangle(name: &str) -> Option<String> {
             match chars.next()? {
                 '_' => out.push('_'),
                 'h' => out.push('-'),
+                'd' => out.push('.'),
                 _ => return None,
             }
         } else {

@@ -14,6 +14,8 @@ pub struct ResolvedInput {
     pub name: String,
     pub ty: InputType,
     pub secret: bool,
+    /// Declared `required: true`.
+    pub required: bool,
     /// `None` when no value is known (validate without `--input`).
     pub value: Option<Json>,
     pub origin: InputOrigin,
@@ -143,6 +145,7 @@ pub fn resolve(
             name: name.value.clone(),
             ty,
             secret: decl.secret == Some(true),
+            required: decl.required == Some(true),
             value,
             origin,
             span,
@@ -173,7 +176,7 @@ pub fn is_identifier(s: &str) -> bool {
 }
 
 /// Checks a YAML default against the declared type.
-fn check_value(v: &Value, ty: InputType) -> Result<Json, String> {
+pub fn check_value(v: &Value, ty: InputType) -> Result<Json, String> {
     let ok = match (&v.kind, ty) {
         (ValueKind::Str(_), InputType::String) => true,
         (ValueKind::Int(_), InputType::Integer | InputType::Number) => true,

@@ -14,6 +14,8 @@ pub mod param;
 pub mod params;
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -21,12 +23,16 @@ use serde_json::Value as Json;
 use serde_saphyr::Spanned;
 
 use crate::diag::{Diag, SourceFile};
-use crate::plan::{ActionRef, Plan, PlannedStep, Pool, RetryPolicy, SimHints, UndoSpec};
+use crate::plan::{
+    ActionRef, Group, Plan, PlannedStep, Pool, RetryPolicy, SimHints, UndoSpec,
+};
 use std::sync::Arc;
 
 use crate::provider::catalog::{ActionSpec, EXTERNAL_SIM_DEFAULT, Outputs};
 use crate::provider::{Lookup, Providers};
-use crate::runbook::{OnFailure, Runbook, Source, Span, Step, Value, ValueKind, duration};
+use crate::runbook::{
+    OnFailure, Runbook, Source, Span, Step, Value, ValueKind, duration, load_file_as,
+};
 
 use expr::{Expr, Ref};
 use inputs::ResolvedInput;
@@ -56,52 +62,41 @@ pub struct Compiled {
     pub warnings: Vec<Diag>,
 }
 
-/// Compiles `source`; on failure, every error found (and any warnings).
+/// Compiles `source` (and the modules it includes); on failure, every error found (and any
+/// warnings).
 pub fn compile(source: &Source, options: &CompileOptions) -> Result<Compiled, Vec<Diag>> {
+    let root = Path::new(source.file.name());
     let mut cx = Compiler {
-        file: &source.file,
-        text: source.file.inner(),
+        file: source.file.clone(),
         diags: Vec::new(),
         providers: options.providers,
         missing_plugins: HashSet::new(),
+        pools: Vec::new(),
+        modules: HashMap::new(),
+        chain: vec![(
+            std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+            source.file.name().to_string(),
+        )],
+        sources: vec![source.file.clone()],
     };
     let runbook = &source.runbook;
     let header = cx.header(runbook);
+    let pools = cx.pools(runbook);
     let inputs = inputs::resolve(
         runbook,
-        cx.file,
+        &cx.file,
         options.inputs,
         options.require_inputs,
         &mut cx.diags,
     );
-    let defaults = runbook.defaults.as_ref();
-    let mut decls: Vec<Decl> = runbook
-        .steps
-        .value
-        .iter()
-        .map(|step| cx.step(step, defaults, &header.pools))
-        .collect();
-    if decls.is_empty() {
-        cx.error(
-            "ripcord::no-steps",
-            "the runbook has no steps",
-            Span::of(&runbook.steps),
-            "`steps:` is empty",
-        );
-    }
-    let ids = cx.index_ids(&decls);
-    cx.resolve_references(&mut decls, &ids, &inputs);
-    cx.check_secrets_stay_off_command_lines(&decls, &inputs);
-    cx.check_outputs(runbook, &decls, &ids, &inputs);
-    let has_errors = cx.diags.iter().any(Diag::is_error);
-    if !has_errors {
-        // With errors, an input may look unused only because its expression failed.
-        cx.warn_unused_inputs(runbook, &decls);
-    }
-    if has_errors || cx.report_cycles(&decls) {
+    let body = cx.body(runbook, &inputs, &pools);
+    if cx.diags.iter().any(Diag::is_error) {
         return Err(cx.diags);
     }
-    let plan = cx.expand(header, inputs, decls);
+    // A module's steps, now fed the includer's values, may put a secret on a command line.
+    let inlined: Vec<&Decl> = body.decls.iter().filter(|d| d.group.is_some()).collect();
+    cx.check_secrets_stay_off_command_lines(inlined.into_iter(), &inputs);
+    let plan = cx.expand(header, inputs, body);
     if cx.diags.iter().any(Diag::is_error) {
         return Err(cx.diags);
     }
@@ -148,10 +143,10 @@ struct Header {
     name: String,
     rto: Option<Duration>,
     concurrency: usize,
-    pools: Vec<Pool>,
 }
 
 /// A declared step after the per-step checks, before expansion.
+#[derive(Clone)]
 struct Decl {
     id: String,
     span: Span,
@@ -171,20 +166,57 @@ struct Decl {
     needs: Vec<(String, Span)>,
     /// Steps this one waits for, with the span that made the edge (a need or a reference).
     deps: Vec<(usize, Span)>,
+    /// The file the step is declared in.
+    file: SourceFile,
+    /// An `include:` step, before it is replaced by the module's steps.
+    include: Option<Inclusion>,
+    /// After inlining: the innermost module inclusion the step came from.
+    group: Option<usize>,
 }
 
+#[derive(Clone)]
+struct Inclusion {
+    /// `None` when the module could not be loaded or compiled (already reported).
+    module: Option<Rc<Module>>,
+}
+
+/// A compiled module: its steps inlined, ready to be inlined again under a prefix.
+struct Module {
+    /// As shown in diagnostics.
+    display: String,
+    inputs: Vec<ResolvedInput>,
+    body: Body,
+}
+
+/// A runbook's (or module's) steps after its includes are inlined.
+#[derive(Default)]
+struct Body {
+    decls: Vec<Decl>,
+    /// `outputs:` of a module, over the inlined steps.
+    outputs: Vec<(String, expr::Template)>,
+    groups: Vec<Group>,
+}
+
+#[derive(Clone)]
 enum ForEach {
     Items(Vec<Json>),
     Expr(Expr),
 }
 
 struct Compiler<'a> {
-    file: &'a SourceFile,
-    text: &'a str,
+    /// The file being compiled: the runbook, or a module it includes.
+    file: SourceFile,
     diags: Vec<Diag>,
     providers: &'a Providers,
     /// External providers already reported as missing (once each).
     missing_plugins: HashSet<String>,
+    /// Every pool declared by the runbook or a module (the runbook's size wins).
+    pools: Vec<Pool>,
+    /// Modules compiled so far, by canonical path (`None`: it had errors).
+    modules: HashMap<PathBuf, Option<Rc<Module>>>,
+    /// The files being compiled, outermost first, to report include cycles.
+    chain: Vec<(PathBuf, String)>,
+    sources: Vec<SourceFile>,
 }
 
 impl Compiler<'_> {
@@ -197,13 +229,13 @@ impl Compiler<'_> {
     ) {
         self.diags.push(
             Diag::error(code, message)
-                .in_file(self.file)
+                .in_file(&self.file)
                 .label(span, label),
         );
     }
 
     fn push(&mut self, diag: Diag) {
-        self.diags.push(diag.in_file(self.file));
+        self.diags.push(diag.in_file(&self.file));
     }
 
     fn duration(&mut self, text: &Spanned<String>, what: &str) -> Option<Duration> {
@@ -255,6 +287,16 @@ impl Compiler<'_> {
             Some(c) => c.value as usize,
             None => DEFAULT_CONCURRENCY,
         };
+        Header {
+            name: name.value.clone(),
+            rto,
+            concurrency,
+        }
+    }
+
+    /// The pools `runbook` declares, each also added to the plan's pools unless one of that
+    /// name exists (declared by the runbook, or a module included earlier).
+    fn pools(&mut self, runbook: &Runbook) -> Vec<Pool> {
         let mut pools = Vec::new();
         for (pool, size) in runbook.pools.iter().flat_map(|p| p.iter()) {
             if !is_name(&pool.value) {
@@ -273,17 +315,16 @@ impl Compiler<'_> {
                     "a pool needs at least 1 slot",
                 );
             }
-            pools.push(Pool {
+            let declared = Pool {
                 name: pool.value.clone(),
                 size: size.value.max(1) as usize,
-            });
+            };
+            if !self.pools.iter().any(|p| p.name == declared.name) {
+                self.pools.push(declared.clone());
+            }
+            pools.push(declared);
         }
-        Header {
-            name: name.value.clone(),
-            rto,
-            concurrency,
-            pools,
-        }
+        pools
     }
 
     /// The checks of one step that need nothing but the step, its defaults and the pools.
@@ -304,7 +345,8 @@ impl Compiler<'_> {
         }
         let (action, spec) = self.action(step, id_span);
         let d = defaults;
-        let text = self.text;
+        let file = self.file.clone();
+        let text: &str = file.inner();
 
         let mut expr_errors = Vec::new();
         let with = step
@@ -390,7 +432,7 @@ impl Compiler<'_> {
                         duration::format(timeout)
                     ),
                 )
-                .in_file(self.file)
+                .in_file(&self.file)
                 .label(id_span, "this step")
                 .help("raise its `timeout:` (or lower `sim.duration` if the estimate is wrong)"),
             );
@@ -414,7 +456,8 @@ impl Compiler<'_> {
                     };
                     self.push(diag);
                 }
-                found
+                // The plan's pool of that name (a runbook's size wins over its module's).
+                found.and_then(|_| self.pools.iter().position(|x| x.name == p.value))
             });
         let on_failure = step
             .on_failure
@@ -449,6 +492,9 @@ impl Compiler<'_> {
             on_failure,
             needs,
             deps: Vec::new(),
+            file,
+            include: None,
+            group: None,
         }
     }
 
@@ -467,17 +513,8 @@ impl Compiler<'_> {
                 );
                 (None, None)
             }
-            (None, Some(include)) => {
-                self.push(
-                    Diag::error(
-                        "ripcord::include-unsupported",
-                        "modules (`include:`) are not supported by this version of ripcord yet",
-                    )
-                    .label(Span::of(include), "module included here")
-                    .help("inline the module's steps for now"),
-                );
-                (None, None)
-            }
+            // Include steps are compiled by `include_step`.
+            (None, Some(_)) => (None, None),
             (None, None) => {
                 self.push(
                     Diag::error(
@@ -570,7 +607,7 @@ impl Compiler<'_> {
                 }
                 Some(ForEach::Items(items.iter().map(Value::to_json).collect()))
             }
-            ValueKind::Str(s) => match expr::parse_template(s, v.span, self.text) {
+            ValueKind::Str(s) => match expr::parse_template(s, v.span, self.file.inner()) {
                 Ok(t) => match t.whole_expr() {
                     Some(e) => Some(ForEach::Expr(e.clone())),
                     None => {
@@ -698,6 +735,486 @@ impl Compiler<'_> {
         }
     }
 
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// The steps of `runbook` (the file being compiled), checked together, their includes
+    /// inlined. Empty when the file has errors.
+    fn body(&mut self, runbook: &Runbook, inputs: &[ResolvedInput], pools: &[Pool]) -> Body {
+        let errors_before = self.error_count();
+        let defaults = runbook.defaults.as_ref();
+        let mut decls: Vec<Decl> = runbook
+            .steps
+            .value
+            .iter()
+            .map(|step| match (&step.uses, &step.include) {
+                (None, Some(include)) => self.include_step(step, include),
+                _ => self.step(step, defaults, pools),
+            })
+            .collect();
+        if decls.is_empty() {
+            self.error(
+                "ripcord::no-steps",
+                "the runbook has no steps",
+                Span::of(&runbook.steps),
+                "`steps:` is empty",
+            );
+        }
+        let ids = self.index_ids(&decls);
+        self.resolve_references(&mut decls, &ids, inputs);
+        self.check_secrets_stay_off_command_lines(decls.iter(), inputs);
+        let outputs = self.check_outputs(runbook, &decls, &ids, inputs);
+        let ok = self.error_count() == errors_before;
+        if self.error_count() == 0 {
+            // With errors, an input may look unused only because its expression failed.
+            self.warn_unused_inputs(runbook, &decls);
+        }
+        if !ok || self.report_cycles(&decls) {
+            return Body::default();
+        }
+        self.inline(decls, outputs)
+    }
+
+    /// An `include:` step: the module compiled (once per file), `with` checked against its
+    /// inputs. The step stays one node until [`Compiler::inline`] replaces it.
+    fn include_step(&mut self, step: &Step, include: &Spanned<String>) -> Decl {
+        let id_span = Span::of(&step.id);
+        self.check_id(&step.id);
+        let ignored = [
+            ("retry", step.retry.is_some()),
+            ("timeout", step.timeout.is_some()),
+            ("sim", step.sim.is_some()),
+            ("idempotent", step.idempotent.is_some()),
+            ("undo", step.undo.is_some()),
+            ("for_each", step.for_each.is_some()),
+            ("pool", step.pool.is_some()),
+            ("on_failure", step.on_failure.is_some()),
+        ];
+        for (key, _) in ignored.iter().filter(|(_, set)| *set) {
+            self.push(
+                Diag::error(
+                    "ripcord::include-field",
+                    format!("`{key}` does not apply to an include step (`{}`)", step.id.value),
+                )
+                .label(id_span, "this step includes a module")
+                .help(format!(
+                    "set `{key}` on the module's steps, or make it one of the module's inputs"
+                )),
+            );
+        }
+        let module = self.load_module(include);
+        let file = self.file.clone();
+        let text: &str = file.inner();
+        let mut expr_errors = Vec::new();
+        let with = step
+            .with
+            .as_ref()
+            .map(|w| Param::compile(w, text, &mut expr_errors));
+        let when = step.when.as_ref().and_then(|w| {
+            Condition::compile(w, text)
+                .map_err(|e| expr_errors.push(e))
+                .ok()
+        });
+        for e in expr_errors {
+            self.error("ripcord::expression", e.message, e.span, "here");
+        }
+        if let Some(module) = &module {
+            self.check_module_inputs(step, include, module);
+        }
+        Decl {
+            id: step.id.value.clone(),
+            span: id_span,
+            name: step.name.clone(),
+            action: None,
+            spec: None,
+            with,
+            when,
+            for_each: None,
+            undo: None,
+            retry: self.retry(None),
+            timeout: DEFAULT_TIMEOUT,
+            sim: SimHints {
+                duration: Duration::ZERO,
+                explicit: false,
+                outputs: None,
+                fail: false,
+            },
+            idempotent: false,
+            pool: None,
+            on_failure: OnFailure::default(),
+            needs: step
+                .needs
+                .iter()
+                .flat_map(|n| n.value.iter())
+                .map(|n| (n.value.clone(), Span::of(n)))
+                .collect(),
+            deps: Vec::new(),
+            file,
+            include: Some(Inclusion { module }),
+            group: None,
+        }
+    }
+
+    fn check_id(&mut self, id: &Spanned<String>) {
+        if !is_name(&id.value) {
+            self.error(
+                "ripcord::step-id",
+                format!("invalid step id `{}`", id.value),
+                Span::of(id),
+                "ids are [a-z0-9][a-z0-9_-]*",
+            );
+        }
+    }
+
+    /// Loads and compiles the module `include` names (relative to the including file), once
+    /// per file. Its diagnostics point into it, with a note at the including line.
+    fn load_module(&mut self, include: &Spanned<String>) -> Option<Rc<Module>> {
+        let span = Span::of(include);
+        let dir = Path::new(self.file.name())
+            .parent()
+            .unwrap_or(Path::new(""));
+        let path = dir.join(&include.value);
+        let display = normalize(&path);
+        let key = match std::fs::canonicalize(&path) {
+            Ok(key) => key,
+            Err(e) => {
+                self.push(
+                    Diag::error(
+                        "ripcord::include-missing",
+                        format!("cannot include {display}: {e}"),
+                    )
+                    .label(span, "included here")
+                    .help("the path is relative to the file that includes it"),
+                );
+                return None;
+            }
+        };
+        if let Some(at) = self.chain.iter().position(|(k, _)| *k == key) {
+            let mut names: Vec<&str> = self.chain[at..].iter().map(|(_, d)| d.as_str()).collect();
+            names.push(&display);
+            let message = format!("include cycle: {}", names.join(" -> "));
+            self.push(
+                Diag::error("ripcord::include-cycle", message)
+                    .label(span, format!("includes {display} again"))
+                    .help("a module cannot include itself, directly or through other modules"),
+            );
+            return None;
+        }
+        if let Some(done) = self.modules.get(&key) {
+            return done.clone();
+        }
+        let source = match load_file_as(&path, &display) {
+            Ok(source) => source,
+            Err(diag) => {
+                let diag = (*diag).related(self.included_from(span));
+                self.diags.push(diag);
+                return None;
+            }
+        };
+        let includer = std::mem::replace(&mut self.file, source.file.clone());
+        self.chain.push((key.clone(), display.clone()));
+        self.sources.push(source.file.clone());
+        let (before, errors_before) = (self.diags.len(), self.error_count());
+        let runbook = &source.runbook;
+        // A module is a runbook: the same checks, though only its steps, inputs, outputs and
+        // pools matter once included (its rto and concurrency are the including runbook's).
+        self.header(runbook);
+        let pools = self.pools(runbook);
+        let inputs = inputs::resolve(runbook, &self.file, &[], false, &mut self.diags);
+        let body = self.body(runbook, &inputs, &pools);
+        self.chain.pop();
+        self.file = includer;
+        let note = self.included_from(span);
+        for d in &mut self.diags[before..] {
+            d.related.push(note.clone());
+        }
+        let module = (self.error_count() == errors_before).then(|| {
+            Rc::new(Module {
+                display,
+                inputs,
+                body,
+            })
+        });
+        self.modules.insert(key, module.clone());
+        module
+    }
+
+    fn included_from(&self, span: Span) -> Diag {
+        Diag::note("ripcord::included-from", "included from here")
+            .in_file(&self.file)
+            .label(span, "the module is included here")
+    }
+
+    /// `with:` of an include against the module's inputs: each key declared, each required
+    /// input given, literal values of the declared type.
+    fn check_module_inputs(&mut self, step: &Step, include: &Spanned<String>, module: &Module) {
+        let id = &step.id.value;
+        let entries: &[(crate::runbook::Key, Value)] = match step.with.as_ref().map(|w| &w.kind) {
+            None => &[],
+            Some(ValueKind::Map(entries)) => entries,
+            Some(_) => {
+                let w = step.with.as_ref().map_or(Span::of(&step.id), |w| w.span);
+                self.error(
+                    "ripcord::module-input",
+                    format!("`with` of include `{id}` must be a map of the module's inputs"),
+                    w,
+                    "not a map",
+                );
+                return;
+            }
+        };
+        let names: Vec<&str> = module.inputs.iter().map(|i| i.name.as_str()).collect();
+        for (key, value) in entries {
+            let Some(input) = module.inputs.iter().find(|i| i.name == key.name) else {
+                let mut diag = Diag::error(
+                    "ripcord::module-input-unknown",
+                    format!("module {} has no input `{}`", module.display, key.name),
+                )
+                .label(key.span, "not an input of the module");
+                diag = match suggest(&key.name, names.iter().copied()) {
+                    Some(s) => diag.help(format!("did you mean `{s}`?")),
+                    None if names.is_empty() => diag.help("the module declares no inputs"),
+                    None => diag.help(format!("its inputs: {}", names.join(", "))),
+                };
+                self.push(diag);
+                continue;
+            };
+            let mut templated = false;
+            value.for_each_str(&mut |s, _| templated |= s.contains("${{"));
+            if !templated && let Err(msg) = inputs::check_value(value, input.ty) {
+                self.error(
+                    "ripcord::module-input-type",
+                    format!("input `{}` of module {} {msg}", key.name, module.display),
+                    value.span,
+                    format!("expected {}", input.ty.as_str()),
+                );
+            }
+        }
+        for input in &module.inputs {
+            let given = entries.iter().any(|(k, _)| k.name == input.name);
+            if input.required && input.value.is_none() && !given {
+                let mut diag = Diag::error(
+                    "ripcord::module-input-missing",
+                    format!(
+                        "include `{id}` does not give the module's required input `{}`",
+                        input.name
+                    ),
+                )
+                .label(Span::of(include), format!("{} needs `{}`", module.display, input.name))
+                .help(format!("add it: `with: {{ {}: ... }}`", input.name));
+                if let Some(file) = module.body.decls.first().map(|d| d.file.clone()) {
+                    diag = diag.related(
+                        Diag::note("ripcord::module-input-missing", "declared required here")
+                            .in_file(&file)
+                            .label(input.span, "required"),
+                    );
+                }
+                self.push(diag);
+            }
+        }
+    }
+
+    /// Replaces each include step by its module's steps, ids prefixed `ID.`: the module's
+    /// `inputs.NAME` become the include's `with` values (else the input's default), its
+    /// `steps.X` become `steps.ID.X`, and the includer's `steps.ID.outputs.NAME` become the
+    /// module's output expressions. The module's first steps wait for what the include waits
+    /// for; what waits for the include waits for the module's last steps (so for all of it).
+    /// Steps are visited in dependency order, so an include's outputs are known before any
+    /// step that reads them.
+    fn inline(&mut self, decls: Vec<Decl>, outputs: Vec<(String, expr::Template)>) -> Body {
+        let n = decls.len();
+        let order = dependency_order(&decls);
+        // Per declared step: what it became.
+        let mut done: Vec<Vec<Decl>> = (0..n).map(|_| Vec::new()).collect();
+        let mut module_outputs: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        // For an include: the include's own deps (declared indices).
+        let mut outer_deps: Vec<Option<Vec<(usize, Span)>>> = vec![None; n];
+        let mut decls: Vec<Option<Decl>> = decls.into_iter().map(Some).collect();
+        for i in order {
+            let Some(mut d) = decls[i].take() else {
+                continue;
+            };
+            // The includer's reads of module outputs.
+            self.rewrite_decl(&mut d, &mut reads_of(&module_outputs));
+            let Some(Inclusion {
+                module: Some(module),
+            }) = d.include.take()
+            else {
+                done[i].push(d);
+                continue;
+            };
+            let g = groups.len();
+            groups.push(Group {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                file: module.display.clone(),
+                parent: None,
+            });
+            groups.extend(module.body.groups.iter().map(|inner| Group {
+                id: format!("{}.{}", d.id, inner.id),
+                name: inner.name.clone(),
+                file: inner.file.clone(),
+                parent: Some(inner.parent.map_or(g, |p| p + g + 1)),
+            }));
+            let given: HashMap<&str, &Param> = match &d.with {
+                Some(Param::Map(entries)) => entries.iter().map(|(k, p)| (k.as_str(), p)).collect(),
+                _ => HashMap::new(),
+            };
+            let values: HashMap<String, String> = module
+                .inputs
+                .iter()
+                .map(|input| {
+                    let source = match (given.get(input.name.as_str()), &input.value) {
+                        (Some(p), _) => p.source(),
+                        (None, Some(v)) => expr::json_source(v),
+                        (None, None) => "none".into(),
+                    };
+                    (input.name.clone(), source)
+                })
+                .collect();
+            let prefix = d.id.clone();
+            let mut into_includer = |t: &expr::Token| match t {
+                expr::Token::Input(name) => match values.get(*name) {
+                    Some(source) => expr::Rewrite::Replace(source.clone()),
+                    None => expr::Rewrite::Keep,
+                },
+                expr::Token::Step { id, .. } => expr::Rewrite::Rename(format!("{prefix}.{id}")),
+            };
+            for inner in &module.body.decls {
+                let mut m = inner.clone();
+                m.id = format!("{prefix}.{}", inner.id);
+                m.group = Some(inner.group.map_or(g, |x| x + g + 1));
+                self.rewrite_decl(&mut m, &mut into_includer);
+                if let Some(ForEach::Expr(e)) = &m.for_each
+                    && e.refs.iter().any(|r| matches!(r, Ref::Step { .. } | Ref::Run(_)))
+                {
+                    self.push(
+                        Diag::error(
+                            "ripcord::for-each",
+                            format!("`for_each` of `{}` must be known before the run, but an input of the module it reads comes from a step", m.id),
+                        )
+                        .label(d.span, "this include's `with` feeds it")
+                        .help("give the module a list of inputs and literals"),
+                    );
+                }
+                if let Some(when) = &d.when {
+                    m.when = match (when, m.when.take()) {
+                        (Condition::Always(false), _) => Some(Condition::Always(false)),
+                        (Condition::Always(true), own) => own,
+                        (outer, None | Some(Condition::Always(true))) => Some(outer.clone()),
+                        (_, Some(Condition::Always(false))) => Some(Condition::Always(false)),
+                        (Condition::Expr(a), Some(Condition::Expr(b))) => match expr::and(a, &b) {
+                            Ok(e) => Some(Condition::Expr(e)),
+                            Err(msg) => {
+                                self.error("ripcord::expression", msg, b.span, "here");
+                                None
+                            }
+                        },
+                    };
+                }
+                done[i].push(m);
+            }
+            let mut exposed = HashMap::new();
+            for (name, template) in &module.body.outputs {
+                match template.map(&mut |e| expr::rewrite(e, &mut into_includer)) {
+                    Ok(t) => {
+                        exposed.insert(name.clone(), t.source());
+                    }
+                    Err(msg) => self.error("ripcord::expression", msg, d.span, "here"),
+                }
+            }
+            module_outputs.insert(d.id.clone(), exposed);
+            outer_deps[i] = Some(d.deps);
+        }
+        // Flat indices, in file order.
+        let mut start = vec![0; n];
+        let mut next = 0;
+        for i in 0..n {
+            start[i] = next;
+            next += done[i].len();
+        }
+        // What waiting for declared step `i` means: its module's last steps, or itself.
+        let sinks: Vec<Vec<usize>> = (0..n)
+            .map(|i| {
+                if outer_deps[i].is_none() {
+                    return vec![start[i]];
+                }
+                let waited: HashSet<usize> = done[i]
+                    .iter()
+                    .flat_map(|m| m.deps.iter().map(|&(j, _)| j))
+                    .collect();
+                (0..done[i].len())
+                    .filter(|k| !waited.contains(k))
+                    .map(|k| start[i] + k)
+                    .collect()
+            })
+            .collect();
+        let mut flat = Vec::with_capacity(next);
+        for (i, steps) in done.into_iter().enumerate() {
+            for mut d in steps {
+                let (local, declared) = match &outer_deps[i] {
+                    // A module's step: its own deps are module-local; its first steps also
+                    // wait for the include's.
+                    Some(outer) => (
+                        d.deps.iter().map(|&(j, s)| (start[i] + j, s)).collect(),
+                        if d.deps.is_empty() { outer.clone() } else { Vec::new() },
+                    ),
+                    None => (Vec::new(), std::mem::take(&mut d.deps)),
+                };
+                let mut deps: Vec<(usize, Span)> = local;
+                for (j, span) in declared {
+                    deps.extend(sinks[j].iter().map(|&k| (k, span)));
+                }
+                d.deps = deps;
+                flat.push(d);
+            }
+        }
+        let mut exposed = Vec::new();
+        for (name, template) in outputs {
+            let mut reads = reads_of(&module_outputs);
+            match template.map(&mut |e| expr::rewrite(e, &mut reads)) {
+                Ok(t) => exposed.push((name, t)),
+                Err(msg) => self.error("ripcord::expression", msg, Span::default(), "here"),
+            }
+        }
+        Body {
+            decls: flat,
+            outputs: exposed,
+            groups,
+        }
+    }
+
+    /// Rewrites every expression of `d` (with, when, for_each, undo.with).
+    fn rewrite_decl(&mut self, d: &mut Decl, f: &mut dyn FnMut(&expr::Token) -> expr::Rewrite) {
+        let mut failed = Vec::new();
+        let mut map = |e: &Expr| {
+            expr::rewrite(e, f).inspect_err(|msg| failed.push((msg.clone(), e.span)))
+        };
+        if let Some(w) = &d.with {
+            d.with = w.map(&mut map).ok();
+        }
+        if let Some(Condition::Expr(e)) = &d.when {
+            d.when = map(e).ok().map(Condition::Expr);
+        }
+        if let Some(ForEach::Expr(e)) = &d.for_each {
+            d.for_each = map(e).ok().map(ForEach::Expr);
+        }
+        if let Some(u) = &mut d.undo
+            && let Some(w) = &u.with
+        {
+            u.with = w.map(&mut map).ok();
+        }
+        for (msg, span) in failed {
+            self.diags.push(
+                Diag::error("ripcord::expression", format!("cannot inline the expression {msg}"))
+                    .in_file(&d.file)
+                    .label(span, "here"),
+            );
+        }
+    }
+
     /// Step ids to indices; duplicates reported.
     fn index_ids(&mut self, decls: &[Decl]) -> HashMap<String, usize> {
         let mut ids: HashMap<String, usize> = HashMap::with_capacity(decls.len());
@@ -771,7 +1288,11 @@ impl Compiler<'_> {
 
     /// A secret input in `shell.run`'s `argv` or `script` would be readable by every user in
     /// /proc/PID/cmdline: secrets go through `env:` or `stdin:`.
-    fn check_secrets_stay_off_command_lines(&mut self, decls: &[Decl], inputs: &[ResolvedInput]) {
+    fn check_secrets_stay_off_command_lines<'d>(
+        &mut self,
+        decls: impl Iterator<Item = &'d Decl>,
+        inputs: &[ResolvedInput],
+    ) {
         let secret = |name: &str| inputs.iter().any(|i| i.secret && i.name == name);
         for d in decls {
             let mut params: Vec<&Param> = Vec::new();
@@ -792,11 +1313,12 @@ impl Compiler<'_> {
                             if let Ref::Input(name) = r
                                 && secret(name)
                             {
-                                self.push(
+                                self.diags.push(
                                     Diag::error(
                                         "ripcord::secret-in-argv",
                                         format!("secret input `{name}` in `{key}` would be visible to every user on the host"),
                                     )
+                                    .in_file(&d.file)
                                     .label(e.span, "on the command line")
                                     .help(format!(
                                         "pass it through `env:` (e.g. `env: {{ TOKEN: \"${{{{ inputs.{name} }}}}\" }}` and use $TOKEN) or `stdin:`"
@@ -817,7 +1339,8 @@ impl Compiler<'_> {
         decls: &[Decl],
         ids: &HashMap<String, usize>,
         inputs: &[ResolvedInput],
-    ) {
+    ) -> Vec<(String, expr::Template)> {
+        let mut compiled = Vec::new();
         for (name, value) in runbook.outputs.iter().flat_map(|o| o.iter()) {
             if !inputs::is_identifier(&name.value) {
                 self.error(
@@ -827,7 +1350,7 @@ impl Compiler<'_> {
                     "output names are identifiers: [A-Za-z_][A-Za-z0-9_]*",
                 );
             }
-            match expr::parse_template(&value.value, Span::of(value), self.text) {
+            match expr::parse_template(&value.value, Span::of(value), self.file.inner()) {
                 Ok(template) => {
                     for e in template.exprs() {
                         for r in &e.refs {
@@ -843,10 +1366,12 @@ impl Compiler<'_> {
                             );
                         }
                     }
+                    compiled.push((name.value.clone(), template));
                 }
                 Err(e) => self.error("ripcord::expression", e.message, e.span, "here"),
             }
         }
+        compiled
     }
 
     fn unknown_step(&mut self, id: &str, span: Span, ids: &HashMap<String, usize>, what: &str) {
@@ -855,7 +1380,11 @@ impl Compiler<'_> {
             format!("{what} refers to unknown step `{id}`"),
         )
         .label(span, "no step has this id");
-        if let Some(s) = suggest(id, ids.keys().map(String::as_str)) {
+        if let Some((module, _)) = id.split_once('.').filter(|(m, _)| ids.contains_key(*m)) {
+            diag = diag.help(format!(
+                "a module's steps are its own: wait for all of it with `needs: [{module}]`, or read its `outputs:`"
+            ));
+        } else if let Some(s) = suggest(id, ids.keys().map(String::as_str)) {
             diag = diag.help(format!("did you mean `{s}`?"));
         }
         self.push(diag);
@@ -958,6 +1487,10 @@ impl Compiler<'_> {
                     );
                     return None;
                 }
+                if let Some(inclusion) = &decls[j].include {
+                    self.check_module_read(id, path, inclusion, span);
+                    return matches!(context, Context::Step).then_some(j);
+                }
                 if j == me && context != Context::Undo {
                     self.push(
                         Diag::error(
@@ -991,6 +1524,44 @@ impl Compiler<'_> {
                 matches!(context, Context::Step).then_some(j)
             }
         }
+    }
+
+    /// A read of an include: only its module's outputs, `steps.ID.outputs.NAME`.
+    fn check_module_read(&mut self, id: &str, path: &[String], inclusion: &Inclusion, span: Span) {
+        let key = match (path.first().map(String::as_str), path.get(1)) {
+            (Some("outputs"), Some(key)) if path.len() == 2 => key,
+            _ => {
+                self.push(
+                    Diag::error(
+                        "ripcord::module-read",
+                        format!("`{id}` includes a module: only its outputs can be read"),
+                    )
+                    .label(span, "here")
+                    .help(format!(
+                        "read `steps.{id}.outputs.NAME` (NAME one of the module's `outputs:`), or wait for the whole module with `needs: [{id}]`"
+                    )),
+                );
+                return;
+            }
+        };
+        let Some(module) = &inclusion.module else {
+            return;
+        };
+        if module.body.outputs.iter().any(|(name, _)| name == key) {
+            return;
+        }
+        let names: Vec<&str> = module.body.outputs.iter().map(|(n, _)| n.as_str()).collect();
+        let mut diag = Diag::error(
+            "ripcord::unknown-output",
+            format!("module `{id}` ({}) has no output `{key}`", module.display),
+        )
+        .label(span, "referenced here");
+        diag = match suggest(key, names.iter().copied()) {
+            Some(s) => diag.help(format!("did you mean `{s}`?")),
+            None if names.is_empty() => diag.help("the module declares no `outputs:`"),
+            None => diag.help(format!("its outputs: {}", names.join(", "))),
+        };
+        self.push(diag);
     }
 
     fn check_output_key(&mut self, target: &Decl, key: &str, span: Span) {
@@ -1050,7 +1621,7 @@ impl Compiler<'_> {
             exprs.into_iter().for_each(&mut note);
         }
         for (_, value) in runbook.outputs.iter().flat_map(|o| o.iter()) {
-            if let Ok(template) = expr::parse_template(&value.value, Span::of(value), self.text) {
+            if let Ok(template) = expr::parse_template(&value.value, Span::of(value), self.file.inner()) {
                 template.exprs().for_each(&mut note);
             }
         }
@@ -1061,7 +1632,7 @@ impl Compiler<'_> {
                         "ripcord::unused-input",
                         format!("input `{}` is never used", name.value),
                     )
-                    .in_file(self.file)
+                    .in_file(&self.file)
                     .label(Span::of(name), "declared here"),
                 );
             }
@@ -1106,7 +1677,8 @@ impl Compiler<'_> {
     }
 
     /// Expands for_each and builds the plan's graph.
-    fn expand(&mut self, header: Header, inputs: Vec<ResolvedInput>, decls: Vec<Decl>) -> Plan {
+    fn expand(&mut self, header: Header, inputs: Vec<ResolvedInput>, body: Body) -> Plan {
+        let Body { decls, groups, .. } = body;
         let inputs_json: serde_json::Map<String, Json> = inputs
             .iter()
             .filter_map(|i| Some((i.name.clone(), i.value.clone()?)))
@@ -1117,7 +1689,7 @@ impl Compiler<'_> {
             let items = match &d.for_each {
                 None => vec![None],
                 Some(ForEach::Items(items)) => items.iter().cloned().map(Some).collect(),
-                Some(ForEach::Expr(e)) => self.eval_for_each(e, &inputs, &inputs_json),
+                Some(ForEach::Expr(e)) => self.eval_for_each(e, &d.file, &inputs, &inputs_json),
             };
             let first = steps.len();
             let mut keys: HashSet<String> = HashSet::new();
@@ -1127,11 +1699,13 @@ impl Compiler<'_> {
                     Some(item) => {
                         let key = item_key(item, n);
                         if !keys.insert(key.clone()) {
-                            self.error(
-                                "ripcord::for-each",
-                                format!("for_each of `{}` has the item `{key}` twice", d.id),
-                                d.span,
-                                "each item must be unique: it names the step",
+                            self.diags.push(
+                                Diag::error(
+                                    "ripcord::for-each",
+                                    format!("for_each of `{}` has the item `{key}` twice", d.id),
+                                )
+                                .in_file(&d.file)
+                                .label(d.span, "each item must be unique: it names the step"),
                             );
                         }
                         format!("{}[{key}]", d.id)
@@ -1156,6 +1730,7 @@ impl Compiler<'_> {
                     on_failure: d.on_failure,
                     undo: d.undo.clone(),
                     span: d.span,
+                    group: d.group,
                 });
             }
             instances.push(first..steps.len());
@@ -1177,9 +1752,11 @@ impl Compiler<'_> {
             name: header.name,
             description: None,
             file: self.file.clone(),
+            sources: std::mem::take(&mut self.sources),
+            groups,
             rto: header.rto,
             concurrency: header.concurrency,
-            pools: header.pools,
+            pools: std::mem::take(&mut self.pools),
             rollback: Default::default(),
             inputs,
             steps,
@@ -1194,9 +1771,15 @@ impl Compiler<'_> {
     fn eval_for_each(
         &mut self,
         e: &Expr,
+        file: &SourceFile,
         inputs: &[ResolvedInput],
         values: &serde_json::Map<String, Json>,
     ) -> Vec<Option<Json>> {
+        let error = |message: String, label: &str| {
+            Diag::error("ripcord::for-each", message)
+                .in_file(file)
+                .label(e.span, label.to_string())
+        };
         let unknown = e.refs.iter().any(|r| matches!(r, Ref::Input(n) if inputs.iter().any(|i| &i.name == n && i.value.is_none())));
         if unknown {
             return vec![Some(Json::String("*".into()))];
@@ -1207,33 +1790,18 @@ impl Compiler<'_> {
         let value = match result.map(|v| serde_json::to_value(&v)) {
             Ok(Ok(v)) => v,
             Ok(Err(err)) => {
-                self.error(
-                    "ripcord::for-each",
-                    format!("for_each value cannot be used: {err}"),
-                    e.span,
-                    "here",
-                );
+                self.diags.push(error(format!("for_each value cannot be used: {err}"), "here"));
                 return Vec::new();
             }
             Err(err) => {
-                self.error(
-                    "ripcord::for-each",
-                    format!("for_each failed to evaluate: {err}"),
-                    e.span,
-                    "here",
-                );
+                self.diags.push(error(format!("for_each failed to evaluate: {err}"), "here"));
                 return Vec::new();
             }
         };
         match value {
             Json::Array(items) => items.into_iter().map(Some).collect(),
             other => {
-                self.error(
-                    "ripcord::for-each",
-                    format!("for_each must give a list, but `{}` gives {other}", e.text),
-                    e.span,
-                    "not a list",
-                );
+                self.diags.push(error(format!("for_each must give a list, but `{}` gives {other}", e.text), "not a list"));
                 Vec::new()
             }
         }
@@ -1257,4 +1825,65 @@ fn item_key(item: &Json, position: usize) -> String {
         Json::Bool(b) => b.to_string(),
         _ => position.to_string(),
     }
+}
+
+/// The includer's reads of module outputs, `steps.ID.outputs.NAME`, as the outputs' expressions.
+fn reads_of(
+    module_outputs: &HashMap<String, HashMap<String, String>>,
+) -> impl FnMut(&expr::Token) -> expr::Rewrite + '_ {
+    |t| match t {
+        expr::Token::Step {
+            id,
+            output: Some(key),
+        } => match module_outputs.get(id).and_then(|o| o.get(*key)) {
+            Some(source) => expr::Rewrite::Replace(source.clone()),
+            None => expr::Rewrite::Keep,
+        },
+        _ => expr::Rewrite::Keep,
+    }
+}
+
+/// Declared steps in an order where each comes after what it waits for (ties: file order).
+/// The graph is acyclic: cycles are reported before this runs.
+fn dependency_order(decls: &[Decl]) -> Vec<usize> {
+    let mut waiting: Vec<usize> = decls.iter().map(|d| d.deps.len()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); decls.len()];
+    for (i, d) in decls.iter().enumerate() {
+        for &(j, _) in &d.deps {
+            dependents[j].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..decls.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(decls.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &k in &dependents[i] {
+            waiting[k] -= 1;
+            if waiting[k] == 0 {
+                ready.insert(k);
+            }
+        }
+    }
+    order
+}
+
+/// `runbooks/../modules/x.yaml` -> `modules/x.yaml`, for display (the file is opened by the
+/// path as joined).
+fn normalize(path: &Path) -> String {
+    use std::path::Component;
+    let mut parts: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(parts.last(), Some(Component::Normal(_))) =>
+            {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    let joined: PathBuf = parts.iter().collect();
+    joined.display().to_string()
 }

@@ -53,6 +53,52 @@ impl Param {
         }
     }
 
+    /// The same tree with each expression rewritten.
+    pub fn map(&self, f: &mut dyn FnMut(&Expr) -> Result<Expr, String>) -> Result<Param, String> {
+        Ok(match self {
+            Param::Str(t) => Param::Str(t.map(f)?),
+            Param::Seq(items) => Param::Seq(
+                items
+                    .iter()
+                    .map(|p| p.map(f))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Param::Map(entries) => Param::Map(
+                entries
+                    .iter()
+                    .map(|(k, p)| Ok((k.clone(), p.map(f)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// The tree as one expression that renders to the same value (a module input's value,
+    /// substituted into the module's expressions).
+    pub fn source(&self) -> String {
+        match self {
+            Param::Null => "none".into(),
+            Param::Bool(b) => b.to_string(),
+            Param::Int(i) => i.to_string(),
+            Param::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or_else(|| "none".into(), |n| n.to_string()),
+            Param::Str(t) => t.source(),
+            Param::Seq(items) => {
+                let items: Vec<String> = items.iter().map(Param::source).collect();
+                format!("[{}]", items.join(", "))
+            }
+            Param::Map(entries) => {
+                let entries: Vec<String> = entries
+                    .iter()
+                    .map(|(k, p)| {
+                        format!("{}: {}", serde_json::Value::String(k.clone()), p.source())
+                    })
+                    .collect();
+                format!("{{{}}}", entries.join(", "))
+            }
+        }
+    }
+
     /// Every expression in the tree.
     pub fn exprs<'a>(&'a self, out: &mut Vec<&'a Expr>) {
         match self {

@@ -22,6 +22,11 @@ pub struct Plan {
     pub name: String,
     pub description: Option<String>,
     pub file: SourceFile,
+    /// Every file the plan was compiled from: the runbook, then each module it includes.
+    pub sources: Vec<SourceFile>,
+    /// Included modules, shown as groups by plan and graph; a group's steps are those whose
+    /// `group` is it or one of its descendants.
+    pub groups: Vec<Group>,
     pub rto: Option<Duration>,
     pub concurrency: usize,
     pub pools: Vec<Pool>,
@@ -36,6 +41,18 @@ pub struct Plan {
     /// Longest estimated path from each step to the end, the step included: the scheduling
     /// priority, as ninja orders its ready queue.
     pub remaining: Vec<Duration>,
+}
+
+/// One inclusion of a module: `include:` step `id` inlined its steps as `id.STEP`.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The include step's id, with its enclosing modules' prefixes (`site.drain-web`).
+    pub id: String,
+    pub name: Option<String>,
+    /// The module file, as shown in diagnostics.
+    pub file: String,
+    /// The group this one is nested in.
+    pub parent: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,8 +94,10 @@ pub struct PlannedStep {
     pub pool: Option<usize>,
     pub on_failure: OnFailure,
     pub undo: Option<UndoSpec>,
-    /// Where the step's id is declared.
+    /// Where the step's id is declared (in the module's file for a module's step).
     pub span: Span,
+    /// The innermost module inclusion the step came from.
+    pub group: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +139,23 @@ impl Plan {
         self.graph
             .neighbors_directed(NodeIndex::new(step), Direction::Outgoing)
             .map(NodeIndex::index)
+    }
+
+    /// Whether step `step` came from group `g` (directly or through a nested module).
+    pub fn in_group(&self, step: usize, g: usize) -> bool {
+        let mut at = self.steps[step].group;
+        while let Some(x) = at {
+            if x == g {
+                return true;
+            }
+            at = self.groups[x].parent;
+        }
+        false
+    }
+
+    /// How deep group `g` is nested (0: included by the runbook itself).
+    pub fn group_depth(&self, g: usize) -> usize {
+        std::iter::successors(self.groups[g].parent, |&p| self.groups[p].parent).count()
     }
 
     /// Predicted duration with unlimited concurrency: the critical path's length.

@@ -21,7 +21,11 @@ pub type LoadError = Box<Diag>;
 
 /// Reads and parses `path`; `display` is the name diagnostics show (the path as given).
 pub fn load_file(path: &Path) -> Result<Source, LoadError> {
-    let display = path.display().to_string();
+    load_file_as(path, &path.display().to_string())
+}
+
+/// [`load_file`] with the name diagnostics show (a module's path as written from the runbook).
+pub fn load_file_as(path: &Path, display: &str) -> Result<Source, LoadError> {
     let fail = |msg: String| Box::new(Diag::error("ripcord::io", msg));
     let file =
         std::fs::File::open(path).map_err(|e| fail(format!("cannot read {display}: {e}")))?;
@@ -34,7 +38,7 @@ pub fn load_file(path: &Path) -> Result<Source, LoadError> {
         )));
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(too_large(&display, meta.len()));
+        return Err(too_large(display, meta.len()));
     }
     // Read at most one byte past the cap: the file may grow between stat and read.
     let mut bytes = Vec::with_capacity(meta.len() as usize);
@@ -42,13 +46,13 @@ pub fn load_file(path: &Path) -> Result<Source, LoadError> {
         .read_to_end(&mut bytes)
         .map_err(|e| fail(format!("cannot read {display}: {e}")))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large(&display, bytes.len() as u64));
+        return Err(too_large(display, bytes.len() as u64));
     }
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
-        Err(e) => return Err(not_utf8(&display, e)),
+        Err(e) => return Err(not_utf8(display, e)),
     };
-    load_str(&display, text)
+    load_str(display, text)
 }
 
 fn too_large(display: &str, len: u64) -> LoadError {

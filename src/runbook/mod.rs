@@ -17,7 +17,7 @@ use serde_saphyr::Spanned;
 
 pub use entries::Entries;
 pub use inputs::{InputDecl, InputType};
-pub use load::{LoadError, Source, load_file, load_str};
+pub use load::{LoadError, Source, load_file, load_file_as, load_str};
 pub use step::{OnFailure, Retry, Sim, Step, StepDefaults, Undo};
 pub use value::{Key, Span, Value, ValueKind};
 

@@ -30,6 +30,23 @@ pub fn sha256(text: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a run records of the files it was compiled from: the SHA-256 of the runbook, or, when
+/// it includes modules, of each file's name and text in turn. Resume and rollback refuse a
+/// plan whose files changed since.
+pub fn fingerprint(plan: &Plan) -> String {
+    if let [only] = plan.sources.as_slice() {
+        return sha256(only.inner());
+    }
+    let mut all = String::new();
+    for file in &plan.sources {
+        all.push_str(file.name());
+        all.push('\0');
+        all.push_str(file.inner());
+        all.push('\0');
+    }
+    sha256(&all)
+}
+
 /// Reads a recorded run, failing with a message and exit 2.
 pub fn read_run(state: &StateDir, run_id: &str) -> Result<(ReadJournal, Header), u8> {
     let read = state.read_run(run_id).map_err(|e| {
@@ -59,14 +76,6 @@ pub fn recompile(
         );
         exit::INVALID
     })?;
-    let hash = sha256(source.file.inner());
-    if hash != header.hash && !force {
-        eprintln!(
-            "error: {} changed since run {} started; pass --force to go on with the new version",
-            header.file, header.run_id
-        );
-        return Err(exit::INVALID);
-    }
     let mut inputs: Vec<(String, String)> = header
         .inputs
         .iter()
@@ -84,10 +93,22 @@ pub fn recompile(
         require_inputs: true,
         providers,
     };
+    let changed = || {
+        eprintln!(
+            "error: {} (or a module it includes) changed since run {} started; pass --force to go on with the new version",
+            header.file, header.run_id
+        );
+        exit::INVALID
+    };
     match compile(&source, &options) {
+        Ok(compiled) if fingerprint(&compiled.plan) != header.hash && !force => Err(changed()),
         Ok(compiled) => Ok(Arc::new(compiled.plan)),
         Err(diags) => {
             print_diags(&diags);
+            // Say why it no longer compiles, when the reason is an edit.
+            if !force && sha256(source.file.inner()) != header.hash {
+                return Err(changed());
+            }
             Err(exit::INVALID)
         }
     }

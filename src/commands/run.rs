@@ -24,7 +24,7 @@ use crate::runbook::RollbackPolicy;
 use crate::runbook::duration::format as dur;
 
 use super::compile_one;
-use super::recorded::sha256;
+use super::recorded::fingerprint;
 
 pub fn run(args: &RunArgs) -> u8 {
     let providers = Arc::new(Providers::new(&args.plugins.plugin_dirs));
@@ -122,7 +122,7 @@ pub fn run(args: &RunArgs) -> u8 {
         run_id: cx.run_id.clone(),
         runbook: plan.name.clone(),
         file: file.display().to_string(),
-        hash: sha256(plan.file.inner()),
+        hash: fingerprint(&plan),
         mode,
         seed,
         inputs: masked_inputs,
@@ -219,9 +219,21 @@ fn check_step_names(plan: &Plan, flag: &str, names: &[String]) -> Result<(), u8>
     for name in names {
         if !plan.steps.iter().any(|s| &s.id == name || &s.base == name) {
             let ids = plan.steps.iter().map(|s| s.base.as_str());
-            let hint = match crate::compile::suggest(name, ids) {
-                Some(s) => format!("; did you mean `{s}`?"),
-                None => String::new(),
+            let module = plan.groups.iter().position(|g| &g.id == name);
+            let hint = match (module, crate::compile::suggest(name, ids)) {
+                (Some(g), _) => {
+                    let mut inner: Vec<&str> = (0..plan.steps.len())
+                        .filter(|&i| plan.in_group(i, g))
+                        .map(|i| plan.steps[i].base.as_str())
+                        .collect();
+                    inner.dedup();
+                    format!(
+                        "; `{name}` is a module: name one of its steps ({})",
+                        inner.join(", ")
+                    )
+                }
+                (None, Some(s)) => format!("; did you mean `{s}`?"),
+                (None, None) => String::new(),
             };
             eprintln!("error: {flag} {name}: the runbook has no step `{name}`{hint}");
             return Err(exit::INVALID);

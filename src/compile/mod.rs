@@ -421,6 +421,7 @@ impl Compiler<'_> {
             .unwrap_or(DEFAULT_TIMEOUT);
         let retry = self.retry(step.retry.as_ref().or(d.and_then(|d| d.retry.as_ref())));
         let sim = self.sim(step, d, spec.as_deref(), action.as_ref());
+        // A dry-run simulates one attempt of the estimated duration, under the step's timeout.
         if sim.explicit && sim.duration >= timeout {
             self.diags.push(
                 Diag::warning(

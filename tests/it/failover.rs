@@ -177,7 +177,7 @@ fn killed_right_after_promotion_resume_finishes_the_cut_over_without_promoting_a
     );
     let mut child = ripcord(&c, &["run", "--yes"]).spawn();
     wait_until("promotion", || {
-        has(&journal(&c), "step_finished", "promote")
+        has(&journal(&c), "step_finished", "promote.promote")
     });
     child.kill().unwrap(); // SIGKILL, right after promotion
     child.wait().unwrap();
@@ -193,7 +193,7 @@ fn killed_right_after_promotion_resume_finishes_the_cut_over_without_promoting_a
     let records = journal(&c);
     let promotions = records
         .iter()
-        .filter(|r| r["kind"] == "step_started" && r["step"] == "promote")
+        .filter(|r| r["kind"] == "step_started" && r["step"] == "promote.promote")
         .count();
     assert_eq!(
         promotions, 1,
@@ -218,7 +218,7 @@ fn haproxy_lost_at_the_cut_over_aborts_and_rollback_restores_the_old_primary() {
     let child = ripcord(&c, &["run", "--yes", "--json"]).spawn();
     // The runtime API goes away while the standby is promoted.
     wait_until("promotion to start", || {
-        has(&journal(&c), "step_started", "promote")
+        has(&journal(&c), "step_started", "promote.promote")
     });
     let away = c.dir.path().join("haproxy.sock.away");
     std::fs::rename(&c.socket, &away).unwrap();
@@ -232,7 +232,7 @@ fn haproxy_lost_at_the_cut_over_aborts_and_rollback_restores_the_old_primary() {
     let records = journal(&c);
     let failed = records
         .iter()
-        .find(|r| r["kind"] == "step_finished" && r["step"] == "enable-new")
+        .find(|r| r["kind"] == "step_finished" && r["step"] == "enable-new.set")
         .unwrap();
     assert_eq!(failed["status"], "failed");
     assert!(

@@ -19,6 +19,43 @@
 //! - [`report`] turns a run's journal into the evidence of a DR test.
 //! - [`commands`] are the CLI verbs over that pipeline; [`exit`] their exit codes.
 
+/// `println!` that ignores a closed stdout: a run goes on (its journal is the record) when the
+/// pipe it prints to is gone, as in `ripcord run ... | head`.
+#[macro_export]
+macro_rules! println_quiet {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+#[macro_export]
+macro_rules! print_quiet {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+#[macro_export]
+macro_rules! eprintln_quiet {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `eprint!` that ignores a closed stderr.
+#[macro_export]
+macro_rules! eprint_quiet {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod cli;
 pub mod commands;
 pub mod compile;

@@ -4,5 +4,17 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = ripcord::cli::Cli::parse();
+    use ripcord::cli::Command;
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Resume(_) | Command::Rollback(_)
+    ) {
+        // Commands that only print stop quietly when the reader goes away (`| head`), as cat
+        // does. Runs keep going: they never die of a closed pipe, they stop printing.
+        // SAFETY: called before any thread starts; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     ExitCode::from(ripcord::commands::run(cli))
 }

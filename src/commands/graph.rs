@@ -101,35 +101,42 @@ pub fn dot(plan: &Plan) -> String {
         out,
         "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
     );
-    nested(plan, None, 1, &mut |out, i, pad| {
-        let s = &plan.steps[i];
-        let style = if on[i] {
-            ", color=\"#d00000\", penwidth=2"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "{pad}\"{}\" [label=\"{}\\n{} · {}\"{style}];",
-            dot_escape(&s.id),
-            dot_escape(&s.id),
-            dot_escape(&s.action.to_string()),
-            dur(plan.estimate(i)),
-        );
-    }, &mut |out, g, pad, open| {
-        if open {
-            let group = &plan.groups[g];
-            let _ = writeln!(out, "{pad}subgraph \"cluster_{g}\" {{");
+    nested(
+        plan,
+        None,
+        1,
+        &mut |out, i, pad| {
+            let s = &plan.steps[i];
+            let style = if on[i] {
+                ", color=\"#d00000\", penwidth=2"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "{pad}  label=\"{} ({})\"; style=\"rounded,dashed\"; fontname=\"Helvetica\";",
-                dot_escape(&group.id),
-                dot_escape(&group.file)
+                "{pad}\"{}\" [label=\"{}\\n{} · {}\"{style}];",
+                dot_escape(&s.id),
+                dot_escape(&s.id),
+                dot_escape(&s.action.to_string()),
+                dur(plan.estimate(i)),
             );
-        } else {
-            let _ = writeln!(out, "{pad}}}");
-        }
-    }, &mut out);
+        },
+        &mut |out, g, pad, open| {
+            if open {
+                let group = &plan.groups[g];
+                let _ = writeln!(out, "{pad}subgraph \"cluster_{g}\" {{");
+                let _ = writeln!(
+                    out,
+                    "{pad}  label=\"{} ({})\"; style=\"rounded,dashed\"; fontname=\"Helvetica\";",
+                    dot_escape(&group.id),
+                    dot_escape(&group.file)
+                );
+            } else {
+                let _ = writeln!(out, "{pad}}}");
+            }
+        },
+        &mut out,
+    );
     for &i in &plan.order {
         for d in sorted_dependents(plan, i) {
             let style = if edges.contains(&(i, d)) {
@@ -156,28 +163,35 @@ fn mermaid_escape(s: &str) -> String {
 pub fn mermaid(plan: &Plan) -> String {
     let (on, edges) = critical_edges(plan);
     let mut out = String::from("flowchart LR\n");
-    nested(plan, None, 1, &mut |out, i, pad| {
-        let s = &plan.steps[i];
-        let _ = writeln!(
-            out,
-            "{pad}n{i}[\"{}<br/>{} · {}\"]",
-            mermaid_escape(&s.id),
-            mermaid_escape(&s.action.to_string()),
-            dur(plan.estimate(i))
-        );
-    }, &mut |out, g, pad, open| {
-        if open {
-            let group = &plan.groups[g];
+    nested(
+        plan,
+        None,
+        1,
+        &mut |out, i, pad| {
+            let s = &plan.steps[i];
             let _ = writeln!(
                 out,
-                "{pad}subgraph g{g}[\"{} · {}\"]",
-                mermaid_escape(&group.id),
-                mermaid_escape(&group.file)
+                "{pad}n{i}[\"{}<br/>{} · {}\"]",
+                mermaid_escape(&s.id),
+                mermaid_escape(&s.action.to_string()),
+                dur(plan.estimate(i))
             );
-        } else {
-            let _ = writeln!(out, "{pad}end");
-        }
-    }, &mut out);
+        },
+        &mut |out, g, pad, open| {
+            if open {
+                let group = &plan.groups[g];
+                let _ = writeln!(
+                    out,
+                    "{pad}subgraph g{g}[\"{} · {}\"]",
+                    mermaid_escape(&group.id),
+                    mermaid_escape(&group.file)
+                );
+            } else {
+                let _ = writeln!(out, "{pad}end");
+            }
+        },
+        &mut out,
+    );
     let mut link = 0;
     let mut critical_links = Vec::new();
     for &i in &plan.order {

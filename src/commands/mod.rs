@@ -60,7 +60,7 @@ pub fn color() -> bool {
 pub fn print_diags(diags: &[Diag]) {
     let color = color();
     for d in diags {
-        eprint!("{}", d.render(color));
+        crate::eprint_quiet!("{}", d.render(color));
     }
 }
 

@@ -50,11 +50,11 @@ pub fn fingerprint(plan: &Plan) -> String {
 /// Reads a recorded run, failing with a message and exit 2.
 pub fn read_run(state: &StateDir, run_id: &str) -> Result<(ReadJournal, Header), u8> {
     let read = state.read_run(run_id).map_err(|e| {
-        eprintln!("error: {e}");
+        crate::eprintln_quiet!("error: {e}");
         exit::INVALID
     })?;
     let header = read.header().ok_or_else(|| {
-        eprintln!("error: run {run_id}: the journal has no start record");
+        crate::eprintln_quiet!("error: run {run_id}: the journal has no start record");
         exit::INVALID
     })?;
     Ok((read, header))
@@ -70,9 +70,10 @@ pub fn recompile(
 ) -> Result<Arc<Plan>, u8> {
     let source = load_file(Path::new(&header.file)).map_err(|d| {
         print_diags(&[*d]);
-        eprintln!(
+        crate::eprintln_quiet!(
             "error: run {} needs its runbook {}",
-            header.run_id, header.file
+            header.run_id,
+            header.file
         );
         exit::INVALID
     })?;
@@ -94,9 +95,10 @@ pub fn recompile(
         providers,
     };
     let changed = || {
-        eprintln!(
+        crate::eprintln_quiet!(
             "error: {} (or a module it includes) changed since run {} started; pass --force to go on with the new version",
-            header.file, header.run_id
+            header.file,
+            header.run_id
         );
         exit::INVALID
     };

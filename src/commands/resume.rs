@@ -22,7 +22,7 @@ pub fn run(args: &ResumeArgs) -> u8 {
         Err(code) => return code,
     };
     if final_status(&read) == Some(RunStatus::Succeeded) {
-        println!("run {} already succeeded: nothing to resume", header.run_id);
+        crate::println_quiet!("run {} already succeeded: nothing to resume", header.run_id);
         return exit::OK;
     }
     let providers = std::sync::Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
@@ -48,14 +48,14 @@ pub fn run(args: &ResumeArgs) -> u8 {
                 .iter()
                 .map(|&i| plan.steps[i].id.as_str())
                 .collect();
-            eprintln!(
+            crate::eprintln_quiet!(
                 "error: run {}: {} started but its end was not recorded, so it may or may not \
                  have taken effect: {}",
                 header.run_id,
                 if ids.len() == 1 { "a step" } else { "steps" },
                 ids.join(", ")
             );
-            eprintln!(
+            crate::eprintln_quiet!(
                 "  check, then resume with --retry-in-doubt (run again) or --skip-in-doubt (take as done)"
             );
             return exit::INVALID;
@@ -70,7 +70,7 @@ pub fn run(args: &ResumeArgs) -> u8 {
                 Status::Done(StepStatus::Skipped),
             ),
             Decision::Abort => {
-                eprintln!("resume abandoned; nothing was changed");
+                crate::eprintln_quiet!("resume abandoned; nothing was changed");
                 return exit::INVALID;
             }
         };
@@ -106,7 +106,7 @@ pub fn run(args: &ResumeArgs) -> u8 {
     ) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("error: cannot open the journal: {e}");
+            crate::eprintln_quiet!("error: cannot open the journal: {e}");
             return exit::INVALID;
         }
     };
@@ -134,13 +134,13 @@ pub fn run(args: &ResumeArgs) -> u8 {
     );
     for r in &records {
         if let Err(e) = journal.append(r) {
-            eprintln!("error: cannot write the journal: {e}");
+            crate::eprintln_quiet!("error: cannot write the journal: {e}");
             return exit::INVALID;
         }
         sink.record(r);
     }
     if !args.json {
-        println!(
+        crate::println_quiet!(
             "resuming run {}: {pending} of {} steps to go",
             header.run_id,
             plan.steps.len()

@@ -18,7 +18,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
         Err(code) => return code,
     };
     if header.mode == Mode::Check {
-        println!(
+        crate::println_quiet!(
             "run {} was a check: it changed nothing, so there is nothing to roll back",
             header.run_id
         );
@@ -40,7 +40,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
     ) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("error: cannot open the journal: {e}");
+            crate::eprintln_quiet!("error: cannot open the journal: {e}");
             return exit::INVALID;
         }
     };
@@ -75,7 +75,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: the journal could not be written: {e}");
+            crate::eprintln_quiet!("error: the journal could not be written: {e}");
             return exit::FAILED;
         }
     };
@@ -86,7 +86,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
             .join(", ")
     };
     if !args.json {
-        println!(
+        crate::println_quiet!(
             "\nrollback of {}: {} undone{}{}",
             header.run_id,
             outcome.undone.len(),

@@ -40,7 +40,9 @@ pub fn run(args: &RunArgs) -> u8 {
     };
     if args.estimates == Estimates::History {
         if !args.dry_run {
-            eprintln!("error: --estimates history shapes a dry-run's timeline; add --dry-run");
+            crate::eprintln_quiet!(
+                "error: --estimates history shapes a dry-run's timeline; add --dry-run"
+            );
             return exit::INVALID;
         }
         let medians = history::medians(&state, &plan.name, None);
@@ -58,7 +60,7 @@ pub fn run(args: &RunArgs) -> u8 {
         return code;
     }
     if !args.fail.is_empty() && !args.dry_run {
-        eprintln!("error: --fail rehearses failures in a dry-run; add --dry-run");
+        crate::eprintln_quiet!("error: --fail rehearses failures in a dry-run; add --dry-run");
         return exit::INVALID;
     }
     let mode = match (args.dry_run, args.check) {
@@ -76,7 +78,7 @@ pub fn run(args: &RunArgs) -> u8 {
     let run_id = match state.create_run_dir(&wanted) {
         Ok(id) => id,
         Err(e) => {
-            eprintln!(
+            crate::eprintln_quiet!(
                 "error: cannot create a run in {}: {e}",
                 state.root().display()
             );
@@ -94,7 +96,7 @@ pub fn run(args: &RunArgs) -> u8 {
     let mut journal = match Journal::create(&state.journal_path(&run_id), mode == Mode::Real) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("error: cannot create the journal: {e}");
+            crate::eprintln_quiet!("error: cannot create the journal: {e}");
             return exit::INVALID;
         }
     };
@@ -138,13 +140,13 @@ pub fn run(args: &RunArgs) -> u8 {
     let mut sink = sink(args.json, plan.steps.len());
     for record in [&start, &planned] {
         if let Err(e) = journal.append(record) {
-            eprintln!("error: cannot write the journal: {e}");
+            crate::eprintln_quiet!("error: cannot write the journal: {e}");
             return exit::INVALID;
         }
         sink.record(record);
     }
     if let Err(e) = journal.commit() {
-        eprintln!("error: cannot write the journal: {e}");
+        crate::eprintln_quiet!("error: cannot write the journal: {e}");
         return exit::INVALID;
     }
     let states = vec![Default::default(); plan.steps.len()];
@@ -155,9 +157,11 @@ pub fn run(args: &RunArgs) -> u8 {
             .map_err(|_| std::io::Error::other("the journal cannot be read back"))
             .and_then(|r| super::report::write_private(path, &super::report::render(&r, *format)));
         match written {
-            Ok(()) if !args.json => println!("  report: {}", path.display()),
+            Ok(()) if !args.json => crate::println_quiet!("  report: {}", path.display()),
             Ok(()) => {}
-            Err(e) => eprintln!("error: cannot write the report {}: {e}", path.display()),
+            Err(e) => {
+                crate::eprintln_quiet!("error: cannot write the report {}: {e}", path.display())
+            }
         }
     }
     code
@@ -208,9 +212,9 @@ pub fn require_plugins(plan: &Plan, providers: &Providers) -> Result<(), u8> {
         return Ok(());
     }
     for why in missing {
-        eprintln!("error: {why}");
+        crate::eprintln_quiet!("error: {why}");
     }
-    eprintln!("  a real run needs its plugins; `--dry-run` works without them");
+    crate::eprintln_quiet!("  a real run needs its plugins; `--dry-run` works without them");
     Err(exit::INVALID)
 }
 
@@ -235,7 +239,7 @@ fn check_step_names(plan: &Plan, flag: &str, names: &[String]) -> Result<(), u8>
                 (None, Some(s)) => format!("; did you mean `{s}`?"),
                 (None, None) => String::new(),
             };
-            eprintln!("error: {flag} {name}: the runbook has no step `{name}`{hint}");
+            crate::eprintln_quiet!("error: {flag} {name}: the runbook has no step `{name}`{hint}");
             return Err(exit::INVALID);
         }
     }
@@ -274,18 +278,20 @@ pub fn lock(state: &StateDir, runbook: &str, run_id: &str, started_at: &str) -> 
     match Lock::acquire(state, runbook, &holder) {
         Ok(lock) => Ok(lock),
         Err(LockError::Held(Some(h))) => {
-            eprintln!(
+            crate::eprintln_quiet!(
                 "error: runbook `{runbook}` is locked by run {} (pid {}, started {})",
-                h.run_id, h.pid, h.started_at
+                h.run_id,
+                h.pid,
+                h.started_at
             );
             Err(exit::LOCKED)
         }
         Err(LockError::Held(None)) => {
-            eprintln!("error: runbook `{runbook}` is locked by another run");
+            crate::eprintln_quiet!("error: runbook `{runbook}` is locked by another run");
             Err(exit::LOCKED)
         }
         Err(LockError::Io(e)) => {
-            eprintln!(
+            crate::eprintln_quiet!(
                 "error: cannot lock runbook `{runbook}` in {}: {e}",
                 state.root().display()
             );
@@ -347,7 +353,7 @@ pub fn runtime(mode: Mode) -> Result<tokio::runtime::Runtime, u8> {
         .start_paused(mode == Mode::DryRun)
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the runtime: {e}");
+            crate::eprintln_quiet!("error: cannot start the runtime: {e}");
             exit::FAILED
         })
 }
@@ -384,7 +390,9 @@ pub fn drive(
     let (outcome, rolled) = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: the journal could not be written ({e}); the run stopped");
+            crate::eprintln_quiet!(
+                "error: the journal could not be written ({e}); the run stopped"
+            );
             return exit::FAILED;
         }
     };
@@ -437,7 +445,7 @@ fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>,
             "rto_met": plan.rto.map(|r| total <= r),
             "rollback": rolled.map(|r| format!("{:?}", r.status).to_lowercase()),
         });
-        println!("{line}");
+        crate::println_quiet!("{line}");
         return;
     }
     let what = match cx.mode {
@@ -445,19 +453,19 @@ fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>,
         Mode::Check => "check",
         Mode::Real => "run",
     };
-    println!();
-    println!("{what} {}: {status} in {}", cx.run_id, dur(total));
-    println!(
+    crate::println_quiet!();
+    crate::println_quiet!("{what} {}: {status} in {}", cx.run_id, dur(total));
+    crate::println_quiet!(
         "  {succeeded} succeeded, {failed} failed, {skipped} skipped, {cancelled} cancelled, {not_run} not run"
     );
     if cx.mode == Mode::DryRun {
-        println!(
+        crate::println_quiet!(
             "  predicted duration: {} (critical path: {})",
             dur(total),
             path.join(" -> ")
         );
     } else {
-        println!("  critical path: {}", path.join(" -> "));
+        crate::println_quiet!("  critical path: {}", path.join(" -> "));
     }
     if let Some(rto) = plan.rto {
         let verdict = if outcome.status == RunStatus::Succeeded {
@@ -465,11 +473,11 @@ fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>,
         } else {
             format!("{}: not reached (the run did not finish)", dur(rto))
         };
-        println!("  rto {verdict}");
+        crate::println_quiet!("  rto {verdict}");
     }
     for (i, s) in outcome.states.iter().enumerate() {
         if s.status == Status::Done(StepStatus::Failed) {
-            println!(
+            crate::println_quiet!(
                 "  failed: {}: {}",
                 plan.steps[i].id,
                 s.error.as_deref().unwrap_or("")
@@ -477,7 +485,7 @@ fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>,
         }
     }
     if let Some(r) = rolled {
-        println!(
+        crate::println_quiet!(
             "  rollback: {} undone, {} failed, {} blocked",
             r.undone.len(),
             r.failed.len(),
@@ -485,16 +493,20 @@ fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>,
         );
     }
     match outcome.status {
-        RunStatus::Interrupted => println!("  continue with: ripcord resume {}", cx.run_id),
+        RunStatus::Interrupted => {
+            crate::println_quiet!("  continue with: ripcord resume {}", cx.run_id)
+        }
         RunStatus::Failed if cx.mode == Mode::Check => {
-            println!("  pre-flight failed: fix what the failed checks found before the real run");
+            crate::println_quiet!(
+                "  pre-flight failed: fix what the failed checks found before the real run"
+            );
         }
         RunStatus::Failed if rolled.is_none() => {
-            println!(
+            crate::println_quiet!(
                 "  undo completed steps with: ripcord rollback {}",
                 cx.run_id
             );
-            println!(
+            crate::println_quiet!(
                 "  or fix the cause and continue with: ripcord resume {}",
                 cx.run_id
             );

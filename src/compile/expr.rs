@@ -411,7 +411,10 @@ impl Template {
     }
 
     /// The same template with each expression rewritten.
-    pub fn map(&self, f: &mut dyn FnMut(&Expr) -> Result<Expr, String>) -> Result<Template, String> {
+    pub fn map(
+        &self,
+        f: &mut dyn FnMut(&Expr) -> Result<Expr, String>,
+    ) -> Result<Template, String> {
         let parts = self
             .parts
             .iter()
@@ -510,6 +513,75 @@ mod tests {
         assert_eq!(
             rewrite_step_ids("'\\\u{5d4}' ~ steps.a-b"),
             "'\\\u{5d4}' ~ steps.s_a_hb"
+        );
+    }
+
+    #[test]
+    fn rewrite_substitutes_inputs_renames_steps_and_reads_outputs() {
+        let e = compile_expr(
+            "inputs.server ~ steps.wait.outputs.x ~ 'inputs.server' ~ steps.mod.outputs.k ~ run.id",
+            Span::default(),
+        )
+        .unwrap();
+        let out = rewrite(&e, &mut |t| match t {
+            Token::Input("server") => Rewrite::Replace("'web-1'".into()),
+            Token::Step {
+                id,
+                output: Some(k),
+            } if id == "mod" => {
+                Rewrite::Replace(format!("steps.{}.outputs.{k}", mangle("mod.inner")))
+            }
+            Token::Step { id, .. } => Rewrite::Rename(format!("m.{id}")),
+            Token::Input(_) => Rewrite::Keep,
+        })
+        .unwrap();
+        assert_eq!(
+            out.source,
+            "('web-1') ~ steps.s_m_dwait.outputs.x ~ 'inputs.server' ~ (steps.s_mod_dinner.outputs.k) ~ run.id"
+        );
+        assert_eq!(out.text, e.text);
+        assert_eq!(
+            out.refs,
+            vec![
+                Ref::Run("id".into()),
+                Ref::Step {
+                    id: "m.wait".into(),
+                    path: vec!["outputs".into(), "x".into()]
+                },
+                Ref::Step {
+                    id: "mod.inner".into(),
+                    path: vec!["outputs".into(), "k".into()]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn sources_evaluate_to_the_values_they_stand_for() {
+        let value = serde_json::json!({
+            "s": "quote \" back\\slash \n tab\t unicode é \u{1}",
+            "n": [1, 2.5, -3, true, null],
+            "m": { "k-ey": "v" }
+        });
+        let source = json_source(&value);
+        let got = ENV.compile_expression(&source).unwrap().eval(()).unwrap();
+        assert_eq!(serde_json::to_value(&got).unwrap(), value);
+        let t = parse_template("a ${{ 1 + 1 }} \"b\"", Span::default(), "").unwrap();
+        let got = ENV
+            .compile_expression(&t.source())
+            .unwrap()
+            .eval(())
+            .unwrap();
+        assert_eq!(got.to_string(), "a 2 \"b\"");
+        let whole = parse_template("${{ [1, 2] }}", Span::default(), "").unwrap();
+        let got = ENV
+            .compile_expression(&whole.source())
+            .unwrap()
+            .eval(())
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&got).unwrap(),
+            serde_json::json!([1, 2])
         );
     }
 

@@ -23,9 +23,7 @@ use serde_json::Value as Json;
 use serde_saphyr::Spanned;
 
 use crate::diag::{Diag, SourceFile};
-use crate::plan::{
-    ActionRef, Group, Plan, PlannedStep, Pool, RetryPolicy, SimHints, UndoSpec,
-};
+use crate::plan::{ActionRef, Group, Plan, PlannedStep, Pool, RetryPolicy, SimHints, UndoSpec};
 use std::sync::Arc;
 
 use crate::provider::catalog::{ActionSpec, EXTERNAL_SIM_DEFAULT, Outputs};
@@ -796,7 +794,10 @@ impl Compiler<'_> {
             self.push(
                 Diag::error(
                     "ripcord::include-field",
-                    format!("`{key}` does not apply to an include step (`{}`)", step.id.value),
+                    format!(
+                        "`{key}` does not apply to an include step (`{}`)",
+                        step.id.value
+                    ),
                 )
                 .label(id_span, "this step includes a module")
                 .help(format!(
@@ -1002,7 +1003,10 @@ impl Compiler<'_> {
                         input.name
                     ),
                 )
-                .label(Span::of(include), format!("{} needs `{}`", module.display, input.name))
+                .label(
+                    Span::of(include),
+                    format!("{} needs `{}`", module.display, input.name),
+                )
                 .help(format!("add it: `with: {{ {}: ... }}`", input.name));
                 if let Some(file) = module.body.decls.first().map(|d| d.file.clone()) {
                     diag = diag.related(
@@ -1089,7 +1093,9 @@ impl Compiler<'_> {
                 m.group = Some(inner.group.map_or(g, |x| x + g + 1));
                 self.rewrite_decl(&mut m, &mut into_includer);
                 if let Some(ForEach::Expr(e)) = &m.for_each
-                    && e.refs.iter().any(|r| matches!(r, Ref::Step { .. } | Ref::Run(_)))
+                    && e.refs
+                        .iter()
+                        .any(|r| matches!(r, Ref::Step { .. } | Ref::Run(_)))
                 {
                     self.push(
                         Diag::error(
@@ -1160,7 +1166,11 @@ impl Compiler<'_> {
                     // wait for the include's.
                     Some(outer) => (
                         d.deps.iter().map(|&(j, s)| (start[i] + j, s)).collect(),
-                        if d.deps.is_empty() { outer.clone() } else { Vec::new() },
+                        if d.deps.is_empty() {
+                            outer.clone()
+                        } else {
+                            Vec::new()
+                        },
                     ),
                     None => (Vec::new(), std::mem::take(&mut d.deps)),
                 };
@@ -1190,9 +1200,8 @@ impl Compiler<'_> {
     /// Rewrites every expression of `d` (with, when, for_each, undo.with).
     fn rewrite_decl(&mut self, d: &mut Decl, f: &mut dyn FnMut(&expr::Token) -> expr::Rewrite) {
         let mut failed = Vec::new();
-        let mut map = |e: &Expr| {
-            expr::rewrite(e, f).inspect_err(|msg| failed.push((msg.clone(), e.span)))
-        };
+        let mut map =
+            |e: &Expr| expr::rewrite(e, f).inspect_err(|msg| failed.push((msg.clone(), e.span)));
         if let Some(w) = &d.with {
             d.with = w.map(&mut map).ok();
         }
@@ -1209,9 +1218,12 @@ impl Compiler<'_> {
         }
         for (msg, span) in failed {
             self.diags.push(
-                Diag::error("ripcord::expression", format!("cannot inline the expression {msg}"))
-                    .in_file(&d.file)
-                    .label(span, "here"),
+                Diag::error(
+                    "ripcord::expression",
+                    format!("cannot inline the expression {msg}"),
+                )
+                .in_file(&d.file)
+                .label(span, "here"),
             );
         }
     }
@@ -1551,7 +1563,12 @@ impl Compiler<'_> {
         if module.body.outputs.iter().any(|(name, _)| name == key) {
             return;
         }
-        let names: Vec<&str> = module.body.outputs.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = module
+            .body
+            .outputs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
         let mut diag = Diag::error(
             "ripcord::unknown-output",
             format!("module `{id}` ({}) has no output `{key}`", module.display),
@@ -1622,7 +1639,9 @@ impl Compiler<'_> {
             exprs.into_iter().for_each(&mut note);
         }
         for (_, value) in runbook.outputs.iter().flat_map(|o| o.iter()) {
-            if let Ok(template) = expr::parse_template(&value.value, Span::of(value), self.file.inner()) {
+            if let Ok(template) =
+                expr::parse_template(&value.value, Span::of(value), self.file.inner())
+            {
                 template.exprs().for_each(&mut note);
             }
         }
@@ -1686,6 +1705,13 @@ impl Compiler<'_> {
             .collect();
         let mut steps: Vec<PlannedStep> = Vec::with_capacity(decls.len());
         let mut instances: Vec<std::ops::Range<usize>> = Vec::with_capacity(decls.len());
+        let mut decls = decls;
+        for d in &mut decls {
+            if let Some(estimate) = sleep_estimate(d, &inputs, &inputs_json) {
+                d.sim.duration = estimate;
+                d.sim.explicit = true;
+            }
+        }
         for d in &decls {
             let items = match &d.for_each {
                 None => vec![None],
@@ -1791,18 +1817,25 @@ impl Compiler<'_> {
         let value = match result.map(|v| serde_json::to_value(&v)) {
             Ok(Ok(v)) => v,
             Ok(Err(err)) => {
-                self.diags.push(error(format!("for_each value cannot be used: {err}"), "here"));
+                self.diags.push(error(
+                    format!("for_each value cannot be used: {err}"),
+                    "here",
+                ));
                 return Vec::new();
             }
             Err(err) => {
-                self.diags.push(error(format!("for_each failed to evaluate: {err}"), "here"));
+                self.diags
+                    .push(error(format!("for_each failed to evaluate: {err}"), "here"));
                 return Vec::new();
             }
         };
         match value {
             Json::Array(items) => items.into_iter().map(Some).collect(),
             other => {
-                self.diags.push(error(format!("for_each must give a list, but `{}` gives {other}", e.text), "not a list"));
+                self.diags.push(error(
+                    format!("for_each must give a list, but `{}` gives {other}", e.text),
+                    "not a list",
+                ));
                 Vec::new()
             }
         }
@@ -1877,9 +1910,7 @@ fn normalize(path: &Path) -> String {
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir
-                if matches!(parts.last(), Some(Component::Normal(_))) =>
-            {
+            Component::ParentDir if matches!(parts.last(), Some(Component::Normal(_))) => {
                 parts.pop();
             }
             other => parts.push(other),
@@ -1887,4 +1918,44 @@ fn normalize(path: &Path) -> String {
     }
     let joined: PathBuf = parts.iter().collect();
     joined.display().to_string()
+}
+
+/// A `sleep.for` without an estimate of its own sleeps for its `duration`: when that is an
+/// expression over inputs with values (a module's `settle: ${{ inputs.settle }}`), the value.
+fn sleep_estimate(
+    d: &Decl,
+    inputs: &[ResolvedInput],
+    values: &serde_json::Map<String, Json>,
+) -> Option<Duration> {
+    let sleeps = d
+        .action
+        .as_ref()
+        .is_some_and(|a| a.provider == "sleep" && a.action == "for");
+    if !sleeps || d.sim.explicit {
+        return None;
+    }
+    let Some(Param::Map(entries)) = &d.with else {
+        return None;
+    };
+    let (_, Param::Str(template)) = entries.iter().find(|(k, _)| k == "duration")? else {
+        return None;
+    };
+    let known = |r: &Ref| matches!(r, Ref::Input(n) if inputs.iter().any(|i| &i.name == n && i.value.is_some()));
+    if !template.exprs().all(|e| e.refs.iter().all(known)) {
+        return None;
+    }
+    let env = expr::environment();
+    let ctx =
+        minijinja::context! { inputs => minijinja::Value::from(minijinja::value::Serde(values)) };
+    let mut text = String::new();
+    for part in &template.parts {
+        match part {
+            expr::Part::Lit(s) => text.push_str(s),
+            expr::Part::Expr(e) => {
+                let value = env.compile_expression(&e.source).ok()?.eval(&ctx).ok()?;
+                text.push_str(&value.to_string());
+            }
+        }
+    }
+    duration::parse(&text).ok()
 }

@@ -57,12 +57,9 @@ impl Param {
     pub fn map(&self, f: &mut dyn FnMut(&Expr) -> Result<Expr, String>) -> Result<Param, String> {
         Ok(match self {
             Param::Str(t) => Param::Str(t.map(f)?),
-            Param::Seq(items) => Param::Seq(
-                items
-                    .iter()
-                    .map(|p| p.map(f))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Param::Seq(items) => {
+                Param::Seq(items.iter().map(|p| p.map(f)).collect::<Result<_, _>>()?)
+            }
             Param::Map(entries) => Param::Map(
                 entries
                     .iter()
@@ -80,8 +77,9 @@ impl Param {
             Param::Null => "none".into(),
             Param::Bool(b) => b.to_string(),
             Param::Int(i) => i.to_string(),
-            Param::Float(f) => serde_json::Number::from_f64(*f)
-                .map_or_else(|| "none".into(), |n| n.to_string()),
+            Param::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or_else(|| "none".into(), |n| n.to_string())
+            }
             Param::Str(t) => t.source(),
             Param::Seq(items) => {
                 let items: Vec<String> = items.iter().map(Param::source).collect();

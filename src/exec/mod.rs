@@ -336,7 +336,7 @@ impl Executor<'_> {
             // process groups go with us rather than run on unwatched.
             provider::process::kill_all_groups();
             let _ = self.journal.commit();
-            eprintln!(
+            crate::eprintln_quiet!(
                 "{signal} again: exiting at once; resume with `ripcord resume {}`",
                 self.cx.run_id
             );

@@ -141,7 +141,7 @@ pub struct PlainSink;
 impl Sink for PlainSink {
     fn record(&mut self, record: &Record) {
         if let Some(l) = line(record) {
-            println!("{l}");
+            crate::println_quiet!("{l}");
         }
     }
 }
@@ -226,7 +226,7 @@ impl Sink for TtySink {
         if let Some(l) = line(record) {
             if self.multi.is_hidden() {
                 // An approval prompt has the terminal: print plainly, below it.
-                eprintln!("{l}");
+                crate::eprintln_quiet!("{l}");
             } else {
                 let _ = self.multi.println(l);
             }

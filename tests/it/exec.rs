@@ -828,3 +828,38 @@ fn http_requests_send_method_headers_and_json_and_check_the_status() {
             .ends_with("unexpected status 200")
     );
 }
+
+#[test]
+fn a_run_whose_output_pipe_closes_goes_on_to_the_end() {
+    // `ripcord run ... | head -1`: the reader goes away; the failover must not.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "pipe.yaml",
+        "version: 1\nname: pipe\nsteps:\n  - id: a\n    uses: shell.run\n    with: { argv: [sleep, \"0.3\"] }\n  - id: b\n    needs: [a]\n    uses: shell.run\n    with: { argv: [\"true\"] }\n",
+    );
+    let state = dir.path().join("state");
+    let mut child = Ripcord::new()
+        .state(&state)
+        .args(["run", "--json", &file])
+        .spawn();
+    drop(child.stdout.take()); // closed before the first event is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let run = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let journal = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap();
+    assert!(journal.contains("\"run_finished\""), "{journal}");
+    assert!(journal.contains("\"step\":\"b\""), "{journal}");
+
+    // A command that only prints stops quietly, as cat does.
+    let mut child = Ripcord::new().args(["graph", &file]).spawn();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

@@ -7,6 +7,7 @@ mod crash;
 mod exec;
 mod failover;
 mod fixtures;
+mod modules;
 mod planner;
 mod plugins;
 mod real_plugins;

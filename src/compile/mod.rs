@@ -878,7 +878,15 @@ impl Compiler<'_> {
             .unwrap_or(Path::new(""));
         let path = dir.join(&include.value);
         let display = normalize(&path);
-        let key = match std::fs::canonicalize(&path) {
+        // A module is a regular file: a FIFO or device (`/dev/stdin`) would block or never end.
+        let regular = std::fs::metadata(&path).and_then(|m| {
+            if m.is_file() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        });
+        let key = match regular.and_then(|()| std::fs::canonicalize(&path)) {
             Ok(key) => key,
             Err(e) => {
                 self.push(

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Writes one layered synthetic DAG as a ripcord runbook and as a Makefile.
+"""Writes one layered synthetic DAG as a ripcord runbook, a Makefile, a build.ninja and a
+Terraform configuration (terraform/main.tf: `terraform_data` resources with a `local-exec`
+provisioner, which need no provider download).
 
 N steps in layers of width W; each step after the first layer needs 1-2 steps of the layer
 before it (seeded, so every run builds the same DAG). Each step runs `true`; with KIND `noop`
@@ -43,6 +45,22 @@ def main():
         f.write("all: " + " ".join(f"s{i}" for i in range(n)) + "\n")
         for i, deps in enumerate(needs):
             f.write(f"s{i}: " + " ".join(f"s{d}" for d in deps) + "\n\t@true\n")
+
+    # Outputs are never created, so ninja runs every edge on every invocation, as make does.
+    with open(os.path.join(out, "build.ninja"), "w") as f:
+        f.write("rule t\n  command = true\n")
+        for i, deps in enumerate(needs):
+            implicit = (" | " + " ".join(f"s{d}" for d in deps)) if deps else ""
+            f.write(f"build s{i}: t{implicit}\n")
+        f.write("build all: phony " + " ".join(f"s{i}" for i in range(n)) + "\ndefault all\n")
+
+    os.makedirs(os.path.join(out, "terraform"), exist_ok=True)
+    with open(os.path.join(out, "terraform", "main.tf"), "w") as f:
+        for i, deps in enumerate(needs):
+            f.write(f'resource "terraform_data" "s{i}" {{\n')
+            if deps:
+                f.write("  depends_on = [" + ", ".join(f"terraform_data.s{d}" for d in deps) + "]\n")
+            f.write('  provisioner "local-exec" {\n    command = "true"\n  }\n}\n')
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
         clock,
     ));
     sink.finish();
+    crate::provider::shell::remove_output_dir();
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {

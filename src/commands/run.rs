@@ -337,11 +337,11 @@ pub fn context(
 
 pub fn sink(json: bool, steps: usize) -> Box<dyn Sink> {
     if json {
-        Box::new(JsonSink)
+        Box::new(JsonSink::default())
     } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
         Box::new(TtySink::new(steps))
     } else {
-        Box::new(PlainSink)
+        Box::new(PlainSink::default())
     }
 }
 
@@ -387,6 +387,7 @@ pub fn drive(
     sink.finish();
     // An approval prompt may still be blocked on stdin: do not wait for it.
     runtime.shutdown_background();
+    crate::provider::shell::remove_output_dir();
     let (outcome, rolled) = match result {
         Ok(r) => r,
         Err(e) => {

@@ -1036,6 +1036,13 @@ impl Compiler<'_> {
     /// Steps are visited in dependency order, so an include's outputs are known before any
     /// step that reads them.
     fn inline(&mut self, decls: Vec<Decl>, outputs: Vec<(String, expr::Template)>) -> Body {
+        if decls.iter().all(|d| d.include.is_none()) {
+            return Body {
+                decls,
+                outputs,
+                groups: Vec::new(),
+            };
+        }
         let n = decls.len();
         let order = dependency_order(&decls);
         // Per declared step: what it became.

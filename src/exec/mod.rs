@@ -3,8 +3,8 @@
 //! One scheduler loop owns all state. Each step waits on a Kahn in-degree counter; at zero it
 //! joins the [`ReadyQueue`] (the same one `plan` simulates, so a dry-run's virtual timeline is
 //! the predicted one). A popped step has its `when` evaluated and its params rendered; its start
-//! record is journaled and committed with the others of the same tick before its task is
-//! spawned. The task runs the attempts (timeout, retry with backoff) against the provider, or
+//! record is journaled and committed (one fdatasync for the tick; none when every step of the
+//! tick is idempotent) before its task is spawned. The task runs the attempts (timeout, retry with backoff) against the provider, or
 //! the simulator in a dry-run, and reports back; the loop records the result, releases the slot
 //! and counts down the dependents. Signals stop the scheduling and cancel running steps.
 
@@ -283,8 +283,14 @@ impl Executor<'_> {
                         break;
                     }
                 }
-                // Start records are durable before any of these steps' effects begin.
-                self.journal.commit()?;
+                // Start records are durable before any of these steps' effects begin. An
+                // idempotent step's start needs no sync of its own: were it lost to a crash,
+                // resume would run the step again, which is what it does with an idempotent
+                // step whose start survived but whose end did not. Its records ride on the
+                // next sync.
+                if launch.iter().any(|t| t.needs_durable_start()) {
+                    self.journal.commit()?;
+                }
                 for task in launch {
                     let i = task.index;
                     task_steps.insert(tasks.spawn(task.run()).id(), i);
@@ -293,6 +299,7 @@ impl Executor<'_> {
             if tasks.is_empty() {
                 break;
             }
+            self.sink.flush();
             tokio::select! {
                 joined = tasks.join_next_with_id() => {
                     // Take every task that has already ended, so their dependents start in one
@@ -553,9 +560,13 @@ impl Executor<'_> {
         if attempts == 0 {
             self.ready.release(&self.plan, i);
         }
-        let masked = match self.cx.masker.json(&Json::Object(outputs.clone())) {
-            Json::Object(m) => m,
-            _ => Map::new(),
+        let masked = if self.cx.masker.is_empty() {
+            outputs.clone()
+        } else {
+            match self.cx.masker.json(&Json::Object(outputs.clone())) {
+                Json::Object(m) => m,
+                _ => Map::new(),
+            }
         };
         let error = error.map(|e| self.cx.masker.text(&e));
         self.emit(&Record::StepFinished {
@@ -628,6 +639,19 @@ struct Task {
 }
 
 impl Task {
+    /// Whether the step's start must be durable before it runs: not when running it again
+    /// after a crash is harmless (an idempotent step, a read-only check, a dry-run), or when it
+    /// touches nothing outside ripcord (`assert.that`, `sleep.for`).
+    fn needs_durable_start(&self) -> bool {
+        let action = &self.step.action;
+        let effect_free = action.builtin
+            && matches!(
+                (action.provider.as_str(), action.action.as_str()),
+                ("assert", "that") | ("sleep", "for")
+            );
+        !(self.step.idempotent || self.check || self.dry || effect_free)
+    }
+
     async fn run(self) -> (usize, Report) {
         let report = match &self.kind {
             Kind::Approval(how) => self.approval(how).await,

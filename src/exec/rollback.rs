@@ -50,6 +50,7 @@ pub async fn rollback(
     let mut emit = |journal: &mut Journal, record: Record| -> io::Result<()> {
         journal.append(&record)?;
         sink.record(&record);
+        sink.flush();
         Ok(())
     };
     emit(

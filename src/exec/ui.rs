@@ -18,17 +18,40 @@ pub trait Sink {
     fn progress(&self) -> Option<MultiProgress> {
         None
     }
+    /// Writes out what is buffered: the executor calls it before it waits, so the events of
+    /// one scheduling tick go out in one write.
+    fn flush(&mut self) {}
     /// Called once at the end, before the summary is printed.
-    fn finish(&mut self) {}
+    fn finish(&mut self) {
+        self.flush();
+    }
 }
 
-pub struct JsonSink;
+/// Lines waiting for [`Sink::flush`]; a closed stdout is ignored (the run goes on).
+#[derive(Default)]
+pub struct Buffered(Vec<u8>);
+
+impl Buffered {
+    fn flush(&mut self) {
+        if !self.0.is_empty() {
+            let _ = std::io::stdout().lock().write_all(&self.0);
+            self.0.clear();
+        }
+    }
+}
+
+/// One JSON object a line.
+#[derive(Default)]
+pub struct JsonSink(Buffered);
 
 impl Sink for JsonSink {
     fn record(&mut self, record: &Record) {
-        let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, record);
-        let _ = out.write_all(b"\n");
+        let _ = serde_json::to_writer(&mut self.0.0, record);
+        self.0.0.push(b'\n');
+    }
+
+    fn flush(&mut self) {
+        self.0.flush();
     }
 }
 
@@ -136,13 +159,19 @@ pub fn line(record: &Record) -> Option<String> {
     })
 }
 
-pub struct PlainSink;
+#[derive(Default)]
+pub struct PlainSink(Buffered);
 
 impl Sink for PlainSink {
     fn record(&mut self, record: &Record) {
         if let Some(l) = line(record) {
-            crate::println_quiet!("{l}");
+            self.0.0.extend_from_slice(l.as_bytes());
+            self.0.0.push(b'\n');
         }
+    }
+
+    fn flush(&mut self) {
+        self.0.flush();
     }
 }
 

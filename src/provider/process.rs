@@ -65,32 +65,43 @@ pub async fn run(
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let pid = child.id().map(|id| id as i32);
-    let _group = GroupGuard::new(pid);
-    let stdout = tokio::spawn(tail(child.stdout.take(), max_capture));
-    let stderr = tokio::spawn(tail(child.stderr.take(), max_capture));
+    let mut group = GroupGuard::new(pid);
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A child that exits without reading its stdin is not an error.
         let _ = pipe.write_all(&bytes).await;
     }
-    let status = tokio::select! {
-        status = child.wait() => status,
-        () = cancel.cancelled() => {
-            signal_group(pid, libc::SIGTERM);
-            if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-                signal_group(pid, libc::SIGKILL);
-                let _ = child.wait().await;
-            }
-            signal_group(pid, libc::SIGKILL);
-            return Ok(Ended::Cancelled);
-        }
+    // The pipes are read while the child runs (a full pipe would stall it), in this same task.
+    let ended = tokio::select! {
+        ended = async {
+            tokio::join!(
+                async {
+                    let status = child.wait().await;
+                    // The child is gone; anything it left in its group goes too, so the pipes
+                    // close.
+                    group.kill();
+                    status
+                },
+                tail(stdout, max_capture),
+                tail(stderr, max_capture),
+            )
+        } => Some(ended),
+        () = cancel.cancelled() => None,
     };
-    // The child is gone; anything it left in its group goes too, so the pipes close.
-    signal_group(pid, libc::SIGKILL);
+    let Some((status, stdout, stderr)) = ended else {
+        signal_group(pid, libc::SIGTERM);
+        if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+            signal_group(pid, libc::SIGKILL);
+            let _ = child.wait().await;
+        }
+        group.kill();
+        return Ok(Ended::Cancelled);
+    };
     let status = status.map_err(|e| format!("waiting for `{program}`: {e}"))?;
     Ok(Ended::Exited(Finished {
         status,
-        stdout: stdout.await.unwrap_or_default(),
-        stderr: stderr.await.unwrap_or_default(),
+        stdout,
+        stderr,
     }))
 }
 
@@ -149,21 +160,32 @@ fn signal_group(pid: Option<i32>, signal: i32) {
 
 /// Kills the process group if the attempt's future is dropped mid-way (the executor gave up on
 /// it), so nothing outlives its step.
-struct GroupGuard(Option<i32>);
+struct GroupGuard {
+    pid: Option<i32>,
+    killed: bool,
+}
 
 impl GroupGuard {
     fn new(pid: Option<i32>) -> GroupGuard {
         if let Some(pid) = pid {
             track(pid, true);
         }
-        GroupGuard(pid)
+        GroupGuard { pid, killed: false }
+    }
+
+    /// SIGKILLs what is left of the group, once.
+    fn kill(&mut self) {
+        if !self.killed {
+            signal_group(self.pid, libc::SIGKILL);
+            self.killed = true;
+        }
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        signal_group(self.0, libc::SIGKILL);
-        if let Some(pid) = self.0 {
+        self.kill();
+        if let Some(pid) = self.pid {
             track(pid, false);
         }
     }

@@ -49,6 +49,50 @@ fn resolve(program: &str) -> std::ffi::OsString {
     path
 }
 
+/// The directory of `$RIPCORD_OUTPUT` files: one per ripcord process, private (0700), so each
+/// step's file is only named, not created: a step that writes no outputs costs no file.
+static OUTPUT_DIR: std::sync::Mutex<Option<tempfile::TempDir>> = std::sync::Mutex::new(None);
+
+/// `$RIPCORD_OUTPUT` of one attempt: a fresh name in the private directory, removed after
+/// (a step killed before it was read leaves its file to the directory's removal).
+struct OutputFile(std::path::PathBuf);
+
+impl OutputFile {
+    fn new() -> Result<OutputFile, Failure> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut dir = OUTPUT_DIR.lock().unwrap_or_else(|e| e.into_inner());
+        if dir.is_none() {
+            let made = tempfile::Builder::new()
+                .prefix("ripcord-outputs-")
+                .tempdir()
+                .map_err(|e| Failure::new(format!("cannot create the output directory: {e}")))?;
+            *dir = Some(made);
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = dir.as_ref().expect("created above");
+        Ok(OutputFile(dir.path().join(format!("{n}.env"))))
+    }
+}
+
+impl OutputFile {
+    /// What the step wrote (nothing, usually: then there is no file).
+    fn read(&self) -> String {
+        match std::fs::read_to_string(&self.0) {
+            Ok(text) => {
+                let _ = std::fs::remove_file(&self.0);
+                text
+            }
+            Err(_) => String::new(),
+        }
+    }
+}
+
+/// Removes the outputs directory (at the end of a run).
+pub fn remove_output_dir() {
+    OUTPUT_DIR.lock().unwrap_or_else(|e| e.into_inner()).take();
+}
+
 async fn run(request: Request) -> Result<OutputMap, Failure> {
     let p = &request.params;
     let mut command = if let Some(argv) = p.get("argv").and_then(Json::as_array) {
@@ -74,10 +118,7 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
     } else {
         return Err(Failure::permanent("shell.run needs `argv` or `script`"));
     };
-    let output_file = tempfile::Builder::new()
-        .prefix("ripcord-output-")
-        .tempfile()
-        .map_err(|e| Failure::new(format!("cannot create the output file: {e}")))?;
+    let output_file = OutputFile::new()?;
     if let Some(env) = p.get("env").and_then(Json::as_object) {
         for (k, v) in env {
             command.env(k, scalar_text(v).unwrap_or_default());
@@ -87,7 +128,7 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
         command.current_dir(cwd);
     }
     command
-        .env("RIPCORD_OUTPUT", output_file.path())
+        .env("RIPCORD_OUTPUT", &output_file.0)
         .env("RIPCORD_RUN_ID", &request.run_id)
         .env("RIPCORD_STEP", &request.step)
         .env("RIPCORD_ATTEMPT", request.attempt.to_string());
@@ -105,7 +146,7 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
         Err(e) => return Err(Failure::permanent(e)),
     };
     let mut outputs = OutputMap::new();
-    let text = std::fs::read_to_string(output_file.path()).unwrap_or_default();
+    let text = output_file.read();
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=')
             && !k.trim().is_empty()

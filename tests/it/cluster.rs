@@ -211,7 +211,11 @@ impl Cluster {
             },
             "the standby to stream",
         );
-        cluster.wait_for(|| cluster.socket.exists(), "HAProxy's socket");
+        // The socket file exists a moment before HAProxy listens on it: wait for a connection.
+        cluster.wait_for(
+            || std::os::unix::net::UnixStream::connect(&cluster.socket).is_ok(),
+            "HAProxy's socket",
+        );
         cluster
     }
 

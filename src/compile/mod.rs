@@ -1805,6 +1805,7 @@ impl Compiler<'_> {
             graph,
             order: Vec::new(),
             remaining: Vec::new(),
+            priority: Vec::new(),
         }
     }
 

@@ -1,9 +1,10 @@
-//! List scheduling with critical-path priority: the ready queue the executor uses, and a
-//! simulation of it over estimated durations (plan's prediction, dry-run's virtual time).
+//! List scheduling with critical-path priority (pool-aware, see [`Plan::priority`]): the ready
+//! queue the executor uses, and a simulation of it over estimated durations (plan's prediction,
+//! dry-run's virtual time).
 //!
 //! Each step waits on an in-degree counter (Kahn); when it reaches zero the step joins the ready
 //! heap of its pool. A step starts when a global slot and a slot of its pool are free, highest
-//! remaining critical path first, file order breaking ties. The whole run costs
+//! priority first (the remaining critical path, pooled steps weighted), file order breaking ties. The whole run costs
 //! O((steps + edges) · log steps), never a rescan of all steps.
 
 use std::cmp::Reverse;
@@ -39,7 +40,11 @@ impl ReadyQueue {
     }
 
     pub fn push(&mut self, plan: &Plan, step: usize) {
-        self.heaps[Self::lane(plan, step)].push((plan.remaining[step], Reverse(step)));
+        self.push_by(plan, step, plan.priority[step]);
+    }
+
+    fn push_by(&mut self, plan: &Plan, step: usize, priority: Duration) {
+        self.heaps[Self::lane(plan, step)].push((priority, Reverse(step)));
     }
 
     /// The best ready step that can start now, taking its slots.
@@ -85,11 +90,21 @@ pub struct Schedule {
 /// Simulates the list schedule of `durations` with `concurrency` global slots and the plan's
 /// pools. Steps finishing at the same instant all release their slots before anything starts.
 pub fn simulate(plan: &Plan, durations: &[Duration], concurrency: usize) -> Schedule {
+    simulate_by(plan, durations, concurrency, &plan.priority)
+}
+
+/// [`simulate`] with another ready-queue order (the plan trying candidates).
+pub fn simulate_by(
+    plan: &Plan,
+    durations: &[Duration],
+    concurrency: usize,
+    priority: &[Duration],
+) -> Schedule {
     let n = plan.steps.len();
     let mut indegree: Vec<usize> = (0..n).map(|i| plan.needs(i).count()).collect();
     let mut ready = ReadyQueue::new(plan, concurrency);
     for (i, _) in indegree.iter().enumerate().filter(|(_, d)| **d == 0) {
-        ready.push(plan, i);
+        ready.push_by(plan, i, priority[i]);
     }
     let mut running: BinaryHeap<Reverse<(Duration, usize)>> = BinaryHeap::new();
     let (mut start, mut finish) = (vec![Duration::ZERO; n], vec![Duration::ZERO; n]);
@@ -113,7 +128,7 @@ pub fn simulate(plan: &Plan, durations: &[Duration], concurrency: usize) -> Sche
             for d in plan.dependents(step) {
                 indegree[d] -= 1;
                 if indegree[d] == 0 {
-                    ready.push(plan, d);
+                    ready.push_by(plan, d, priority[d]);
                 }
             }
         }

@@ -75,7 +75,7 @@ fn compile_text(text: &str, providers: &Providers) -> Plan {
         require_inputs: true,
         providers,
     };
-    match compile(&source, &options) {
+    match compile(source, &options) {
         Ok(compiled) => compiled.plan,
         Err(diags) => panic!("the generated runbook compiles: {:?}", diags[0].message),
     }

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let providers = Providers::new(&[]);
     let options = CompileOptions { inputs: &[], require_inputs: false, providers: &providers };
-    match compile(&source, &options) {
+    match compile(source, &options) {
         Ok(c) => {
             let _ = c.plan.predicted(None);
             let _ = c.plan.critical_path();

@@ -43,7 +43,7 @@ pub fn load_and_compile(path: &Path, options: &CompileOptions) -> (Option<Compil
         Ok(source) => source,
         Err(diag) => return (None, vec![*diag]),
     };
-    match compile(&source, options) {
+    match compile(source, options) {
         Ok(mut compiled) => {
             let warnings = std::mem::take(&mut compiled.warnings);
             (Some(compiled), warnings)

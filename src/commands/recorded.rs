@@ -102,13 +102,14 @@ pub fn recompile(
         );
         exit::INVALID
     };
-    match compile(&source, &options) {
+    let file = source.file.clone();
+    match compile(source, &options) {
         Ok(compiled) if fingerprint(&compiled.plan) != header.hash && !force => Err(changed()),
         Ok(compiled) => Ok(Arc::new(compiled.plan)),
         Err(diags) => {
             print_diags(&diags);
             // Say why it no longer compiles, when the reason is an edit.
-            if !force && sha256(source.file.inner()) != header.hash {
+            if !force && sha256(file.inner()) != header.hash {
                 return Err(changed());
             }
             Err(exit::INVALID)

@@ -62,7 +62,9 @@ pub struct Compiled {
 
 /// Compiles `source` (and the modules it includes); on failure, every error found (and any
 /// warnings).
-pub fn compile(source: &Source, options: &CompileOptions) -> Result<Compiled, Vec<Diag>> {
+///
+/// Takes the source: its steps are dropped as they are compiled.
+pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec<Diag>> {
     let root = Path::new(source.file.name());
     let mut cx = Compiler {
         file: source.file.clone(),
@@ -77,7 +79,8 @@ pub fn compile(source: &Source, options: &CompileOptions) -> Result<Compiled, Ve
         )],
         sources: vec![source.file.clone()],
     };
-    let runbook = &source.runbook;
+    let mut source = source;
+    let runbook = &mut source.runbook;
     let header = cx.header(runbook);
     let pools = cx.pools(runbook);
     let inputs = inputs::resolve(
@@ -417,7 +420,7 @@ impl Compiler<'_> {
                 Some(v)
             })
             .unwrap_or(DEFAULT_TIMEOUT);
-        let retry = self.retry(step.retry.as_ref().or(d.and_then(|d| d.retry.as_ref())));
+        let retry = self.retry(step.retry.as_deref().or(d.and_then(|d| d.retry.as_ref())));
         let sim = self.sim(step, d, spec.as_deref(), action.as_ref());
         // A dry-run simulates one attempt of the estimated duration, under the step's timeout.
         if sim.explicit && sim.duration >= timeout {
@@ -740,18 +743,20 @@ impl Compiler<'_> {
 
     /// The steps of `runbook` (the file being compiled), checked together, their includes
     /// inlined. Empty when the file has errors.
-    fn body(&mut self, runbook: &Runbook, inputs: &[ResolvedInput], pools: &[Pool]) -> Body {
+    ///
+    /// The steps are taken out of `runbook`, each dropped once it is declared: at 100,000 steps
+    /// the YAML model and the declarations would not fit in memory together.
+    fn body(&mut self, runbook: &mut Runbook, inputs: &[ResolvedInput], pools: &[Pool]) -> Body {
         let errors_before = self.error_count();
+        let steps = std::mem::take(&mut runbook.steps.value);
         let defaults = runbook.defaults.as_ref();
-        let mut decls: Vec<Decl> = runbook
-            .steps
-            .value
-            .iter()
-            .map(|step| match (&step.uses, &step.include) {
-                (None, Some(include)) => self.include_step(step, include),
-                _ => self.step(step, defaults, pools),
-            })
-            .collect();
+        let mut decls: Vec<Decl> = Vec::with_capacity(steps.len());
+        for step in steps {
+            decls.push(match (&step.uses, &step.include) {
+                (None, Some(include)) => self.include_step(&step, include),
+                _ => self.step(&step, defaults, pools),
+            });
+        }
         if decls.is_empty() {
             self.error(
                 "ripcord::no-steps",
@@ -926,7 +931,8 @@ impl Compiler<'_> {
         self.chain.push((key.clone(), display.clone()));
         self.sources.push(source.file.clone());
         let (before, errors_before) = (self.diags.len(), self.error_count());
-        let runbook = &source.runbook;
+        let mut source = source;
+        let runbook = &mut source.runbook;
         // A module is a runbook: the same checks, though only its steps, inputs, outputs and
         // pools matter once included (its rto and concurrency are the including runbook's).
         self.header(runbook);
@@ -1727,7 +1733,12 @@ impl Compiler<'_> {
                 d.sim.explicit = true;
             }
         }
-        for d in &decls {
+        // What each declared step waits for, before the declarations are consumed.
+        let deps: Vec<Vec<usize>> = decls
+            .iter()
+            .map(|d| d.deps.iter().map(|&(j, _)| j).collect())
+            .collect();
+        for d in decls {
             let items = match &d.for_each {
                 None => vec![None],
                 Some(ForEach::Items(items)) => items.iter().cloned().map(Some).collect(),
@@ -1735,8 +1746,9 @@ impl Compiler<'_> {
             };
             let first = steps.len();
             let mut keys: HashSet<String> = HashSet::new();
-            for (n, item) in items.into_iter().enumerate() {
-                let id = match &item {
+            let mut ids = Vec::with_capacity(items.len());
+            for (n, item) in items.iter().enumerate() {
+                ids.push(match item {
                     None => d.id.clone(),
                     Some(item) => {
                         let key = item_key(item, n);
@@ -1752,27 +1764,44 @@ impl Compiler<'_> {
                         }
                         format!("{}[{key}]", d.id)
                     }
-                };
+                });
+            }
+            // Moved, not copied: at 100,000 steps the declarations and the plan would
+            // otherwise hold every parameter tree twice.
+            let template = PlannedStep {
+                id: String::new(),
+                base: d.id,
+                name: d.name,
+                action: d
+                    .action
+                    .expect("steps without an action were reported as errors"),
+                with: d.with,
+                when: d.when,
+                item: None,
+                retry: d.retry,
+                timeout: d.timeout,
+                sim: d.sim,
+                idempotent: d.idempotent,
+                pool: d.pool,
+                on_failure: d.on_failure,
+                undo: d.undo,
+                span: d.span,
+                group: d.group,
+            };
+            let mut pairs = ids.into_iter().zip(items);
+            let last = pairs.next_back();
+            for (id, item) in pairs {
                 steps.push(PlannedStep {
                     id,
-                    base: d.id.clone(),
-                    name: d.name.clone(),
-                    action: d
-                        .action
-                        .clone()
-                        .expect("steps without an action were reported as errors"),
-                    with: d.with.clone(),
-                    when: d.when.clone(),
                     item,
-                    retry: d.retry.clone(),
-                    timeout: d.timeout,
-                    sim: d.sim.clone(),
-                    idempotent: d.idempotent,
-                    pool: d.pool,
-                    on_failure: d.on_failure,
-                    undo: d.undo.clone(),
-                    span: d.span,
-                    group: d.group,
+                    ..template.clone()
+                });
+            }
+            if let Some((id, item)) = last {
+                steps.push(PlannedStep {
+                    id,
+                    item,
+                    ..template
                 });
             }
             instances.push(first..steps.len());
@@ -1781,8 +1810,8 @@ impl Compiler<'_> {
         for _ in &steps {
             graph.add_node(());
         }
-        for (i, d) in decls.iter().enumerate() {
-            for &(j, _) in &d.deps {
+        for (i, waits) in deps.iter().enumerate() {
+            for &j in waits {
                 for a in instances[j].clone() {
                     for b in instances[i].clone() {
                         graph.add_edge(NodeIndex::new(a), NodeIndex::new(b), ());

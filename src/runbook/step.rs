@@ -6,6 +6,8 @@ use serde_saphyr::Spanned;
 
 use super::value::Value;
 
+// Rarely used parts (`retry`, `sim`, `undo`) are boxed: a step without them is smaller, which
+// counts at 100,000 steps.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -34,20 +36,20 @@ pub struct Step {
     #[schemars(with = "Vec<String>")]
     pub needs: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
-    pub retry: Option<Retry>,
+    pub retry: Option<Box<Retry>>,
     /// Duration after which an attempt is cancelled.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
     /// Dry-run hints.
     #[serde(default)]
-    pub sim: Option<Sim>,
+    pub sim: Option<Box<Sim>>,
     /// Safe to re-run if a crash leaves it in doubt (default false).
     #[serde(default)]
     pub idempotent: Option<bool>,
     /// The compensation of this step, run by rollback.
     #[serde(default)]
-    pub undo: Option<Undo>,
+    pub undo: Option<Box<Undo>>,
     /// A list (or an expression giving one): the step runs once per item as `id[item]`.
     #[serde(default)]
     pub for_each: Option<Value>,

@@ -16,7 +16,7 @@ fn plan(yaml: &str) -> Plan {
         require_inputs: true,
         providers: &providers,
     };
-    match compile(&source, &options) {
+    match compile(source, &options) {
         Ok(c) => c.plan,
         Err(diags) => panic!(
             "{}",

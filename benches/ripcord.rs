@@ -65,6 +65,10 @@ fn layered(n: usize, width: usize, action: &str, concurrency: usize) -> String {
     text
 }
 
+// The allocator the ripcord binary uses, so in-process numbers match the command's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TRUE: &str = "uses: shell.run, with: { argv: [\"true\"] }";
 const NOOP: &str = "uses: assert.that, with: { that: true }";
 

@@ -49,7 +49,7 @@ pub async fn run(
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
-            Stdio::null()
+            dev_null()
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -103,6 +103,16 @@ pub async fn run(
         stdout,
         stderr,
     }))
+}
+
+/// stdin for a child that gets none: a copy of one /dev/null opened once (a `dup` instead of
+/// a path lookup per step).
+fn dev_null() -> Stdio {
+    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok())
+        .as_ref()
+        .and_then(|f| f.try_clone().ok())
+        .map_or_else(Stdio::null, Stdio::from)
 }
 
 /// Reads a pipe to its end, keeping the last `max` bytes.

@@ -51,46 +51,79 @@ fn resolve(program: &str) -> std::ffi::OsString {
 
 /// The directory of `$RIPCORD_OUTPUT` files: one per ripcord process, private (0700), so each
 /// step's file is only named, not created: a step that writes no outputs costs no file.
-static OUTPUT_DIR: std::sync::Mutex<Option<tempfile::TempDir>> = std::sync::Mutex::new(None);
+/// Names are slots, reused once free (`0.env`, `1.env`, ...): the kernel keeps looking up the
+/// same few names, not a new one per step.
+struct Outputs {
+    dir: tempfile::TempDir,
+    free: Vec<usize>,
+    next: usize,
+}
 
-/// `$RIPCORD_OUTPUT` of one attempt: a fresh name in the private directory, removed after
-/// (a step killed before it was read leaves its file to the directory's removal).
-struct OutputFile(std::path::PathBuf);
+static OUTPUTS: std::sync::Mutex<Option<Outputs>> = std::sync::Mutex::new(None);
 
-impl OutputFile {
-    fn new() -> Result<OutputFile, Failure> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let mut dir = OUTPUT_DIR.lock().unwrap_or_else(|e| e.into_inner());
-        if dir.is_none() {
-            let made = tempfile::Builder::new()
-                .prefix("ripcord-outputs-")
-                .tempdir()
-                .map_err(|e| Failure::new(format!("cannot create the output directory: {e}")))?;
-            *dir = Some(made);
-        }
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = dir.as_ref().expect("created above");
-        Ok(OutputFile(dir.path().join(format!("{n}.env"))))
-    }
+/// `$RIPCORD_OUTPUT` of one attempt: a free slot's name in the private directory, which
+/// holds no file when the attempt starts.
+struct OutputFile {
+    path: std::path::PathBuf,
+    slot: usize,
+    /// Known not to exist (read and removed, or never written).
+    gone: bool,
 }
 
 impl OutputFile {
+    fn new() -> Result<OutputFile, Failure> {
+        let mut outputs = OUTPUTS.lock().unwrap_or_else(|e| e.into_inner());
+        if outputs.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("ripcord-outputs-")
+                .tempdir()
+                .map_err(|e| Failure::new(format!("cannot create the output directory: {e}")))?;
+            *outputs = Some(Outputs {
+                dir,
+                free: Vec::new(),
+                next: 0,
+            });
+        }
+        let outputs = outputs.as_mut().expect("created above");
+        let slot = outputs.free.pop().unwrap_or_else(|| {
+            outputs.next += 1;
+            outputs.next - 1
+        });
+        Ok(OutputFile {
+            path: outputs.dir.path().join(format!("{slot}.env")),
+            slot,
+            gone: false,
+        })
+    }
+
     /// What the step wrote (nothing, usually: then there is no file).
-    fn read(&self) -> String {
-        match std::fs::read_to_string(&self.0) {
+    fn read(&mut self) -> String {
+        let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => {
-                let _ = std::fs::remove_file(&self.0);
+                let _ = std::fs::remove_file(&self.path);
                 text
             }
             Err(_) => String::new(),
+        };
+        self.gone = true;
+        text
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if !self.gone && std::fs::remove_file(&self.path).is_err() && self.path.exists() {
+            return; // cannot be emptied: never hand this name out again
+        }
+        if let Some(outputs) = OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            outputs.free.push(self.slot);
         }
     }
 }
 
 /// Removes the outputs directory (at the end of a run).
 pub fn remove_output_dir() {
-    OUTPUT_DIR.lock().unwrap_or_else(|e| e.into_inner()).take();
+    OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).take();
 }
 
 async fn run(request: Request) -> Result<OutputMap, Failure> {
@@ -118,7 +151,7 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
     } else {
         return Err(Failure::permanent("shell.run needs `argv` or `script`"));
     };
-    let output_file = OutputFile::new()?;
+    let mut output_file = OutputFile::new()?;
     if let Some(env) = p.get("env").and_then(Json::as_object) {
         for (k, v) in env {
             command.env(k, scalar_text(v).unwrap_or_default());
@@ -128,7 +161,7 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
         command.current_dir(cwd);
     }
     command
-        .env("RIPCORD_OUTPUT", &output_file.0)
+        .env("RIPCORD_OUTPUT", &output_file.path)
         .env("RIPCORD_RUN_ID", &request.run_id)
         .env("RIPCORD_STEP", &request.step)
         .env("RIPCORD_ATTEMPT", request.attempt.to_string());

@@ -863,3 +863,35 @@ fn a_run_whose_output_pipe_closes_goes_on_to_the_end() {
     let out = child.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn a_step_sees_only_its_own_output_file() {
+    // $RIPCORD_OUTPUT names are reused once free: what one step wrote never reaches the next.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "outputs.yaml",
+        "version: 1\nname: outputs\nconcurrency: 1\nsteps:\n  - id: writes\n    uses: shell.run\n    with: { script: 'echo secretish=1 >> \"$RIPCORD_OUTPUT\"' }\n  - id: silent\n    needs: [writes]\n    uses: shell.run\n    with: { script: 'test ! -e \"$RIPCORD_OUTPUT\"' }\n  - id: again\n    needs: [silent]\n    uses: shell.run\n    with: { script: 'echo mine=2 >> \"$RIPCORD_OUTPUT\"' }\n",
+    );
+    let state = dir.path().join("state");
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let outputs: HashMap<String, serde_json::Value> = out
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "step_finished")
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().to_string(),
+                e["outputs"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(outputs["writes"]["secretish"], "1");
+    assert!(outputs["silent"].get("secretish").is_none());
+    assert_eq!(outputs["again"]["mine"], "2");
+    assert!(outputs["again"].get("secretish").is_none());
+}

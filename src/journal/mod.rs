@@ -5,8 +5,9 @@
 //! Durability follows the design notes: every record is written with one `write` call as soon as
 //! it is made (a killed process loses nothing already written), and [`Journal::commit`] issues one
 //! `fdatasync` for everything since the last commit. The executor commits the start records of a
-//! scheduling tick before any of those steps' effects begin; finish records ride on the next
-//! commit (if a machine crash loses one, the step is "in doubt" and resume's policy decides).
+//! scheduling tick before any of those steps' effects begin (unless every one of them may be run
+//! again harmlessly: idempotent or effect-free steps); finish records ride on the next commit (if
+//! a machine crash loses one, the step is "in doubt" and resume's policy decides).
 
 pub mod lock;
 pub mod record;

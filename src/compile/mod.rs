@@ -1064,6 +1064,7 @@ impl Compiler<'_> {
             };
             // The includer's reads of module outputs.
             self.rewrite_decl(&mut d, &mut reads_of(&module_outputs));
+            // (An include whose module failed never gets here: its errors stop the compile.)
             let Some(Inclusion {
                 module: Some(module),
             }) = d.include.take()
@@ -1084,75 +1085,8 @@ impl Compiler<'_> {
                 file: inner.file.clone(),
                 parent: Some(inner.parent.map_or(g, |p| p + g + 1)),
             }));
-            let given: HashMap<&str, &Param> = match &d.with {
-                Some(Param::Map(entries)) => entries.iter().map(|(k, p)| (k.as_str(), p)).collect(),
-                _ => HashMap::new(),
-            };
-            let values: HashMap<String, String> = module
-                .inputs
-                .iter()
-                .map(|input| {
-                    let source = match (given.get(input.name.as_str()), &input.value) {
-                        (Some(p), _) => p.source(),
-                        (None, Some(v)) => expr::json_source(v),
-                        (None, None) => "none".into(),
-                    };
-                    (input.name.clone(), source)
-                })
-                .collect();
-            let prefix = d.id.clone();
-            let mut into_includer = |t: &expr::Token| match t {
-                expr::Token::Input(name) => match values.get(*name) {
-                    Some(source) => expr::Rewrite::Replace(source.clone()),
-                    None => expr::Rewrite::Keep,
-                },
-                expr::Token::Step { id, .. } => expr::Rewrite::Rename(format!("{prefix}.{id}")),
-            };
-            for inner in &module.body.decls {
-                let mut m = inner.clone();
-                m.id = format!("{prefix}.{}", inner.id);
-                m.group = Some(inner.group.map_or(g, |x| x + g + 1));
-                self.rewrite_decl(&mut m, &mut into_includer);
-                if let Some(ForEach::Expr(e)) = &m.for_each
-                    && e.refs
-                        .iter()
-                        .any(|r| matches!(r, Ref::Step { .. } | Ref::Run(_)))
-                {
-                    self.push(
-                        Diag::error(
-                            "ripcord::for-each",
-                            format!("`for_each` of `{}` must be known before the run, but an input of the module it reads comes from a step", m.id),
-                        )
-                        .label(d.span, "this include's `with` feeds it")
-                        .help("give the module a list of inputs and literals"),
-                    );
-                }
-                if let Some(when) = &d.when {
-                    m.when = match (when, m.when.take()) {
-                        (Condition::Always(false), _) => Some(Condition::Always(false)),
-                        (Condition::Always(true), own) => own,
-                        (outer, None | Some(Condition::Always(true))) => Some(outer.clone()),
-                        (_, Some(Condition::Always(false))) => Some(Condition::Always(false)),
-                        (Condition::Expr(a), Some(Condition::Expr(b))) => match expr::and(a, &b) {
-                            Ok(e) => Some(Condition::Expr(e)),
-                            Err(msg) => {
-                                self.error("ripcord::expression", msg, b.span, "here");
-                                None
-                            }
-                        },
-                    };
-                }
-                done[i].push(m);
-            }
-            let mut exposed = HashMap::new();
-            for (name, template) in &module.body.outputs {
-                match template.map(&mut |e| expr::rewrite(e, &mut into_includer)) {
-                    Ok(t) => {
-                        exposed.insert(name.clone(), t.source());
-                    }
-                    Err(msg) => self.error("ripcord::expression", msg, d.span, "here"),
-                }
-            }
+            let (steps, exposed) = self.inline_one(&d, &module, g);
+            done[i] = steps;
             module_outputs.insert(d.id.clone(), exposed);
             outer_deps[i] = Some(d.deps);
         }
@@ -1208,13 +1142,103 @@ impl Compiler<'_> {
             let mut reads = reads_of(&module_outputs);
             match template.map(&mut |e| expr::rewrite(e, &mut reads)) {
                 Ok(t) => exposed.push((name, t)),
-                Err(msg) => self.error("ripcord::expression", msg, Span::default(), "here"),
+                Err(msg) => {
+                    let at = template.exprs().next().map_or(Span::default(), |e| e.span);
+                    self.error("ripcord::expression", msg, at, "here");
+                }
             }
         }
         Body {
             decls: flat,
             outputs: exposed,
             groups,
+        }
+    }
+
+    /// The steps of `module` as include step `d` inlines them (group `g`), and its outputs as
+    /// expressions over them.
+    fn inline_one(
+        &mut self,
+        d: &Decl,
+        module: &Module,
+        g: usize,
+    ) -> (Vec<Decl>, HashMap<String, String>) {
+        let given: HashMap<&str, &Param> = match &d.with {
+            Some(Param::Map(entries)) => entries.iter().map(|(k, p)| (k.as_str(), p)).collect(),
+            _ => HashMap::new(),
+        };
+        let values: HashMap<&str, String> = module
+            .inputs
+            .iter()
+            .map(|input| {
+                let source = match (given.get(input.name.as_str()), &input.value) {
+                    (Some(p), _) => p.source(),
+                    (None, Some(v)) => expr::json_source(v),
+                    (None, None) => "none".into(),
+                };
+                (input.name.as_str(), source)
+            })
+            .collect();
+        let prefix = &d.id;
+        let mut into_includer = |t: &expr::Token| match t {
+            expr::Token::Input(name) => match values.get(*name) {
+                Some(source) => expr::Rewrite::Replace(source.clone()),
+                None => expr::Rewrite::Keep,
+            },
+            expr::Token::Step { id, .. } => expr::Rewrite::Rename(format!("{prefix}.{id}")),
+        };
+        let mut steps = Vec::with_capacity(module.body.decls.len());
+        for inner in &module.body.decls {
+            let mut m = inner.clone();
+            m.id = format!("{prefix}.{}", inner.id);
+            m.group = Some(inner.group.map_or(g, |x| x + g + 1));
+            self.rewrite_decl(&mut m, &mut into_includer);
+            if let Some(ForEach::Expr(e)) = &m.for_each
+                && e.refs
+                    .iter()
+                    .any(|r| matches!(r, Ref::Step { .. } | Ref::Run(_)))
+            {
+                self.push(
+                    Diag::error(
+                        "ripcord::for-each",
+                        format!("`for_each` of `{}` must be known before the run, but an input of the module it reads comes from a step", m.id),
+                    )
+                    .label(d.span, "this include's `with` feeds it")
+                    .help("give the module a list of inputs and literals"),
+                );
+            }
+            if let Some(when) = &d.when {
+                m.when = self.both(when, m.when.take());
+            }
+            steps.push(m);
+        }
+        let mut exposed = HashMap::new();
+        for (name, template) in &module.body.outputs {
+            match template.map(&mut |e| expr::rewrite(e, &mut into_includer)) {
+                Ok(t) => {
+                    exposed.insert(name.clone(), t.source());
+                }
+                Err(msg) => self.error("ripcord::expression", msg, d.span, "here"),
+            }
+        }
+        (steps, exposed)
+    }
+
+    /// An include's `when` over one of its module's steps' own.
+    fn both(&mut self, outer: &Condition, own: Option<Condition>) -> Option<Condition> {
+        match (outer, own) {
+            (Condition::Always(false), _) | (_, Some(Condition::Always(false))) => {
+                Some(Condition::Always(false))
+            }
+            (Condition::Always(true), own) => own,
+            (outer, None | Some(Condition::Always(true))) => Some(outer.clone()),
+            (Condition::Expr(a), Some(Condition::Expr(b))) => match expr::and(a, &b) {
+                Ok(e) => Some(Condition::Expr(e)),
+                Err(msg) => {
+                    self.error("ripcord::expression", msg, b.span, "here");
+                    None
+                }
+            },
         }
     }
 

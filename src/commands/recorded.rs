@@ -31,20 +31,16 @@ pub fn sha256(text: &str) -> String {
 }
 
 /// What a run records of the files it was compiled from: the SHA-256 of the runbook, or, when
-/// it includes modules, of each file's name and text in turn. Resume and rollback refuse a
-/// plan whose files changed since.
+/// it includes modules, of the SHA-256s of each file in turn. Resume and rollback refuse a plan
+/// whose files changed since.
 pub fn fingerprint(plan: &Plan) -> String {
     if let [only] = plan.sources.as_slice() {
         return sha256(only.inner());
     }
-    let mut all = String::new();
-    for file in &plan.sources {
-        all.push_str(file.name());
-        all.push('\0');
-        all.push_str(file.inner());
-        all.push('\0');
-    }
-    sha256(&all)
+    // Texts only, in compile order: names depend on how the runbook was named on the command
+    // line (resume names it by its absolute path).
+    let each: Vec<String> = plan.sources.iter().map(|f| sha256(f.inner())).collect();
+    sha256(&each.join("\n"))
 }
 
 /// Reads a recorded run, failing with a message and exit 2.

@@ -316,18 +316,25 @@ fn resume_refuses_a_module_changed_since_the_run_started() {
         "module.yaml",
         "version: 1\nname: module\nsteps:\n  - id: fail\n    uses: shell.run\n    with: { argv: [\"false\"] }\n",
     );
-    let file = write(
+    write(
         dir.path(),
         "main.yaml",
         "version: 1\nname: main\nsteps:\n  - id: m\n    include: module.yaml\n",
     );
     let state = dir.path().join("state");
+    // Named relatively here; resume names it by its absolute path: the same files.
     let out = Ripcord::new()
+        .current_dir(dir.path())
         .state(&state)
-        .args(["run", "--json", &file])
+        .args(["run", "--json", "main.yaml"])
         .run();
     assert_eq!(out.code, 1, "{}", out.transcript());
     let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let unchanged = Ripcord::new()
+        .state(&state)
+        .args(["rollback", &run_id])
+        .run();
+    assert_eq!(unchanged.code, 0, "{}", unchanged.transcript());
     std::fs::write(
         &module,
         std::fs::read_to_string(&module)

@@ -51,18 +51,22 @@ fn layered(n: usize, width: usize, action: &str, concurrency: usize) -> String {
             needs.sort_unstable();
             needs.dedup();
         }
-        let needs = if needs.is_empty() {
-            String::new()
-        } else {
-            let ids: Vec<String> = needs.iter().map(|d| format!("s{d}")).collect();
-            format!(", needs: [{}]", ids.join(", "))
-        };
+        let needs = needs_yaml(&needs);
         let secs = 1 + rng.below(10);
         text.push_str(&format!(
             "  - {{ id: s{i}, {action}{needs}, sim: {{ duration: {secs}s }} }}\n"
         ));
     }
     text
+}
+
+/// `, needs: [s1, s4]` (nothing for no needs).
+fn needs_yaml<T: std::fmt::Display>(needs: &[T]) -> String {
+    if needs.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = needs.iter().map(|d| format!("s{d}")).collect();
+    format!(", needs: [{}]", ids.join(", "))
 }
 
 // The allocator the ripcord binary uses, so in-process numbers match the command's.
@@ -170,12 +174,7 @@ fn random_dag(seed: u64, n: usize, concurrency: usize) -> String {
             .collect();
         needs.sort_unstable();
         needs.dedup();
-        let needs = if needs.is_empty() {
-            String::new()
-        } else {
-            let ids: Vec<String> = needs.iter().map(|d| format!("s{d}")).collect();
-            format!(", needs: [{}]", ids.join(", "))
-        };
+        let needs = needs_yaml(&needs);
         let pool = match rng.below(4) {
             0 => ", pool: p1",
             1 => ", pool: p2",

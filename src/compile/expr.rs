@@ -195,10 +195,12 @@ fn sub_span(raw: &str, span: Span, piece: &str) -> Span {
     }
 }
 
-/// `steps.check-lag.outputs` -> `steps.s_check_hlag.outputs`, outside string literals.
-fn rewrite_step_ids(text: &str) -> String {
+/// Copies `text` to a new string, offering `at` every position outside string literals that
+/// starts a name (not preceded by an identifier character or `.`); `at` may return what to write
+/// instead and where to go on from. String literals, escapes included, are copied as they are.
+fn rewrite_names(text: &str, mut at: impl FnMut(usize) -> Option<(String, usize)>) -> String {
     let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len() + 8);
+    let mut out = String::with_capacity(text.len() + 16);
     let mut quote: Option<u8> = None;
     let mut i = 0;
     while i < bytes.len() {
@@ -216,20 +218,12 @@ fn rewrite_step_ids(text: &str) -> String {
             }
         } else if b == b'\'' || b == b'"' {
             quote = Some(b);
-        } else if text[i..].starts_with("steps.")
-            && (i == 0 || !is_ident_byte(bytes[i - 1]) && bytes[i - 1] != b'.')
+        } else if (i == 0 || !is_ident_byte(bytes[i - 1]) && bytes[i - 1] != b'.')
+            && let Some((replacement, next)) = at(i)
         {
-            let id_start = i + "steps.".len();
-            let id_len = text[id_start..]
-                .bytes()
-                .take_while(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-                .count();
-            if id_len > 0 {
-                out.push_str("steps.");
-                out.push_str(&mangle(&text[id_start..id_start + id_len]));
-                i = id_start + id_len;
-                continue;
-            }
+            out.push_str(&replacement);
+            i = next;
+            continue;
         }
         // Push the whole (possibly multi-byte) character.
         let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
@@ -237,6 +231,21 @@ fn rewrite_step_ids(text: &str) -> String {
         i += ch_len;
     }
     out
+}
+
+/// `steps.check-lag.outputs` -> `steps.s_check_hlag.outputs`, outside string literals.
+fn rewrite_step_ids(text: &str) -> String {
+    rewrite_names(text, |i| {
+        let id_start = i + text[i..].strip_prefix("steps.").map(|_| "steps.".len())?;
+        let id_len = text[id_start..]
+            .bytes()
+            .take_while(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            .count();
+        (id_len > 0).then(|| {
+            let id = &text[id_start..id_start + id_len];
+            (format!("steps.{}", mangle(id)), id_start + id_len)
+        })
+    })
 }
 
 /// A reference found by [`rewrite`] in an expression's compiled source.
@@ -262,83 +271,39 @@ pub enum Rewrite {
 /// of the result again. The user's text (shown in messages) and span stay those of `e`.
 pub fn rewrite(e: &Expr, f: &mut dyn FnMut(&Token) -> Rewrite) -> Result<Expr, String> {
     let text = e.source.as_str();
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
     let ident_len = |from: usize| {
         text[from..]
             .bytes()
             .take_while(|&c| is_ident_byte(c))
             .count()
     };
-    while i < bytes.len() {
-        let b = bytes[i];
-        let at_boundary = i == 0 || !is_ident_byte(bytes[i - 1]) && bytes[i - 1] != b'.';
-        if let Some(q) = quote {
-            if b == b'\\' && i + 1 < bytes.len() {
-                let escaped = text[i + 1..].chars().next().map_or(1, char::len_utf8);
-                out.push_str(&text[i..i + 1 + escaped]);
-                i += 1 + escaped;
-                continue;
-            }
-            if b == q {
-                quote = None;
-            }
-        } else if b == b'\'' || b == b'"' {
-            quote = Some(b);
-        } else if at_boundary && text[i..].starts_with("inputs.") {
-            let start = i + "inputs.".len();
-            let len = ident_len(start);
-            if len > 0 {
-                let name = &text[start..start + len];
-                match f(&Token::Input(name)) {
-                    Rewrite::Replace(source) => {
-                        out.push('(');
-                        out.push_str(&source);
-                        out.push(')');
-                    }
-                    Rewrite::Keep | Rewrite::Rename(_) => out.push_str(&text[i..start + len]),
-                }
-                i = start + len;
-                continue;
-            }
-        } else if at_boundary && text[i..].starts_with("steps.") {
-            let start = i + "steps.".len();
-            let len = ident_len(start);
-            if let Some(id) = demangle(&text[start..start + len]) {
-                let after = start + len;
-                let key_start = after + ".outputs.".len();
-                let key_len = if text[after..].starts_with(".outputs.") {
-                    ident_len(key_start)
-                } else {
-                    0
-                };
-                let output = (key_len > 0).then(|| &text[key_start..key_start + key_len]);
-                match f(&Token::Step { id, output }) {
-                    Rewrite::Keep => out.push_str(&text[i..after]),
-                    Rewrite::Rename(new_id) => {
-                        out.push_str("steps.");
-                        out.push_str(&mangle(&new_id));
-                    }
-                    Rewrite::Replace(source) if output.is_some() => {
-                        out.push('(');
-                        out.push_str(&source);
-                        out.push(')');
-                        i = key_start + key_len;
-                        continue;
-                    }
-                    Rewrite::Replace(_) => out.push_str(&text[i..after]),
-                }
-                i = after;
-                continue;
-            }
+    let source = rewrite_names(text, |i| {
+        if let Some(rest) = text[i..].strip_prefix("inputs.") {
+            let start = text.len() - rest.len();
+            let end = start + ident_len(start);
+            return match f(&Token::Input(&text[start..end])) {
+                Rewrite::Replace(source) if end > start => Some((format!("({source})"), end)),
+                _ => None,
+            };
         }
-        let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
-        out.push_str(&text[i..i + ch_len]);
-        i += ch_len;
-    }
-    from_source(&e.text, out, e.span)
+        let start = i + text[i..].strip_prefix("steps.").map(|_| "steps.".len())?;
+        let after = start + ident_len(start);
+        let id = demangle(&text[start..after])?;
+        let key_start = after + ".outputs.".len();
+        let key_end = if text[after..].starts_with(".outputs.") {
+            key_start + ident_len(key_start)
+        } else {
+            key_start
+        };
+        let output = (key_end > key_start).then(|| &text[key_start..key_end]);
+        match f(&Token::Step { id, output }) {
+            Rewrite::Keep => None,
+            Rewrite::Rename(new_id) => Some((format!("steps.{}", mangle(&new_id)), after)),
+            Rewrite::Replace(source) if output.is_some() => Some((format!("({source})"), key_end)),
+            Rewrite::Replace(_) => None,
+        }
+    });
+    from_source(&e.text, source, e.span)
 }
 
 /// An expression whose source is already rewritten (step ids mangled).

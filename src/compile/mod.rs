@@ -467,12 +467,7 @@ impl Compiler<'_> {
             .or(d.and_then(|d| d.on_failure.as_ref()))
             .map(|o| o.value)
             .unwrap_or_default();
-        let needs = step
-            .needs
-            .iter()
-            .flat_map(|n| n.value.iter())
-            .map(|n| (n.value.clone(), Span::of(n)))
-            .collect();
+        let needs = needs_of(step);
         Decl {
             id: step.id.value.clone(),
             span: id_span,
@@ -850,12 +845,7 @@ impl Compiler<'_> {
             idempotent: false,
             pool: None,
             on_failure: OnFailure::default(),
-            needs: step
-                .needs
-                .iter()
-                .flat_map(|n| n.value.iter())
-                .map(|n| (n.value.clone(), Span::of(n)))
-                .collect(),
+            needs: needs_of(step),
             deps: Vec::new(),
             file,
             include: Some(Inclusion { module }),
@@ -2027,4 +2017,13 @@ fn sleep_estimate(
         }
     }
     duration::parse(&text).ok()
+}
+
+/// A step's `needs`, each with where it is written.
+fn needs_of(step: &Step) -> Vec<(String, Span)> {
+    step.needs
+        .iter()
+        .flat_map(|n| n.value.iter())
+        .map(|n| (n.value.clone(), Span::of(n)))
+        .collect()
 }

@@ -209,21 +209,12 @@ impl Plan {
     /// estimates change); the graph must be acyclic.
     pub fn finish(&mut self) {
         self.order = schedule::topological_order(&self.graph);
-        let mut remaining = vec![Duration::ZERO; self.steps.len()];
-        for &i in self.order.iter().rev() {
-            let tail = self
-                .dependents(i)
-                .map(|d| remaining[d])
-                .max()
-                .unwrap_or_default();
-            remaining[i] = tail + self.estimate(i);
-        }
-        self.remaining = remaining;
+        self.remaining = self.weighted_remaining(0.0);
         self.priority = self.choose_priority();
     }
 
     /// The longest remaining path where a step of pool `p` counts its estimate times
-    /// (concurrency / size of p)^alpha: alpha 0 is the plain critical path.
+    /// (concurrency / size of p)^alpha: alpha 0 is the critical path (`remaining`), exactly.
     fn weighted_remaining(&self, alpha: f64) -> Vec<Duration> {
         let weight: Vec<f64> = self
             .pools
@@ -241,8 +232,11 @@ impl Plan {
                 .map(|d| remaining[d])
                 .max()
                 .unwrap_or_default();
-            let w = self.steps[i].pool.map_or(1.0, |p| weight[p]);
-            remaining[i] = tail + self.estimate(i).mul_f64(w);
+            let estimate = match self.steps[i].pool.map(|p| weight[p]) {
+                Some(w) if w != 1.0 => self.estimate(i).mul_f64(w),
+                _ => self.estimate(i), // exact: `remaining` is the critical path itself
+            };
+            remaining[i] = tail + estimate;
         }
         remaining
     }

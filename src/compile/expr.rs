@@ -127,19 +127,9 @@ pub fn parse_template(value: &str, span: Span, file_text: &str) -> Result<Templa
 
 /// Compiles a bare expression (`when: inputs.reason != 'drill'`).
 pub fn compile_expr(text: &str, span: Span) -> Result<Expr, ExprError> {
-    let source = rewrite_step_ids(text);
-    let compiled = ENV.compile_expression(&source).map_err(|e| ExprError {
+    from_source(text, rewrite_step_ids(text), span).map_err(|e| ExprError {
         message: format!("invalid expression `{text}`: {}", detail(&e)),
         span,
-    })?;
-    let mut names: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
-    names.sort();
-    let refs = names.iter().map(|n| classify(n)).collect();
-    Ok(Expr {
-        text: text.to_string(),
-        source,
-        span,
-        refs,
     })
 }
 
@@ -303,14 +293,12 @@ pub fn rewrite(e: &Expr, f: &mut dyn FnMut(&Token) -> Rewrite) -> Result<Expr, S
             Rewrite::Replace(_) => None,
         }
     });
-    from_source(&e.text, source, e.span)
+    from_source(&e.text, source, e.span).map_err(|err| format!("`{}`: {}", e.text, detail(&err)))
 }
 
-/// An expression whose source is already rewritten (step ids mangled).
-fn from_source(text: &str, source: String, span: Span) -> Result<Expr, String> {
-    let compiled = ENV
-        .compile_expression(&source)
-        .map_err(|e| format!("`{source}`: {}", detail(&e)))?;
+/// An expression whose source is already rewritten (step ids mangled), with its references.
+fn from_source(text: &str, source: String, span: Span) -> Result<Expr, minijinja::Error> {
+    let compiled = ENV.compile_expression(&source)?;
     let mut names: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
     names.sort();
     let refs = names.iter().map(|n| classify(n)).collect();
@@ -329,6 +317,7 @@ pub fn and(a: &Expr, b: &Expr) -> Result<Expr, String> {
         format!("({}) and ({})", a.source, b.source),
         b.span,
     )
+    .map_err(|err| detail(&err))
 }
 
 /// A JSON value as an expression that evaluates to it.

@@ -183,6 +183,7 @@ fn planned_record(plan: &Plan, concurrency: usize) -> Record {
                 needs: plan.needs(i).map(|n| plan.steps[n].id.clone()).collect(),
                 estimate_ms: ms(plan.estimate(i)),
                 predicted_start_ms: ms(schedule.start[i]),
+                module: s.group.map(|g| plan.groups[g].id.clone()),
             })
             .collect(),
         critical_path: plan

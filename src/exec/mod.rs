@@ -742,6 +742,10 @@ impl Task {
                 tokio::time::sleep(self.step.sim.duration).await;
             }
             return match verdict {
+                // `--fail` rehearses an assertion failing too.
+                Ok(()) if self.fail => {
+                    Err(Failure::permanent("simulated failure (--fail or sim.fail)"))
+                }
                 Ok(()) => Ok(OutputMap::new()),
                 Err(e) => Err(Failure::permanent(e.clone())),
             };

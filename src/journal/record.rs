@@ -163,6 +163,9 @@ pub struct PlannedStepRecord {
     pub needs: Vec<String>,
     pub estimate_ms: u64,
     pub predicted_start_ms: u64,
+    /// The module the step was included from (`drain-web`, or `site.drain-web` nested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 impl Record {

@@ -57,6 +57,15 @@ pub fn render(r: &Report) -> String {
         let star = if s.critical { "★" } else { "" };
         let _ = writeln!(o, "| {star} | `{}` | {} |", s.id, s.cells().join(" | "));
     }
+    if !r.modules.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n## Modules\n\n| module | status | steps | start | end | planned start | planned end |\n|---|---|---:|---:|---:|---:|---:|"
+        );
+        for m in &r.modules {
+            let _ = writeln!(o, "| `{}` | {} |", m.id, m.cells().join(" | "));
+        }
+    }
     let failed: Vec<_> = r.steps.iter().filter(|s| s.error.is_some()).collect();
     if !failed.is_empty() {
         let _ = writeln!(o, "\n## Failures");

@@ -37,6 +37,8 @@ pub struct Report {
     pub predicted_ms: u64,
     pub critical_path: Vec<String>,
     pub steps: Vec<StepRow>,
+    /// Each included module over its steps (nested ones too), in order of first step.
+    pub modules: Vec<ModuleRow>,
     pub approvals: Vec<ApprovalRow>,
     pub rollback: Option<RollbackRow>,
     pub resumes: Vec<ResumeRow>,
@@ -64,6 +66,77 @@ pub struct StepRow {
     pub error: Option<String>,
     /// Last lines of the failed step's output.
     pub log_tail: Option<String>,
+    /// The module the step was included from.
+    pub module: Option<String>,
+}
+
+/// An included module: when its steps ran, against when they were predicted to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleRow {
+    pub id: String,
+    pub steps: usize,
+    /// failed if any step failed, else not run / running as the steps are, else succeeded.
+    pub status: String,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub predicted_start_ms: u64,
+    pub predicted_end_ms: u64,
+}
+
+impl ModuleRow {
+    /// One row per module the steps name, and per module enclosing one (`a` of `a.b`).
+    fn from_steps(steps: &[StepRow]) -> Vec<ModuleRow> {
+        let mut ids: Vec<&str> = Vec::new();
+        for m in steps.iter().filter_map(|s| s.module.as_deref()) {
+            let enclosing = m.match_indices('.').map(|(at, _)| &m[..at]);
+            for id in enclosing.chain([m]) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.into_iter()
+            .map(|id| {
+                let members: Vec<&StepRow> = steps
+                    .iter()
+                    .filter(|s| {
+                        s.module.as_deref().is_some_and(|m| {
+                            m == id || m.strip_prefix(id).is_some_and(|r| r.starts_with('.'))
+                        })
+                    })
+                    .collect();
+                let any = |status: &str| members.iter().any(|s| s.status == status);
+                let status = if any("failed") {
+                    "failed"
+                } else if any("cancelled") {
+                    "cancelled"
+                } else if any("not run") || any("running") {
+                    "incomplete"
+                } else if members.iter().all(|s| s.status == "skipped") {
+                    "skipped"
+                } else {
+                    "succeeded"
+                };
+                ModuleRow {
+                    id: id.to_string(),
+                    steps: members.len(),
+                    status: status.to_string(),
+                    start_ms: members.iter().filter_map(|s| s.start_ms).min(),
+                    end_ms: members.iter().filter_map(|s| s.end_ms).max(),
+                    predicted_start_ms: members
+                        .iter()
+                        .map(|s| s.predicted_start_ms)
+                        .min()
+                        .unwrap_or(0),
+                    predicted_end_ms: members
+                        .iter()
+                        .map(|s| s.predicted_start_ms + s.estimate_ms)
+                        .max()
+                        .unwrap_or(0),
+                }
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +210,7 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 critical: false,
                 error: None,
                 log_tail: None,
+                module: None,
             });
             steps.len() - 1
         })
@@ -155,6 +229,7 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                     s.uses = p.uses.clone();
                     s.estimate_ms = p.estimate_ms;
                     s.predicted_start_ms = p.predicted_start_ms;
+                    s.module = p.module.clone();
                 }
                 for id in path {
                     let i = row(&mut steps, &mut index, id);
@@ -305,6 +380,7 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
         rto_met,
         predicted_ms: header.predicted_ms,
         critical_path,
+        modules: ModuleRow::from_steps(&steps),
         steps,
         approvals,
         rollback,

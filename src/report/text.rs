@@ -30,6 +30,21 @@ impl super::StepRow {
     }
 }
 
+impl super::ModuleRow {
+    /// The module table's columns after the id: status, steps, start, end, planned start and
+    /// end.
+    pub fn cells(&self) -> [String; 6] {
+        [
+            self.status.clone(),
+            self.steps.to_string(),
+            opt_ms(self.start_ms),
+            opt_ms(self.end_ms),
+            ms(self.predicted_start_ms),
+            ms(self.predicted_end_ms),
+        ]
+    }
+}
+
 /// "met, 2m to spare" / "missed by 1m" / "not reached (failed)".
 pub fn rto_line(r: &Report) -> Option<String> {
     let rto = r.rto_ms?;
@@ -102,6 +117,22 @@ pub fn render(r: &Report) -> String {
             if s.critical { '*' } else { ' ' },
             s.id,
         );
+    }
+    if !r.modules.is_empty() {
+        let _ = writeln!(o, "\nmodules");
+        let _ = writeln!(
+            o,
+            "    {:<width$}  {:<10}  {:>5}  {:>8}  {:>8}  {:>8}  {:>8}",
+            "module", "status", "steps", "start", "end", "planned", "to"
+        );
+        for m in &r.modules {
+            let [status, steps, start, end, planned, to] = m.cells();
+            let _ = writeln!(
+                o,
+                "    {:<width$}  {status:<10}  {steps:>5}  {start:>8}  {end:>8}  {planned:>8}  {to:>8}",
+                m.id,
+            );
+        }
     }
     let failed: Vec<_> = r.steps.iter().filter(|s| s.error.is_some()).collect();
     if !failed.is_empty() {

@@ -364,3 +364,44 @@ fn fail_naming_a_module_lists_its_steps() {
         out.stderr
     );
 }
+
+#[test]
+fn reports_show_each_module_against_its_prediction() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let out = Ripcord::new()
+        .state(state.path())
+        .args(["run", "--dry-run", "--json", "--fail", "b.check", TWICE])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let report = Ripcord::new()
+        .state(state.path())
+        .args(["report", "--format", "json", &run_id])
+        .run();
+    assert_eq!(report.code, 0, "{}", report.transcript());
+    let doc: Value = serde_json::from_str(&report.stdout).expect("JSON");
+    let modules: HashMap<String, Value> = doc["modules"]
+        .as_array()
+        .expect("modules")
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap().to_string(), m.clone()))
+        .collect();
+    assert_eq!(modules["a"]["status"], "succeeded");
+    assert_eq!(
+        (
+            modules["a"]["start_ms"].as_u64(),
+            modules["a"]["end_ms"].as_u64()
+        ),
+        (Some(1000), Some(3000))
+    );
+    assert_eq!(modules["b"]["status"], "failed");
+    // `nested` waits for `a` only, and the run aborted when b failed: it never started.
+    assert_eq!(modules["nested"]["status"], "incomplete");
+    assert_eq!(modules["nested"]["steps"], 3);
+    assert_eq!(modules["nested.inner"]["predicted_start_ms"], 4000);
+    let text = Ripcord::new()
+        .state(state.path())
+        .args(["report", &run_id])
+        .run();
+    assert!(text.stdout.contains("\nmodules\n"), "{}", text.stdout);
+}

@@ -128,9 +128,7 @@ pub fn render(plan: &Plan, concurrency: Option<usize>) -> String {
             "\nmodules (steps, predicted start and end; * on the critical path):"
         );
         for (g, group) in plan.groups.iter().enumerate() {
-            let members: Vec<usize> = (0..plan.steps.len())
-                .filter(|&i| plan.in_group(i, g))
-                .collect();
+            let members = plan.group_members(g);
             let start = members.iter().map(|&i| schedule.start[i]).min();
             let end = members.iter().map(|&i| schedule.finish[i]).max();
             let critical = members.iter().any(|&i| on_path[i]);
@@ -249,7 +247,7 @@ pub fn to_json(plan: &Plan, concurrency: Option<usize>) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "steps": steps,
         "modules": plan.groups.iter().enumerate().map(|(g, group)| {
-            let members: Vec<usize> = (0..plan.steps.len()).filter(|&i| plan.in_group(i, g)).collect();
+            let members = plan.group_members(g);
             json!({
                 "id": group.id,
                 "name": group.name,

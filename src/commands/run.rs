@@ -227,8 +227,9 @@ fn check_step_names(plan: &Plan, flag: &str, names: &[String]) -> Result<(), u8>
             let module = plan.groups.iter().position(|g| &g.id == name);
             let hint = match (module, crate::compile::suggest(name, ids)) {
                 (Some(g), _) => {
-                    let mut inner: Vec<&str> = (0..plan.steps.len())
-                        .filter(|&i| plan.in_group(i, g))
+                    let mut inner: Vec<&str> = plan
+                        .group_members(g)
+                        .into_iter()
                         .map(|i| plan.steps[i].base.as_str())
                         .collect();
                     inner.dedup();

@@ -156,6 +156,13 @@ impl Plan {
         false
     }
 
+    /// The steps of group `g` and of the groups nested in it, in plan order.
+    pub fn group_members(&self, g: usize) -> Vec<usize> {
+        (0..self.steps.len())
+            .filter(|&i| self.in_group(i, g))
+            .collect()
+    }
+
     /// How deep group `g` is nested (0: included by the runbook itself).
     pub fn group_depth(&self, g: usize) -> usize {
         std::iter::successors(self.groups[g].parent, |&p| self.groups[p].parent).count()

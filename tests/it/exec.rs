@@ -8,13 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Output, Ripcord};
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write runbook");
-    path.display().to_string()
-}
+use crate::support::{Output, Ripcord, write};
 
 /// The seeded random DAG of the planner tests, as a file.
 fn random_dag(dir: &Path, seed: u64, pools: bool) -> String {

@@ -3,11 +3,10 @@
 //! same module twice (and one module nested in another).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Output, Ripcord, repo};
+use crate::support::{Output, Ripcord, repo, write};
 
 const TWICE: &str = "tests/fixtures/modules/twice.yaml";
 
@@ -47,12 +46,6 @@ fn status(steps: &HashMap<String, (String, u64, u64, Value)>, id: &str) -> Strin
         .unwrap_or_else(|| panic!("no step `{id}` in {:?}", steps.keys()))
         .0
         .clone()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write runbook");
-    path.display().to_string()
 }
 
 #[test]

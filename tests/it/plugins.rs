@@ -8,16 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Ripcord, repo};
+use crate::support::{Ripcord, repo, write};
 
 fn example_dir() -> String {
     repo().join("plugins/flag-python").display().to_string()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
 }
 
 #[test]

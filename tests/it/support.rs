@@ -185,3 +185,10 @@ impl HttpServer {
         }
     }
 }
+
+/// Writes a runbook (or module) into `dir`; its path, for the command line.
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write runbook");
+    path.display().to_string()
+}

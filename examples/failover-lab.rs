@@ -1,7 +1,7 @@
 //! A PostgreSQL primary + streaming standby behind HAProxy on this machine — the same harness the
 //! end-to-end tests use — to try a real failover by hand:
 //!
-//!     cargo build --workspace --release && cargo run --release --example failover-lab
+//!     cargo build --release && cargo run --release --example failover-lab
 //!
 //! It prints the commands to run in another terminal and tears everything down on Enter.
 //! Needs PostgreSQL and HAProxy (Debian: `apt-get install postgresql haproxy`).

@@ -94,7 +94,8 @@ pub fn load_str(display: &str, text: String) -> Result<Source, LoadError> {
                 .help("a runbook needs at least `version: 1`, `name:` and `steps:`"),
         ));
     }
-    match serde_saphyr::from_str_with_options::<Runbook>(file.inner(), options()) {
+    match serde_saphyr::from_str_with_options::<Runbook>(file.inner(), options(file.inner().len()))
+    {
         Ok(runbook) => Ok(Source { file, runbook }),
         Err(e) => Err(Box::new(yaml_error(&file, &e))),
     }
@@ -107,8 +108,11 @@ fn is_only_comments(text: &str) -> bool {
 }
 
 /// The parse budget. A 16 MiB file bounds the input; these bound what YAML can make of it
-/// (aliases expand, so a small file can describe a huge tree).
-fn options() -> serde_saphyr::Options {
+/// (aliases expand, so a small file can describe a huge tree). What aliases may replay grows
+/// with the file's size: a runbook that reuses a `defaults` block by alias replays a few times
+/// its own size, a "billion laughs" file millions of times its size, and is refused after a few
+/// thousand events instead of after a second of building what it describes.
+fn options(len: usize) -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = 64;
     budget.max_nodes = 3_000_000;
@@ -119,6 +123,7 @@ fn options() -> serde_saphyr::Options {
     budget.max_total_scalar_bytes = MAX_FILE_BYTES as usize;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    options.alias_limits.max_total_replayed_events = (10_000 + 4 * len).min(1_000_000);
     options.with_snippet = false;
     options
 }
@@ -136,8 +141,8 @@ fn yaml_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
             format!("the YAML goes past ripcord's parse budget: {what}"),
         )
         .help(
-            "nesting depth (64), nodes (3 million), aliases (10,000) and alias expansion are \
-             limited so that a hostile file cannot exhaust memory",
+            "nesting depth (64), nodes (3 million), aliases (10,000) and alias expansion (a few \
+             times the file's size) are limited so that a hostile file cannot exhaust memory",
         ),
         None => Diag::error("ripcord::yaml", plain_words(&message)),
     }
@@ -156,6 +161,9 @@ fn yaml_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
 fn budget_breach(message: &str) -> Option<String> {
     if message.starts_with("recursion limit exceeded") {
         return Some("nested too deeply".into());
+    }
+    if message.starts_with("alias replay") || message.starts_with("alias expansion") {
+        return Some("aliases expand to too much for a file of this size (an alias bomb?)".into());
     }
     let rest = message.strip_prefix("budget breached: ")?;
     let kind: String = rest

@@ -16,7 +16,9 @@ pub struct Cluster {
     pub proxy: u16,
     pub socket: PathBuf,
     bin: PathBuf,
-    haproxy: Child,
+    /// None until started: a `Cluster` exists from its first server on, so a failure part-way
+    /// through `start` (a panic included) drops it and stops whatever was started.
+    haproxy: Option<Child>,
 }
 
 fn free_port() -> u16 {
@@ -70,6 +72,15 @@ fn pg(bin: &Path, program: &str, args: &[&str]) {
 impl Cluster {
     pub fn start() -> Cluster {
         let bin = pg_bin();
+        // Everything the cluster needs is checked before anything starts.
+        let haproxy = Command::new("haproxy")
+            .arg("-v")
+            .output()
+            .map(|o| o.status.success());
+        assert!(
+            matches!(haproxy, Ok(true)),
+            "HAProxy is installed (Debian package `haproxy`; scripts/test installs it)"
+        );
         let dir = tempfile::Builder::new()
             .prefix("ripcord-cluster-")
             .tempdir()
@@ -100,8 +111,25 @@ impl Cluster {
                 .unwrap();
             assert!(owned.success());
         }
-        let d = dir.path();
-        let (primary, standby, proxy) = (free_port(), free_port(), free_port());
+        let socket = dir.path().join("haproxy.sock");
+        let mut cluster = Cluster {
+            dir,
+            primary: free_port(),
+            standby: free_port(),
+            proxy: free_port(),
+            socket,
+            bin,
+            haproxy: None,
+        };
+        cluster.start_servers();
+        cluster
+    }
+
+    /// Starts the primary, the standby and HAProxy; on any failure `self` is dropped by the
+    /// caller's unwinding, which stops what had started.
+    fn start_servers(&mut self) {
+        let (bin, d) = (self.bin.clone(), self.dir.path().to_path_buf());
+        let (primary, standby, proxy) = (self.primary, self.standby, self.proxy);
         let primary_dir = d.join("primary");
         let standby_dir = d.join("standby");
         pg(
@@ -176,7 +204,6 @@ impl Cluster {
             ],
         );
 
-        let socket = d.join("haproxy.sock");
         let cfg = d.join("haproxy.cfg");
         std::fs::write(
             &cfg,
@@ -185,38 +212,29 @@ impl Cluster {
                  defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
                  frontend pg\n  bind 127.0.0.1:{proxy}\n  default_backend pg\n\
                  backend pg\n  server primary 127.0.0.1:{primary} check inter 300ms\n  server standby 127.0.0.1:{standby} check inter 300ms disabled\n",
-                socket.display()
+                self.socket.display()
             ),
         )
         .unwrap();
-        let haproxy = Command::new("haproxy")
-            .args(["-f", cfg.to_str().unwrap(), "-db"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("haproxy.log")).unwrap())
-            .spawn()
-            .expect("HAProxy is installed (Debian package `haproxy`; .ci/run installs it)");
-        let cluster = Cluster {
-            dir,
-            primary,
-            standby,
-            proxy,
-            socket,
-            bin,
-            haproxy,
-        };
-        cluster.wait_for(
-            || {
-                cluster.sql(cluster.standby, "SELECT status FROM pg_stat_wal_receiver")
-                    == "streaming"
-            },
+        self.haproxy = Some(
+            Command::new("haproxy")
+                .args(["-f", cfg.to_str().unwrap(), "-db"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(d.join("haproxy.log")).unwrap())
+                .spawn()
+                .expect(
+                    "HAProxy is installed (Debian package `haproxy`; scripts/test installs it)",
+                ),
+        );
+        self.wait_for(
+            || self.sql(self.standby, "SELECT status FROM pg_stat_wal_receiver") == "streaming",
             "the standby to stream",
         );
         // The socket file exists a moment before HAProxy listens on it: wait for a connection.
-        cluster.wait_for(
-            || std::os::unix::net::UnixStream::connect(&cluster.socket).is_ok(),
+        self.wait_for(
+            || std::os::unix::net::UnixStream::connect(&self.socket).is_ok(),
             "HAProxy's socket",
         );
-        cluster
     }
 
     pub fn dsn(&self, port: u16) -> String {
@@ -295,10 +313,15 @@ fn append(path: &Path, text: &str) {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.haproxy.kill();
-        let _ = self.haproxy.wait();
+        if let Some(haproxy) = &mut self.haproxy {
+            let _ = haproxy.kill();
+            let _ = haproxy.wait();
+        }
         for node in ["primary", "standby"] {
             let data = self.dir.path().join(node);
+            if !data.join("postmaster.pid").exists() {
+                continue;
+            }
             let mut cmd = if is_root() {
                 let mut c = Command::new("runuser");
                 c.args(["-u", PG_USER, "--"]).arg(self.bin.join("pg_ctl"));

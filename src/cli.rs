@@ -30,8 +30,13 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Run the undos of a run's completed steps.
     Rollback(RollbackArgs),
+    /// Answer a run's waiting approval from another shell (or machine, with shared state).
+    Approve(ApproveArgs),
     /// List recorded runs, newest first.
     Runs(RunsArgs),
+    /// The process supervisor of a run session (internal).
+    #[command(name = "__supervise", hide = true)]
+    Supervise,
     /// The report of a recorded run: text, Markdown, JSON, JUnit XML or HTML.
     Report(ReportArgs),
     /// Providers and their actions: built in, and external plugins with where each was found.
@@ -104,6 +109,19 @@ pub struct StateArgs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// `text` as one word for a POSIX shell: as it is when that is safe, else single-quoted.
+pub fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     pub run_id: String,
@@ -132,9 +150,13 @@ pub struct ResumeArgs {
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     pub run_id: String,
-    /// Roll back even though the runbook file changed since the run started.
+    /// Roll back even though the runbook file changed since the run started; with --reason,
+    /// also past an irreversible step that completed, or a run that succeeded.
     #[arg(long)]
     pub force: bool,
+    /// Why the rollback is forced (journaled and shown in every report).
+    #[arg(long, value_name = "TEXT", requires = "force")]
+    pub reason: Option<String>,
     #[command(flatten)]
     pub inputs: InputArgs,
     #[command(flatten)]
@@ -143,6 +165,28 @@ pub struct RollbackArgs {
     pub json: bool,
     #[command(flatten)]
     pub plugins: PluginArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    pub run_id: String,
+    /// The waiting approval step's id.
+    pub step: String,
+    /// Say no: the approval step fails.
+    #[arg(long)]
+    pub reject: bool,
+    /// A comment recorded with the answer.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// How long to wait for the run to take the answer.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub wait: std::time::Duration,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::runbook::duration::parse(s)
 }
 
 #[derive(Debug, Args)]
@@ -260,9 +304,8 @@ pub struct InputArgs {
 
 #[derive(Debug, Args)]
 pub struct PluginArgs {
-    /// A directory searched first for `ripcord-plugin-NAME` executables (repeatable). Accepted
-    /// as the contract says; this version does not resolve external plugins yet, so their
-    /// params and outputs go unchecked.
+    /// A directory searched first for `ripcord-plugin-NAME` executables (repeatable), before
+    /// $RIPCORD_PLUGIN_PATH, the directory of the ripcord binary and $PATH.
     #[arg(long = "plugin-dir", value_name = "DIR")]
     pub plugin_dirs: Vec<PathBuf>,
 }

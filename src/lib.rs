@@ -67,3 +67,5 @@ pub mod plan;
 pub mod provider;
 pub mod report;
 pub mod runbook;
+pub mod session;
+pub mod state;

@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     use ripcord::cli::Command;
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::Resume(_) | Command::Rollback(_)
+        Command::Run(_) | Command::Resume(_) | Command::Rollback(_) | Command::Supervise
     ) {
         // Commands that only print stop quietly when the reader goes away (`| head`), as cat
         // does. Runs keep going: they never die of a closed pipe, they stop printing.
@@ -15,6 +15,12 @@ fn main() -> ExitCode {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+    }
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Resume(_) | Command::Rollback(_)
+    ) {
+        ripcord::session::signals::exit_early();
     }
     ExitCode::from(ripcord::commands::run(cli))
 }

@@ -1,6 +1,7 @@
 //! One module per CLI verb. Each returns its exit code; diagnostics go to stderr, results to
 //! stdout.
 
+pub mod approve;
 pub mod graph;
 pub mod plan;
 pub mod plugins;
@@ -30,6 +31,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Run(args) => run::run(&args),
         Command::Resume(args) => resume::run(&args),
         Command::Rollback(args) => rollback::run(&args),
+        Command::Approve(args) => approve::run(&args),
+        Command::Supervise => crate::session::supervisor::supervise(),
         Command::Runs(args) => runs::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Plugins(args) => plugins::run(&args),

@@ -8,11 +8,11 @@ use serde_json::json;
 use crate::cli::{Estimates, PlanArgs};
 use crate::compile::CompileOptions;
 use crate::exit;
-use crate::journal::StateDir;
 use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::report::history;
 use crate::runbook::duration::format as dur;
+use crate::state::StateDir;
 
 use super::compile_one;
 

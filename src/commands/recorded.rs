@@ -13,7 +13,7 @@ use crate::exec::mask::MASK;
 use crate::exec::state::{Status, StepState};
 use crate::exit;
 use crate::journal::record::{RunStatus, StepStatus};
-use crate::journal::{ReadJournal, Record, RunHeader as Header, StateDir};
+use crate::journal::{ReadJournal, Record, RunHeader as Header};
 use crate::plan::Plan;
 use crate::runbook::load_file;
 
@@ -43,18 +43,7 @@ pub fn fingerprint(plan: &Plan) -> String {
     sha256(&each.join("\n"))
 }
 
-/// Reads a recorded run, failing with a message and exit 2.
-pub fn read_run(state: &StateDir, run_id: &str) -> Result<(ReadJournal, Header), u8> {
-    let read = state.read_run(run_id).map_err(|e| {
-        crate::eprintln_quiet!("error: {e}");
-        exit::INVALID
-    })?;
-    let header = read.header().ok_or_else(|| {
-        crate::eprintln_quiet!("error: run {run_id}: the journal has no start record");
-        exit::INVALID
-    })?;
-    Ok((read, header))
-}
+pub use crate::session::read_recorded as read_run;
 
 /// Recompiles the run's runbook with its recorded inputs (secrets, which are not recorded, come
 /// from `--input` or their `env:` again). A changed file is refused unless `force`.
@@ -119,6 +108,10 @@ pub struct Replay {
     /// Started (or cancelled) with no end recorded: the effect may or may not have happened.
     pub in_doubt: Vec<usize>,
     pub undone: HashSet<usize>,
+    /// Undos that started with no recorded end: a rollback run again runs them again.
+    pub undo_in_doubt: Vec<usize>,
+    /// Steps the journal's plan marked irreversible (whatever the runbook says now).
+    pub irreversible: HashSet<String>,
     pub last_ms: u64,
 }
 
@@ -132,14 +125,30 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
     let mut states = vec![StepState::default(); plan.steps.len()];
     let mut started = vec![false; plan.steps.len()];
     let mut undone = HashSet::new();
+    let mut undo_started = HashSet::new();
+    let mut irreversible = HashSet::new();
     let mut last_ms = 0;
     for r in records {
         last_ms = last_ms.max(r.t_ms());
         match r {
+            Record::Planned { steps, .. } => {
+                irreversible.extend(
+                    steps
+                        .iter()
+                        .filter(|s| s.irreversible)
+                        .map(|s| s.id.clone()),
+                );
+            }
             Record::StepStarted { step, t_ms, .. } => {
                 if let Some(&i) = index.get(step.as_str()) {
                     started[i] = true;
+                    states[i].launched = true;
                     states[i].started_ms.get_or_insert(*t_ms);
+                }
+            }
+            Record::UndoStarted { step, .. } => {
+                if let Some(&i) = index.get(step.as_str()) {
+                    undo_started.insert(i);
                 }
             }
             Record::StepFinished {
@@ -161,13 +170,12 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
                     started[i] = *status == StepStatus::Cancelled;
                 }
             }
-            Record::UndoFinished {
-                step,
-                status: StepStatus::Succeeded,
-                ..
-            } => {
+            Record::UndoFinished { step, status, .. } => {
                 if let Some(&i) = index.get(step.as_str()) {
-                    undone.insert(i);
+                    undo_started.remove(&i);
+                    if *status == StepStatus::Succeeded {
+                        undone.insert(i);
+                    }
                 }
             }
             _ => {}
@@ -178,10 +186,14 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
             started[i] && !matches!(states[i].status, Status::Done(s) if s != StepStatus::Cancelled)
         })
         .collect();
+    let mut undo_in_doubt: Vec<usize> = undo_started.into_iter().collect();
+    undo_in_doubt.sort_unstable();
     Replay {
         states,
         in_doubt,
         undone,
+        undo_in_doubt,
+        irreversible,
         last_ms,
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::exit;
-use crate::journal::StateDir;
 use crate::report::{self, Report, history};
+use crate::state::{StateBackend, StateDir};
 
 use super::recorded::read_run;
 
@@ -33,7 +33,7 @@ pub fn run(args: &ReportArgs) -> u8 {
     }
 }
 
-pub fn build(state: &StateDir, run_id: &str) -> Result<Report, u8> {
+pub fn build(state: &dyn StateBackend, run_id: &str) -> Result<Report, u8> {
     let (read, header) = read_run(state, run_id)?;
     let medians = history::medians(state, &header.runbook, Some(run_id));
     report::build(&read, &medians).ok_or(exit::INVALID)

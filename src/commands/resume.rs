@@ -2,39 +2,69 @@
 //! not run again (their outputs are restored from the journal); failed ones are retried; a step
 //! that started with no recorded end is "in doubt": re-run when it is `idempotent: true` or with
 //! `--retry-in-doubt`, taken as done with `--skip-in-doubt`, otherwise the operator is asked.
+//!
+//! Never resumed: a run that was rolled back, in full or in part (it is over: what it did was
+//! undone, and carrying on would redo half a failover). Never taken as done: an approval whose
+//! answer was not journaled (it is asked again). Never decided while a process of the run is
+//! still alive (a step of the crashed session that the supervisor could not stop).
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use crate::cli::ResumeArgs;
-use crate::exec::now_rfc3339;
 use crate::exec::state::{Status, StepState};
 use crate::exit;
+use crate::journal::Record;
 use crate::journal::record::{RunStatus, StepStatus};
-use crate::journal::{Journal, Record, StateDir};
+use crate::session::Session;
+use crate::session::identity::Identity;
+use crate::state::StateDir;
 
-use super::recorded::{final_status, read_run, recompile, replay};
-use super::run::{context, drive, lock, sink};
+use super::recorded::{final_status, fingerprint, recompile, replay};
+use super::run::{context, drive, sink, write};
 
 pub fn run(args: &ResumeArgs) -> u8 {
-    let state = StateDir::resolve(args.state.state_dir.as_deref());
-    let (read, header) = match read_run(&state, &args.run_id) {
-        Ok(r) => r,
+    let state = std::sync::Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
+    let mut claim = match Session::claim(state, &args.run_id) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    if final_status(&read) == Some(RunStatus::Succeeded) {
+    let (read, header) = (&claim.read, &claim.header.clone());
+    if let Some(rolled) = read.records.iter().find_map(|r| match r {
+        Record::RollbackStarted { at, by, .. } => Some((at.clone(), by.clone())),
+        _ => None,
+    }) {
+        let by = rolled.1.map_or_else(String::new, |b| format!(" by {b}"));
+        crate::eprintln_quiet!(
+            "error: run {} was rolled back (started {}{by}): a rolled-back run is over and \
+             cannot be resumed",
+            header.run_id,
+            rolled.0
+        );
+        crate::eprintln_quiet!(
+            "  what it did was undone, in full or in part; start a new run: ripcord run {}{}",
+            crate::cli::shell_word(&header.file),
+            claim.state_again()
+        );
+        return exit::INVALID;
+    }
+    if final_status(read) == Some(RunStatus::Succeeded) {
         crate::println_quiet!("run {} already succeeded: nothing to resume", header.run_id);
         return exit::OK;
     }
     let providers = std::sync::Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
-    let plan = match recompile(&header, &args.inputs.inputs, args.force, &providers) {
+    let plan = match recompile(header, &args.inputs.inputs, args.force, &providers) {
         Ok(p) => p,
         Err(code) => return code,
     };
     let mut replayed = replay(&plan, &read.records);
     let mut notes = Vec::new();
-    for &i in &replayed.in_doubt {
+    let mut taken_as_done = Vec::new();
+    let in_doubt = replayed.in_doubt.clone();
+    for &i in &in_doubt {
         let step = &plan.steps[i];
-        let decision = if step.idempotent {
+        let decision = if is_approval_step(step) {
+            Decision::Retry("an approval whose answer was not journaled is asked again")
+        } else if step.idempotent {
             Decision::Retry("idempotent")
         } else if args.retry_in_doubt {
             Decision::Retry("--retry-in-doubt")
@@ -43,10 +73,11 @@ pub fn run(args: &ResumeArgs) -> u8 {
         } else if std::io::stdin().is_terminal() {
             ask(step)
         } else {
-            let ids: Vec<&str> = replayed
-                .in_doubt
+            let ids: Vec<&str> = in_doubt
                 .iter()
-                .map(|&i| plan.steps[i].id.as_str())
+                .map(|&i| &plan.steps[i])
+                .filter(|s| !s.idempotent && !is_approval_step(s))
+                .map(|s| s.id.as_str())
                 .collect();
             crate::eprintln_quiet!(
                 "error: run {}: {} started but its end was not recorded, so it may or may not \
@@ -74,8 +105,14 @@ pub fn run(args: &ResumeArgs) -> u8 {
                 return exit::INVALID;
             }
         };
+        if status == Status::Done(StepStatus::Skipped) {
+            // Journaled as the step's end: a later resume does not ask again, and rollback
+            // still counts it as launched.
+            taken_as_done.push((i, message.clone()));
+        }
         replayed.states[i] = StepState {
             status,
+            launched: true,
             ..StepState::default()
         };
         notes.push(message);
@@ -86,7 +123,10 @@ pub fn run(args: &ResumeArgs) -> u8 {
             s.status,
             Status::Done(StepStatus::Failed | StepStatus::Cancelled)
         ) {
-            *s = StepState::default();
+            *s = StepState {
+                launched: s.launched,
+                ..StepState::default()
+            };
         }
     }
     let pending = replayed
@@ -94,66 +134,87 @@ pub fn run(args: &ResumeArgs) -> u8 {
         .iter()
         .filter(|s| s.status == Status::Pending)
         .count();
-    let at = now_rfc3339();
-    let _lock = match lock(&state, &plan.name, &header.run_id, &at) {
-        Ok(l) => l,
+    // Who started the run: for `not_by_operator`, whoever resumes it.
+    let started_by = header.by.clone().unwrap_or_else(|| Identity {
+        account: header.operator.clone(),
+        uid: u32::MAX,
+        sudo_user: None,
+        host: String::new(),
+    });
+    // A runbook renamed since (resumed with --force) holds its new name too.
+    if plan.name != header.runbook
+        && let Err(code) = claim.lock_also(&plan.name)
+    {
+        return code;
+    }
+    let changed = fingerprint(&plan) != header.hash;
+    let recorded_irreversible = replayed.irreversible.clone();
+    let mut session = match claim.open(providers) {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    let mode = header.mode;
-    let mut journal = match Journal::reopen(
-        &state.journal_path(&header.run_id),
-        mode == crate::journal::record::Mode::Real,
-    ) {
-        Ok(j) => j,
-        Err(e) => {
-            crate::eprintln_quiet!("error: cannot open the journal: {e}");
-            return exit::INVALID;
-        }
-    };
     let cx = context(
+        &session,
         plan.clone(),
-        header.run_id.clone(),
-        mode,
         &args.approvals,
         &[],
         None,
-        providers,
+        Some(started_by),
     );
     let mut sink = sink(args.json, plan.steps.len());
     let t = replayed.last_ms;
     let mut records = vec![Record::Resumed {
         t_ms: t,
         pid: std::process::id(),
-        at,
-        operator: cx.operator.clone(),
+        at: session.started_at.clone(),
+        operator: cx.by.to_string(),
+        by: Some(cx.by.clone()),
     }];
+    if changed {
+        notes.push("resumed with a runbook changed since the run started (--force)".to_string());
+    }
     records.extend(
         notes
             .into_iter()
             .map(|message| Record::RunNote { t_ms: t, message }),
     );
-    for r in &records {
-        if let Err(e) = journal.append(r) {
-            crate::eprintln_quiet!("error: cannot write the journal: {e}");
-            return exit::INVALID;
-        }
-        sink.record(r);
+    records.extend(
+        taken_as_done
+            .into_iter()
+            .map(|(i, message)| Record::StepFinished {
+                t_ms: t,
+                step: plan.steps[i].id.clone(),
+                status: StepStatus::Skipped,
+                attempts: 0,
+                started_ms: t,
+                outputs: Default::default(),
+                error: Some(format!("{message}, by {}", cx.by)),
+            }),
+    );
+    if let Err(e) = write(&mut session, sink.as_mut(), &records) {
+        crate::eprintln_quiet!("error: cannot write the journal: {e}");
+        return exit::INVALID;
     }
     if !args.json {
         crate::println_quiet!(
             "resuming run {}: {pending} of {} steps to go",
-            header.run_id,
+            session.run_id,
             plan.steps.len()
         );
     }
     drive(
+        &mut session,
         &cx,
-        &mut journal,
         sink.as_mut(),
         replayed.states,
         t,
+        &recorded_irreversible,
         args.json,
     )
+}
+
+fn is_approval_step(step: &crate::plan::PlannedStep) -> bool {
+    step.action.builtin && step.action.provider == "approval" && step.action.action == "ask"
 }
 
 enum Decision {

@@ -1,22 +1,32 @@
 //! `ripcord rollback RUN_ID`: the undos of a run's completed steps, in reverse dependency order.
+//!
+//! Refused (exit 2) when it would make things worse: past an irreversible step that completed
+//! or may have (undoing the drain and read-only before a promotion that stands makes two
+//! primaries), and for a run that succeeded (undoing a finished failover is a decision, not a
+//! repair). `--force --reason TEXT` overrides; who forced it, why, and past what is journaled
+//! and shown in every report.
+
+use std::sync::Arc;
 
 use crate::cli::{ApprovalArgs, RollbackArgs};
 use crate::exec::Clock;
-use crate::exec::now_rfc3339;
-use crate::exec::rollback::rollback;
+use crate::exec::rollback::{irreversible_past, rollback};
 use crate::exit;
-use crate::journal::record::{Mode, RunStatus};
-use crate::journal::{Journal, StateDir};
+use crate::journal::Record;
+use crate::journal::record::{Forced, Mode, RunStatus};
+use crate::session::Session;
+use crate::state::StateDir;
 
-use super::recorded::{read_run, recompile, replay};
-use super::run::{context, lock, runtime, sink};
+use super::recorded::{final_status, fingerprint, recompile, replay};
+use super::run::{context, ids, sink};
 
 pub fn run(args: &RollbackArgs) -> u8 {
-    let state = StateDir::resolve(args.state.state_dir.as_deref());
-    let (read, header) = match read_run(&state, &args.run_id) {
-        Ok(r) => r,
+    let state = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
+    let claim = match Session::claim(state, &args.run_id) {
+        Ok(c) => c,
         Err(code) => return code,
     };
+    let header = claim.header.clone();
     if header.mode == Mode::Check {
         crate::println_quiet!(
             "run {} was a check: it changed nothing, so there is nothing to roll back",
@@ -24,55 +34,108 @@ pub fn run(args: &RollbackArgs) -> u8 {
         );
         return exit::OK;
     }
-    let providers = std::sync::Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
+    let providers = Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
     let plan = match recompile(&header, &args.inputs.inputs, args.force, &providers) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let replayed = replay(&plan, &read.records);
-    let _lock = match lock(&state, &plan.name, &header.run_id, &now_rfc3339()) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let mut journal = match Journal::reopen(
-        &state.journal_path(&header.run_id),
-        header.mode == Mode::Real,
-    ) {
-        Ok(j) => j,
-        Err(e) => {
-            crate::eprintln_quiet!("error: cannot open the journal: {e}");
+    let replayed = replay(&plan, &claim.read.records);
+    // What a rollback would go past.
+    let mut past = Vec::new();
+    let irreversible = irreversible_past(&plan, &replayed.states, &replayed.irreversible);
+    if !irreversible.is_empty() {
+        past.push(format!(
+            "irreversible step {} started (it may have taken effect)",
+            ids(&plan, &irreversible)
+        ));
+    }
+    if fingerprint(&plan) != header.hash {
+        // The undos that would run are the edited ones.
+        past.push("the runbook changed since the run started".to_string());
+    }
+    if final_status(&claim.read) == Some(RunStatus::Succeeded) {
+        past.push("the run succeeded".to_string());
+    }
+    let again = format!("{}{}", claim.state_again(), providers.again());
+    let forced = match (&past[..], args.force, &args.reason) {
+        ([], _, _) => None,
+        (_, true, Some(reason)) if !reason.trim().is_empty() => Some(Forced {
+            reason: reason.clone(),
+            past: past.clone(),
+        }),
+        _ => {
+            crate::eprintln_quiet!(
+                "error: rollback of run {} refused: {}",
+                header.run_id,
+                past.join("; ")
+            );
+            if irreversible.is_empty() {
+                crate::eprintln_quiet!(
+                    "  undoing a run that finished is a new decision, not a repair: run the \
+                     way back (a failback runbook) as its own run"
+                );
+            } else {
+                crate::eprintln_quiet!(
+                    "  undoing the steps before it would make things worse (with a standby \
+                     promoted, the old primary would take writes again: two primaries)"
+                );
+                crate::eprintln_quiet!(
+                    "  go forward instead: fix the cause, then `ripcord resume {}{again}`",
+                    header.run_id
+                );
+            }
+            crate::eprintln_quiet!(
+                "  to roll back anyway: ripcord rollback {}{again} --force --reason TEXT (journaled and reported)",
+                header.run_id
+            );
             return exit::INVALID;
         }
+    };
+    let mut session = match claim.open(providers.clone()) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let approvals = ApprovalArgs {
         yes: false,
         approve: Vec::new(),
     };
     let cx = context(
+        &session,
         plan.clone(),
-        header.run_id.clone(),
-        header.mode,
         &approvals,
         &[],
         None,
-        providers,
+        header.by.clone(),
     );
     let mut sink = sink(args.json, plan.steps.len());
-    let runtime = match runtime(header.mode) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+    // An undo that started with no recorded end runs again: say so in the journal.
+    let notes: Vec<Record> = replayed
+        .undo_in_doubt
+        .iter()
+        .map(|&i| Record::RunNote {
+            t_ms: replayed.last_ms,
+            message: format!(
+                "the undo of {} was in doubt (started, no end recorded): run again",
+                plan.steps[i].id
+            ),
+        })
+        .collect();
+    if let Err(e) = super::run::write(&mut session, sink.as_mut(), &notes) {
+        crate::eprintln_quiet!("error: cannot write the journal: {e}");
+        return exit::FAILED;
+    }
     let clock = Clock::new(replayed.last_ms);
+    let (runtime, journal) = session.parts();
     let result = runtime.block_on(rollback(
         &cx,
-        &mut journal,
+        journal,
         sink.as_mut(),
         &replayed.states,
         &replayed.undone,
         clock,
+        forced,
     ));
     sink.finish();
-    crate::provider::shell::remove_output_dir();
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
@@ -80,35 +143,36 @@ pub fn run(args: &RollbackArgs) -> u8 {
             return exit::FAILED;
         }
     };
-    let names = |list: &[usize]| {
-        list.iter()
-            .map(|&i| plan.steps[i].id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     if !args.json {
         crate::println_quiet!(
-            "\nrollback of {}: {} undone{}{}",
+            "\nrollback of {}: {} {} undone{}{}",
             header.run_id,
+            format!("{:?}", outcome.status).to_lowercase(),
             outcome.undone.len(),
             if outcome.failed.is_empty() {
                 String::new()
             } else {
-                format!(", failed: {}", names(&outcome.failed))
+                format!(", failed: {}", ids(&plan, &outcome.failed))
             },
             if outcome.blocked.is_empty() {
                 String::new()
             } else {
                 format!(
-                    ", not attempted (an undo they wait for failed): {}",
-                    names(&outcome.blocked)
+                    ", not attempted (an undo they wait for failed, or the rollback was stopped): {}",
+                    ids(&plan, &outcome.blocked)
                 )
             },
         );
+        if outcome.status == RunStatus::Interrupted {
+            crate::println_quiet!(
+                "  interrupted: run `{}` again to undo the rest",
+                session.command("rollback")
+            );
+        }
     }
-    if outcome.status == RunStatus::Succeeded {
-        exit::OK
-    } else {
-        exit::FAILED
+    match outcome.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Failed => exit::FAILED,
+        RunStatus::Interrupted => exit::INTERRUPTED,
     }
 }

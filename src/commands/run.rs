@@ -10,18 +10,21 @@ use serde_json::{Map, Value as Json, json};
 use crate::cli::{ApprovalArgs, Estimates, RunArgs};
 use crate::compile::CompileOptions;
 use crate::exec::mask::{MASK, Masker};
-use crate::exec::rollback::{RollbackOutcome, rollback};
+use crate::exec::rollback::{RollbackOutcome, irreversible_past, rollback};
 use crate::exec::state::Status;
 use crate::exec::ui::{JsonSink, PlainSink, Sink, TtySink};
-use crate::exec::{Clock, Outcome, RunContext, execute, now_rfc3339, operator};
+use crate::exec::{Clock, Outcome, RunContext, execute};
 use crate::exit;
+use crate::journal::Record;
 use crate::journal::record::{Mode, PlannedStepRecord, RunStatus, StepStatus};
-use crate::journal::{Journal, Lock, LockHolder, Record, StateDir, lock::LockError};
 use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::report::history;
 use crate::runbook::RollbackPolicy;
 use crate::runbook::duration::format as dur;
+use crate::session::Session;
+use crate::session::identity::Identity;
+use crate::state::{StateBackend, StateDir};
 
 use super::compile_one;
 use super::recorded::fingerprint;
@@ -33,7 +36,7 @@ pub fn run(args: &RunArgs) -> u8 {
         require_inputs: true,
         providers: &providers,
     };
-    let state = StateDir::resolve(args.state.state_dir.as_deref());
+    let state: Arc<dyn StateBackend> = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
     let mut plan = match compile_one(&args.file, &options) {
         Ok(c) => c.plan,
         Err(code) => return code,
@@ -45,7 +48,7 @@ pub fn run(args: &RunArgs) -> u8 {
             );
             return exit::INVALID;
         }
-        let medians = history::medians(&state, &plan.name, None);
+        let medians = history::medians(state.as_ref(), &plan.name, None);
         history::apply(&mut plan, &medians);
     }
     let plan = Arc::new(plan);
@@ -75,39 +78,18 @@ pub fn run(args: &RunArgs) -> u8 {
         Mode::Check => format!("{}-check-{:04x}", time_id(), seed & 0xffff),
         Mode::Real => format!("{}-{:04x}", time_id(), seed & 0xffff),
     };
-    let run_id = match state.create_run_dir(&wanted) {
-        Ok(id) => id,
-        Err(e) => {
-            crate::eprintln_quiet!(
-                "error: cannot create a run in {}: {e}",
-                state.root().display()
-            );
-            return exit::INVALID;
-        }
-    };
-    let started_at = now_rfc3339();
-    let _lock = match lock(&state, &plan.name, &run_id, &started_at) {
-        Ok(lock) => lock,
-        Err(code) => {
-            let _ = std::fs::remove_dir(state.run_dir(&run_id));
-            return code;
-        }
-    };
-    let mut journal = match Journal::create(&state.journal_path(&run_id), mode == Mode::Real) {
-        Ok(j) => j,
-        Err(e) => {
-            crate::eprintln_quiet!("error: cannot create the journal: {e}");
-            return exit::INVALID;
-        }
-    };
+    let mut session =
+        match Session::start(state.clone(), &plan.name, &wanted, mode, providers.clone()) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
     let cx = context(
+        &session,
         plan.clone(),
-        run_id,
-        mode,
         &args.approvals,
         &args.fail,
         args.concurrency,
-        providers,
+        None,
     );
     let masked_inputs: Map<String, Json> = plan
         .inputs
@@ -128,9 +110,10 @@ pub fn run(args: &RunArgs) -> u8 {
         mode,
         seed,
         inputs: masked_inputs,
-        operator: cx.operator.clone(),
+        operator: cx.by.to_string(),
+        by: Some(cx.by.clone()),
         pid: std::process::id(),
-        started_at,
+        started_at: session.started_at.clone(),
         concurrency: cx.concurrency,
         steps: plan.steps.len(),
         rto_ms: plan.rto.map(|d| d.as_millis() as u64),
@@ -138,22 +121,24 @@ pub fn run(args: &RunArgs) -> u8 {
     };
     let planned = planned_record(&plan, cx.concurrency);
     let mut sink = sink(args.json, plan.steps.len());
-    for record in [&start, &planned] {
-        if let Err(e) = journal.append(record) {
-            crate::eprintln_quiet!("error: cannot write the journal: {e}");
-            return exit::INVALID;
-        }
-        sink.record(record);
-    }
-    if let Err(e) = journal.commit() {
+    if let Err(e) = write(&mut session, sink.as_mut(), &[start, planned]) {
         crate::eprintln_quiet!("error: cannot write the journal: {e}");
         return exit::INVALID;
     }
     let states = vec![Default::default(); plan.steps.len()];
-    let code = drive(&cx, &mut journal, sink.as_mut(), states, 0, args.json);
-    drop(journal);
+    let code = drive(
+        &mut session,
+        &cx,
+        sink.as_mut(),
+        states,
+        0,
+        &HashSet::new(),
+        args.json,
+    );
+    let run_id = session.run_id.clone();
+    drop(session);
     for (format, path) in &args.reports {
-        let written = super::report::build(&state, &cx.run_id)
+        let written = super::report::build(state.as_ref(), &run_id)
             .map_err(|_| std::io::Error::other("the journal cannot be read back"))
             .and_then(|r| super::report::write_private(path, &super::report::render(&r, *format)));
         match written {
@@ -165,6 +150,19 @@ pub fn run(args: &RunArgs) -> u8 {
         }
     }
     code
+}
+
+/// Appends records to the session's journal, shows them, and commits them.
+pub fn write(
+    session: &mut Session,
+    sink: &mut dyn Sink,
+    records: &[Record],
+) -> std::io::Result<()> {
+    for record in records {
+        session.journal.append(record)?;
+        sink.record(record);
+    }
+    session.journal.commit()
 }
 
 /// The plan in the journal: estimates, predicted starts under the run's limits, critical path.
@@ -184,6 +182,7 @@ fn planned_record(plan: &Plan, concurrency: usize) -> Record {
                 estimate_ms: ms(plan.estimate(i)),
                 predicted_start_ms: ms(schedule.start[i]),
                 module: s.group.map(|g| plan.groups[g].id.clone()),
+                irreversible: s.irreversible,
             })
             .collect(),
         critical_path: plan
@@ -271,45 +270,16 @@ fn time_id() -> String {
         .to_string()
 }
 
-pub fn lock(state: &StateDir, runbook: &str, run_id: &str, started_at: &str) -> Result<Lock, u8> {
-    let holder = LockHolder {
-        run_id: run_id.to_string(),
-        pid: std::process::id(),
-        started_at: started_at.to_string(),
-    };
-    match Lock::acquire(state, runbook, &holder) {
-        Ok(lock) => Ok(lock),
-        Err(LockError::Held(Some(h))) => {
-            crate::eprintln_quiet!(
-                "error: runbook `{runbook}` is locked by run {} (pid {}, started {})",
-                h.run_id,
-                h.pid,
-                h.started_at
-            );
-            Err(exit::LOCKED)
-        }
-        Err(LockError::Held(None)) => {
-            crate::eprintln_quiet!("error: runbook `{runbook}` is locked by another run");
-            Err(exit::LOCKED)
-        }
-        Err(LockError::Io(e)) => {
-            crate::eprintln_quiet!(
-                "error: cannot lock runbook `{runbook}` in {}: {e}",
-                state.root().display()
-            );
-            Err(exit::INVALID)
-        }
-    }
-}
-
+/// What the executor is given: the plan, the session's identity, state, process groups and
+/// signals, and this command's flags. `started_by` is who started the run (a resume's run);
+/// `None` for a new run, started by this session.
 pub fn context(
+    session: &Session,
     plan: Arc<Plan>,
-    run_id: String,
-    mode: Mode,
     approvals: &ApprovalArgs,
     fail: &[String],
     concurrency: Option<u32>,
-    providers: Arc<Providers>,
+    started_by: Option<Identity>,
 ) -> RunContext {
     let inputs: Map<String, Json> = plan
         .inputs
@@ -325,15 +295,19 @@ pub fn context(
     RunContext {
         concurrency: concurrency.map_or(plan.concurrency, |c| c as usize),
         plan,
-        run_id,
-        mode,
+        run_id: session.run_id.clone(),
+        mode: session.mode,
         inputs,
         masker,
         yes: approvals.yes,
         approve: approvals.approve.iter().cloned().collect(),
         fail: fail.iter().cloned().collect::<HashSet<_>>(),
-        operator: operator(),
-        providers,
+        started_by: started_by.unwrap_or_else(|| session.by.clone()),
+        by: session.by.clone(),
+        providers: session.providers.clone(),
+        state: Some(session.state.clone()),
+        groups: session.groups.clone(),
+        signals: session.signals.clone(),
     }
 }
 
@@ -347,50 +321,58 @@ pub fn sink(json: bool, steps: usize) -> Box<dyn Sink> {
     }
 }
 
-/// A current-thread runtime; paused for a dry-run, so its clock is virtual: when every task
-/// waits, it jumps to the next timer.
-pub fn runtime(mode: Mode) -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(mode == Mode::DryRun)
-        .build()
-        .map_err(|e| {
-            crate::eprintln_quiet!("error: cannot start the runtime: {e}");
-            exit::FAILED
-        })
-}
-
-/// Runs (or resumes) on a current-thread runtime, paused for a dry-run (virtual time), rolls
-/// back when the runbook says `rollback: auto`, prints the summary and gives the exit code.
+/// Runs (or resumes) on the session's runtime (paused for a dry-run: virtual time), rolls back
+/// when the runbook says `rollback: auto` and no irreversible step has started (the plan's, or
+/// those the journal recorded as irreversible: `recorded`), prints the summary and gives the
+/// exit code.
 pub fn drive(
+    session: &mut Session,
     cx: &RunContext,
-    journal: &mut Journal,
     sink: &mut dyn Sink,
     states: Vec<crate::exec::state::StepState>,
     base_ms: u64,
+    recorded: &HashSet<String>,
     json: bool,
 ) -> u8 {
-    let runtime = match runtime(cx.mode) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+    let (runtime, journal) = session.parts();
     let result = runtime.block_on(async {
         let clock = Clock::new(base_ms);
         let outcome = execute(cx, journal, sink, states, clock).await?;
-        let rolled =
-            if outcome.status == RunStatus::Failed && cx.plan.rollback == RollbackPolicy::Auto {
+        let mut after = AfterFailure::Nothing;
+        if outcome.status == RunStatus::Failed && cx.plan.rollback == RollbackPolicy::Auto {
+            let past = irreversible_past(&cx.plan, &outcome.states, recorded);
+            if past.is_empty() {
                 let clock = Clock::new(outcome.end_ms);
-                Some(rollback(cx, journal, sink, &outcome.states, &HashSet::new(), clock).await?)
+                let rolled = rollback(
+                    cx,
+                    journal,
+                    sink,
+                    &outcome.states,
+                    &HashSet::new(),
+                    clock,
+                    None,
+                )
+                .await?;
+                after = AfterFailure::RolledBack(rolled);
             } else {
-                None
-            };
-        Ok::<_, std::io::Error>((outcome, rolled))
+                let names = ids(&cx.plan, &past);
+                let note = Record::RunNote {
+                    t_ms: outcome.end_ms,
+                    message: format!(
+                        "automatic rollback not run: irreversible step {names} started (it may \
+                         have taken effect); undoing what came before it would make things worse"
+                    ),
+                };
+                journal.append(&note)?;
+                sink.record(&note);
+                journal.commit()?;
+                after = AfterFailure::Irreversible(past);
+            }
+        }
+        Ok::<_, std::io::Error>((outcome, after))
     });
     sink.finish();
-    // An approval prompt may still be blocked on stdin: do not wait for it.
-    runtime.shutdown_background();
-    crate::provider::shell::remove_output_dir();
-    let (outcome, rolled) = match result {
+    let (outcome, after) = match result {
         Ok(r) => r,
         Err(e) => {
             crate::eprintln_quiet!(
@@ -399,16 +381,45 @@ pub fn drive(
             return exit::FAILED;
         }
     };
-    summary(cx, &outcome, rolled.as_ref(), json);
-    match outcome.status {
-        RunStatus::Succeeded => exit::OK,
-        RunStatus::Failed => exit::FAILED,
-        RunStatus::Interrupted => exit::INTERRUPTED,
+    summary(session, cx, &outcome, &after, recorded, json);
+    match (outcome.status, &after) {
+        (_, AfterFailure::RolledBack(r)) if r.status == RunStatus::Interrupted => exit::INTERRUPTED,
+        (RunStatus::Succeeded, _) => exit::OK,
+        (RunStatus::Failed, _) => exit::FAILED,
+        (RunStatus::Interrupted, _) => exit::INTERRUPTED,
     }
 }
 
-fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>, json: bool) {
+/// What happened after a failed run.
+enum AfterFailure {
+    Nothing,
+    RolledBack(RollbackOutcome),
+    /// `rollback: auto` did not run: these irreversible steps had completed.
+    Irreversible(Vec<usize>),
+}
+
+/// Step ids, joined for a message.
+pub fn ids(plan: &Plan, steps: &[usize]) -> String {
+    steps
+        .iter()
+        .map(|&i| plan.steps[i].id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn summary(
+    session: &Session,
+    cx: &RunContext,
+    outcome: &Outcome,
+    after: &AfterFailure,
+    recorded: &HashSet<String>,
+    json: bool,
+) {
     let plan = &cx.plan;
+    let rolled = match after {
+        AfterFailure::RolledBack(r) => Some(r),
+        _ => None,
+    };
     let count = |want: StepStatus| {
         outcome
             .states
@@ -489,30 +500,47 @@ fn summary(cx: &RunContext, outcome: &Outcome, rolled: Option<&RollbackOutcome>,
     }
     if let Some(r) = rolled {
         crate::println_quiet!(
-            "  rollback: {} undone, {} failed, {} blocked",
+            "  rollback: {}: {} undone, {} failed, {} not attempted",
+            format!("{:?}", r.status).to_lowercase(),
             r.undone.len(),
             r.failed.len(),
             r.blocked.len()
         );
-    }
-    match outcome.status {
-        RunStatus::Interrupted => {
-            crate::println_quiet!("  continue with: ripcord resume {}", cx.run_id)
+        if r.status != RunStatus::Succeeded {
+            crate::println_quiet!("  undo the rest with: {}", session.command("rollback"));
         }
+    }
+    if let AfterFailure::Irreversible(past) = after {
+        crate::println_quiet!(
+            "  automatic rollback not run: irreversible step {} started (it may have taken effect)",
+            ids(plan, past)
+        );
+    }
+    let resume = session.command("resume");
+    match outcome.status {
+        RunStatus::Interrupted => crate::println_quiet!("  continue with: {resume}"),
         RunStatus::Failed if cx.mode == Mode::Check => {
             crate::println_quiet!(
                 "  pre-flight failed: fix what the failed checks found before the real run"
             );
         }
+        RunStatus::Failed if matches!(after, AfterFailure::Irreversible(_)) => {
+            crate::println_quiet!("  fix the cause, then go forward with: {resume}");
+        }
         RunStatus::Failed if rolled.is_none() => {
-            crate::println_quiet!(
-                "  undo completed steps with: ripcord rollback {}",
-                cx.run_id
-            );
-            crate::println_quiet!(
-                "  or fix the cause and continue with: ripcord resume {}",
-                cx.run_id
-            );
+            let past = irreversible_past(plan, &outcome.states, recorded);
+            if past.is_empty() {
+                crate::println_quiet!(
+                    "  undo completed steps with: {}",
+                    session.command("rollback")
+                );
+                crate::println_quiet!("  or fix the cause and continue with: {resume}");
+            } else {
+                crate::println_quiet!(
+                    "  irreversible step {} started: rollback is refused; fix the cause, then go forward with: {resume}",
+                    ids(plan, &past)
+                );
+            }
         }
         _ => {}
     }

@@ -6,9 +6,9 @@ use serde_json::json;
 
 use crate::cli::RunsArgs;
 use crate::exit;
-use crate::journal::StateDir;
 use crate::report;
 use crate::report::text::ms;
+use crate::state::{StateBackend, StateDir};
 
 pub fn run(args: &RunsArgs) -> u8 {
     let state = StateDir::resolve(args.state.state_dir.as_deref());
@@ -19,25 +19,42 @@ pub fn run(args: &RunsArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    // Run ids start with their time, so the newest sorts last.
-    let rows: Vec<_> = ids
+    // Newest first by start time (milliseconds), not by id: ids made in the same second sort by
+    // their random suffix. A journal that cannot be read is listed as such, not dropped.
+    let mut rows: Vec<(String, serde_json::Value)> = ids
         .iter()
-        .rev()
-        .filter_map(|id| {
-            let read = state.read_run(id).ok()?;
-            // The same summary as the run's report, so the two never disagree.
-            let r = report::build(&read, &HashMap::new())?;
-            Some(json!({
-                "run_id": r.run_id,
-                "runbook": r.runbook,
-                "mode": r.mode,
-                "started_at": r.started_at,
-                "duration_ms": r.duration_ms,
-                "result": r.status,
-                "rto_met": r.rto_met,
-            }))
+        .map(|id| {
+            let row = state
+                .read_run(id)
+                .ok()
+                .and_then(|read| report::build(&read, &HashMap::new()))
+                .map(|r| {
+                    // The same summary as the run's report, so the two never disagree.
+                    json!({
+                        "run_id": r.run_id,
+                        "runbook": r.runbook,
+                        "mode": r.mode,
+                        "started_at": r.started_at,
+                        "duration_ms": r.duration_ms,
+                        "result": match r.rollback.as_ref().map(|rb| rb.status.as_str()) {
+                            Some("succeeded") => format!("{} (rolled back)", r.status),
+                            Some(rb) => format!("{} (rollback {rb})", r.status),
+                            None => r.status.clone(),
+                        },
+                        "rollback": r.rollback.as_ref().map(|rb| rb.status.clone()),
+                        "rto_met": r.rto_met,
+                    })
+                })
+                .unwrap_or_else(|| json!({ "run_id": id, "result": "unreadable" }));
+            let started = row["started_at"].as_str().unwrap_or("").to_string();
+            (started, row)
         })
         .collect();
+    rows.sort_by(|(a, ra), (b, rb)| {
+        b.cmp(a)
+            .then_with(|| rb["run_id"].as_str().cmp(&ra["run_id"].as_str()))
+    });
+    let rows: Vec<serde_json::Value> = rows.into_iter().map(|(_, r)| r).collect();
     if args.json {
         println!(
             "{}",
@@ -50,7 +67,7 @@ pub fn run(args: &RunsArgs) -> u8 {
         return exit::OK;
     }
     println!(
-        "{:<30} {:<24} {:<8} {:<25} {:>9} {:<12} RTO",
+        "{:<30} {:<24} {:<8} {:<25} {:>9} {:<28} RTO",
         "RUN", "RUNBOOK", "MODE", "STARTED", "DURATION", "RESULT"
     );
     for r in &rows {
@@ -60,7 +77,7 @@ pub fn run(args: &RunsArgs) -> u8 {
             None => "-",
         };
         println!(
-            "{:<30} {:<24} {:<8} {:<25} {:>9} {:<12} {rto}",
+            "{:<30} {:<24} {:<8} {:<25} {:>9} {:<28} {rto}",
             r["run_id"].as_str().unwrap_or(""),
             r["runbook"].as_str().unwrap_or(""),
             r["mode"].as_str().unwrap_or(""),

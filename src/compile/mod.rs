@@ -162,6 +162,7 @@ struct Decl {
     timeout: Duration,
     sim: SimHints,
     idempotent: bool,
+    irreversible: bool,
     pool: Option<usize>,
     on_failure: OnFailure,
     needs: Vec<(String, Span)>,
@@ -397,7 +398,19 @@ impl Compiler<'_> {
                     );
                 }
             }
-            Some(UndoSpec { action, with })
+            let when = u.when.as_ref().and_then(|w| {
+                Condition::compile(w, text)
+                    .map_err(|e| expr_errors.push(e))
+                    .ok()
+            });
+            Some(UndoSpec {
+                action,
+                with,
+                when,
+                // Filled in below, once the step's own are known.
+                retry: self.retry(None),
+                timeout: DEFAULT_TIMEOUT,
+            })
         });
         for e in expr_errors {
             self.error("ripcord::expression", e.message, e.span, "here");
@@ -421,6 +434,17 @@ impl Compiler<'_> {
             })
             .unwrap_or(DEFAULT_TIMEOUT);
         let retry = self.retry(step.retry.as_deref().or(d.and_then(|d| d.retry.as_ref())));
+        let mut undo = undo;
+        if let (Some(spec), Some(written)) = (&mut undo, &step.undo) {
+            spec.retry = match &written.retry {
+                Some(r) => self.retry(Some(r)),
+                None => retry.clone(),
+            };
+            spec.timeout = match &written.timeout {
+                Some(t) => self.duration(t, "timeout").unwrap_or(timeout),
+                None => timeout,
+            };
+        }
         let sim = self.sim(step, d, spec.as_deref(), action.as_ref());
         // A dry-run simulates one attempt of the estimated duration, under the step's timeout.
         if sim.explicit && sim.duration >= timeout {
@@ -485,6 +509,7 @@ impl Compiler<'_> {
                 .idempotent
                 .or(d.and_then(|d| d.idempotent))
                 .unwrap_or(false),
+            irreversible: step.irreversible.unwrap_or(false),
             pool,
             on_failure,
             needs,
@@ -785,6 +810,7 @@ impl Compiler<'_> {
             ("timeout", step.timeout.is_some()),
             ("sim", step.sim.is_some()),
             ("idempotent", step.idempotent.is_some()),
+            ("irreversible", step.irreversible.is_some()),
             ("undo", step.undo.is_some()),
             ("for_each", step.for_each.is_some()),
             ("pool", step.pool.is_some()),
@@ -843,6 +869,7 @@ impl Compiler<'_> {
                 fail: false,
             },
             idempotent: false,
+            irreversible: false,
             pool: None,
             on_failure: OnFailure::default(),
             needs: needs_of(step),
@@ -1246,10 +1273,13 @@ impl Compiler<'_> {
         if let Some(ForEach::Expr(e)) = &d.for_each {
             d.for_each = map(e).ok().map(ForEach::Expr);
         }
-        if let Some(u) = &mut d.undo
-            && let Some(w) = &u.with
-        {
-            u.with = w.map(&mut map).ok();
+        if let Some(u) = &mut d.undo {
+            if let Some(w) = &u.with {
+                u.with = w.map(&mut map).ok();
+            }
+            if let Some(Condition::Expr(e)) = &u.when {
+                u.when = map(e).ok().map(Condition::Expr);
+            }
         }
         for (msg, span) in failed {
             self.diags.push(
@@ -1319,6 +1349,7 @@ impl Compiler<'_> {
             if let Some(w) = d.undo.as_ref().and_then(|u| u.with.as_ref()) {
                 w.exprs(&mut undo_exprs);
             }
+            undo_exprs.extend(d.undo.as_ref().and_then(|u| u.when.as_ref()?.expr()));
             for e in undo_exprs {
                 found.extend(e.refs.iter().map(|r| (r.clone(), e.span, Context::Undo)));
             }
@@ -1667,6 +1698,7 @@ impl Compiler<'_> {
             if let Some(w) = d.undo.as_ref().and_then(|u| u.with.as_ref()) {
                 w.exprs(&mut exprs);
             }
+            exprs.extend(d.undo.as_ref().and_then(|u| u.when.as_ref()?.expr()));
             exprs.extend(d.when.as_ref().and_then(Condition::expr));
             if let Some(ForEach::Expr(e)) = &d.for_each {
                 exprs.push(e);
@@ -1796,6 +1828,7 @@ impl Compiler<'_> {
                 timeout: d.timeout,
                 sim: d.sim,
                 idempotent: d.idempotent,
+                irreversible: d.irreversible,
                 pool: d.pool,
                 on_failure: d.on_failure,
                 undo: d.undo,

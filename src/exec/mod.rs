@@ -7,6 +7,12 @@
 //! tick is idempotent) before its task is spawned. The task runs the attempts (timeout, retry with backoff) against the provider, or
 //! the simulator in a dry-run, and reports back; the loop records the result, releases the slot
 //! and counts down the dependents. Signals stop the scheduling and cancel running steps.
+//!
+//! A retry's start is made durable before the retry runs, as the first attempt's is: the task
+//! asks the loop to journal and commit it, and waits for the acknowledgement. An approval
+//! journals what it waits for (`approval_waiting`, with an `ask` id) and takes answers from the
+//! terminal and from `ripcord approve` alike, each checked against the step's `approvers`,
+//! `min_approvals` and `not_by_operator`.
 
 pub mod mask;
 pub mod render;
@@ -20,18 +26,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value as Json, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::journal::Record;
 use crate::journal::record::{Mode, RunStatus, StepStatus};
-use crate::journal::{Journal, Record};
 use crate::plan::schedule::ReadyQueue;
 use crate::plan::{Plan, PlannedStep};
 use crate::provider::{self, Failure, OutputMap, Providers, catalog};
 use crate::runbook::OnFailure;
 use crate::runbook::duration::format as dur;
+use crate::session::identity::Identity;
+use crate::session::signals::Signals;
+use crate::session::supervisor::Groups;
+use crate::state::{JournalWriter, StateBackend};
 
 use mask::Masker;
 use render::Scope;
@@ -52,8 +62,15 @@ pub struct RunContext {
     /// Steps that fail in a dry-run (`--fail STEP`): ids or declared ids.
     pub fail: HashSet<String>,
     pub concurrency: usize,
-    pub operator: String,
+    /// Who runs this session.
+    pub by: Identity,
+    /// Who started the run (for `not_by_operator`); this session's own for a new run.
+    pub started_by: Identity,
     pub providers: Arc<Providers>,
+    /// Where approvals' answers are posted; none for a run with no state (library tests).
+    pub state: Option<Arc<dyn StateBackend>>,
+    pub groups: Groups,
+    pub signals: Signals,
 }
 
 /// How a run ended, with every step's state.
@@ -86,16 +103,6 @@ impl Clock {
 
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
-/// The operator's user name, for approvals and the report.
-pub fn operator() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: getuid cannot fail and touches no memory.
-            format!("uid {}", unsafe { libc::getuid() })
-        })
 }
 
 /// Whether `step` is named by `set` (its id, or its declared id for every instance).
@@ -133,7 +140,7 @@ pub fn run_json(cx: &RunContext) -> Json {
 /// Runs the plan from `states` (all pending for a new run; restored for a resume).
 pub async fn execute(
     cx: &RunContext,
-    journal: &mut Journal,
+    journal: &mut dyn JournalWriter,
     sink: &mut dyn Sink,
     states: Vec<StepState>,
     clock: Clock,
@@ -195,7 +202,7 @@ pub async fn execute(
 struct Executor<'a> {
     cx: &'a RunContext,
     plan: Arc<Plan>,
-    journal: &'a mut Journal,
+    journal: &'a mut dyn JournalWriter,
     sink: &'a mut dyn Sink,
     states: Vec<StepState>,
     indegree: Vec<usize>,
@@ -213,9 +220,11 @@ struct Executor<'a> {
 
 /// What a running task tells the loop before it ends.
 enum Msg {
+    /// A retry is about to start: journal (and commit) its start, then acknowledge.
     Attempt {
         step: usize,
         attempt: u32,
+        ack: oneshot::Sender<()>,
     },
     AttemptFailed {
         step: usize,
@@ -225,8 +234,20 @@ enum Msg {
     },
     Approved {
         step: usize,
+        by: Option<Identity>,
         approver: String,
+        comment: Option<String>,
         simulated: bool,
+    },
+    Rejected {
+        step: usize,
+        by: Identity,
+        comment: Option<String>,
+    },
+    Refused {
+        step: usize,
+        by: Identity,
+        reason: String,
     },
 }
 
@@ -248,9 +269,7 @@ enum Prepared {
 
 impl Executor<'_> {
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> io::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
+        let signals = self.cx.signals.clone();
         let mut tasks: JoinSet<(usize, Report)> = JoinSet::new();
         let mut task_steps: HashMap<tokio::task::Id, usize> = HashMap::new();
         loop {
@@ -271,11 +290,24 @@ impl Executor<'_> {
                             let t = self.clock.ms();
                             self.states[i].status = Status::Running;
                             self.states[i].started_ms = Some(t);
+                            self.states[i].launched = true;
                             self.emit(&Record::StepStarted {
                                 t_ms: t,
                                 step: self.plan.steps[i].id.clone(),
                                 attempt: 1,
                             })?;
+                            if let Kind::Approval(Approval::Live(wait)) = &task.kind {
+                                self.emit(&Record::ApprovalWaiting {
+                                    t_ms: t,
+                                    step: self.plan.steps[i].id.clone(),
+                                    ask: wait.ask.clone(),
+                                    approvers: wait.policy.approvers.clone(),
+                                    min_approvals: wait.policy.min,
+                                    not_by_operator: wait.policy.not_by_operator,
+                                })?;
+                                // Written before anyone is told to answer it.
+                                self.journal.commit()?;
+                            }
                             launch.push(task);
                         }
                     }
@@ -330,25 +362,17 @@ impl Executor<'_> {
                     }
                 }
                 Some(msg) = rx.recv() => self.message(msg)?,
-                _ = sigint.recv() => self.interrupt("SIGINT")?,
-                _ = sigterm.recv() => self.interrupt("SIGTERM")?,
+                () = signals.token().cancelled(), if !self.interrupted => {
+                    self.interrupt(signals.received().unwrap_or("a signal"))?;
+                }
             }
         }
         Ok(())
     }
 
+    /// The first signal: no new step starts, running ones are cancelled (a second signal exits
+    /// at once: see [`Signals`]).
     fn interrupt(&mut self, signal: &str) -> io::Result<()> {
-        if self.interrupted {
-            // Second signal: leave now. Every record is already written whole; the steps'
-            // process groups go with us rather than run on unwatched.
-            provider::process::kill_all_groups();
-            let _ = self.journal.commit();
-            crate::eprintln_quiet!(
-                "{signal} again: exiting at once; resume with `ripcord resume {}`",
-                self.cx.run_id
-            );
-            std::process::exit(i32::from(crate::exit::INTERRUPTED));
-        }
         self.interrupted = true;
         self.stopping = true;
         self.cancel.cancel();
@@ -368,11 +392,20 @@ impl Executor<'_> {
     fn message(&mut self, msg: Msg) -> io::Result<()> {
         let t_ms = self.clock.ms();
         let record = match msg {
-            Msg::Attempt { step, attempt } => Record::StepStarted {
-                t_ms,
-                step: self.plan.steps[step].id.clone(),
-                attempt,
-            },
+            Msg::Attempt { step, attempt, ack } => {
+                self.emit(&Record::StepStarted {
+                    t_ms,
+                    step: self.plan.steps[step].id.clone(),
+                    attempt,
+                })?;
+                // A retry is a new effect: its start is durable before it runs, like the first
+                // attempt's (the task waits for this acknowledgement).
+                if needs_durable_start(&self.plan.steps[step], self.cx.mode) {
+                    self.journal.commit()?;
+                }
+                let _ = ack.send(());
+                return Ok(());
+            }
             Msg::AttemptFailed {
                 step,
                 attempt,
@@ -387,7 +420,9 @@ impl Executor<'_> {
             },
             Msg::Approved {
                 step,
+                by,
                 approver,
+                comment,
                 simulated,
             } => Record::Approval {
                 t_ms,
@@ -395,14 +430,25 @@ impl Executor<'_> {
                 approver,
                 at: (!simulated).then(now_rfc3339),
                 simulated,
+                by,
+                comment: comment.map(|c| self.cx.masker.text(&c)),
+            },
+            Msg::Rejected { step, by, comment } => Record::ApprovalRejected {
+                t_ms,
+                step: self.plan.steps[step].id.clone(),
+                by,
+                comment: comment.map(|c| self.cx.masker.text(&c)),
+            },
+            Msg::Refused { step, by, reason } => Record::AnswerRefused {
+                t_ms,
+                step: self.plan.steps[step].id.clone(),
+                by,
+                reason,
             },
         };
         self.emit(&record)?;
-        if matches!(record, Record::StepStarted { .. }) {
-            // A retry is a new effect: its start is durable first, like the first attempt's.
-            self.journal.commit()?;
-        }
-        Ok(())
+        // An answer is evidence: it is durable as soon as it is taken.
+        self.journal.commit()
     }
 
     fn scope(&self) -> Scope<'_> {
@@ -455,7 +501,7 @@ impl Executor<'_> {
             return Prepared::NoCheck(provider::sim::outputs(step, spec.as_deref()));
         }
         let kind = match (action.provider.as_str(), action.action.as_str()) {
-            ("approval", "ask") => Kind::Approval(self.approval_how(step)),
+            ("approval", "ask") => Kind::Approval(self.approval_how(step, &params)),
             ("assert", "that") => Kind::Assert(self.assertion(step, &params, &ctx)),
             _ => Kind::Provider,
         };
@@ -471,22 +517,40 @@ impl Executor<'_> {
             spec,
             check: self.cx.mode == Mode::Check,
             providers: self.cx.providers.clone(),
+            groups: self.cx.groups.clone(),
             cancel: self.cancel.child_token(),
             tx: self.tx.clone(),
             progress: self.sink.progress(),
         }))
     }
 
-    fn approval_how(&self, step: &PlannedStep) -> Approval {
+    fn approval_how(&self, step: &PlannedStep, params: &Json) -> Approval {
         if self.cx.mode == Mode::DryRun {
-            Approval::Simulated
-        } else if self.cx.yes || named(&self.cx.approve, step) {
-            Approval::Granted(self.cx.operator.clone())
-        } else if io::stdin().is_terminal() {
-            Approval::Prompt(self.cx.operator.clone())
-        } else {
-            Approval::Wait
+            return Approval::Simulated;
         }
+        let policy = ApprovalPolicy::of(params);
+        let ask = format!("{}@{}.{}", step.id, std::process::id(), self.clock.ms());
+        // Answered from another shell, maybe in another directory: the state named in full.
+        let hint = format!(
+            "ripcord approve {} {}{}",
+            self.cx.run_id,
+            crate::cli::shell_word(&step.id),
+            self.cx
+                .state
+                .as_ref()
+                .map_or_else(String::new, |s| s.anywhere())
+        );
+        Approval::Live(Box::new(ApprovalWait {
+            policy,
+            starter: self.cx.started_by.person().to_string(),
+            me: self.cx.by.clone(),
+            preapproved: self.cx.yes || named(&self.cx.approve, step),
+            prompt: io::stdin().is_terminal(),
+            ask,
+            state: self.cx.state.clone(),
+            run_id: self.cx.run_id.clone(),
+            hint,
+        }))
     }
 
     /// The verdict of `assert.that`, with the values it read when false.
@@ -607,11 +671,76 @@ impl Executor<'_> {
 
 enum Approval {
     Simulated,
-    Granted(String),
-    /// Ask on the terminal; the operator answering is the approver.
-    Prompt(String),
-    /// No terminal and no --approve/--yes: wait until the step's timeout.
-    Wait,
+    Live(Box<ApprovalWait>),
+}
+
+/// Who may approve a step, and how many must.
+#[derive(Debug, Clone)]
+struct ApprovalPolicy {
+    /// Account names allowed to answer; empty: anyone.
+    approvers: Vec<String>,
+    min: u32,
+    not_by_operator: bool,
+}
+
+impl ApprovalPolicy {
+    fn of(params: &Json) -> ApprovalPolicy {
+        ApprovalPolicy {
+            approvers: params
+                .get("approvers")
+                .and_then(Json::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            min: params
+                .get("min_approvals")
+                .and_then(Json::as_u64)
+                .map_or(1, |n| n.clamp(1, u64::from(u32::MAX)) as u32),
+            not_by_operator: params
+                .get("not_by_operator")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// A live approval: what it waits for and where answers come from.
+struct ApprovalWait {
+    policy: ApprovalPolicy,
+    /// The person who started the run.
+    starter: String,
+    /// Who runs this session: the one answering the terminal prompt or giving --approve/--yes.
+    me: Identity,
+    preapproved: bool,
+    prompt: bool,
+    ask: String,
+    state: Option<Arc<dyn StateBackend>>,
+    run_id: String,
+    /// `ripcord approve RUN STEP ...`, to print.
+    hint: String,
+}
+
+impl ApprovalWait {
+    /// Whether `who` may answer; the reason when not.
+    fn may_answer(&self, who: &Identity) -> Result<(), String> {
+        let person = who.person();
+        let p = &self.policy;
+        if !p.approvers.is_empty() && !p.approvers.iter().any(|a| a == person) {
+            return Err(format!(
+                "{person} is not one of the approvers ({})",
+                p.approvers.join(", ")
+            ));
+        }
+        if p.not_by_operator && person == self.starter {
+            return Err(format!(
+                "{person} started the run, and this approval must come from someone else                  (not_by_operator)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 enum Kind {
@@ -633,23 +762,51 @@ struct Task {
     /// A pre-flight: plugins are asked for their read-only check.
     check: bool,
     providers: Arc<Providers>,
+    groups: Groups,
     cancel: CancellationToken,
     tx: mpsc::UnboundedSender<Msg>,
     progress: Option<indicatif::MultiProgress>,
 }
 
+/// Cancels an attempt at `timeout` and gives it the grace period to clean up (SIGTERM to its
+/// process group, SIGKILL after the grace).
+pub async fn with_timeout(
+    attempt: impl std::future::Future<Output = provider::Outcome>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> provider::Outcome {
+    tokio::pin!(attempt);
+    tokio::select! {
+        result = &mut attempt => result,
+        () = tokio::time::sleep(timeout) => {
+            cancel.cancel();
+            let _ = tokio::time::timeout(provider::process::GRACE + Duration::from_secs(1), attempt).await;
+            Err(Failure::new(format!("timed out after {}", dur(timeout))))
+        }
+    }
+}
+
+/// Whether a step's start must be durable before it runs: not when running it again after a
+/// crash is harmless (an idempotent step, a read-only check, a dry-run), or when it touches
+/// nothing outside ripcord (`assert.that`, `sleep.for`).
+fn needs_durable_start(step: &PlannedStep, mode: Mode) -> bool {
+    let action = &step.action;
+    let effect_free = action.builtin
+        && matches!(
+            (action.provider.as_str(), action.action.as_str()),
+            ("assert", "that") | ("sleep", "for")
+        );
+    !(step.idempotent || mode != Mode::Real || effect_free)
+}
+
 impl Task {
-    /// Whether the step's start must be durable before it runs: not when running it again
-    /// after a crash is harmless (an idempotent step, a read-only check, a dry-run), or when it
-    /// touches nothing outside ripcord (`assert.that`, `sleep.for`).
     fn needs_durable_start(&self) -> bool {
-        let action = &self.step.action;
-        let effect_free = action.builtin
-            && matches!(
-                (action.provider.as_str(), action.action.as_str()),
-                ("assert", "that") | ("sleep", "for")
-            );
-        !(self.step.idempotent || self.check || self.dry || effect_free)
+        let mode = match (self.dry, self.check) {
+            (true, _) => Mode::DryRun,
+            (false, true) => Mode::Check,
+            (false, false) => Mode::Real,
+        };
+        needs_durable_start(&self.step, mode)
     }
 
     async fn run(self) -> (usize, Report) {
@@ -666,15 +823,31 @@ impl Task {
         let mut attempt = 1;
         loop {
             if attempt > 1 {
+                let (ack, acked) = oneshot::channel();
                 let _ = self.tx.send(Msg::Attempt {
                     step: self.index,
                     attempt,
+                    ack,
                 });
+                // No acknowledgement: the journal could not be written, and an attempt that
+                // is not recorded must not run.
+                if acked.await.is_err() {
+                    return Report {
+                        result: Err(Failure::permanent(
+                            "the retry's start could not be journaled; not retried",
+                        )),
+                        attempts: attempt - 1,
+                        cancelled: false,
+                    };
+                }
             }
             let cancel = self.cancel.child_token();
-            let result = self
-                .with_timeout(self.attempt(attempt, cancel.clone()), &cancel)
-                .await;
+            let result = with_timeout(
+                self.attempt(attempt, cancel.clone()),
+                self.step.timeout,
+                &cancel,
+            )
+            .await;
             let failure = match result {
                 Ok(outputs) => {
                     return Report {
@@ -712,26 +885,8 @@ impl Task {
                     return Report { result: Err(failure), attempts: attempt, cancelled: true };
                 }
             }
-            let next = delay.mul_f64(policy.backoff);
-            delay = policy.max_delay.map_or(next, |max| next.min(max));
+            delay = policy.next_delay(delay);
             attempt += 1;
-        }
-    }
-
-    /// Cancels the attempt at the step's timeout and gives it the grace period to clean up.
-    async fn with_timeout(
-        &self,
-        attempt: impl std::future::Future<Output = provider::Outcome>,
-        cancel: &CancellationToken,
-    ) -> provider::Outcome {
-        tokio::pin!(attempt);
-        tokio::select! {
-            result = &mut attempt => result,
-            () = tokio::time::sleep(self.step.timeout) => {
-                cancel.cancel();
-                let _ = tokio::time::timeout(provider::process::GRACE + Duration::from_secs(1), attempt).await;
-                Err(Failure::new(format!("timed out after {}", dur(self.step.timeout))))
-            }
         }
     }
 
@@ -773,6 +928,7 @@ impl Task {
             timeout: self.step.timeout,
             cancel,
             check: self.check,
+            groups: self.groups.clone(),
         };
         provider.invoke(request).await
     }
@@ -784,68 +940,162 @@ impl Task {
             .and_then(Json::as_str)
             .unwrap_or("continue?")
             .to_string();
-        let granted = |approver: String, simulated: bool| {
-            let _ = self.tx.send(Msg::Approved {
-                step: self.index,
-                approver,
-                simulated,
-            });
-            Report {
-                result: Ok(OutputMap::from_iter([
-                    (
-                        "approved_at".to_string(),
-                        json!(if simulated {
-                            String::new()
-                        } else {
-                            now_rfc3339()
-                        }),
-                    ),
-                    ("simulated".to_string(), json!(simulated)),
-                ])),
-                attempts: 1,
-                cancelled: false,
-            }
-        };
-        let fail = |message: String, cancelled: bool| Report {
-            result: Err(Failure::permanent(message)),
-            attempts: 1,
-            cancelled,
-        };
-        let timeout = self.step.timeout;
-        let with_approver = |mut report: Report, approver: &str| {
-            if let Ok(outputs) = &mut report.result {
-                outputs.insert("approver".into(), json!(approver));
-            }
-            report
-        };
-        match how {
+        let wait = match how {
             Approval::Simulated => {
                 tokio::time::sleep(self.step.sim.duration).await;
-                with_approver(granted("dry-run".into(), true), "dry-run")
+                let _ = self.tx.send(Msg::Approved {
+                    step: self.index,
+                    by: None,
+                    approver: "dry-run".into(),
+                    comment: None,
+                    simulated: true,
+                });
+                return approved(&["dry-run".to_string()], true);
             }
-            Approval::Granted(who) => with_approver(granted(who.clone(), false), who),
-            Approval::Prompt(who) => {
-                let question = format!("approve `{}`? {prompt} [y/N] ", self.step.id);
-                let progress = self.progress.clone();
-                let answer = tokio::task::spawn_blocking(move || ask(&question, progress.as_ref()));
-                tokio::select! {
-                    answer = answer => match answer {
-                        Ok(Some(true)) => with_approver(granted(who.clone(), false), who),
-                        Ok(_) => fail(format!("not approved by {who}"), false),
-                        Err(e) => fail(format!("cannot read the answer: {e}"), false),
-                    },
-                    () = tokio::time::sleep(timeout) => fail(format!("not approved within {}", dur(timeout)), false),
-                    () = self.cancel.cancelled() => fail("cancelled by interrupt".into(), true),
-                }
-            }
-            Approval::Wait => tokio::select! {
-                () = tokio::time::sleep(timeout) => fail(format!(
-                    "not approved within {}: no terminal to ask on; pass --approve {} or --yes",
-                    dur(timeout), self.step.base
-                ), false),
-                () = self.cancel.cancelled() => fail("cancelled by interrupt".into(), true),
-            },
+            Approval::Live(wait) => wait,
+        };
+        let mut tally = Tally::default();
+        if wait.preapproved
+            && let Some(done) = self.answer(wait, &mut tally, &wait.me, true, None, "--approve")
+        {
+            return done;
         }
+        let need = wait.policy.min as usize - tally.approvers.len();
+        crate::eprintln_quiet!(
+            "waiting for approval of `{}` ({need} more needed): {prompt}\n  answer from any shell: {} [--reject] [--comment TEXT]",
+            self.step.id,
+            wait.hint,
+        );
+        let (answers_tx, mut answers_rx) = mpsc::unbounded_channel();
+        if wait.prompt {
+            let question = format!("approve `{}`? {prompt} [y/N] ", self.step.id);
+            let progress = self.progress.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = answers_tx.send(ask(&question, progress.as_ref()));
+            });
+        }
+        let deadline = tokio::time::sleep(self.step.timeout);
+        tokio::pin!(deadline);
+        let mut poll = tokio::time::interval(Duration::from_millis(200));
+        let mut seen = HashSet::new();
+        loop {
+            tokio::select! {
+                Some(answer) = answers_rx.recv() => {
+                    let Some(yes) = answer else { continue };
+                    let source = "the terminal";
+                    if let Some(done) = self.answer(wait, &mut tally, &wait.me, yes, None, source) {
+                        return done;
+                    }
+                }
+                _ = poll.tick() => {
+                    let Some(state) = &wait.state else { continue };
+                    let Ok(all) = state.answers(&wait.run_id) else { continue };
+                    for a in &all {
+                        if a.ask != wait.ask || a.step != self.step.id || !seen.insert(a.id.clone()) {
+                            continue;
+                        }
+                        let done = self.answer(
+                            wait, &mut tally, &a.by, a.approve, a.comment.clone(), "ripcord approve",
+                        );
+                        if let Some(done) = done {
+                            return done;
+                        }
+                    }
+                }
+                () = &mut deadline => return failed(
+                    format!(
+                        "not approved within {} ({} of {} approvals)",
+                        dur(self.step.timeout),
+                        tally.approvers.len(),
+                        wait.policy.min
+                    ),
+                    false,
+                ),
+                () = self.cancel.cancelled() => return failed("cancelled by interrupt".into(), true),
+            }
+        }
+    }
+
+    /// Takes one answer: refused (not allowed, or twice from one person), a rejection (the step
+    /// fails), or an approval (the step succeeds once enough have come). `Some` ends the wait.
+    fn answer(
+        &self,
+        wait: &ApprovalWait,
+        tally: &mut Tally,
+        who: &Identity,
+        approve: bool,
+        comment: Option<String>,
+        source: &str,
+    ) -> Option<Report> {
+        let refuse = |reason: String| {
+            crate::eprintln_quiet!(
+                "answer from {who} ({source}) not taken for `{}`: {reason}",
+                self.step.id
+            );
+            let _ = self.tx.send(Msg::Refused {
+                step: self.index,
+                by: who.clone(),
+                reason,
+            });
+            None
+        };
+        if let Err(reason) = wait.may_answer(who) {
+            return refuse(reason);
+        }
+        if !approve {
+            let _ = self.tx.send(Msg::Rejected {
+                step: self.index,
+                by: who.clone(),
+                comment: comment.clone(),
+            });
+            let why = comment.map_or_else(String::new, |c| format!(": {c}"));
+            return Some(failed(format!("rejected by {who}{why}"), false));
+        }
+        let person = who.person().to_string();
+        if tally.approvers.contains(&person) {
+            return refuse(format!("{person} has approved already"));
+        }
+        tally.approvers.push(person);
+        let _ = self.tx.send(Msg::Approved {
+            step: self.index,
+            by: Some(who.clone()),
+            approver: who.to_string(),
+            comment,
+            simulated: false,
+        });
+        (tally.approvers.len() >= wait.policy.min as usize)
+            .then(|| approved(&tally.approvers, false))
+    }
+}
+
+/// The distinct people who approved so far.
+#[derive(Default)]
+struct Tally {
+    approvers: Vec<String>,
+}
+
+fn approved(approvers: &[String], simulated: bool) -> Report {
+    let at = if simulated {
+        String::new()
+    } else {
+        now_rfc3339()
+    };
+    Report {
+        result: Ok(OutputMap::from_iter([
+            ("approved_at".to_string(), json!(at)),
+            ("simulated".to_string(), json!(simulated)),
+            ("approver".to_string(), json!(approvers.join(", "))),
+        ])),
+        attempts: 1,
+        cancelled: false,
+    }
+}
+
+fn failed(message: String, cancelled: bool) -> Report {
+    Report {
+        result: Err(Failure::permanent(message)),
+        attempts: 1,
+        cancelled,
     }
 }
 

@@ -2,41 +2,69 @@
 //! waits for the undos of everything that depended on it — concurrently where the graph allows.
 //! A failed undo blocks the undos of the steps it depended on (undoing those under a half-undone
 //! dependent could make things worse); they are reported as not undone.
+//!
+//! Each undo runs like a step: its `when` is evaluated just before it would start (false: there
+//! is nothing to undo, recorded as skipped), its attempts follow its `retry` (else its step's)
+//! and its `timeout` (else its step's), a timeout sends SIGTERM to the process group before
+//! SIGKILL, and every undo's start is durable before it runs. A signal stops the rollback: no
+//! new undo starts, running ones are cancelled, and the rollback ends as interrupted.
+//!
+//! What may be rolled back at all is decided before: [`irreversible_past`] names the
+//! irreversible steps that may have taken effect, past which nothing is undone.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
 
 use serde_json::{Map, Value as Json};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use crate::journal::record::{Mode, RunStatus, StepStatus};
-use crate::journal::{Journal, Record};
-use crate::plan::UndoSpec;
+use crate::journal::Record;
+use crate::journal::record::{Forced, Mode, RunStatus, StepStatus};
+use crate::plan::{Plan, UndoSpec};
 use crate::provider::catalog::EXTERNAL_SIM_DEFAULT;
 use crate::provider::{Failure, Provider, Providers, Request};
+use crate::state::JournalWriter;
 
 use super::render::{self, Scope};
 use super::state::{Status, StepState};
 use super::ui::Sink;
-use super::{Clock, RunContext, instances, now_rfc3339, run_json};
+use super::{Clock, RunContext, instances, now_rfc3339, run_json, with_timeout};
 
 /// What a rollback did.
 pub struct RollbackOutcome {
     pub status: RunStatus,
     pub undone: Vec<usize>,
     pub failed: Vec<usize>,
-    /// Undos not attempted because an undo they wait for failed.
+    /// Undos not attempted because an undo they wait for failed (or a signal stopped it).
     pub blocked: Vec<usize>,
+}
+
+/// The irreversible steps that may have taken effect: any that started an attempt, whatever
+/// came of it (succeeded; failed or timed out part-way; cancelled; in doubt; taken as done).
+/// Past any of them, a rollback would make things worse. A step is irreversible when the plan
+/// says so, or when the run's journal recorded it so (`recorded`): editing the runbook does not
+/// lift it.
+pub fn irreversible_past(
+    plan: &Plan,
+    states: &[StepState],
+    recorded: &HashSet<String>,
+) -> Vec<usize> {
+    (0..plan.steps.len())
+        .filter(|&i| plan.steps[i].irreversible || recorded.contains(&plan.steps[i].id))
+        .filter(|&i| states[i].launched)
+        .collect()
 }
 
 /// Runs the undos of the `states` that succeeded, except those in `already_undone`.
 pub async fn rollback(
     cx: &RunContext,
-    journal: &mut Journal,
+    journal: &mut dyn JournalWriter,
     sink: &mut dyn Sink,
     states: &[StepState],
     already_undone: &HashSet<usize>,
     clock: Clock,
+    forced: Option<Forced>,
 ) -> io::Result<RollbackOutcome> {
     let plan = cx.plan.clone();
     let n = plan.steps.len();
@@ -47,7 +75,7 @@ pub async fn rollback(
                 && !already_undone.contains(&i)
         })
         .collect();
-    let mut emit = |journal: &mut Journal, record: Record| -> io::Result<()> {
+    let mut emit = |journal: &mut dyn JournalWriter, record: Record| -> io::Result<()> {
         journal.append(&record)?;
         sink.record(&record);
         sink.flush();
@@ -59,8 +87,11 @@ pub async fn rollback(
             t_ms: clock.ms(),
             pid: std::process::id(),
             at: now_rfc3339(),
+            by: Some(cx.by.clone()),
+            forced,
         },
     )?;
+    journal.commit()?;
     // Reverse Kahn: a step is ready when every dependent is done (undone or nothing to undo).
     let mut waiting: Vec<usize> = (0..n).map(|i| plan.dependents(i).count()).collect();
     let mut queue: VecDeque<usize> = (0..n).rev().filter(|&i| waiting[i] == 0).collect();
@@ -74,11 +105,14 @@ pub async fn rollback(
         instances: &instances,
         lenient_outputs: cx.mode == Mode::DryRun,
     };
-    let mut tasks: JoinSet<(usize, Result<(), Failure>)> = JoinSet::new();
+    let cancel = CancellationToken::new();
+    let signals = cx.signals.clone();
+    let mut interrupted = false;
+    let mut tasks: JoinSet<(usize, Result<u32, Failure>)> = JoinSet::new();
     let (mut undone, mut failed) = (Vec::new(), Vec::new());
     let mut done = vec![false; n];
     loop {
-        while tasks.len() < cx.concurrency.max(1) {
+        while !interrupted && tasks.len() < cx.concurrency.max(1) {
             let Some(i) = queue.pop_front() else { break };
             if !target[i] {
                 complete(i, &plan, &mut waiting, &mut queue, &mut done);
@@ -89,7 +123,37 @@ pub async fn rollback(
             if let Some(w) = &undo.with {
                 w.exprs(&mut exprs);
             }
+            exprs.extend(undo.when.as_ref().and_then(|c| c.expr()));
             let ctx = scope.context(Some(i), &exprs);
+            let step = plan.steps[i].id.clone();
+            if let Some(when) = &undo.when {
+                let skip = match render::eval_condition(&env, when, &ctx) {
+                    Ok(run) => (!run).then_some(None),
+                    Err(e) => Some(Some(format!("cannot evaluate the undo's `when`: {e}"))),
+                };
+                if let Some(error) = skip {
+                    let status = if error.is_some() {
+                        StepStatus::Failed
+                    } else {
+                        StepStatus::Skipped
+                    };
+                    emit(
+                        journal,
+                        Record::UndoFinished {
+                            t_ms: clock.ms(),
+                            step,
+                            status,
+                            error,
+                        },
+                    )?;
+                    if status == StepStatus::Skipped {
+                        complete(i, &plan, &mut waiting, &mut queue, &mut done);
+                    } else {
+                        failed.push(i);
+                    }
+                    continue;
+                }
+            }
             let params = match &undo.with {
                 Some(w) => render::render_param(&env, w, &ctx),
                 None => Ok(Json::Object(Map::new())),
@@ -98,19 +162,21 @@ pub async fn rollback(
                 journal,
                 Record::UndoStarted {
                     t_ms: clock.ms(),
-                    step: plan.steps[i].id.clone(),
+                    step: step.clone(),
                 },
             )?;
+            // An undo's start is durable before its effect, as a step's is.
             journal.commit()?;
             let request = Request {
                 action: undo.action.clone(),
                 params: params.clone().unwrap_or(Json::Null),
-                step: plan.steps[i].id.clone(),
+                step,
                 attempt: 1,
                 run_id: cx.run_id.clone(),
-                timeout: plan.steps[i].timeout,
-                cancel: tokio_util::sync::CancellationToken::new(),
+                timeout: undo.timeout,
+                cancel: cancel.child_token(),
                 check: false,
+                groups: cx.groups.clone(),
             };
             let providers = cx.providers.clone();
             let dry = cx.mode == Mode::DryRun;
@@ -119,17 +185,37 @@ pub async fn rollback(
                     Err(e) => Err(Failure::permanent(format!(
                         "cannot render undo `with`: {e}"
                     ))),
-                    Ok(_) => run_undo(&undo, request, &providers, dry).await,
+                    Ok(_) => attempts(&undo, request, &providers, dry).await,
                 };
                 (i, result)
             });
         }
-        let Some(joined) = tasks.join_next().await else {
+        let joined = tokio::select! {
+            joined = tasks.join_next() => joined,
+            () = signals.token().cancelled(), if !interrupted => {
+                interrupted = true;
+                cancel.cancel();
+                emit(
+                    journal,
+                    Record::Interrupted {
+                        t_ms: clock.ms(),
+                        signal: signals.received().unwrap_or("a signal").to_string(),
+                    },
+                )?;
+                journal.commit()?;
+                continue;
+            }
+        };
+        let Some(joined) = joined else {
             break;
         };
         let Ok((i, result)) = joined else { continue };
         let (status, error) = match result {
-            Ok(()) => (StepStatus::Succeeded, None),
+            Ok(_) => (StepStatus::Succeeded, None),
+            Err(_) if interrupted => (
+                StepStatus::Cancelled,
+                Some("cancelled by interrupt".to_string()),
+            ),
             Err(f) => (StepStatus::Failed, Some(cx.masker.text(&f.message))),
         };
         emit(
@@ -141,17 +227,21 @@ pub async fn rollback(
                 error,
             },
         )?;
-        if status == StepStatus::Succeeded {
-            undone.push(i);
-            complete(i, &plan, &mut waiting, &mut queue, &mut done);
-        } else {
-            failed.push(i);
+        match status {
+            StepStatus::Succeeded => {
+                undone.push(i);
+                complete(i, &plan, &mut waiting, &mut queue, &mut done);
+            }
+            StepStatus::Cancelled => {}
+            _ => failed.push(i),
         }
     }
     let blocked: Vec<usize> = (0..n)
         .filter(|&i| target[i] && !done[i] && !failed.contains(&i))
         .collect();
-    let status = if failed.is_empty() && blocked.is_empty() {
+    let status = if interrupted {
+        RunStatus::Interrupted
+    } else if failed.is_empty() && blocked.is_empty() {
         RunStatus::Succeeded
     } else {
         RunStatus::Failed
@@ -174,7 +264,7 @@ pub async fn rollback(
 
 fn complete(
     i: usize,
-    plan: &crate::plan::Plan,
+    plan: &Plan,
     waiting: &mut [usize],
     queue: &mut VecDeque<usize>,
     done: &mut [bool],
@@ -188,12 +278,13 @@ fn complete(
     }
 }
 
-async fn run_undo(
+/// The undo's attempts under its retry policy and timeout; the number of attempts on success.
+async fn attempts(
     undo: &UndoSpec,
     request: Request,
     providers: &Providers,
     dry: bool,
-) -> Result<(), Failure> {
+) -> Result<u32, Failure> {
     let spec = providers.spec(&undo.action.provider, &undo.action.action);
     if let Some(spec) = &spec {
         let problems = crate::compile::params::check_rendered(&spec.params, &request.params);
@@ -203,20 +294,47 @@ async fn run_undo(
     }
     if dry {
         tokio::time::sleep(spec.map_or(EXTERNAL_SIM_DEFAULT, |s| s.sim_default)).await;
-        return Ok(());
+        return Ok(1);
     }
-    let timeout = request.timeout;
-    let invoked = match providers.builtin(&undo.action.provider) {
-        Some(p) => tokio::time::timeout(timeout, p.invoke(request)).await,
+    let plugin;
+    let provider: &dyn Provider = match providers.builtin(&undo.action.provider) {
+        Some(p) => p,
         None => {
-            let plugin = providers
+            plugin = providers
                 .plugin(&undo.action.provider)
                 .map_err(Failure::permanent)?;
-            tokio::time::timeout(timeout, plugin.invoke(request)).await
+            plugin.as_ref()
         }
     };
-    match invoked {
-        Ok(result) => result.map(drop),
-        Err(_) => Err(Failure::permanent("undo timed out")),
+    let policy = &undo.retry;
+    let mut delay = policy.delay;
+    let outer = request.cancel.clone();
+    let mut attempt = 1;
+    loop {
+        let cancel = outer.child_token();
+        let mut this = request.clone();
+        this.attempt = attempt;
+        this.cancel = cancel.clone();
+        let failure = match with_timeout(provider.invoke(this), undo.timeout, &cancel).await {
+            Ok(_) => return Ok(attempt),
+            Err(f) => f,
+        };
+        if outer.is_cancelled() || attempt >= policy.attempts || !failure.retryable {
+            let tries = if attempt > 1 {
+                format!(" (after {attempt} attempts)")
+            } else {
+                String::new()
+            };
+            return Err(Failure {
+                message: format!("{}{tries}", failure.message),
+                ..failure
+            });
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = outer.cancelled() => return Err(failure),
+        }
+        delay = policy.next_delay(delay);
+        attempt += 1;
     }
 }

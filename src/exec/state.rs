@@ -33,6 +33,9 @@ pub struct StepState {
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub error: Option<String>,
+    /// An attempt of it started, in this session or an earlier one: whatever its status now
+    /// (failed, cancelled, in doubt, taken as done), its effect may have happened.
+    pub launched: bool,
 }
 
 impl Default for StepState {
@@ -44,6 +47,7 @@ impl Default for StepState {
             started_ms: None,
             finished_ms: None,
             error: None,
+            launched: false,
         }
     }
 }

@@ -126,6 +126,16 @@ pub fn line(record: &Record) -> Option<String> {
             at(*t_ms),
             if *simulated { " (simulated)" } else { "" }
         ),
+        Record::ApprovalWaiting { .. } => return None,
+        Record::ApprovalRejected { t_ms, step, by, .. } => {
+            format!("{} rejected {step} by {by}", at(*t_ms))
+        }
+        Record::AnswerRefused {
+            t_ms,
+            step,
+            by,
+            reason,
+        } => format!("{} refused  answer to {step} by {by}: {reason}", at(*t_ms)),
         Record::Interrupted { t_ms, signal } => {
             format!(
                 "{} {signal}: stopping; running steps are cancelled",

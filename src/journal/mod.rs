@@ -9,18 +9,14 @@
 //! again harmlessly: idempotent or effect-free steps); finish records ride on the next commit (if
 //! a machine crash loses one, the step is "in doubt" and resume's policy decides).
 
-pub mod lock;
 pub mod record;
-pub mod state;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-pub use lock::{Lock, LockHolder};
 pub use record::Record;
-pub use state::StateDir;
 
 /// The journal file's name inside a run directory.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
@@ -135,6 +131,16 @@ impl Journal {
     }
 }
 
+impl crate::state::JournalWriter for Journal {
+    fn append(&mut self, record: &Record) -> io::Result<()> {
+        Journal::append(self, record)
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        Journal::commit(self)
+    }
+}
+
 /// One line: the record's JSON, a tab, its CRC-32 in hex.
 pub fn encode(record: &Record) -> String {
     let json = serde_json::to_string(record).expect("records always serialize");
@@ -162,6 +168,8 @@ pub struct RunHeader {
     pub seed: u64,
     pub inputs: serde_json::Map<String, serde_json::Value>,
     pub operator: String,
+    /// Who started the run (journals of this version on).
+    pub by: Option<crate::session::identity::Identity>,
     pub started_at: String,
     pub rto_ms: Option<u64>,
     pub predicted_ms: u64,
@@ -180,6 +188,7 @@ impl ReadJournal {
                 seed,
                 inputs,
                 operator,
+                by,
                 started_at,
                 rto_ms,
                 predicted_ms,
@@ -193,6 +202,7 @@ impl ReadJournal {
                 seed: *seed,
                 inputs: inputs.clone(),
                 operator: operator.clone(),
+                by: by.clone(),
                 started_at: started_at.clone(),
                 rto_ms: *rto_ms,
                 predicted_ms: *predicted_ms,

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
+use crate::session::identity::Identity;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -67,6 +69,8 @@ pub enum Record {
         /// Input values, secrets masked.
         inputs: Map<String, Json>,
         operator: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Identity>,
         pid: u32,
         started_at: String,
         concurrency: usize,
@@ -85,6 +89,8 @@ pub enum Record {
         pid: u32,
         at: String,
         operator: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Identity>,
     },
     StepStarted {
         t_ms: u64,
@@ -117,6 +123,36 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<String>,
         simulated: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Identity>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// An approval step waits for answers: on the terminal, and from `ripcord approve` naming
+    /// this `ask`.
+    ApprovalWaiting {
+        t_ms: u64,
+        step: String,
+        ask: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        approvers: Vec<String>,
+        min_approvals: u32,
+        not_by_operator: bool,
+    },
+    /// An allowed approver said no: the step fails.
+    ApprovalRejected {
+        t_ms: u64,
+        step: String,
+        by: Identity,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// An answer that does not count: from someone not allowed to give it.
+    AnswerRefused {
+        t_ms: u64,
+        step: String,
+        by: Identity,
+        reason: String,
     },
     Interrupted {
         t_ms: u64,
@@ -130,6 +166,12 @@ pub enum Record {
         t_ms: u64,
         pid: u32,
         at: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Identity>,
+        /// `--force --reason`: the rollback went past what would have refused it (an
+        /// irreversible step that completed, a run that had succeeded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forced: Option<Forced>,
     },
     UndoStarted {
         t_ms: u64,
@@ -153,6 +195,14 @@ pub enum Record {
     },
 }
 
+/// Why a rollback was forced, and past what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forced {
+    pub reason: String,
+    /// What it went past: `irreversible step promote.promote succeeded`, `the run succeeded`.
+    pub past: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedStepRecord {
     pub id: String,
@@ -166,6 +216,10 @@ pub struct PlannedStepRecord {
     /// The module the step was included from (`drain-web`, or `site.drain-web` nested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// Rollback stops here once it started: kept in the journal, so that editing the runbook
+    /// cannot lift it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
 }
 
 impl Record {
@@ -177,6 +231,9 @@ impl Record {
             | Record::AttemptFailed { t_ms, .. }
             | Record::StepFinished { t_ms, .. }
             | Record::Approval { t_ms, .. }
+            | Record::ApprovalWaiting { t_ms, .. }
+            | Record::ApprovalRejected { t_ms, .. }
+            | Record::AnswerRefused { t_ms, .. }
             | Record::Interrupted { t_ms, .. }
             | Record::RunFinished { t_ms, .. }
             | Record::RollbackStarted { t_ms, .. }

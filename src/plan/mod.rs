@@ -97,6 +97,8 @@ pub struct PlannedStep {
     pub pool: Option<usize>,
     pub on_failure: OnFailure,
     pub undo: Option<UndoSpec>,
+    /// Rollback stops at this step once it has succeeded or is in doubt.
+    pub irreversible: bool,
     /// Where the step's id is declared (in the module's file for a module's step).
     pub span: Span,
     /// The innermost module inclusion the step came from.
@@ -109,6 +111,20 @@ pub struct RetryPolicy {
     pub delay: Duration,
     pub backoff: f64,
     pub max_delay: Option<Duration>,
+}
+
+/// The longest wait between attempts when a policy sets no `max_delay`.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(3600);
+
+impl RetryPolicy {
+    /// The wait after `delay`: multiplied by the backoff, saturating at `max_delay` (one hour
+    /// by default) instead of overflowing.
+    pub fn next_delay(&self, delay: Duration) -> Duration {
+        let cap = self.max_delay.unwrap_or(DEFAULT_MAX_DELAY);
+        Duration::try_from_secs_f64(delay.as_secs_f64() * self.backoff)
+            .unwrap_or(cap)
+            .min(cap)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +141,11 @@ pub struct SimHints {
 pub struct UndoSpec {
     pub action: ActionRef,
     pub with: Option<Param>,
+    /// Evaluated when the undo is about to run.
+    pub when: Option<Condition>,
+    /// The undo's own, else its step's.
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
 }
 
 impl Plan {

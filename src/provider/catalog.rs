@@ -165,10 +165,18 @@ static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
         spec(
             "approval",
             "ask",
-            "waits for an operator's approval (TTY prompt, --approve STEP or --yes)",
+            "waits for approval: on the terminal, from `ripcord approve RUN STEP` in any shell, \
+             or given in advance (--approve STEP, --yes); `approvers` limits who, \
+             `min_approvals` how many different people, `not_by_operator` excludes the one who \
+             started the run",
             json!({
                 "type": "object",
-                "properties": { "prompt": { "type": "string" } },
+                "properties": {
+                    "prompt": { "type": "string" },
+                    "approvers": { "type": "array", "items": { "type": "string" } },
+                    "min_approvals": { "type": "integer", "minimum": 1 },
+                    "not_by_operator": { "type": "boolean" }
+                },
                 "additionalProperties": false
             }),
             Outputs::Closed(keys(&["approver", "approved_at", "simulated"])),

@@ -42,6 +42,8 @@ pub struct Request {
     pub cancel: CancellationToken,
     /// A read-only probe (`run --check`), for actions that declare one.
     pub check: bool,
+    /// The session's process groups: a child's group is told to the supervisor.
+    pub groups: crate::session::supervisor::Groups,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -16,7 +16,6 @@ use std::time::Duration;
 use ripcord_plugin_sdk::{self as sdk, Description, PROTOCOL};
 use serde_json::json;
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
 use super::catalog::{ActionSpec, EXTERNAL_SIM_DEFAULT, Outputs};
 use super::process::{self, Ended};
@@ -199,9 +198,8 @@ async fn invoke(path: &Path, request: Request) -> Result<OutputMap, Failure> {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let cancel: &CancellationToken = &request.cancel;
     let stdin = serde_json::to_vec(&body).expect("requests serialize");
-    let finished = match process::run(command, Some(stdin), MAX_RESULT + 1, cancel).await {
+    let finished = match process::run(command, Some(stdin), MAX_RESULT + 1, &request).await {
         Ok(Ended::Exited(f)) => f,
         Ok(Ended::Cancelled) => {
             return Err(Failure::new(format!(

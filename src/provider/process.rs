@@ -1,16 +1,19 @@
-//! Child processes of steps (`shell.run`, external plugins): each leads its own process group;
-//! cancellation (timeout, interrupt) sends SIGTERM to the whole group, then SIGKILL after a grace
-//! period; whatever is left of the group when the child exits is killed too, so no step leaves
-//! processes behind; stdout and stderr are read to their end keeping a bounded tail.
+//! Child processes of steps (`shell.run`, external plugins): each leads its own process group,
+//! told to the session's supervisor (which kills it if ripcord dies); cancellation (timeout,
+//! interrupt) sends SIGTERM to the whole group, then SIGKILL after a grace period; whatever is
+//! left of the group when the child exits is killed too, so no step leaves processes behind;
+//! stdout and stderr are read to their end keeping a bounded tail. Every child carries
+//! `RIPCORD_RUN_ID` and `RIPCORD_STEP` in its environment, so a leftover process of a run can be
+//! found by `resume` even when the supervisor could not end it.
 
-use std::collections::HashSet;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
+
+use super::Request;
+use crate::session::supervisor::{Groups, signal_group};
 
 /// Between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -37,15 +40,18 @@ pub enum Ended {
     Cancelled,
 }
 
-/// Runs `command` in its own process group, feeding it `stdin`, keeping the last `max_capture`
-/// bytes of stdout and of stderr. Fails only when the program cannot be started.
+/// Runs `command` for `request` in its own process group, feeding it `stdin`, keeping the last
+/// `max_capture` bytes of stdout and of stderr. Fails only when the program cannot be started.
 pub async fn run(
     mut command: Command,
     stdin: Option<Vec<u8>>,
     max_capture: usize,
-    cancel: &CancellationToken,
+    request: &Request,
 ) -> Result<Ended, String> {
+    let cancel = &request.cancel;
     command
+        .env("RIPCORD_RUN_ID", &request.run_id)
+        .env("RIPCORD_STEP", &request.step)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -65,7 +71,7 @@ pub async fn run(
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let pid = child.id().map(|id| id as i32);
-    let mut group = GroupGuard::new(pid);
+    let mut group = GroupGuard::new(pid, &request.groups);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A child that exits without reading its stdin is not an error.
@@ -89,6 +95,7 @@ pub async fn run(
         () = cancel.cancelled() => None,
     };
     let Some((status, stdout, stderr)) = ended else {
+        let pid = pid.unwrap_or(0);
         signal_group(pid, libc::SIGTERM);
         if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
             signal_group(pid, libc::SIGKILL);
@@ -137,56 +144,32 @@ async fn tail(pipe: Option<impl AsyncRead + Unpin>, max: usize) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// Process groups of running steps, for [`kill_all_groups`].
-static GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
-
-fn track(pid: i32, running: bool) {
-    let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
-    let set = groups.get_or_insert_with(HashSet::new);
-    if running {
-        set.insert(pid);
-    } else {
-        set.remove(&pid);
-    }
-}
-
-/// SIGKILLs every running step's process group: for an exit that cannot wait for them (a
-/// second interrupt).
-pub fn kill_all_groups() {
-    let groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
-    for &pid in groups.iter().flatten() {
-        signal_group(Some(pid), libc::SIGKILL);
-    }
-}
-
-fn signal_group(pid: Option<i32>, signal: i32) {
-    if let Some(pid) = pid.filter(|&p| p > 0) {
-        // SAFETY: kill(2) with a negative pid signals the process group; it touches no memory.
-        unsafe {
-            libc::kill(-pid, signal);
-        }
-    }
-}
-
 /// Kills the process group if the attempt's future is dropped mid-way (the executor gave up on
 /// it), so nothing outlives its step.
 struct GroupGuard {
     pid: Option<i32>,
     killed: bool,
+    groups: Groups,
 }
 
 impl GroupGuard {
-    fn new(pid: Option<i32>) -> GroupGuard {
+    fn new(pid: Option<i32>, groups: &Groups) -> GroupGuard {
         if let Some(pid) = pid {
-            track(pid, true);
+            groups.started(pid);
         }
-        GroupGuard { pid, killed: false }
+        GroupGuard {
+            pid,
+            killed: false,
+            groups: groups.clone(),
+        }
     }
 
     /// SIGKILLs what is left of the group, once.
     fn kill(&mut self) {
         if !self.killed {
-            signal_group(self.pid, libc::SIGKILL);
+            if let Some(pid) = self.pid {
+                signal_group(pid, libc::SIGKILL);
+            }
             self.killed = true;
         }
     }
@@ -196,7 +179,7 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();
         if let Some(pid) = self.pid {
-            track(pid, false);
+            self.groups.ended(pid);
         }
     }
 }

@@ -30,9 +30,22 @@ impl Providers {
         Providers {
             plugin_dirs: plugin_dirs.to_vec(),
             plugins: Mutex::new(HashMap::new()),
-            shell: shell::Shell,
+            shell: shell::Shell::default(),
             http: http::Http::default(),
         }
+    }
+
+    /// `--plugin-dir DIR` for each directory given, for a command printed to be run again.
+    pub fn again(&self) -> String {
+        self.plugin_dirs
+            .iter()
+            .map(|d| {
+                format!(
+                    " --plugin-dir {}",
+                    crate::cli::shell_word(&d.to_string_lossy())
+                )
+            })
+            .collect()
     }
 
     /// The plugin for `provider`, found and described on first use.

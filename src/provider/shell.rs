@@ -4,6 +4,10 @@
 //! Outputs: `exit_code`, `stdout` and `stderr` (their last 64 KiB), and every `key=value` line
 //! the process writes to the file named by `$RIPCORD_OUTPUT`.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::sync::{Arc, Mutex};
+
 use serde_json::{Value as Json, json};
 use tokio::process::Command;
 
@@ -13,27 +17,34 @@ use super::{BoxFuture, Failure, OutputMap, Provider, Request, param_str, scalar_
 /// Bytes of stdout/stderr kept (the tail).
 pub const MAX_CAPTURE: usize = 64 * 1024;
 
-pub struct Shell;
+/// The shell provider of one session: the programs it found on `$PATH`, and the private
+/// directory of `$RIPCORD_OUTPUT` files, removed when the session's providers are dropped.
+#[derive(Default)]
+pub struct Shell {
+    found: Arc<Mutex<HashMap<String, OsString>>>,
+    outputs: Arc<Mutex<Option<Outputs>>>,
+}
 
 impl Provider for Shell {
     fn invoke(&self, request: Request) -> BoxFuture {
-        Box::pin(run(request))
+        let (found, outputs) = (self.found.clone(), self.outputs.clone());
+        Box::pin(async move { run(request, &found, &outputs).await })
     }
 }
 
-/// `program` found on ripcord's `$PATH` once per run and remembered: the child's exec would
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `program` found on ripcord's `$PATH` once per session and remembered: the child's exec would
 /// otherwise try every `$PATH` directory in turn at each step (most of a trivial step's system
 /// calls). Names with a `/`, and names not found, are left to the exec as they are.
-fn resolve(program: &str) -> std::ffi::OsString {
-    use std::collections::HashMap;
+fn resolve(program: &str, found: &Mutex<HashMap<String, OsString>>) -> OsString {
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::Mutex;
-    static FOUND: Mutex<Option<HashMap<String, std::ffi::OsString>>> = Mutex::new(None);
     if program.contains('/') {
         return program.into();
     }
-    let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
-    let found = found.get_or_insert_with(HashMap::new);
+    let mut found = lock(found);
     if let Some(path) = found.get(program) {
         return path.clone();
     }
@@ -49,7 +60,7 @@ fn resolve(program: &str) -> std::ffi::OsString {
     path
 }
 
-/// The directory of `$RIPCORD_OUTPUT` files: one per ripcord process, private (0700), so each
+/// The directory of `$RIPCORD_OUTPUT` files: one per session, private (0700), so each
 /// step's file is only named, not created: a step that writes no outputs costs no file.
 /// Names are slots, reused once free (`0.env`, `1.env`, ...): the kernel keeps looking up the
 /// same few names, not a new one per step.
@@ -59,8 +70,6 @@ struct Outputs {
     next: usize,
 }
 
-static OUTPUTS: std::sync::Mutex<Option<Outputs>> = std::sync::Mutex::new(None);
-
 /// `$RIPCORD_OUTPUT` of one attempt: a free slot's name in the private directory, which
 /// holds no file when the attempt starts.
 struct OutputFile {
@@ -68,11 +77,12 @@ struct OutputFile {
     slot: usize,
     /// Known not to exist (read and removed, or never written).
     gone: bool,
+    outputs: Arc<Mutex<Option<Outputs>>>,
 }
 
 impl OutputFile {
-    fn new() -> Result<OutputFile, Failure> {
-        let mut outputs = OUTPUTS.lock().unwrap_or_else(|e| e.into_inner());
+    fn new(all: &Arc<Mutex<Option<Outputs>>>) -> Result<OutputFile, Failure> {
+        let mut outputs = lock(all);
         if outputs.is_none() {
             let dir = tempfile::Builder::new()
                 .prefix("ripcord-outputs-")
@@ -93,6 +103,7 @@ impl OutputFile {
             path: outputs.dir.path().join(format!("{slot}.env")),
             slot,
             gone: false,
+            outputs: all.clone(),
         })
     }
 
@@ -115,18 +126,17 @@ impl Drop for OutputFile {
         if !self.gone && std::fs::remove_file(&self.path).is_err() && self.path.exists() {
             return; // cannot be emptied: never hand this name out again
         }
-        if let Some(outputs) = OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(outputs) = lock(&self.outputs).as_mut() {
             outputs.free.push(self.slot);
         }
     }
 }
 
-/// Removes the outputs directory (at the end of a run).
-pub fn remove_output_dir() {
-    OUTPUTS.lock().unwrap_or_else(|e| e.into_inner()).take();
-}
-
-async fn run(request: Request) -> Result<OutputMap, Failure> {
+async fn run(
+    request: Request,
+    found: &Mutex<HashMap<String, OsString>>,
+    outputs: &Arc<Mutex<Option<Outputs>>>,
+) -> Result<OutputMap, Failure> {
     let p = &request.params;
     let mut command = if let Some(argv) = p.get("argv").and_then(Json::as_array) {
         let argv: Vec<String> = argv
@@ -140,7 +150,7 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
         let mut c = if own_path {
             Command::new(program)
         } else {
-            Command::new(resolve(program))
+            Command::new(resolve(program, found))
         };
         c.args(args);
         c
@@ -151,7 +161,7 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
     } else {
         return Err(Failure::permanent("shell.run needs `argv` or `script`"));
     };
-    let mut output_file = OutputFile::new()?;
+    let mut output_file = OutputFile::new(outputs)?;
     if let Some(env) = p.get("env").and_then(Json::as_object) {
         for (k, v) in env {
             command.env(k, scalar_text(v).unwrap_or_default());
@@ -162,8 +172,6 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
     }
     command
         .env("RIPCORD_OUTPUT", &output_file.path)
-        .env("RIPCORD_RUN_ID", &request.run_id)
-        .env("RIPCORD_STEP", &request.step)
         .env("RIPCORD_ATTEMPT", request.attempt.to_string());
     let program = command
         .as_std()
@@ -171,7 +179,7 @@ async fn run(request: Request) -> Result<OutputMap, Failure> {
         .to_string_lossy()
         .into_owned();
     let stdin = param_str(p, "stdin").map(|s| s.as_bytes().to_vec());
-    let finished = match process::run(command, stdin, MAX_CAPTURE, &request.cancel).await {
+    let finished = match process::run(command, stdin, MAX_CAPTURE, &request).await {
         Ok(Ended::Exited(f)) => f,
         Ok(Ended::Cancelled) => {
             return Err(Failure::new("cancelled: the process group was terminated"));

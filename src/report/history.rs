@@ -4,12 +4,17 @@
 
 use std::collections::HashMap;
 
+use crate::journal::Record;
 use crate::journal::record::{Mode, StepStatus};
-use crate::journal::{Record, StateDir};
+use crate::state::StateBackend;
 
 /// Step id -> median duration in ms, over the real runs of `runbook` recorded in `state`,
 /// leaving out `except` (the run being reported).
-pub fn medians(state: &StateDir, runbook: &str, except: Option<&str>) -> HashMap<String, u64> {
+pub fn medians(
+    state: &dyn StateBackend,
+    runbook: &str,
+    except: Option<&str>,
+) -> HashMap<String, u64> {
     let mut samples: HashMap<String, Vec<u64>> = HashMap::new();
     for id in state.run_ids().unwrap_or_default() {
         if Some(id.as_str()) == except {

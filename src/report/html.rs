@@ -148,7 +148,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             o,
             "<h2>Rollback: {}</h2><table><tr><th>undo of</th><th>status</th><th>at</th></tr>",
-            escape(&rb.status)
+            escape(&rb.headline())
         );
         for a in &rb.actions {
             let _ = writeln!(

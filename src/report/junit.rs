@@ -59,6 +59,9 @@ pub fn render(r: &Report) -> String {
         ("runbook_sha256", r.hash.clone()),
         ("predicted_ms", r.predicted_ms.to_string()),
     ];
+    if let Some(rb) = &r.rollback {
+        props.push(("rollback", rb.headline()));
+    }
     if let Some(rto) = r.rto_ms {
         props.push(("rto_ms", rto.to_string()));
         props.push(("rto_met", r.rto_met.unwrap_or(false).to_string()));

@@ -86,7 +86,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             o,
             "\n## Rollback: {}\n\n| undo of | status | at |\n|---|---|---:|",
-            rb.status
+            rb.headline()
         );
         for a in &rb.actions {
             let _ = writeln!(o, "| `{}` | {} | +{} |", a.step, a.status, ms(a.t_ms));

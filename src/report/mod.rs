@@ -151,7 +151,33 @@ pub struct ApprovalRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackRow {
     pub status: String,
+    /// Who ran it, and when (wall clock).
+    pub by: Option<String>,
+    pub at: Option<String>,
+    /// `--force --reason`: why, and past what.
+    pub forced: Option<crate::journal::record::Forced>,
     pub actions: Vec<UndoRow>,
+}
+
+impl RollbackRow {
+    /// `failed, by alice@h at T; FORCED past irreversible step x: "reason"`.
+    pub fn headline(&self) -> String {
+        let mut text = self.status.clone();
+        if let Some(by) = &self.by {
+            text.push_str(&format!(", by {by}"));
+        }
+        if let Some(at) = &self.at {
+            text.push_str(&format!(" at {at}"));
+        }
+        if let Some(f) = &self.forced {
+            text.push_str(&format!(
+                "; FORCED past {}: \"{}\"",
+                f.past.join(" and "),
+                f.reason
+            ));
+        }
+        text
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -285,6 +311,7 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 approver,
                 at,
                 simulated,
+                ..
             } => approvals.push(ApprovalRow {
                 step: step.clone(),
                 approver: approver.clone(),
@@ -306,11 +333,20 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 });
                 status = "incomplete".into();
             }
-            Record::RollbackStarted { .. } => {
-                rollback.get_or_insert_with(|| RollbackRow {
+            Record::RollbackStarted { at, by, forced, .. } => {
+                let row = rollback.get_or_insert_with(|| RollbackRow {
                     status: "incomplete".into(),
+                    by: None,
+                    at: None,
+                    forced: None,
                     actions: Vec::new(),
                 });
+                // A rollback run again (after an interruption) adds its own session.
+                row.by = by.as_ref().map(ToString::to_string).or(row.by.take());
+                row.at = Some(at.clone());
+                if forced.is_some() {
+                    row.forced = forced.clone();
+                }
             }
             Record::UndoFinished {
                 t_ms,
@@ -333,7 +369,20 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 }
             }
             Record::RunNote { message, .. } => notes.push(message.clone()),
+            Record::ApprovalRejected {
+                step, by, comment, ..
+            } => notes.push(format!(
+                "{step}: rejected by {by}{}",
+                comment
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default()
+            )),
+            Record::AnswerRefused {
+                step, by, reason, ..
+            } => notes.push(format!("{step}: answer by {by} not taken: {reason}")),
             Record::RunStarted { .. }
+            | Record::ApprovalWaiting { .. }
             | Record::AttemptFailed { .. }
             | Record::UndoStarted { .. } => {}
         }

@@ -151,7 +151,7 @@ pub fn render(r: &Report) -> String {
         }
     }
     if let Some(rb) = &r.rollback {
-        let _ = writeln!(o, "\nrollback: {}", rb.status);
+        let _ = writeln!(o, "\nrollback: {}", rb.headline());
         for a in &rb.actions {
             let err = a
                 .error

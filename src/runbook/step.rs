@@ -50,6 +50,11 @@ pub struct Step {
     /// The compensation of this step, run by rollback.
     #[serde(default)]
     pub undo: Option<Box<Undo>>,
+    /// Once this step has succeeded (or may have: in doubt), nothing is rolled back: undoing
+    /// the steps before it would make things worse (promoting a standby: the old primary must
+    /// not take writes again). Rollback is refused unless forced with a reason.
+    #[serde(default)]
+    pub irreversible: Option<bool>,
     /// A list (or an expression giving one): the step runs once per item as `id[item]`.
     #[serde(default)]
     pub for_each: Option<Value>,
@@ -132,6 +137,16 @@ pub struct Undo {
     pub uses: Spanned<String>,
     #[serde(default)]
     pub with: Option<Value>,
+    /// Retries of the undo (default: the step's own `retry`).
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// Duration after which an undo attempt is cancelled (default: the step's `timeout`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// An expression evaluated when the undo is about to run; false: nothing to undo.
+    #[serde(default)]
+    pub when: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema, serde::Serialize)]

@@ -220,3 +220,73 @@ fn a_timeout_shorter_than_the_estimate_is_a_warning() {
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("timed out after 1m"), "{}", run.stdout);
 }
+
+/// A command ripcord prints for the operator to run next works when pasted: with the
+/// `--state-dir` it was given (even one with a space in it), as a shell would run it.
+#[test]
+fn a_printed_hint_works_when_pasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("my state");
+    let file = crate::support::write(
+        dir.path(),
+        "fails.yaml",
+        "version: 1\nname: fails\nsteps:\n- { id: a, uses: shell.run, with: { argv: [\"true\"] }, undo: { uses: shell.run, with: { argv: [\"true\"] } } }\n- { id: b, needs: [a], uses: shell.run, with: { argv: [\"false\"] } }\n",
+    );
+    let out = Ripcord::new()
+        .args(["run", &file, "--state-dir", state.to_str().unwrap()])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let hint = out
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("undo completed steps with: "))
+        .map(|(_, cmd)| cmd.to_string())
+        .unwrap_or_else(|| panic!("no rollback hint:\n{}", out.stdout));
+    assert!(hint.contains("--state-dir"), "{hint}");
+    let ripcord = std::path::Path::new(env!("CARGO_BIN_EXE_ripcord"));
+    let pasted = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&hint)
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", ripcord.parent().unwrap().display()),
+        )
+        .env_remove("RIPCORD_STATE_DIR")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        pasted.status.success(),
+        "`{hint}` failed: {}",
+        String::from_utf8_lossy(&pasted.stderr)
+    );
+}
+
+/// `runs` lists the newest first, also for runs started within one second (their ids sort by
+/// a random suffix there).
+#[test]
+fn runs_are_listed_strictly_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = crate::support::repo().join("tests/fixtures/valid/minimal.yaml");
+    for _ in 0..5 {
+        let out = Ripcord::new()
+            .state(dir.path())
+            .args(["run", "--dry-run", file.to_str().unwrap()])
+            .run();
+        assert_eq!(out.code, 0, "{}", out.transcript());
+    }
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["runs", "--json"])
+        .run();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    let started: Vec<&str> = rows
+        .iter()
+        .map(|r| r["started_at"].as_str().unwrap())
+        .collect();
+    assert_eq!(started.len(), 5);
+    assert!(
+        started.windows(2).all(|w| w[0] > w[1]),
+        "not newest first: {started:?}"
+    );
+}

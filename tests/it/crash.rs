@@ -5,30 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::Value;
-
-use crate::support::Ripcord;
-
-/// The records of a run's journal; panics on a corrupt line that is not the last.
-fn records(state: &Path) -> Option<Vec<Value>> {
-    let run = std::fs::read_dir(state.join("runs")).ok()?.next()?.ok()?;
-    let text = std::fs::read_to_string(run.path().join("journal.jsonl")).ok()?;
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        let whole = line.ends_with('\n');
-        let parsed = line.trim_end().rsplit_once('\t').and_then(|(json, crc)| {
-            (u32::from_str_radix(crc, 16).ok()? == crc32fast::hash(json.as_bytes()))
-                .then(|| serde_json::from_str::<Value>(json).ok())
-                .flatten()
-        });
-        match parsed {
-            Some(r) if whole => out.push(r),
-            _ => assert_eq!(i + 1, lines.len(), "a bad line before the end: {line:?}"),
-        }
-    }
-    Some(out)
-}
+use crate::support::{Ripcord, records};
 
 #[test]
 fn killed_at_a_thousand_points_every_step_completes_exactly_once() {
@@ -153,71 +130,171 @@ fn markers(dir: &Path) -> HashMap<String, usize> {
         .collect()
 }
 
-#[test]
-fn real_steps_killed_at_sixty_points_never_run_a_completed_step_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = String::from("version: 1\nname: marks\nconcurrency: 3\nsteps:\n");
-    for i in 0..20 {
+/// 24 real steps, three at a time: each appends a line to its marker file; every fourth fails
+/// its first attempt and is retried; each has an undo that appends to `undo-STEP`; a last step
+/// always fails, so the run fails and is rolled back.
+fn real_runbook(dir: &Path) -> String {
+    let mut text = String::from(
+        "version: 1\nname: marks\nconcurrency: 3\ninputs:\n  dir: { type: string, required: true }\nsteps:\n",
+    );
+    let env = "env: { M: \"${{ inputs.dir }}\" }";
+    for i in 0..24 {
         let needs = if i >= 3 {
             format!(", needs: [s{}]", i - 3)
         } else {
             String::new()
         };
+        let (script, retry) = if i % 4 == 1 {
+            (
+                r#"echo x >> "$M/$RIPCORD_STEP"; [ $(wc -l < "$M/$RIPCORD_STEP") -ge 2 ]"#,
+                ", retry: { attempts: 3, delay: 10ms }",
+            )
+        } else {
+            (r#"echo x >> "$M/$RIPCORD_STEP""#, "")
+        };
         text.push_str(&format!(
-            "- {{ id: s{i}{needs}, uses: shell.run, with: {{ argv: [sh, -c, 'echo x >> \"$M/$RIPCORD_STEP\"'], env: {{ M: \"${{{{ inputs.dir }}}}\" }} }} }}\n"
+            "- {{ id: s{i}{needs}{retry}, uses: shell.run, with: {{ argv: [sh, -c, '{script}'], {env} }}, \
+             undo: {{ uses: shell.run, with: {{ argv: [sh, -c, 'echo x >> \"$M/undo-$RIPCORD_STEP\"'], {env} }} }} }}\n"
         ));
     }
-    text = text.replace(
-        "steps:\n",
-        "inputs:\n  dir: { type: string, required: true }\nsteps:\n",
+    text.push_str(
+        "- { id: last, needs: [s21, s22, s23], uses: shell.run, with: { argv: [\"false\"] } }\n",
     );
-    let file = dir.path().join("marks.yaml");
+    let file = dir.join("marks.yaml");
     std::fs::write(&file, text).unwrap();
-    let file = file.to_str().unwrap().to_string();
-    for k in 0..60u64 {
-        let point = if k % 2 == 0 {
-            format!("{}", 3 + k)
-        } else {
-            format!("{}.5", 3 + k)
-        };
+    file.to_str().unwrap().to_string()
+}
+
+fn finished(records: &[serde_json::Value], kind: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["kind"] == kind && r["status"] == "succeeded")
+        .map(|r| r["step"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Killed at 200+ points of a run of real steps (retries included) or of its rollback, then
+/// resumed or rolled back again: a step or undo that had completed never runs again, every
+/// other one runs (again, when it was in doubt), and in the end every completed step is undone.
+#[test]
+fn real_steps_with_retries_and_rollback_killed_at_two_hundred_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = real_runbook(dir.path());
+    let count = |phase: &str| {
         let case = tempfile::tempdir().unwrap();
         let marks = case.path().join("marks");
         std::fs::create_dir(&marks).unwrap();
         let input = format!("dir={}", marks.display());
-        let crashed = Ripcord::new()
+        let run = Ripcord::new()
             .state(case.path())
-            .env("RIPCORD_TEST_CRASH_AT_RECORD", &point)
             .args(["run", "-i", &input, &file])
             .run();
-        if crashed.code == 0 {
-            continue; // the run has fewer records than this point
-        }
-        assert_eq!(crashed.code, -1, "{}", crashed.transcript());
-        std::thread::sleep(std::time::Duration::from_millis(100)); // an orphaned step ends
-        let before_records = records(case.path()).unwrap();
-        let before = markers(&marks);
-        let done: Vec<String> = before_records
-            .iter()
-            .filter(|r| r["kind"] == "step_finished")
-            .map(|r| r["step"].as_str().unwrap().to_string())
-            .collect();
-        let run_id = before_records[0]["run_id"].as_str().unwrap().to_string();
-        let out = Ripcord::new()
+        assert_eq!(run.code, 1, "{}", run.transcript());
+        let run_records = records(case.path()).unwrap().len();
+        let run_id = records(case.path()).unwrap()[0]["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let back = Ripcord::new()
             .state(case.path())
-            .args(["resume", &run_id, "--retry-in-doubt", "-i", &input])
+            .args(["rollback", &run_id, "-i", &input])
             .run();
-        assert_eq!(out.code, 0, "crash at {point}: {}", out.transcript());
-        let after = markers(&marks);
-        for i in 0..20 {
-            let s = format!("s{i}");
-            let n = after.get(&s).copied().unwrap_or(0);
-            if done.contains(&s) {
-                assert_eq!(n, 1, "crash at {point}: {s} had completed, ran again");
-            } else {
-                // Not started (one run, by the resume), or in doubt (re-run by the policy).
-                let b = before.get(&s).copied().unwrap_or(0);
-                assert_eq!(n, b + 1, "crash at {point}: {s}");
-            }
+        assert_eq!(back.code, 0, "{}", back.transcript());
+        let all = records(case.path()).unwrap().len();
+        if phase == "run" {
+            run_records
+        } else {
+            all - run_records
+        }
+    };
+    let (in_run, in_rollback) = (count("run"), count("rollback"));
+    let mut points: Vec<(&str, String)> = Vec::new();
+    for phase in ["run", "rollback"] {
+        let n = if phase == "run" { in_run } else { in_rollback };
+        // The run's first two records (start, plan) carry no step; a rollback's first is its
+        // own start.
+        let first = if phase == "run" { 3 } else { 1 };
+        for k in first..=n {
+            points.push((phase, k.to_string()));
+            points.push((phase, format!("{k}.5")));
         }
     }
+    assert!(points.len() >= 200, "{} kill points", points.len());
+
+    let run_point = |(phase, point): &(&str, String)| {
+        let case = tempfile::tempdir().unwrap();
+        let marks = case.path().join("marks");
+        std::fs::create_dir(&marks).unwrap();
+        let input = format!("dir={}", marks.display());
+        let mut run = Ripcord::new().state(case.path());
+        if *phase == "run" {
+            run = run.env("RIPCORD_TEST_CRASH_AT_RECORD", point);
+        }
+        let out = run.args(["run", "-i", &input, &file]).run();
+        let want = if *phase == "run" { -1 } else { 1 };
+        assert_eq!(out.code, want, "{phase} {point}: {}", out.transcript());
+        let run_id = records(case.path()).unwrap()[0]["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if *phase == "run" {
+            let before_records = records(case.path()).unwrap();
+            let before = markers(&marks);
+            let done = finished(&before_records, "step_finished");
+            let out = Ripcord::new()
+                .state(case.path())
+                .args(["resume", &run_id, "--retry-in-doubt", "-i", &input])
+                .run();
+            assert_eq!(out.code, 1, "crash at run {point}: {}", out.transcript());
+            let after = markers(&marks);
+            for i in 0..24 {
+                let s = format!("s{i}");
+                let (b, a) = (before.get(&s).copied().unwrap_or(0), after[&s]);
+                if done.contains(&s) {
+                    assert_eq!(a, b, "crash at run {point}: {s} had completed, ran again");
+                } else {
+                    assert!(a > b, "crash at run {point}: {s} never ran");
+                }
+            }
+        } else {
+            let crashed = Ripcord::new()
+                .state(case.path())
+                .env("RIPCORD_TEST_CRASH_AT_RECORD", point)
+                .args(["rollback", &run_id, "-i", &input])
+                .run();
+            assert_eq!(
+                crashed.code,
+                -1,
+                "rollback {point}: {}",
+                crashed.transcript()
+            );
+        }
+        // Roll back (again): what was undone is not undone twice; everything is undone.
+        let before_records = records(case.path()).unwrap();
+        let undone = finished(&before_records, "undo_finished");
+        let before = markers(&marks);
+        let out = Ripcord::new()
+            .state(case.path())
+            .args(["rollback", &run_id, "-i", &input])
+            .run();
+        assert_eq!(out.code, 0, "{phase} {point}: {}", out.transcript());
+        let after = markers(&marks);
+        for i in 0..24 {
+            let u = format!("undo-s{i}");
+            let (b, a) = (before.get(&u).copied().unwrap_or(0), after[&u]);
+            if undone.contains(&format!("s{i}")) {
+                assert_eq!(
+                    a, b,
+                    "{phase} {point}: s{i}'s undo had completed, ran again"
+                );
+            } else {
+                assert!(a >= 1 && a > b, "{phase} {point}: s{i} was not undone");
+            }
+        }
+    };
+    let (a, b) = points.split_at(points.len() / 2);
+    std::thread::scope(|s| {
+        s.spawn(|| a.iter().for_each(run_point));
+        s.spawn(|| b.iter().for_each(run_point));
+    });
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Output, Ripcord, write};
+use crate::support::{Output, Ripcord, alive, whoami, write};
 
 /// The seeded random DAG of the planner tests, as a file.
 fn random_dag(dir: &Path, seed: u64, pools: bool) -> String {
@@ -136,6 +136,19 @@ fn same_seed_same_events() {
         })
         .collect();
     assert!(runs[0].len() > 10);
+    // A run id starts with the wall-clock second it was made in (two runs may straddle one):
+    // only its seeded suffix is compared.
+    let seeded = |e: &Value| {
+        let mut e = e.clone();
+        if let Some(id) = e["run_id"].as_str() {
+            e["run_id"] = Value::from(id.split_once("-dry-").map_or(id, |(_, s)| s));
+        }
+        e
+    };
+    let runs: Vec<Vec<Value>> = runs
+        .iter()
+        .map(|r| r.iter().map(seeded).collect())
+        .collect();
     // The first record names the process (pid, start time); everything after is the run itself.
     assert_eq!(runs[0][0]["run_id"], runs[1][0]["run_id"]);
     assert_eq!(runs[0][1..], runs[1][1..]);
@@ -297,14 +310,6 @@ fn rollback_undoes_completed_steps_in_reverse_order() {
         3,
         "nothing undone twice"
     );
-}
-
-fn alive(pattern: &str) -> bool {
-    std::process::Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 #[test]
@@ -554,12 +559,14 @@ fn approvals_are_granted_by_flag_and_wait_without_a_terminal() {
          - { id: go, uses: approval.ask, timeout: 400ms, with: { prompt: \"Fail over now?\" } }\n\
          - { id: after, needs: [go], uses: shell.run, with: { argv: [\"true\"] } }\n",
     );
-    // No terminal, no flag: it waits for its timeout, then fails saying how to approve.
+    // No terminal, no flag: it says how to answer from another shell, waits for its timeout,
+    // then fails.
     let out = Ripcord::new()
         .state(dir.path())
         .args(["run", "--json", &file])
         .run();
     assert_eq!(out.code, 1);
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
     let failed = out
         .events()
         .into_iter()
@@ -569,13 +576,23 @@ fn approvals_are_granted_by_flag_and_wait_without_a_terminal() {
         failed["error"]
             .as_str()
             .unwrap()
-            .contains("pass --approve go or --yes"),
+            .contains("not approved within 400ms"),
         "{failed}"
     );
+    assert!(
+        out.stderr.contains(&format!(
+            "ripcord approve {run_id} go --state-dir {}",
+            dir.path().display()
+        )) || out.stderr.contains(&format!("ripcord approve {run_id} go")),
+        "{}",
+        out.stderr
+    );
 
+    // $USER is not who approved: the approver is the real uid's account, on this host.
     let out = Ripcord::new()
         .state(dir.path())
         .env("USER", "alice")
+        .env("LOGNAME", "alice")
         .args(["run", "--json", "--approve", "go", &file])
         .run();
     assert_eq!(out.code, 0, "{}", out.transcript());
@@ -584,7 +601,9 @@ fn approvals_are_granted_by_flag_and_wait_without_a_terminal() {
         .into_iter()
         .find(|e| e["kind"] == "approval")
         .unwrap();
-    assert_eq!(approval["approver"], "alice");
+    let approver = approval["approver"].as_str().unwrap();
+    assert!(!approver.starts_with("alice"), "{approval}");
+    assert_eq!(approval["by"]["account"], whoami(), "{approval}");
     assert_eq!(approval["simulated"], false);
     assert!(
         approval["at"].as_str().unwrap().starts_with("20"),

@@ -12,5 +12,6 @@ mod planner;
 mod plugins;
 mod real_plugins;
 mod report;
+mod safety;
 mod secrets;
 mod support;

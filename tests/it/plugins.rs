@@ -114,9 +114,26 @@ fn the_python_plugin_is_described_validated_run_checked_and_undone() {
         "{cut}"
     );
     let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    // The run succeeded: undoing it is refused unless forced with a reason.
+    let refused = Ripcord::new()
+        .state(dir.path())
+        .args(["rollback", &run_id, "--plugin-dir", &plugins])
+        .run();
+    assert_eq!(refused.code, 2, "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains("the run succeeded"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&flag).unwrap(),
+        "b\n",
+        "nothing undone"
+    );
     let undo = Ripcord::new()
         .state(dir.path())
         .args(["rollback", &run_id, "--plugin-dir", &plugins])
+        .args(["--force", "--reason", "put the flag back after the test"])
         .run();
     assert_eq!(undo.code, 0, "{}", undo.transcript());
     assert_eq!(
@@ -272,14 +289,8 @@ fn misbehaving_plugins_fail_their_step_and_nothing_else() {
     );
     assert_eq!(finished("fine")["status"], "succeeded");
     std::thread::sleep(Duration::from_millis(200));
-    let alive = std::process::Command::new("pgrep")
-        .args(["-f", &marker])
-        .output()
-        .unwrap()
-        .status
-        .success();
     assert!(
-        !alive,
+        !crate::support::alive(&marker),
         "the hung plugin's process group outlived its timeout"
     );
 

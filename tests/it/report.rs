@@ -13,7 +13,6 @@ const RUNBOOK: &str = "tests/fixtures/reports/orders-failover.yaml";
 fn rehearsal(state: &Path) -> String {
     let out = Ripcord::new()
         .state(state)
-        .env("USER", "alice")
         .args([
             "run",
             "--dry-run",
@@ -44,9 +43,14 @@ fn report(state: &Path, run_id: &str, format: &str) -> Output {
 fn text_markdown_and_json_reports() {
     let dir = tempfile::tempdir().unwrap();
     let run_id = rehearsal(dir.path());
+    // Who ran it: the account of the real uid at this host, which differs between machines.
+    let json: Value = serde_json::from_str(&report(dir.path(), &run_id, "json").stdout).unwrap();
+    let who = json["operator"].as_str().unwrap().to_string();
+    assert!(who.contains('@'), "account@host: {who}");
     for format in ["text", "md", "json"] {
         let out = report(dir.path(), &run_id, format);
         let mut settings = insta::Settings::clone_current();
+        settings.add_filter(&regex_escape(&who), "[WHO]");
         settings.add_filter(r"\d{8}-\d{6}-dry-0001", "[RUN_ID]");
         settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?", "[TIME]");
         settings.add_filter(
@@ -232,7 +236,6 @@ fn runs_lists_newest_first_and_reports_are_private_files() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let first = rehearsal(dir.path());
-    std::thread::sleep(std::time::Duration::from_millis(1100)); // run ids carry the second
     let out = Ripcord::new()
         .state(dir.path())
         .args(["run", "--dry-run", "--json", "--seed", "2", RUNBOOK])
@@ -253,7 +256,9 @@ fn runs_lists_newest_first_and_reports_are_private_files() {
     assert_eq!(ids, [second.as_str(), first.as_str()]);
     assert_eq!(runs[0]["result"], "succeeded");
     assert_eq!(runs[0]["rto_met"], true);
-    assert_eq!(runs[1]["result"], "failed");
+    // The rehearsal failed and rolled back automatically: `runs` says both.
+    assert_eq!(runs[1]["result"], "failed (rolled back)");
+    assert_eq!(runs[1]["rollback"], "succeeded");
     assert_eq!(runs[1]["mode"], "dry-run");
 
     let path = dir.path().join("evidence.html");
@@ -281,4 +286,16 @@ fn runs_lists_newest_first_and_reports_are_private_files() {
         std::fs::metadata(run_dir).unwrap().permissions().mode() & 0o777,
         0o700
     );
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if !r"\.+*?()|[]{}^$#&-~".contains(c) {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
 }

@@ -192,3 +192,72 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&path, text).expect("write runbook");
     path.display().to_string()
 }
+
+/// The live processes (zombies aside) whose command line contains `pattern`, read from /proc
+/// directly, so a missing tool cannot make "nothing survived" pass by default.
+pub fn live_processes(pattern: &str) -> Vec<u32> {
+    ripcord::session::procs::live()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(pattern))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Whether any live process's command line contains `pattern`.
+pub fn alive(pattern: &str) -> bool {
+    !live_processes(pattern).is_empty()
+}
+
+#[test]
+fn live_processes_sees_a_running_process_and_not_an_ended_one() {
+    let marker = format!("ripcord-live-check-{}", std::process::id());
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("sleep 30; : {marker}")])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(alive(&marker), "a running process is seen");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!alive(&marker), "a reaped process is not");
+}
+
+/// The records of a run's journal; panics on a corrupt line that is not the last.
+pub fn records(state: &Path) -> Option<Vec<serde_json::Value>> {
+    let run = std::fs::read_dir(state.join("runs")).ok()?.next()?.ok()?;
+    let text = std::fs::read_to_string(run.path().join("journal.jsonl")).ok()?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let whole = line.ends_with('\n');
+        let parsed = line.trim_end().rsplit_once('\t').and_then(|(json, crc)| {
+            (u32::from_str_radix(crc, 16).ok()? == crc32fast::hash(json.as_bytes()))
+                .then(|| serde_json::from_str::<serde_json::Value>(json).ok())
+                .flatten()
+        });
+        match parsed {
+            Some(r) if whole => out.push(r),
+            _ => assert_eq!(i + 1, lines.len(), "a bad line before the end: {line:?}"),
+        }
+    }
+    Some(out)
+}
+
+/// The account of this test process's real uid, as `id -un` says.
+pub fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits (up to 30 s, for a busy machine) until a live process's command line contains
+/// `pattern`.
+pub fn wait_alive(pattern: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !alive(pattern) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no process running `{pattern}`"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

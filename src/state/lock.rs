@@ -1,25 +1,30 @@
-//! One run of a runbook at a time: an exclusive `File::try_lock` on `locks/<runbook>.lock`,
-//! which also records who holds it (run id, pid, start time) for the one who is refused.
+//! A lock in the state directory: an exclusive `File::try_lock` on a file under `locks/`, which
+//! also records who holds it (run id, pid, start time, who) for the one who is refused.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::StateDir;
+use super::HeldLock;
 
-/// A held lock; released when dropped (the OS releases it if the process dies).
+/// A held lock file; released when dropped (the OS releases it if the process dies).
 #[derive(Debug)]
-pub struct Lock {
+pub struct DirLock {
     _file: File,
 }
+
+impl HeldLock for DirLock {}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockHolder {
     pub run_id: String,
     pub pid: u32,
     pub started_at: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
 }
 
 pub enum LockError {
@@ -27,23 +32,15 @@ pub enum LockError {
     Io(io::Error),
 }
 
-impl Lock {
-    pub fn acquire(
-        state: &StateDir,
-        runbook: &str,
-        holder: &LockHolder,
-    ) -> Result<Lock, LockError> {
-        let path = state
-            .locks_dir()
-            .map_err(LockError::Io)?
-            .join(format!("{runbook}.lock"));
+impl DirLock {
+    pub fn acquire(path: &Path, holder: &LockHolder) -> Result<DirLock, LockError> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path)
+            .open(path)
             .map_err(LockError::Io)?;
         match file.try_lock() {
             Ok(()) => {}
@@ -60,6 +57,6 @@ impl Lock {
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(json.as_bytes()));
         write.map_err(LockError::Io)?;
-        Ok(Lock { _file: file })
+        Ok(DirLock { _file: file })
     }
 }

@@ -1,0 +1,348 @@
+//! One run session: what `run`, `resume` and `rollback` each set up before a step moves, in
+//! one place and in one order.
+//!
+//! A session holds the run's locks (the runbook's name and the run's id; for a recorded run the
+//! run id is locked *before* its journal is read, and the runbook by the name the journal
+//! recorded, so two writers can never share a journal), its journal writer, the process
+//! [`supervisor`] that kills every step's process group if ripcord dies, the [`signals`]
+//! handler (SIGINT, SIGTERM, SIGHUP → exit 3 in every phase), the runtime (virtual time for a
+//! dry-run) and the [`identity`] of whoever runs it. All of it sits behind the
+//! [`crate::state::StateBackend`] trait, so where runs are stored is one choice made once.
+//!
+//! Dropping the session ends it in order: the runtime first (a step's task that is dropped kills
+//! its process group), then the supervisor, then the locks. Nothing of it is process-wide: the
+//! process groups live in [`supervisor::Groups`], the shell provider's `$RIPCORD_OUTPUT`
+//! directory and `$PATH` cache in the session's providers.
+
+pub mod identity;
+pub mod procs;
+pub mod signals;
+pub mod supervisor;
+
+use std::sync::Arc;
+
+use crate::exit;
+use crate::journal::record::Mode;
+use crate::journal::{ReadJournal, RunHeader};
+use crate::provider::Providers;
+use crate::state::{HeldLock, JournalWriter, LockError, LockHolder, Scope, StateBackend};
+
+use identity::Identity;
+use signals::Signals;
+use supervisor::Groups;
+
+pub struct Session {
+    pub state: Arc<dyn StateBackend>,
+    /// Built-in providers and the plugins, found where this command was told to look.
+    pub providers: Arc<Providers>,
+    pub run_id: String,
+    pub mode: Mode,
+    pub journal: Box<dyn JournalWriter>,
+    pub groups: Groups,
+    pub signals: Signals,
+    pub by: Identity,
+    /// Flags a printed command repeats to reach the same state and plugins.
+    pub again: String,
+    pub started_at: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    _locks: Vec<Box<dyn HeldLock>>,
+}
+
+/// A recorded run, claimed: its locks are held, its journal read. `resume` and `rollback` decide
+/// what to do from here, then [`Claim::open`] the session.
+pub struct Claim {
+    pub state: Arc<dyn StateBackend>,
+    pub read: ReadJournal,
+    pub header: RunHeader,
+    locks: Vec<Box<dyn HeldLock>>,
+    started_at: String,
+    by: Identity,
+}
+
+impl Session {
+    /// A new run of `runbook`: creates the run, locks the runbook and the run, creates the
+    /// journal, then the supervisor, runtime and signal handlers.
+    pub fn start(
+        state: Arc<dyn StateBackend>,
+        runbook: &str,
+        wanted_id: &str,
+        mode: Mode,
+        providers: Arc<Providers>,
+    ) -> Result<Session, u8> {
+        let by = Identity::current();
+        let started_at = crate::exec::now_rfc3339();
+        let run_id = state.create_run(wanted_id).map_err(|e| {
+            crate::eprintln_quiet!("error: cannot create a run in {}: {e}", state.location());
+            exit::INVALID
+        })?;
+        let holder = LockHolder {
+            run_id: run_id.clone(),
+            pid: std::process::id(),
+            started_at: started_at.clone(),
+            by: by.to_string(),
+        };
+        let locks = [
+            Scope::Runbook(runbook.to_string()),
+            Scope::Run(run_id.clone()),
+        ]
+        .iter()
+        .map(|scope| take(state.as_ref(), scope, &holder))
+        .collect::<Result<Vec<_>, u8>>();
+        let locks = match locks {
+            Ok(locks) => locks,
+            Err(code) => {
+                state.discard_run(&run_id);
+                return Err(code);
+            }
+        };
+        let journal = state
+            .create_journal(&run_id, mode == Mode::Real)
+            .map_err(|e| {
+                crate::eprintln_quiet!("error: cannot create the journal: {e}");
+                exit::INVALID
+            })?;
+        Self::assemble(
+            state, run_id, mode, journal, locks, by, started_at, providers,
+        )
+    }
+
+    /// Claims a recorded run: locks its id, reads its journal, then locks its runbook by the
+    /// name the journal recorded.
+    pub fn claim(state: Arc<dyn StateBackend>, run_id: &str) -> Result<Claim, u8> {
+        let by = Identity::current();
+        let started_at = crate::exec::now_rfc3339();
+        let holder = LockHolder {
+            run_id: run_id.to_string(),
+            pid: std::process::id(),
+            started_at: started_at.clone(),
+            by: by.to_string(),
+        };
+        // The run's lock first: what is read under it cannot change before this session
+        // appends to it.
+        let mut locks = vec![take(
+            state.as_ref(),
+            &Scope::Run(run_id.to_string()),
+            &holder,
+        )?];
+        let (read, header) = read_recorded(state.as_ref(), run_id)?;
+        refuse_leftovers(run_id)?;
+        locks.push(take(
+            state.as_ref(),
+            &Scope::Runbook(header.runbook.clone()),
+            &holder,
+        )?);
+        Ok(Claim {
+            state,
+            read,
+            header,
+            locks,
+            started_at,
+            by,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        state: Arc<dyn StateBackend>,
+        run_id: String,
+        mode: Mode,
+        journal: Box<dyn JournalWriter>,
+        locks: Vec<Box<dyn HeldLock>>,
+        by: Identity,
+        started_at: String,
+        providers: Arc<Providers>,
+    ) -> Result<Session, u8> {
+        // A dry-run starts no process; every other session does, and none may outlive ripcord.
+        let groups = if mode == Mode::DryRun {
+            Groups::default()
+        } else {
+            Groups::supervised().map_err(|e| {
+                crate::eprintln_quiet!(
+                    "error: cannot start the process supervisor (it stops every step's \
+                     processes if ripcord dies): {e}"
+                );
+                exit::INVALID
+            })?
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(mode == Mode::DryRun)
+            .build()
+            .map_err(|e| {
+                crate::eprintln_quiet!("error: cannot start the runtime: {e}");
+                exit::FAILED
+            })?;
+        let again = format!("{}{}", state.again(), providers.again());
+        let resume_hint = format!("; see `ripcord runs{}` and resume {run_id}", state.again());
+        let signals = Signals::install(&runtime, groups.clone(), resume_hint).map_err(|e| {
+            crate::eprintln_quiet!("error: cannot install signal handlers: {e}");
+            exit::FAILED
+        })?;
+        Ok(Session {
+            state,
+            providers,
+            run_id,
+            mode,
+            journal,
+            groups,
+            signals,
+            by,
+            again,
+            started_at,
+            runtime: Some(runtime),
+            _locks: locks,
+        })
+    }
+
+    /// The runtime and the journal, borrowed together: a future run on the one writes the
+    /// other.
+    pub fn parts(&mut self) -> (&tokio::runtime::Runtime, &mut dyn JournalWriter) {
+        (
+            self.runtime
+                .as_ref()
+                .expect("the runtime lives as long as the session"),
+            self.journal.as_mut(),
+        )
+    }
+
+    /// A command that works when pasted: `ripcord VERB RUN_ID` with the state's flags.
+    pub fn command(&self, verb: &str) -> String {
+        format!("ripcord {verb} {}{}", self.run_id, self.again)
+    }
+}
+
+impl Claim {
+    /// Opens the session on the claimed run: its journal reopened for appending.
+    pub fn open(self, providers: Arc<Providers>) -> Result<Session, u8> {
+        let mode = self.header.mode;
+        let journal = self
+            .state
+            .reopen_journal(&self.header.run_id, mode == Mode::Real)
+            .map_err(|e| {
+                crate::eprintln_quiet!("error: cannot open the journal: {e}");
+                exit::INVALID
+            })?;
+        Session::assemble(
+            self.state,
+            self.header.run_id,
+            mode,
+            journal,
+            self.locks,
+            self.by,
+            self.started_at,
+            providers,
+        )
+    }
+
+    /// Also locks `runbook` (the run's runbook renamed since it started).
+    pub fn lock_also(&mut self, runbook: &str) -> Result<(), u8> {
+        let holder = LockHolder {
+            run_id: self.header.run_id.clone(),
+            pid: std::process::id(),
+            started_at: self.started_at.clone(),
+            by: self.by.to_string(),
+        };
+        let lock = take(
+            self.state.as_ref(),
+            &Scope::Runbook(runbook.to_string()),
+            &holder,
+        )?;
+        self.locks.push(lock);
+        Ok(())
+    }
+
+    /// The flags that name the claimed run's state again in a printed command.
+    pub fn state_again(&self) -> &str {
+        self.state.again()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // An approval prompt may still be blocked on stdin: do not wait for it. Dropping the
+        // tasks kills the process groups of any step still running.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        self.groups.kill_all();
+        self.groups.close();
+    }
+}
+
+/// Nothing is decided about a run while a process of its steps is alive: it may be half-way
+/// through a promotion. Right after a `kill -9` the supervisor is still ending them, so this
+/// waits a moment (3 s) before refusing with exit 4.
+fn refuse_leftovers(run_id: &str) -> Result<(), u8> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut left = procs::of_run(run_id);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = procs::of_run(run_id);
+    }
+    if left.is_empty() {
+        return Ok(());
+    }
+    crate::eprintln_quiet!("error: run {run_id} still has processes of its steps running:");
+    for p in &left {
+        crate::eprintln_quiet!(
+            "  pid {} (process group {}), step {}: {}",
+            p.pid,
+            p.pgid,
+            p.env("RIPCORD_STEP").unwrap_or_default(),
+            p.cmdline
+        );
+    }
+    crate::eprintln_quiet!(
+        "  wait for them to end, or stop them (kill -TERM -PGID), then try again"
+    );
+    Err(exit::LOCKED)
+}
+
+/// Reads a recorded run and its start record, failing with a message and exit 2.
+pub fn read_recorded(
+    state: &dyn StateBackend,
+    run_id: &str,
+) -> Result<(ReadJournal, RunHeader), u8> {
+    let read = state.read_run(run_id).map_err(|e| {
+        crate::eprintln_quiet!("error: {e}");
+        exit::INVALID
+    })?;
+    let header = read.header().ok_or_else(|| {
+        crate::eprintln_quiet!("error: run {run_id}: the journal has no start record");
+        exit::INVALID
+    })?;
+    Ok((read, header))
+}
+
+/// Takes one lock, or says who holds it (exit 4).
+fn take(
+    state: &dyn StateBackend,
+    scope: &Scope,
+    holder: &LockHolder,
+) -> Result<Box<dyn HeldLock>, u8> {
+    match state.lock(scope, holder) {
+        Ok(lock) => Ok(lock),
+        Err(LockError::Held(Some(h))) => {
+            let by = if h.by.is_empty() {
+                String::new()
+            } else {
+                format!(", by {}", h.by)
+            };
+            crate::eprintln_quiet!(
+                "error: {scope} is locked by run {} (pid {}{by}, since {})",
+                h.run_id,
+                h.pid,
+                h.started_at
+            );
+            Err(exit::LOCKED)
+        }
+        Err(LockError::Held(None)) => {
+            crate::eprintln_quiet!("error: {scope} is locked by another session");
+            Err(exit::LOCKED)
+        }
+        Err(LockError::Io(e)) => {
+            crate::eprintln_quiet!("error: cannot lock {scope} in {}: {e}", state.location());
+            Err(exit::INVALID)
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Where runs live: their journals, their locks and the answers to their approvals, behind one
+//! small trait so that a run session does not care whether they are in a local directory (the
+//! default, [`StateDir`]) or, next, in a shared database.
+//!
+//! A backend gives out three things: locks on scopes (a runbook's name, a run id), journal
+//! writers that append records and make them durable on `commit`, and a mailbox of approval
+//! answers that another process (`ripcord approve`) posts and the run reads.
+
+pub mod dir;
+pub mod lock;
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{ReadJournal, Record};
+use crate::session::identity::Identity;
+
+pub use dir::StateDir;
+pub use lock::{LockError, LockHolder};
+
+/// What a lock is taken on. Runs of one runbook exclude each other by its name; every session
+/// that writes a run's journal (run, resume, rollback) holds the run's id first, so two writers
+/// can never share one journal, whatever the runbook is called now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Runbook(String),
+    Run(String),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Runbook(name) => write!(f, "runbook `{name}`"),
+            Scope::Run(id) => write!(f, "run {id}"),
+        }
+    }
+}
+
+/// Appends records to one run's journal.
+pub trait JournalWriter: Send {
+    /// Appends one record; written at once, durable at the next [`JournalWriter::commit`].
+    fn append(&mut self, record: &Record) -> io::Result<()>;
+    /// Makes everything appended so far durable.
+    fn commit(&mut self) -> io::Result<()>;
+}
+
+/// A held lock; released when dropped (and by the OS if the process dies).
+pub trait HeldLock: Send {}
+
+/// An answer to a waiting approval, posted by `ripcord approve`. Who gave it is what the
+/// backend can vouch for, not what the answer says: the directory backend takes the account
+/// from the answer file's owner (a `by` written by hand into a file names its writer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The backend's name for it, unique within the run (set when read).
+    #[serde(default, skip_serializing)]
+    pub id: String,
+    pub step: String,
+    /// Which wait it answers (the `ask` of the run's `approval_waiting` record): an answer
+    /// given to one wait never approves a later one.
+    pub ask: String,
+    pub approve: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub by: Identity,
+    pub at: String,
+}
+
+pub trait StateBackend: Send + Sync {
+    /// Where the state is, for messages.
+    fn location(&self) -> String;
+    /// The flags that name this state again in a printed command (empty for the default).
+    fn again(&self) -> &str;
+    /// The flags that name this state from any shell, in any directory.
+    fn anywhere(&self) -> String;
+    /// Creates a new run; a taken id gets a suffix. Returns the id.
+    fn create_run(&self, wanted: &str) -> io::Result<String>;
+    /// Removes a run that never got a journal (its session could not start).
+    fn discard_run(&self, run_id: &str);
+    fn lock(&self, scope: &Scope, holder: &LockHolder) -> Result<Box<dyn HeldLock>, LockError>;
+    /// The journal of a new run.
+    fn create_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>>;
+    /// A recorded run's journal, to append to (a torn last line is cut off first).
+    fn reopen_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>>;
+    /// A recorded run's journal, read; a clear error when there is no such run.
+    fn read_run(&self, run_id: &str) -> io::Result<ReadJournal>;
+    /// Every recorded run's id.
+    fn run_ids(&self) -> io::Result<Vec<String>>;
+    /// Posts an answer to a run's approval; durable when this returns.
+    fn post_answer(&self, run_id: &str, answer: &Answer) -> io::Result<()>;
+    /// Every answer posted to a run, each with its `id` and its `by` as the backend vouches.
+    fn answers(&self, run_id: &str) -> io::Result<Vec<Answer>>;
+}

@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod crash;
+mod docs;
 mod exec;
 mod failover;
 mod fixtures;

@@ -40,8 +40,18 @@ pub fn run(args: &ResumeArgs) -> u8 {
             header.run_id,
             rolled.0
         );
+        // The same inputs as this run (secrets are not recorded: give them again).
+        let inputs: String = header
+            .inputs
+            .iter()
+            .filter(|(_, v)| v.as_str() != Some(crate::exec::mask::MASK))
+            .map(|(k, v)| {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                format!(" -i {}", crate::cli::shell_word(&format!("{k}={v}")))
+            })
+            .collect();
         crate::eprintln_quiet!(
-            "  what it did was undone, in full or in part; start a new run: ripcord run {}{}",
+            "  what it did was undone, in full or in part; start a new run with its inputs:\n  ripcord run {}{inputs}{}",
             crate::cli::shell_word(&header.file),
             claim.state_again()
         );

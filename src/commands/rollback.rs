@@ -53,8 +53,21 @@ pub fn run(args: &RollbackArgs) -> u8 {
         // The undos that would run are the edited ones.
         past.push("the runbook changed since the run started".to_string());
     }
-    if final_status(&claim.read) == Some(RunStatus::Succeeded) {
+    let succeeded = final_status(&claim.read) == Some(RunStatus::Succeeded);
+    if succeeded {
         past.push("the run succeeded".to_string());
+    }
+    // Rolled back already, in full: nothing is left to undo, and no new session is recorded.
+    let last_rollback = claim.read.records.iter().rev().find_map(|r| match r {
+        Record::RollbackFinished { status, .. } => Some(*status),
+        _ => None,
+    });
+    if last_rollback == Some(RunStatus::Succeeded) {
+        crate::println_quiet!(
+            "run {} was rolled back already, in full: nothing left to undo",
+            header.run_id
+        );
+        return exit::OK;
     }
     let again = format!("{}{}", claim.state_again(), providers.again());
     let forced = match (&past[..], args.force, &args.reason) {
@@ -69,12 +82,12 @@ pub fn run(args: &RollbackArgs) -> u8 {
                 header.run_id,
                 past.join("; ")
             );
-            if irreversible.is_empty() {
+            if succeeded {
                 crate::eprintln_quiet!(
                     "  undoing a run that finished is a new decision, not a repair: run the \
                      way back (a failback runbook) as its own run"
                 );
-            } else {
+            } else if !irreversible.is_empty() {
                 crate::eprintln_quiet!(
                     "  undoing the steps before it would make things worse (with a standby \
                      promoted, the old primary would take writes again: two primaries)"

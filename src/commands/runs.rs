@@ -36,11 +36,17 @@ pub fn run(args: &RunsArgs) -> u8 {
                         "mode": r.mode,
                         "started_at": r.started_at,
                         "duration_ms": r.duration_ms,
-                        "result": match r.rollback.as_ref().map(|rb| rb.status.as_str()) {
-                            Some("succeeded") => format!("{} (rolled back)", r.status),
-                            Some(rb) => format!("{} (rollback {rb})", r.status),
+                        "result": match &r.rollback {
+                            Some(rb) => {
+                                let forced = if rb.forced.is_some() { ", FORCED" } else { "" };
+                                match rb.status.as_str() {
+                                    "succeeded" => format!("{} (rolled back{forced})", r.status),
+                                    other => format!("{} (rollback {other}{forced})", r.status),
+                                }
+                            }
                             None => r.status.clone(),
                         },
+                        "rollback_forced": r.rollback.as_ref().map(|rb| rb.forced.is_some()),
                         "rollback": r.rollback.as_ref().map(|rb| rb.status.clone()),
                         "rto_met": r.rto_met,
                     })

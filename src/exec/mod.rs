@@ -237,6 +237,7 @@ enum Msg {
         by: Option<Identity>,
         approver: String,
         comment: Option<String>,
+        via: Option<&'static str>,
         simulated: bool,
     },
     Rejected {
@@ -423,6 +424,7 @@ impl Executor<'_> {
                 by,
                 approver,
                 comment,
+                via,
                 simulated,
             } => Record::Approval {
                 t_ms,
@@ -432,6 +434,7 @@ impl Executor<'_> {
                 simulated,
                 by,
                 comment: comment.map(|c| self.cx.masker.text(&c)),
+                via: via.map(str::to_string),
             },
             Msg::Rejected { step, by, comment } => Record::ApprovalRejected {
                 t_ms,
@@ -538,7 +541,7 @@ impl Executor<'_> {
             self.cx
                 .state
                 .as_ref()
-                .map_or_else(String::new, |s| s.anywhere())
+                .map_or_else(String::new, |s| s.again().to_string())
         );
         Approval::Live(Box::new(ApprovalWait {
             policy,
@@ -948,6 +951,7 @@ impl Task {
                     by: None,
                     approver: "dry-run".into(),
                     comment: None,
+                    via: None,
                     simulated: true,
                 });
                 return approved(&["dry-run".to_string()], true);
@@ -956,13 +960,13 @@ impl Task {
         };
         let mut tally = Tally::default();
         if wait.preapproved
-            && let Some(done) = self.answer(wait, &mut tally, &wait.me, true, None, "--approve")
+            && let Some(done) = self.answer(wait, &mut tally, &wait.me, true, None, IN_ADVANCE)
         {
             return done;
         }
         let need = wait.policy.min as usize - tally.approvers.len();
         crate::eprintln_quiet!(
-            "waiting for approval of `{}` ({need} more needed): {prompt}\n  answer from any shell: {} [--reject] [--comment TEXT]",
+            "waiting for approval of `{}` ({need} more needed): {prompt}\n  answer from any shell: {}\n  (add --reject to say no, --comment TEXT to say why)",
             self.step.id,
             wait.hint,
         );
@@ -982,7 +986,7 @@ impl Task {
             tokio::select! {
                 Some(answer) = answers_rx.recv() => {
                     let Some(yes) = answer else { continue };
-                    let source = "the terminal";
+                    let source = AT_THE_TERMINAL;
                     if let Some(done) = self.answer(wait, &mut tally, &wait.me, yes, None, source) {
                         return done;
                     }
@@ -995,7 +999,7 @@ impl Task {
                             continue;
                         }
                         let done = self.answer(
-                            wait, &mut tally, &a.by, a.approve, a.comment.clone(), "ripcord approve",
+                            wait, &mut tally, &a.by, a.approve, a.comment.clone(), WITH_APPROVE,
                         );
                         if let Some(done) = done {
                             return done;
@@ -1025,7 +1029,7 @@ impl Task {
         who: &Identity,
         approve: bool,
         comment: Option<String>,
-        source: &str,
+        source: &'static str,
     ) -> Option<Report> {
         let refuse = |reason: String| {
             crate::eprintln_quiet!(
@@ -1061,12 +1065,18 @@ impl Task {
             by: Some(who.clone()),
             approver: who.to_string(),
             comment,
+            via: Some(source),
             simulated: false,
         });
         (tally.approvers.len() >= wait.policy.min as usize)
             .then(|| approved(&tally.approvers, false))
     }
 }
+
+/// How an answer came, as the journal says it.
+const IN_ADVANCE: &str = "given in advance (--yes or --approve)";
+const AT_THE_TERMINAL: &str = "at the terminal";
+const WITH_APPROVE: &str = "with ripcord approve";
 
 /// The distinct people who approved so far.
 #[derive(Default)]

@@ -127,6 +127,10 @@ pub enum Record {
         by: Option<Identity>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+        /// How it was given: in advance (`--yes`, `--approve`), at the terminal, or with
+        /// `ripcord approve`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
     },
     /// An approval step waits for answers: on the terminal, and from `ripcord approve` naming
     /// this `ask`.

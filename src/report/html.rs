@@ -88,7 +88,7 @@ pub fn render(r: &Report) -> String {
                 o,
                 "<tr><td><code>{}</code></td><td>{}{sim}</td><td>{}</td></tr>",
                 escape(&a.step),
-                escape(&a.approver),
+                escape(&a.who()),
                 escape(&when)
             );
         }

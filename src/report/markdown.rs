@@ -46,7 +46,7 @@ pub fn render(r: &Report) -> String {
         for a in &r.approvals {
             let when = a.at.clone().unwrap_or_else(|| format!("+{}", ms(a.t_ms)));
             let sim = if a.simulated { " (simulated)" } else { "" };
-            let _ = writeln!(o, "| `{}` | {}{sim} | {when} |", a.step, cell(&a.approver));
+            let _ = writeln!(o, "| `{}` | {}{sim} | {when} |", a.step, cell(&a.who()));
         }
     }
     let _ = writeln!(

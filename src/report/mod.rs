@@ -143,9 +143,26 @@ impl ModuleRow {
 pub struct ApprovalRow {
     pub step: String,
     pub approver: String,
+    /// How it was given: in advance, at the terminal, with `ripcord approve`.
+    pub via: Option<String>,
+    pub comment: Option<String>,
     pub at: Option<String>,
     pub t_ms: u64,
     pub simulated: bool,
+}
+
+impl ApprovalRow {
+    /// `alice@h, with ripcord approve: "lag checked"`.
+    pub fn who(&self) -> String {
+        let mut text = self.approver.clone();
+        if let Some(via) = &self.via {
+            text.push_str(&format!(", {via}"));
+        }
+        if let Some(c) = &self.comment {
+            text.push_str(&format!(": \"{c}\""));
+        }
+        text
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -311,10 +328,14 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 approver,
                 at,
                 simulated,
+                via,
+                comment,
                 ..
             } => approvals.push(ApprovalRow {
                 step: step.clone(),
                 approver: approver.clone(),
+                via: via.clone(),
+                comment: comment.clone(),
                 at: at.clone(),
                 t_ms: *t_ms,
                 simulated: *simulated,

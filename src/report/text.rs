@@ -93,7 +93,7 @@ pub fn render(r: &Report) -> String {
         for a in &r.approvals {
             let when = a.at.clone().unwrap_or_else(|| format!("+{}", ms(a.t_ms)));
             let sim = if a.simulated { " (simulated)" } else { "" };
-            let _ = writeln!(o, "  {} approved by {} at {when}{sim}", a.step, a.approver);
+            let _ = writeln!(o, "  {} approved by {} at {when}{sim}", a.step, a.who());
         }
     }
     let width = r

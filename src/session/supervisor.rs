@@ -166,7 +166,10 @@ pub fn supervise() -> u8 {
             Err(_) => break,
         };
         pending.extend_from_slice(&buf[..n]);
-        let complete = pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let complete = pending
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         for line in pending[..complete].split(|&b| b == b'\n') {
             let line = String::from_utf8_lossy(line);
             let (sign, pgid) = line.split_at(line.len().min(1));

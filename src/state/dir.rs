@@ -17,7 +17,9 @@ use crate::session::identity::Identity;
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
-    /// `--state-dir DIR` for printed commands, when the directory came from the flag.
+    /// `--state-dir DIR` for printed commands: the directory in full, wherever it came from
+    /// (the flag, `$RIPCORD_STATE_DIR`, the default), so that a command works pasted into any
+    /// shell in any directory.
     again: String,
 }
 
@@ -28,13 +30,10 @@ impl StateDir {
             (None, Some(dir)) if !dir.is_empty() => PathBuf::from(dir),
             _ => PathBuf::from(".ripcord"),
         };
-        let again = match flag {
-            Some(dir) => format!(
-                " --state-dir {}",
-                crate::cli::shell_word(&absolute(dir).to_string_lossy())
-            ),
-            None => String::new(),
-        };
+        let again = format!(
+            " --state-dir {}",
+            crate::cli::shell_word(&absolute(&root).to_string_lossy())
+        );
         StateDir { root, again }
     }
 
@@ -103,13 +102,6 @@ impl StateBackend for StateDir {
 
     fn again(&self) -> &str {
         &self.again
-    }
-
-    fn anywhere(&self) -> String {
-        format!(
-            " --state-dir {}",
-            crate::cli::shell_word(&absolute(&self.root).to_string_lossy())
-        )
     }
 
     /// Creates the directory of a new run; a taken id gets a numeric suffix.

@@ -70,10 +70,8 @@ pub struct Answer {
 pub trait StateBackend: Send + Sync {
     /// Where the state is, for messages.
     fn location(&self) -> String;
-    /// The flags that name this state again in a printed command (empty for the default).
+    /// The flags that name this state in a printed command, from any shell and directory.
     fn again(&self) -> &str;
-    /// The flags that name this state from any shell, in any directory.
-    fn anywhere(&self) -> String;
     /// Creates a new run; a taken id gets a suffix. Returns the id.
     fn create_run(&self, wanted: &str) -> io::Result<String>;
     /// Removes a run that never got a journal (its session could not start).

@@ -604,6 +604,10 @@ fn approvals_are_granted_by_flag_and_wait_without_a_terminal() {
     let approver = approval["approver"].as_str().unwrap();
     assert!(!approver.starts_with("alice"), "{approval}");
     assert_eq!(approval["by"]["account"], whoami(), "{approval}");
+    assert_eq!(
+        approval["via"], "given in advance (--yes or --approve)",
+        "{approval}"
+    );
     assert_eq!(approval["simulated"], false);
     assert!(
         approval["at"].as_str().unwrap().starts_with("20"),

@@ -734,6 +734,14 @@ fn an_approval_killed_mid_wait_is_asked_again_and_never_skipped() {
     let approval = journal.iter().find(|r| r["kind"] == "approval").unwrap();
     assert_eq!(approval["by"]["account"], whoami(), "{approval}");
     assert_eq!(approval["comment"], "checked the lag");
+    assert_eq!(approval["via"], "with ripcord approve");
+    let text = ripcord(&state, &["report", &id]);
+    assert!(
+        text.stdout
+            .contains("with ripcord approve: \"checked the lag\""),
+        "{}",
+        text.stdout
+    );
     assert!(
         journal.iter().any(|r| r["kind"] == "run_note"
             && r["message"]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct Proc {
     pub pid: u32,
+    pub ppid: u32,
     pub pgid: i32,
     /// The command line, arguments joined by spaces.
     pub cmdline: String,
@@ -57,7 +58,8 @@ pub fn live() -> Vec<Proc> {
             let (_, rest) = stat.rsplit_once(") ")?;
             let mut fields = rest.split(' ');
             let state = fields.next()?;
-            let pgid = fields.nth(1)?.parse().ok()?;
+            let ppid = fields.next()?.parse().ok()?;
+            let pgid = fields.next()?.parse().ok()?;
             if matches!(state, "Z" | "X") {
                 return None;
             }
@@ -68,6 +70,7 @@ pub fn live() -> Vec<Proc> {
                 .to_string();
             Some(Proc {
                 pid,
+                ppid,
                 pgid,
                 cmdline,
                 dir,

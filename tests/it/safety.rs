@@ -516,9 +516,10 @@ fn after_kill_9_no_step_process_is_alive_two_seconds_later() {
     let state = dir.path().join("state");
     let mut child = Ripcord::new().state(&state).args(["run", &file]).spawn();
     wait_alive(&marker);
-    let supervisor: Vec<u32> = crate::support::live_processes("ripcord __supervise")
+    let supervisor: Vec<u32> = ripcord::session::procs::live()
         .into_iter()
-        .filter(|&pid| parent(pid) == child.id())
+        .filter(|p| p.cmdline.contains("ripcord __supervise") && p.ppid == child.id())
+        .map(|p| p.pid)
         .collect();
     assert_eq!(supervisor.len(), 1, "one supervisor of this run");
     child.kill().unwrap(); // SIGKILL: no handler runs
@@ -533,13 +534,6 @@ fn after_kill_9_no_step_process_is_alive_two_seconds_later() {
         !crate::support::live_processes("ripcord __supervise").contains(&supervisor[0]),
         "the supervisor ended too"
     );
-}
-
-fn parent(pid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A step's child that left its process group (`setsid`) is out of the supervisor's reach; it

@@ -82,11 +82,6 @@ impl Groups {
         Ok(groups)
     }
 
-    /// Whether a helper watches these groups.
-    pub fn is_supervised(&self) -> bool {
-        lock(&self.inner.helper).is_some()
-    }
-
     /// A step's process group started.
     pub fn started(&self, pgid: i32) {
         lock(&self.inner.live).insert(pgid);

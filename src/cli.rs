@@ -239,6 +239,26 @@ pub struct RunsArgs {
     pub state: StateArgs,
     #[arg(long)]
     pub json: bool,
+    /// Only runs of this runbook (its `name:`).
+    #[arg(long, value_name = "NAME")]
+    pub runbook: Option<String>,
+    /// Only runs in this state.
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Option<RunsStatus>,
+}
+
+/// The states `ripcord runs --status` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunsStatus {
+    Succeeded,
+    Failed,
+    Interrupted,
+    /// No end recorded: crashed, or running now.
+    Incomplete,
+    /// Rolled back, in full or in part.
+    RolledBack,
+    /// Its journal cannot be read.
+    Unreadable,
 }
 
 #[derive(Debug, Args)]

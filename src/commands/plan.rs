@@ -27,14 +27,17 @@ pub fn run(args: &PlanArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let mut history_line = None;
     if args.estimates == Estimates::History {
         let state = StateDir::resolve(args.state.state_dir.as_deref());
         let medians = history::medians(&state, &compiled.plan.name, None);
         let n = history::apply(&mut compiled.plan, &medians);
-        eprintln!(
-            "estimates: {n} of {} steps from earlier real runs, the rest from sim",
-            compiled.plan.steps.len()
-        );
+        // Part of the plan's text, on its own line before it (on stdout with the rest, so the
+        // two never interleave).
+        history_line = Some(format!(
+            "estimates: {n} of {} from earlier real runs, the rest from sim\n",
+            crate::report::text::count(compiled.plan.steps.len(), "step")
+        ));
     }
     let concurrency = args.concurrency.map(|c| c as usize);
     if args.json {
@@ -44,7 +47,11 @@ pub fn run(args: &PlanArgs) -> u8 {
                 .expect("JSON values serialize")
         );
     } else {
-        print!("{}", render(&compiled.plan, concurrency));
+        print!(
+            "{}{}",
+            history_line.unwrap_or_default(),
+            render(&compiled.plan, concurrency)
+        );
     }
     exit::OK
 }
@@ -69,10 +76,10 @@ pub fn render(plan: &Plan, concurrency: Option<usize>) -> String {
     };
     let _ = writeln!(
         out,
-        "{}: {} steps in {} stages, concurrency {limit}{pools}",
+        "{}: {} in {}, concurrency {limit}{pools}",
         plan.name,
-        plan.steps.len(),
-        stages.len()
+        crate::report::text::count(plan.steps.len(), "step"),
+        crate::report::text::count(stages.len(), "stage")
     );
     if let Some(d) = &plan.description {
         let _ = writeln!(out, "  {}", d.trim());

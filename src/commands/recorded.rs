@@ -102,6 +102,29 @@ pub fn recompile(
     }
 }
 
+/// The inputs given to a later session (resume, rollback) that change what the run recorded,
+/// with their new values: evidence of what that session ran with. Secrets (recorded masked) are
+/// given again every time and are not overrides.
+pub fn overrides(
+    header: &Header,
+    given: &[(String, String)],
+) -> serde_json::Map<String, serde_json::Value> {
+    given
+        .iter()
+        .filter(|(k, v)| match header.inputs.get(k) {
+            Some(recorded) if recorded.as_str() == Some(MASK) => false,
+            Some(recorded) => {
+                recorded
+                    .as_str()
+                    .map_or_else(|| recorded.to_string(), str::to_string)
+                    != *v
+            }
+            None => true,
+        })
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect()
+}
+
 /// A run's journal replayed onto its plan.
 pub struct Replay {
     pub states: Vec<StepState>,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::exit;
-use crate::report::{self, Report, history};
+use crate::report::{self, Report};
 use crate::state::{StateBackend, StateDir};
 
 use super::recorded::read_run;
@@ -34,9 +34,9 @@ pub fn run(args: &ReportArgs) -> u8 {
 }
 
 pub fn build(state: &dyn StateBackend, run_id: &str) -> Result<Report, u8> {
-    let (read, header) = read_run(state, run_id)?;
-    let medians = history::medians(state, &header.runbook, Some(run_id));
-    report::build(&read, &medians).ok_or(exit::INVALID)
+    // From the journal alone: later runs change nothing in an earlier run's report.
+    let (read, _) = read_run(state, run_id)?;
+    report::build(&read).ok_or(exit::INVALID)
 }
 
 pub fn render(report: &Report, format: ReportFormat) -> String {

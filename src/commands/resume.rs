@@ -19,7 +19,7 @@ use crate::session::Session;
 use crate::session::identity::Identity;
 use crate::state::StateDir;
 
-use super::recorded::{final_status, fingerprint, recompile, replay};
+use super::recorded::{final_status, fingerprint, overrides, recompile, replay};
 use super::run::{context, drive, sink, write};
 
 pub fn run(args: &ResumeArgs) -> u8 {
@@ -101,13 +101,19 @@ pub fn run(args: &ResumeArgs) -> u8 {
             );
             return exit::INVALID;
         };
+        // A step stopped by an interrupt is in doubt too, but says so.
+        let was = if replayed.states[i].status == Status::Done(StepStatus::Cancelled) {
+            "was cancelled by an interrupt (its effect is unknown)"
+        } else {
+            "was in doubt"
+        };
         let (message, status) = match decision {
             Decision::Retry(why) => (
-                format!("{} was in doubt: run again ({why})", step.id),
+                format!("{} {was}: run again ({why})", step.id),
                 Status::Pending,
             ),
             Decision::Skip(why) => (
-                format!("{} was in doubt: taken as done ({why})", step.id),
+                format!("{} {was}: taken as done ({why})", step.id),
                 Status::Done(StepStatus::Skipped),
             ),
             Decision::Abort => {
@@ -172,13 +178,15 @@ pub fn run(args: &ResumeArgs) -> u8 {
         Some(started_by),
     );
     let mut sink = sink(args.json, plan.steps.len());
-    let t = replayed.last_ms;
+    // The time between sessions stays in the timeline (and in the RTO).
+    let t = crate::exec::session_base(header.mode, &header.started_at, replayed.last_ms);
     let mut records = vec![Record::Resumed {
         t_ms: t,
         pid: std::process::id(),
         at: session.started_at.clone(),
         operator: cx.by.to_string(),
         by: Some(cx.by.clone()),
+        inputs: cx.masker.json_map(&overrides(header, &args.inputs.inputs)),
     }];
     if changed {
         notes.push("resumed with a runbook changed since the run started (--force)".to_string());

@@ -121,12 +121,14 @@ pub fn run(args: &RollbackArgs) -> u8 {
         header.by.clone(),
     );
     let mut sink = sink(args.json, plan.steps.len());
+    // The time between sessions stays in the timeline.
+    let base = crate::exec::session_base(header.mode, &header.started_at, replayed.last_ms);
     // An undo that started with no recorded end runs again: say so in the journal.
     let notes: Vec<Record> = replayed
         .undo_in_doubt
         .iter()
         .map(|&i| Record::RunNote {
-            t_ms: replayed.last_ms,
+            t_ms: base,
             message: format!(
                 "the undo of {} was in doubt (started, no end recorded): run again",
                 plan.steps[i].id
@@ -137,7 +139,10 @@ pub fn run(args: &RollbackArgs) -> u8 {
         crate::eprintln_quiet!("error: cannot write the journal: {e}");
         return exit::FAILED;
     }
-    let clock = Clock::new(replayed.last_ms);
+    let clock = Clock::new(base);
+    let inputs = cx
+        .masker
+        .json_map(&super::recorded::overrides(&header, &args.inputs.inputs));
     let (runtime, journal) = session.parts();
     let result = runtime.block_on(rollback(
         &cx,
@@ -146,7 +151,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
         &replayed.states,
         &replayed.undone,
         clock,
-        forced,
+        crate::exec::rollback::Why { forced, inputs },
     ));
     sink.finish();
     let outcome = match result {

@@ -350,7 +350,7 @@ pub fn drive(
                     &outcome.states,
                     &HashSet::new(),
                     clock,
-                    None,
+                    Default::default(),
                 )
                 .await?;
                 after = AfterFailure::RolledBack(rolled);

@@ -1,10 +1,10 @@
-//! `ripcord runs`: recorded runs, newest first.
+//! `ripcord runs`: recorded runs, newest first, with the same summary as each run's report:
+//! status, whether it was rolled back, how many sessions worked on it (and how many crashed),
+//! its wall-clock time, and the RTO verdict for finished real runs.
 
-use std::collections::HashMap;
+use serde_json::{Value as Json, json};
 
-use serde_json::json;
-
-use crate::cli::RunsArgs;
+use crate::cli::{RunsArgs, RunsStatus};
 use crate::exit;
 use crate::report;
 use crate::report::text::ms;
@@ -21,46 +21,27 @@ pub fn run(args: &RunsArgs) -> u8 {
     };
     // Newest first by start time (milliseconds), not by id: ids made in the same second sort by
     // their random suffix. A journal that cannot be read is listed as such, not dropped.
-    let mut rows: Vec<(String, serde_json::Value)> = ids
+    let mut rows: Vec<Json> = ids
         .iter()
         .map(|id| {
-            let row = state
+            state
                 .read_run(id)
                 .ok()
-                .and_then(|read| report::build(&read, &HashMap::new()))
-                .map(|r| {
-                    // The same summary as the run's report, so the two never disagree.
-                    json!({
-                        "run_id": r.run_id,
-                        "runbook": r.runbook,
-                        "mode": r.mode,
-                        "started_at": r.started_at,
-                        "duration_ms": r.duration_ms,
-                        "result": match &r.rollback {
-                            Some(rb) => {
-                                let forced = if rb.forced.is_some() { ", FORCED" } else { "" };
-                                match rb.status.as_str() {
-                                    "succeeded" => format!("{} (rolled back{forced})", r.status),
-                                    other => format!("{} (rollback {other}{forced})", r.status),
-                                }
-                            }
-                            None => r.status.clone(),
-                        },
-                        "rollback_forced": r.rollback.as_ref().map(|rb| rb.forced.is_some()),
-                        "rollback": r.rollback.as_ref().map(|rb| rb.status.clone()),
-                        "rto_met": r.rto_met,
-                    })
-                })
-                .unwrap_or_else(|| json!({ "run_id": id, "result": "unreadable" }));
-            let started = row["started_at"].as_str().unwrap_or("").to_string();
-            (started, row)
+                .and_then(|read| report::build(&read))
+                .map(|r| summary(&r))
+                .unwrap_or_else(|| json!({ "run_id": id, "status": "unreadable" }))
         })
+        .filter(|row| keep(args, row))
         .collect();
-    rows.sort_by(|(a, ra), (b, rb)| {
-        b.cmp(a)
-            .then_with(|| rb["run_id"].as_str().cmp(&ra["run_id"].as_str()))
+    rows.sort_by(|a, b| {
+        let key = |r: &Json| {
+            (
+                r["started_at"].as_str().unwrap_or("").to_string(),
+                r["run_id"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        key(b).cmp(&key(a))
     });
-    let rows: Vec<serde_json::Value> = rows.into_iter().map(|(_, r)| r).collect();
     if args.json {
         println!(
             "{}",
@@ -69,12 +50,17 @@ pub fn run(args: &RunsArgs) -> u8 {
         return exit::OK;
     }
     if rows.is_empty() {
-        println!("no runs recorded in {}", state.root().display());
+        let filtered = args.runbook.is_some() || args.status.is_some();
+        println!(
+            "no runs{} recorded in {}",
+            if filtered { " of that kind" } else { "" },
+            state.root().display()
+        );
         return exit::OK;
     }
     println!(
-        "{:<30} {:<24} {:<8} {:<25} {:>9} {:<28} RTO",
-        "RUN", "RUNBOOK", "MODE", "STARTED", "DURATION", "RESULT"
+        "{:<30} {:<24} {:<8} {:<25} {:>9} {:>8}  {:<12} {:<18} RTO",
+        "RUN", "RUNBOOK", "MODE", "STARTED", "WALL", "SESSIONS", "STATUS", "ROLLED BACK"
     );
     for r in &rows {
         let rto = match r["rto_met"].as_bool() {
@@ -82,15 +68,66 @@ pub fn run(args: &RunsArgs) -> u8 {
             Some(false) => "missed",
             None => "-",
         };
+        let sessions = match (r["sessions"].as_u64(), r["crashed"].as_u64()) {
+            (Some(n), Some(c)) if c > 0 => format!("{n} ({c}✕)"),
+            (Some(n), _) => n.to_string(),
+            _ => "-".into(),
+        };
         println!(
-            "{:<30} {:<24} {:<8} {:<25} {:>9} {:<28} {rto}",
+            "{:<30} {:<24} {:<8} {:<25} {:>9} {:>8}  {:<12} {:<18} {rto}",
             r["run_id"].as_str().unwrap_or(""),
             r["runbook"].as_str().unwrap_or(""),
             r["mode"].as_str().unwrap_or(""),
             r["started_at"].as_str().unwrap_or(""),
-            ms(r["duration_ms"].as_u64().unwrap_or(0)),
-            r["result"].as_str().unwrap_or(""),
+            r["wall_ms"].as_u64().map_or_else(|| "-".into(), ms),
+            sessions,
+            r["status"].as_str().unwrap_or(""),
+            r["rolled_back"].as_str().unwrap_or("-"),
         );
     }
     exit::OK
+}
+
+/// A run's line, from its report, so the two never disagree.
+fn summary(r: &report::Report) -> Json {
+    let rolled_back = r.rollback.as_ref().map(|rb| {
+        let forced = if rb.forced.is_some() { ", forced" } else { "" };
+        match rb.status.as_str() {
+            "succeeded" => format!("yes{forced}"),
+            other => format!("partly ({other}{forced})"),
+        }
+    });
+    // The RTO is judged only for a real run that ended (succeeded or failed).
+    let judged = r.mode == "real" && matches!(r.status.as_str(), "succeeded" | "failed");
+    json!({
+        "run_id": r.run_id,
+        "runbook": r.runbook,
+        "mode": r.mode,
+        "started_at": r.started_at,
+        "wall_ms": r.wall_ms,
+        "sessions": r.sessions.len(),
+        "crashed": r.crashed().count(),
+        "status": r.status,
+        "rolled_back": rolled_back,
+        "rollback_forced": r.rollback.as_ref().map(|rb| rb.forced.is_some()),
+        "rto_met": if judged { r.rto_met } else { None },
+    })
+}
+
+fn keep(args: &RunsArgs, row: &Json) -> bool {
+    if let Some(name) = &args.runbook
+        && row["runbook"].as_str() != Some(name.as_str())
+    {
+        return false;
+    }
+    let status = row["status"].as_str().unwrap_or("");
+    match args.status {
+        None => true,
+        Some(RunsStatus::RolledBack) => !row["rolled_back"].is_null(),
+        Some(RunsStatus::Succeeded) => status == "succeeded",
+        Some(RunsStatus::Failed) => status == "failed",
+        Some(RunsStatus::Interrupted) => status == "interrupted",
+        Some(RunsStatus::Incomplete) => status == "incomplete",
+        Some(RunsStatus::Unreadable) => status == "unreadable",
+    }
 }

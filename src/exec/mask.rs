@@ -3,7 +3,7 @@
 //! strings inside structured data too (each leaf), so no encoding of the record hides them.
 
 use base64::Engine;
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
@@ -64,6 +64,13 @@ impl Masker {
             ),
             other => other.clone(),
         }
+    }
+
+    /// A map of values (outputs, inputs) with every secret masked.
+    pub fn json_map(&self, map: &Map<String, Json>) -> Map<String, Json> {
+        map.iter()
+            .map(|(k, v)| (self.text(k), self.json(v)))
+            .collect()
     }
 }
 

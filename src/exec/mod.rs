@@ -105,6 +105,26 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// The wall-clock time for a record of a run in `mode`: none in a dry-run, whose time is
+/// virtual.
+pub fn wall(mode: Mode) -> Option<String> {
+    (mode != Mode::DryRun).then(now_rfc3339)
+}
+
+/// Where a later session's clock starts: for a real run, the wall-clock time since the run
+/// started (so the time between sessions stays in the timeline, and in the RTO), never before
+/// the journal's last record; for a dry-run, where its virtual time ended.
+pub fn session_base(mode: Mode, started_at: &str, last_ms: u64) -> u64 {
+    if mode == Mode::DryRun {
+        return last_ms;
+    }
+    let since = humantime::parse_rfc3339_weak(started_at)
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    last_ms.max(since)
+}
+
 /// Whether `step` is named by `set` (its id, or its declared id for every instance).
 pub fn named(set: &HashSet<String>, step: &PlannedStep) -> bool {
     set.contains(&step.id) || set.contains(&step.base)
@@ -190,6 +210,7 @@ pub async fn execute(
     ex.emit(&Record::RunFinished {
         t_ms: end_ms,
         status,
+        at: wall(cx.mode),
     })?;
     ex.journal.commit()?;
     Ok(Outcome {
@@ -231,6 +252,8 @@ enum Msg {
         attempt: u32,
         error: String,
         retry_in: Option<Duration>,
+        /// The end of the attempt's stderr.
+        tail: Option<String>,
     },
     Approved {
         step: usize,
@@ -380,6 +403,7 @@ impl Executor<'_> {
         self.emit(&Record::Interrupted {
             t_ms: self.clock.ms(),
             signal: signal.to_string(),
+            at: wall(self.cx.mode),
         })?;
         self.journal.commit()
     }
@@ -412,12 +436,14 @@ impl Executor<'_> {
                 attempt,
                 error,
                 retry_in,
+                tail,
             } => Record::AttemptFailed {
                 t_ms,
                 step: self.plan.steps[step].id.clone(),
                 attempt,
                 error: self.cx.masker.text(&error),
                 retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
+                stderr_tail: tail.map(|t| self.cx.masker.text(&t)),
             },
             Msg::Approved {
                 step,
@@ -874,6 +900,7 @@ impl Task {
                 attempt,
                 error: failure.message.clone(),
                 retry_in: (!last).then_some(delay),
+                tail: crate::journal::record::output_tail(&failure.outputs),
             });
             if last {
                 return Report {
@@ -1074,7 +1101,7 @@ impl Task {
 }
 
 /// How an answer came, as the journal says it.
-const IN_ADVANCE: &str = "given in advance (--yes or --approve)";
+pub const IN_ADVANCE: &str = "given in advance (--yes or --approve)";
 const AT_THE_TERMINAL: &str = "at the terminal";
 const WITH_APPROVE: &str = "with ripcord approve";
 

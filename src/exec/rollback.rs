@@ -29,7 +29,7 @@ use crate::state::JournalWriter;
 use super::render::{self, Scope};
 use super::state::{Status, StepState};
 use super::ui::Sink;
-use super::{Clock, RunContext, instances, now_rfc3339, run_json, with_timeout};
+use super::{Clock, RunContext, instances, now_rfc3339, run_json, wall, with_timeout};
 
 /// What a rollback did.
 pub struct RollbackOutcome {
@@ -56,6 +56,14 @@ pub fn irreversible_past(
         .collect()
 }
 
+/// What the rollback's start records of why it runs: `--force --reason`, and the inputs given
+/// to it that change the recorded ones.
+#[derive(Debug, Default)]
+pub struct Why {
+    pub forced: Option<Forced>,
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Runs the undos of the `states` that succeeded, except those in `already_undone`.
 pub async fn rollback(
     cx: &RunContext,
@@ -64,8 +72,9 @@ pub async fn rollback(
     states: &[StepState],
     already_undone: &HashSet<usize>,
     clock: Clock,
-    forced: Option<Forced>,
+    why: Why,
 ) -> io::Result<RollbackOutcome> {
+    let Why { forced, inputs } = why;
     let plan = cx.plan.clone();
     let n = plan.steps.len();
     let target: Vec<bool> = (0..n)
@@ -89,6 +98,7 @@ pub async fn rollback(
             at: now_rfc3339(),
             by: Some(cx.by.clone()),
             forced,
+            inputs,
         },
     )?;
     journal.commit()?;
@@ -200,6 +210,7 @@ pub async fn rollback(
                     Record::Interrupted {
                         t_ms: clock.ms(),
                         signal: signals.received().unwrap_or("a signal").to_string(),
+                        at: wall(cx.mode),
                     },
                 )?;
                 journal.commit()?;
@@ -251,6 +262,7 @@ pub async fn rollback(
         Record::RollbackFinished {
             t_ms: clock.ms(),
             status,
+            at: wall(cx.mode),
         },
     )?;
     journal.commit()?;

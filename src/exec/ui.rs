@@ -84,6 +84,7 @@ pub fn line(record: &Record) -> Option<String> {
             attempt,
             error,
             retry_in_ms,
+            ..
         } => match retry_in_ms {
             Some(ms) => format!(
                 "{} retry    {step}: attempt {attempt} failed: {error}; again in {}",
@@ -136,7 +137,7 @@ pub fn line(record: &Record) -> Option<String> {
             by,
             reason,
         } => format!("{} refused  answer to {step} by {by}: {reason}", at(*t_ms)),
-        Record::Interrupted { t_ms, signal } => {
+        Record::Interrupted { t_ms, signal, .. } => {
             format!(
                 "{} {signal}: stopping; running steps are cancelled",
                 at(*t_ms)
@@ -158,7 +159,7 @@ pub fn line(record: &Record) -> Option<String> {
                 error.as_deref().unwrap_or("")
             ),
         },
-        Record::RollbackFinished { t_ms, status } => {
+        Record::RollbackFinished { t_ms, status, .. } => {
             format!(
                 "{} rollback {}",
                 at(*t_ms),

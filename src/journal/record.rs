@@ -1,5 +1,7 @@
 //! What a journal line says. Times are `t_ms`: milliseconds since the run started (virtual
-//! time in a dry-run); wall-clock times are RFC 3339 strings.
+//! time in a dry-run); wall-clock times are RFC 3339 strings. A later session (resume,
+//! rollback) of a real run starts its `t_ms` at the wall-clock time since the run started, so the
+//! gap between sessions stays in the timeline.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -91,6 +93,9 @@ pub enum Record {
         operator: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<Identity>,
+        /// Inputs given again on resume that change the recorded value (secrets masked).
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        inputs: Map<String, Json>,
     },
     StepStarted {
         t_ms: u64,
@@ -103,6 +108,9 @@ pub enum Record {
         attempt: u32,
         error: String,
         retry_in_ms: Option<u64>,
+        /// The last lines of the failed attempt's stderr (or stdout), secrets masked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stderr_tail: Option<String>,
     },
     StepFinished {
         t_ms: u64,
@@ -161,10 +169,16 @@ pub enum Record {
     Interrupted {
         t_ms: u64,
         signal: String,
+        /// Wall-clock time; none in a dry-run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
     },
     RunFinished {
         t_ms: u64,
         status: RunStatus,
+        /// Wall-clock time of the session's end; none in a dry-run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
     },
     RollbackStarted {
         t_ms: u64,
@@ -176,6 +190,9 @@ pub enum Record {
         /// irreversible step that completed, a run that had succeeded).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         forced: Option<Forced>,
+        /// Inputs given to the rollback that change the recorded value (secrets masked).
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        inputs: Map<String, Json>,
     },
     UndoStarted {
         t_ms: u64,
@@ -191,6 +208,9 @@ pub enum Record {
     RollbackFinished {
         t_ms: u64,
         status: RunStatus,
+        /// Wall-clock time of the session's end; none in a dry-run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
     },
     /// Anything worth keeping for the report: in-doubt decisions, warnings.
     RunNote {
@@ -247,4 +267,21 @@ impl Record {
             | Record::RunNote { t_ms, .. } => *t_ms,
         }
     }
+}
+
+/// Lines of a failed attempt's output kept as evidence.
+pub const TAIL_LINES: usize = 20;
+
+/// The last lines of a step's stderr (or of its stdout when stderr is empty): what a failed
+/// attempt leaves as evidence.
+pub fn output_tail(outputs: &Map<String, Json>) -> Option<String> {
+    let pick = |k: &str| {
+        outputs
+            .get(k)
+            .and_then(Json::as_str)
+            .filter(|s| !s.trim().is_empty())
+    };
+    let text = pick("stderr").or_else(|| pick("stdout"))?;
+    let lines: Vec<&str> = text.lines().collect();
+    Some(lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"))
 }

@@ -1,6 +1,8 @@
 //! Estimates that learn: the median actual duration of each step over earlier real runs of the
-//! same runbook (succeeded steps only), for `plan` and dry-runs with `--estimates history`, and
-//! beside the prediction in reports.
+//! same runbook (succeeded steps only), for `plan` and dry-runs with `--estimates history`. A
+//! planning input only: a past run's report never shows them (it is a function of its journal
+//! alone). Dry-runs and pre-flights are not samples, nor is an approval given in advance
+//! (`--yes`, `--approve`), which took no one's time.
 
 use std::collections::HashMap;
 
@@ -30,6 +32,22 @@ pub fn medians(
         if !real {
             continue;
         }
+        // Approvals that took no one's time: given in advance, or simulated.
+        let instant: std::collections::HashSet<&str> = read
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Approval {
+                    step,
+                    via,
+                    simulated,
+                    ..
+                } if *simulated || via.as_deref() == Some(crate::exec::IN_ADVANCE) => {
+                    Some(step.as_str())
+                }
+                _ => None,
+            })
+            .collect();
         for r in &read.records {
             if let Record::StepFinished {
                 step,
@@ -38,6 +56,7 @@ pub fn medians(
                 started_ms,
                 ..
             } = r
+                && !instant.contains(step.as_str())
             {
                 samples
                     .entry(step.clone())

@@ -1,6 +1,8 @@
-//! The report as one self-contained HTML page (no external assets, no script, no network) that
-//! prints well: the summary, a Gantt chart of the run as inline SVG — each step's actual bar
-//! beside its predicted one, the critical path marked, the RTO as a line — and the tables.
+//! The report as one self-contained HTML page (no external assets, no script, no network) for
+//! the auditor who signs a DR test. Above the fold, the answer: the result, the RTO judged on
+//! wall-clock time, what failed, what was rolled back and by whom, who approved, what steps
+//! recorded (a data-loss window), and any session that crashed. Then the timeline (see
+//! [`super::gantt`]), and the tables: sessions, steps, every failed try, outputs, inputs.
 
 use std::fmt::Write;
 
@@ -9,19 +11,29 @@ use super::junit::escape;
 use super::text::{ms, rto_line};
 
 const STYLE: &str = "
-body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1f24;margin:2rem auto;max-width:1100px;padding:0 1rem}
-h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
-table{border-collapse:collapse;width:100%;margin:.5rem 0}th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1f24;margin:1.2rem auto;max-width:1100px;padding:0 1rem}
+h1{font-size:1.35rem;margin:0 0 .4rem}h2{font-size:1.1rem;margin-top:1.6rem;border-bottom:1px solid #d0d7de}
+table{border-collapse:collapse;width:100%;margin:.5rem 0}th,td{border:1px solid #d0d7de;padding:.2rem .45rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.badge{display:inline-block;padding:.1rem .5rem;border-radius:1rem;font-weight:600;color:#fff}
-.succeeded{background:#1a7f37}.failed{background:#cf222e}.interrupted,.incomplete{background:#9a6700}
-.met{color:#1a7f37;font-weight:600}.missed{color:#cf222e;font-weight:600}
-pre{background:#f6f8fa;padding:.5rem;overflow:auto;font-size:12px}
+#verdict{border:2px solid #d0d7de;border-radius:8px;padding:.6rem .9rem;margin-bottom:.8rem}
+#verdict.ok{border-color:#1a7f37;background:#f0fff4}#verdict.bad{border-color:#cf222e;background:#fff5f5}
+#verdict .result{font-size:1.25rem;font-weight:700;margin:0}
+#verdict dl{display:grid;grid-template-columns:10rem 1fr;gap:.15rem .8rem;margin:.5rem 0 0}
+#verdict dt{font-weight:600;color:#57606a}#verdict dd{margin:0}
+#verdict ul{margin:0;padding-left:1.1rem}
+.met{color:#1a7f37;font-weight:700}.missed{color:#cf222e;font-weight:700}
+.fail{color:#cf222e;font-weight:600}.warn{color:#9a6700;font-weight:600}
+pre{background:#f6f8fa;padding:.4rem;overflow:auto;font-size:12px;margin:.2rem 0}
 svg text{font:11px system-ui,sans-serif;fill:#1b1f24}
-rect.predicted{fill:#d0d7de}rect.actual{fill:#54aeff}rect.actual.failed{fill:#cf222e}rect.actual.skipped{fill:#8c959f}
-rect.actual.cancelled,rect.actual.in-doubt{fill:#bf8700}rect.critical{stroke:#cf222e;stroke-width:2}
-line.rto{stroke:#cf222e;stroke-width:1.5;stroke-dasharray:6 4}line.tick{stroke:#d0d7de}
-@media print{body{margin:0;max-width:none}h2{break-after:avoid}tr,svg{break-inside:avoid}}
+rect.predicted{fill:#d0d7de}
+rect.try.succeeded{fill:#2f81f7}rect.try.skipped{fill:#8c959f}
+rect.try.failed{fill:#cf222e;stroke:#82071e;stroke-width:1.5}
+rect.try.cancelled,rect.try.in-doubt{fill:#d4a72c;stroke:#7d4e00;stroke-width:1}
+text.mark-failed{fill:#cf222e;font-weight:700}text.took{fill:#57606a;font-size:10px}
+rect.session{fill:#f6f8fa;stroke:#d0d7de}rect.gap{fill:url(#hatch);stroke:#bf8700;stroke-dasharray:3 3}
+text.session-label{font-weight:600}text.gap-label{fill:#7d4e00;font-weight:600}
+path.undo{fill:#8250df}line.rto{stroke:#cf222e;stroke-width:1.5;stroke-dasharray:6 4}line.tick{stroke:#eaeef2}
+@media print{body{margin:0;max-width:none}h2{break-after:avoid}tr,svg,#verdict{break-inside:avoid}}
 ";
 
 pub fn render(r: &Report) -> String {
@@ -32,72 +44,24 @@ pub fn render(r: &Report) -> String {
         escape(&r.runbook),
         escape(&r.run_id)
     );
-    let _ = writeln!(o, "<h1>DR run report: {}</h1>", escape(&r.runbook));
     let _ = writeln!(
         o,
-        "<p><span class=\"badge {}\">{}</span> in {} · run <code>{}</code> ({})</p>",
-        escape(&r.status),
-        escape(&r.status),
-        ms(r.duration_ms),
+        "<h1>DR run report: {} <small>run <code>{}</code> ({})</small></h1>",
+        escape(&r.runbook),
         escape(&r.run_id),
         escape(&r.mode)
     );
-    let _ = writeln!(o, "<table>");
-    let rows: Vec<(&str, String)> = vec![
-        (
-            "Runbook",
-            format!(
-                "<code>{}</code> (sha256 <code>{}</code>)",
-                escape(&r.file),
-                escape(&r.hash)
-            ),
-        ),
-        ("Operator", escape(&r.operator)),
-        ("Started", escape(&r.started_at)),
-        ("Predicted", ms(r.predicted_ms)),
-        (
-            "RTO",
-            match rto_line(r) {
-                Some(line) => {
-                    let class = if r.rto_met == Some(true) {
-                        "met"
-                    } else {
-                        "missed"
-                    };
-                    format!("<span class=\"{class}\">{}</span>", escape(&line))
-                }
-                None => "none set".into(),
-            },
-        ),
-        ("Critical path", escape(&r.critical_path.join(" → "))),
-    ];
-    for (k, v) in rows {
-        let _ = writeln!(o, "<tr><th>{k}</th><td>{v}</td></tr>");
-    }
-    let _ = writeln!(o, "</table>");
-    let _ = writeln!(o, "<h2>Timeline</h2>\n{}", gantt(r));
-    if !r.approvals.is_empty() {
-        let _ = writeln!(
-            o,
-            "<h2>Approvals</h2><table><tr><th>step</th><th>approver</th><th>at</th></tr>"
-        );
-        for a in &r.approvals {
-            let when = a.at.clone().unwrap_or_else(|| format!("+{}", ms(a.t_ms)));
-            let sim = if a.simulated { " (simulated)" } else { "" };
-            let _ = writeln!(
-                o,
-                "<tr><td><code>{}</code></td><td>{}{sim}</td><td>{}</td></tr>",
-                escape(&a.step),
-                escape(&a.who()),
-                escape(&when)
-            );
-        }
-        let _ = writeln!(o, "</table>");
-    }
+    verdict(&mut o, r);
+    let _ = writeln!(o, "<h2>Timeline</h2>\n{}", super::gantt::render(r));
+    sessions(&mut o, r);
+    steps(&mut o, r);
+    failures(&mut o, r);
+    outputs(&mut o, r);
+    rollback(&mut o, r);
     if !r.inputs.is_empty() {
         let _ = writeln!(
             o,
-            "<h2>Inputs</h2><table><tr><th>input</th><th>value</th></tr>"
+            "<h2>Inputs (as the run started)</h2><table><tr><th>input</th><th>value</th></tr>"
         );
         for (k, v) in &r.inputs {
             let _ = writeln!(
@@ -111,7 +75,227 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "<h2>Steps</h2><table><tr><th>step</th><th>status</th><th>tries</th><th>start</th><th>took</th><th>planned start</th><th>estimate</th><th>history</th></tr>"
+        "<h2>Runbook</h2><p><code>{}</code> (sha256 <code>{}</code>), predicted {} under the run's limits; critical path {}.</p>",
+        escape(&r.file),
+        escape(&r.hash),
+        ms(r.predicted_ms),
+        escape(&r.critical_path.join(" → "))
+    );
+    let _ = writeln!(
+        o,
+        "<p style=\"color:#57606a;font-size:12px\">Generated by ripcord from the run's journal alone: rendering it again gives the same page.</p>\n</body></html>"
+    );
+    o
+}
+
+/// The answer, above the fold.
+fn verdict(o: &mut String, r: &Report) {
+    let good = r.status == "succeeded" && r.rollback.is_none() && r.rto_met != Some(false);
+    let _ = writeln!(
+        o,
+        "<section id=\"verdict\" class=\"{}\"><p class=\"result\" id=\"result\">{}</p><dl>",
+        if good { "ok" } else { "bad" },
+        escape(&r.headline())
+    );
+    let rto = match rto_line(r) {
+        Some(line) => {
+            let class = if r.rto_met == Some(true) {
+                "met"
+            } else {
+                "missed"
+            };
+            format!("<span class=\"{class}\">{}</span>", escape(&line))
+        }
+        None => "none set".into(),
+    };
+    let _ = writeln!(o, "<dt>RTO</dt><dd id=\"rto\">{rto}</dd>");
+    // One line a step, however many tries failed: the verdict stays above the fold.
+    let mut failed_steps: Vec<(&super::StepRow, Vec<&super::TryRow>)> = Vec::new();
+    for (s, t) in r.failed_tries() {
+        match failed_steps.last_mut() {
+            Some((last, tries)) if last.id == s.id => tries.push(t),
+            _ => failed_steps.push((s, vec![t])),
+        }
+    }
+    let failed = if failed_steps.is_empty() {
+        "nothing".to_string()
+    } else {
+        let items: String = failed_steps
+            .iter()
+            .map(|(s, tries)| {
+                let last = tries.last().expect("a step here has a try");
+                let mut sessions: Vec<usize> = tries.iter().map(|t| t.session).collect();
+                sessions.dedup();
+                let sessions: Vec<String> = sessions.iter().map(usize::to_string).collect();
+                let what = if tries.len() == 1 {
+                    format!("{} ({})", last.status, last.label())
+                } else {
+                    format!(
+                        "{} tries did not succeed (session {}); the last {}",
+                        tries.len(),
+                        sessions.join(", "),
+                        last.status
+                    )
+                };
+                format!(
+                    "<li><code>{}</code> <span class=\"fail\">{}</span>: {}{}</li>",
+                    escape(&s.id),
+                    escape(&what),
+                    escape(
+                        last.error
+                            .as_deref()
+                            .unwrap_or("no end recorded: effect unknown")
+                    ),
+                    if s.status == "succeeded" {
+                        " <em>(it succeeded later)</em>"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        format!("<ul>{items}</ul>")
+    };
+    let _ = writeln!(o, "<dt>What failed</dt><dd id=\"failed\">{failed}</dd>");
+    let rolled = match &r.rollback {
+        Some(rb) => {
+            let undone: Vec<String> = rb
+                .actions
+                .iter()
+                .map(|a| format!("{} {}", a.step, a.status))
+                .collect();
+            format!(
+                "<span class=\"warn\">{}</span>{}",
+                escape(&rb.headline()),
+                if undone.is_empty() {
+                    String::new()
+                } else {
+                    format!("<br>{}", escape(&undone.join(", ")))
+                }
+            )
+        }
+        None => "nothing".into(),
+    };
+    let _ = writeln!(
+        o,
+        "<dt>Rolled back</dt><dd id=\"rolled-back\">{rolled}</dd>"
+    );
+    let approvals = if r.approvals.is_empty() {
+        "no approval steps".to_string()
+    } else {
+        let items: String = r
+            .approvals
+            .iter()
+            .map(|a| {
+                let sim = if a.simulated { " (simulated)" } else { "" };
+                let when = a.at.clone().unwrap_or_else(|| format!("+{}", ms(a.t_ms)));
+                format!(
+                    "<li><code>{}</code> {} by {}{sim} at {}</li>",
+                    escape(&a.step),
+                    escape(&a.decision),
+                    escape(&a.who()),
+                    escape(&when)
+                )
+            })
+            .collect();
+        format!("<ul>{items}</ul>")
+    };
+    let _ = writeln!(o, "<dt>Approvals</dt><dd id=\"approvals\">{approvals}</dd>");
+    if !r.step_notes.is_empty() {
+        let items: String = r
+            .step_notes
+            .iter()
+            .map(|n| {
+                format!(
+                    "<li><code>{}</code>: <strong>{}</strong></li>",
+                    escape(&n.step),
+                    escape(&n.note)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "<dt>Recorded by steps</dt><dd id=\"step-notes\"><ul>{items}</ul></dd>"
+        );
+    }
+    let sessions: String = r
+        .sessions
+        .iter()
+        .map(|s| {
+            let class = match s.end.as_str() {
+                "finished" => "",
+                "crashed" | "failed" => " class=\"fail\"",
+                _ => " class=\"warn\"",
+            };
+            format!("<li{class}>{}. {}</li>", s.session, escape(&s.line()))
+        })
+        .collect();
+    let gaps: String = r
+        .gaps()
+        .iter()
+        .map(|(after, gap)| {
+            format!(
+                "<li class=\"warn\">gap of {} after session {after}</li>",
+                ms(*gap)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "<dt>Sessions</dt><dd id=\"sessions\"><ul>{sessions}{gaps}</ul></dd>"
+    );
+    if !r.notes.is_empty() {
+        let items: String = r
+            .notes
+            .iter()
+            .map(|n| format!("<li>{}</li>", escape(n)))
+            .collect();
+        let _ = writeln!(o, "<dt>Notes</dt><dd id=\"notes\"><ul>{items}</ul></dd>");
+    }
+    let _ = writeln!(
+        o,
+        "<dt>Started</dt><dd>{} by {}</dd></dl></section>",
+        escape(&r.started_at),
+        escape(&r.operator)
+    );
+}
+
+fn sessions(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "<h2>Sessions</h2><table><tr><th>#</th><th>kind</th><th>by</th><th>started</th><th>ended</th><th>end</th><th>inputs changed</th></tr>"
+    );
+    for s in &r.sessions {
+        let inputs: Vec<String> = s.inputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            o,
+            "<tr data-session=\"{}\"><td class=\"num\">{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+            s.session,
+            s.session,
+            escape(&s.kind),
+            escape(&s.by),
+            if s.host.is_empty() {
+                String::new()
+            } else {
+                format!("@{}", escape(&s.host))
+            },
+            escape(&s.started_at),
+            escape(s.ended_at.as_deref().unwrap_or("-")),
+            escape(&s.end),
+            s.signal
+                .as_deref()
+                .map(|sig| format!(" ({})", escape(sig)))
+                .unwrap_or_default(),
+            escape(&inputs.join(", "))
+        );
+    }
+    let _ = writeln!(o, "</table>");
+}
+
+fn steps(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "<h2>Steps</h2><table><tr><th>step</th><th>status</th><th>tries</th><th>start</th><th>took</th><th>planned start</th><th>estimate</th></tr>"
     );
     for s in &r.steps {
         let star = if s.critical { " ★" } else { "" };
@@ -120,189 +304,110 @@ pub fn render(r: &Report) -> String {
             .iter()
             .map(|c| format!("<td class=\"num\">{}</td>", escape(c)))
             .collect();
+        let class = if matches!(status.as_str(), "failed" | "in doubt" | "cancelled") {
+            " class=\"fail\""
+        } else {
+            ""
+        };
         let _ = writeln!(
             o,
-            "<tr><td><code>{}</code>{star}</td><td>{}</td>{numbers}</tr>",
+            "<tr data-step=\"{}\"><td><code>{}</code>{star}</td><td{class}>{}</td>{numbers}</tr>",
+            escape(&s.id),
             escape(&s.id),
             escape(&status)
         );
     }
     let _ = writeln!(o, "</table>");
-    let failed: Vec<_> = r.steps.iter().filter(|s| s.error.is_some()).collect();
-    if !failed.is_empty() {
-        let _ = writeln!(o, "<h2>Failures</h2>");
-        for s in failed {
-            let _ = writeln!(
-                o,
-                "<h3><code>{}</code> ({})</h3><p>{}</p>",
-                escape(&s.id),
-                escape(&s.status),
-                escape(s.error.as_deref().unwrap_or(""))
-            );
-            if let Some(tail) = &s.log_tail {
-                let _ = writeln!(o, "<pre>{}</pre>", escape(tail));
-            }
-        }
-    }
-    if let Some(rb) = &r.rollback {
+    if !r.modules.is_empty() {
         let _ = writeln!(
             o,
-            "<h2>Rollback: {}</h2><table><tr><th>undo of</th><th>status</th><th>at</th></tr>",
-            escape(&rb.headline())
+            "<h2>Modules</h2><table><tr><th>module</th><th>status</th><th>steps</th><th>start</th><th>end</th><th>planned start</th><th>planned end</th></tr>"
         );
-        for a in &rb.actions {
+        for m in &r.modules {
+            let [status, rest @ ..] = m.cells();
+            let numbers: String = rest
+                .iter()
+                .map(|c| format!("<td class=\"num\">{}</td>", escape(c)))
+                .collect();
             let _ = writeln!(
                 o,
-                "<tr><td><code>{}</code></td><td>{}</td><td class=\"num\">+{}</td></tr>",
-                escape(&a.step),
-                escape(&a.status),
-                ms(a.t_ms)
+                "<tr><td><code>{}</code></td><td>{}</td>{numbers}</tr>",
+                escape(&m.id),
+                escape(&status)
             );
         }
         let _ = writeln!(o, "</table>");
     }
-    if !r.resumes.is_empty() || !r.notes.is_empty() || !r.interruptions.is_empty() {
-        let _ = writeln!(o, "<h2>Notes</h2><ul>");
-        for i in &r.interruptions {
-            let _ = writeln!(o, "<li>interrupted: {} ms</li>", escape(i));
-        }
-        for res in &r.resumes {
-            let _ = writeln!(
-                o,
-                "<li>resumed by {} at {}</li>",
-                escape(&res.operator),
-                escape(&res.at)
-            );
-        }
-        for n in &r.notes {
-            let _ = writeln!(o, "<li>{}</li>", escape(n));
-        }
-        let _ = writeln!(o, "</ul>");
-    }
-    let _ = writeln!(
-        o,
-        "<p style=\"color:#57606a;font-size:12px\">Generated by ripcord from the run's journal.</p>\n</body></html>"
-    );
-    o
 }
 
-/// The Gantt chart: per step a grey predicted bar and, below it, the actual bar coloured by
-/// status; critical-path steps outlined in red; the RTO as a dashed red line.
-fn gantt(r: &Report) -> String {
-    const LABEL: f64 = 210.0;
-    const WIDTH: f64 = 1040.0;
-    const ROW: f64 = 24.0;
-    const TOP: f64 = 24.0;
-    let plot = WIDTH - LABEL - 20.0;
-    let end = r
+fn failures(o: &mut String, r: &Report) {
+    let tries: Vec<_> = r.failed_tries().collect();
+    if tries.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "<h2>Failures (every try that did not succeed)</h2>");
+    for (s, t) in tries {
+        let _ = writeln!(
+            o,
+            "<h3><code>{}</code> <span class=\"fail\">{}</span> ({}, at +{})</h3><p>{}</p>",
+            escape(&s.id),
+            escape(&t.status),
+            escape(&t.label()),
+            ms(t.start_ms),
+            escape(
+                t.error
+                    .as_deref()
+                    .unwrap_or("no end recorded: effect unknown")
+            )
+        );
+        if let Some(tail) = &t.stderr_tail {
+            let _ = writeln!(o, "<pre>{}</pre>", escape(tail));
+        }
+    }
+}
+
+fn outputs(o: &mut String, r: &Report) {
+    let rows: Vec<_> = r
         .steps
         .iter()
-        .map(|s| {
-            s.end_ms
-                .unwrap_or(0)
-                .max(s.predicted_start_ms + s.estimate_ms)
-        })
-        .chain([r.duration_ms, r.predicted_ms, r.rto_ms.unwrap_or(0)])
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    // A little room on the right for the last bar's end and the RTO label.
-    let end = end + end / 16;
-    let x = |t: u64| LABEL + plot * t as f64 / end as f64;
-    let height = TOP + ROW * r.steps.len() as f64 + 10.0;
-    let mut o = String::new();
+        .flat_map(|s| s.shown_outputs().into_iter().map(move |(k, v)| (s, k, v)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
     let _ = writeln!(
         o,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"gantt\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" aria-label=\"timeline of the run\">"
+        "<h2>Outputs</h2><table><tr><th>step</th><th>output</th><th>value</th></tr>"
     );
-    // Axis: about eight ticks at a round interval.
-    let step = nice_tick(end / 8);
-    let mut t = 0;
-    while t <= end {
+    for (s, k, v) in rows {
         let _ = writeln!(
             o,
-            "<line class=\"tick\" x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{height}\"/><text x=\"{0:.1}\" y=\"14\" text-anchor=\"middle\">{2}</text>",
-            x(t),
-            TOP - 6.0,
-            ms(t)
-        );
-        t += step;
-    }
-    for (n, s) in r.steps.iter().enumerate() {
-        let y = TOP + ROW * n as f64;
-        let critical = if s.critical { " critical" } else { "" };
-        let _ = writeln!(
-            o,
-            "<g class=\"step{critical}\" data-step=\"{}\"><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}{}</text>",
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td></tr>",
             escape(&s.id),
-            LABEL - 6.0,
-            y + 15.0,
-            escape(&truncate(&s.id, 30)),
-            if s.critical { " ★" } else { "" }
-        );
-        let _ = writeln!(
-            o,
-            "<rect class=\"predicted\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"6\"><title>{} predicted: start {}, {}</title></rect>",
-            x(s.predicted_start_ms),
-            y + 2.0,
-            (x(s.predicted_start_ms + s.estimate_ms) - x(s.predicted_start_ms)).max(1.0),
-            escape(&s.id),
-            ms(s.predicted_start_ms),
-            ms(s.estimate_ms)
-        );
-        if let Some(start) = s.start_ms {
-            let stop = s.end_ms.unwrap_or(r.duration_ms).max(start);
-            let _ = writeln!(
-                o,
-                "<rect class=\"actual {}{critical}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"11\"><title>{} {}: start {}, took {}</title></rect>",
-                s.status.replace(' ', "-"),
-                x(start),
-                y + 10.0,
-                (x(stop) - x(start)).max(1.5),
-                escape(&s.id),
-                escape(&s.status),
-                ms(start),
-                ms(stop - start)
-            );
-        }
-        let _ = writeln!(o, "</g>");
-    }
-    if let Some(rto) = r.rto_ms {
-        let _ = writeln!(
-            o,
-            "<line class=\"rto\" x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\"/><text x=\"{0:.1}\" y=\"{3}\" dx=\"-4\" text-anchor=\"end\" fill=\"#cf222e\">RTO {4}</text>",
-            x(rto),
-            TOP - 6.0,
-            height,
-            height - 4.0,
-            ms(rto)
+            escape(&k),
+            escape(&v)
         );
     }
-    let _ = writeln!(o, "</svg>");
+    let _ = writeln!(o, "</table>");
+}
+
+fn rollback(o: &mut String, r: &Report) {
+    let Some(rb) = &r.rollback else { return };
     let _ = writeln!(
         o,
-        "<p style=\"font-size:12px;color:#57606a\">Grey: predicted; coloured: actual (blue succeeded, red failed, grey skipped, amber cancelled); red outline and ★: critical path; dashed line: RTO.</p>"
+        "<h2>Rollback: {}</h2><table><tr><th>undo of</th><th>status</th><th>at</th><th>session</th><th>error</th></tr>",
+        escape(&rb.headline())
     );
-    o
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    for a in &rb.actions {
+        let _ = writeln!(
+            o,
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"num\">+{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            escape(&a.step),
+            escape(&a.status),
+            ms(a.t_ms),
+            a.session,
+            escape(a.error.as_deref().unwrap_or(""))
+        );
     }
-}
-
-/// A round tick interval of at least `raw` ms: 1, 2 or 5 times a power of ten, in s/m units.
-fn nice_tick(raw: u64) -> u64 {
-    const STEPS: [u64; 15] = [
-        100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000,
-        600_000, 1_800_000, 3_600_000,
-    ];
-    STEPS
-        .iter()
-        .copied()
-        .find(|&s| s >= raw)
-        .unwrap_or(raw.max(1))
+    let _ = writeln!(o, "</table>");
 }

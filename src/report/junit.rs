@@ -1,6 +1,9 @@
 //! The report as JUnit XML, the format CI systems (Jenkins, GitLab, GitHub Actions reporters)
 //! read: one testsuite per run, one testcase per step; a failed step is a `<failure>`, a
-//! cancelled or in-doubt one an `<error>`, a skipped or never-run one `<skipped>`.
+//! cancelled or in-doubt one an `<error>`, a skipped or never-run one `<skipped>`. Earlier
+//! tries that failed (in this session or an earlier one) are in the testcase's `<system-out>`;
+//! each undo of a rollback is a testcase of its own; sessions, the rollback and what steps
+//! recorded (a data-loss window) are properties and the suite's `<system-out>`.
 
 use std::fmt::Write;
 
@@ -28,11 +31,14 @@ fn secs(ms: u64) -> String {
 }
 
 pub fn render(r: &Report) -> String {
-    let failures = r.count("failed");
-    let errors = r.count("cancelled") + r.count("in doubt");
+    let undos = r.rollback.as_ref().map_or(&[][..], |rb| &rb.actions[..]);
+    let failures = r.count("failed") + undos.iter().filter(|u| u.status == "failed").count();
+    let errors = r.count("cancelled")
+        + r.count("in doubt")
+        + undos.iter().filter(|u| u.status == "cancelled").count();
     let skipped = r.count("skipped") + r.count("not run");
-    let tests = r.steps.len();
-    let time = secs(r.duration_ms);
+    let tests = r.steps.len() + undos.len();
+    let time = secs(r.wall_ms);
     let name = escape(&r.runbook);
     let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -51,20 +57,34 @@ pub fn render(r: &Report) -> String {
         )
     );
     let _ = writeln!(o, "    <properties>");
-    let mut props = vec![
-        ("run_id", r.run_id.clone()),
-        ("mode", r.mode.clone()),
-        ("status", r.status.clone()),
-        ("operator", r.operator.clone()),
-        ("runbook_sha256", r.hash.clone()),
-        ("predicted_ms", r.predicted_ms.to_string()),
+    let mut props: Vec<(String, String)> = vec![
+        ("run_id".into(), r.run_id.clone()),
+        ("mode".into(), r.mode.clone()),
+        ("status".into(), r.status.clone()),
+        ("result".into(), r.headline()),
+        ("operator".into(), r.operator.clone()),
+        ("runbook_sha256".into(), r.hash.clone()),
+        ("wall_ms".into(), r.wall_ms.to_string()),
+        ("predicted_ms".into(), r.predicted_ms.to_string()),
+        ("sessions".into(), r.sessions.len().to_string()),
     ];
+    for s in &r.sessions {
+        props.push((format!("session.{}", s.session), s.line()));
+    }
     if let Some(rb) = &r.rollback {
-        props.push(("rollback", rb.headline()));
+        props.push(("rollback".into(), rb.headline()));
+        if let Some(f) = &rb.forced {
+            props.push(("rollback_forced_reason".into(), f.reason.clone()));
+        }
     }
     if let Some(rto) = r.rto_ms {
-        props.push(("rto_ms", rto.to_string()));
-        props.push(("rto_met", r.rto_met.unwrap_or(false).to_string()));
+        props.push(("rto_ms".into(), rto.to_string()));
+        if let Some(met) = r.rto_met {
+            props.push(("rto_met".into(), met.to_string()));
+        }
+    }
+    for n in &r.step_notes {
+        props.push((format!("note.{}", n.step), n.note.clone()));
     }
     for (k, v) in props {
         let _ = writeln!(o, "      <property name=\"{k}\" value=\"{}\"/>", escape(&v));
@@ -78,9 +98,41 @@ pub fn render(r: &Report) -> String {
             secs(s.duration_ms.unwrap_or(0))
         );
         let message = escape(s.error.as_deref().unwrap_or(""));
+        // Tries before the last that did not succeed: what went wrong on the way.
+        let earlier: Vec<String> = s
+            .tries
+            .iter()
+            .take(s.tries.len().saturating_sub(1))
+            .filter(|t| t.status != "succeeded")
+            .map(|t| {
+                let mut line = format!(
+                    "{}: {}: {}",
+                    t.label(),
+                    t.status,
+                    t.error.as_deref().unwrap_or("no end recorded")
+                );
+                if let Some(tail) = &t.stderr_tail {
+                    line.push_str(&format!("\n{tail}"));
+                }
+                line
+            })
+            .collect();
+        let system_out = if earlier.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n      <system-out>{}</system-out>",
+                escape(&earlier.join("\n"))
+            )
+        };
         match s.status.as_str() {
-            "succeeded" => {
+            "succeeded" if earlier.is_empty() => {
                 let _ = writeln!(o, "/>");
+                continue;
+            }
+            "succeeded" => {
+                let _ = writeln!(o, ">{system_out}");
+                let _ = writeln!(o, "    </testcase>");
                 continue;
             }
             "failed" => {
@@ -108,8 +160,41 @@ pub fn render(r: &Report) -> String {
                 );
             }
         }
+        if !system_out.is_empty() {
+            let _ = writeln!(o, "{}", system_out.trim_start_matches('\n'));
+        }
         let _ = writeln!(o, "    </testcase>");
     }
+    for u in undos {
+        let _ = write!(
+            o,
+            "    <testcase name=\"undo {}\" classname=\"{name}.rollback\" time=\"0.000\"",
+            escape(&u.step)
+        );
+        let message = escape(u.error.as_deref().unwrap_or(""));
+        match u.status.as_str() {
+            "succeeded" => {
+                let _ = writeln!(o, "/>");
+            }
+            "cancelled" => {
+                let _ = writeln!(
+                    o,
+                    ">\n      <error message=\"cancelled {message}\" type=\"UndoInterrupted\"/>\n    </testcase>"
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    ">\n      <failure message=\"{message}\" type=\"UndoFailed\"/>\n    </testcase>"
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "    <system-out>{}</system-out>",
+        escape(&super::text::render(r))
+    );
     let _ = writeln!(o, "  </testsuite>\n</testsuites>");
     o
 }

@@ -1,12 +1,17 @@
 //! Reports of a recorded run — the evidence of a DR test — built from its journal alone (the
-//! runbook may have changed since): who ran it and approved what, when each step ran against its
-//! prediction, what failed and why, what was rolled back, and the total against the RTO.
-//! Rendered as text, Markdown, JSON, JUnit XML or a self-contained HTML page with a Gantt chart.
+//! runbook may have changed since, and later runs change nothing): every session that worked
+//! on the run (the run, each resume, each rollback) and how it ended, crashes included; who ran
+//! it and approved what; every try of every step across sessions, with its error and the end of
+//! its stderr; the outputs steps recorded; what was rolled back, by whom and why; and the
+//! wall-clock time from the first session's start to the last one's end, gaps included, against
+//! the RTO. Rendered as text, Markdown, JSON, JUnit XML or a self-contained HTML page.
 
+pub mod gantt;
 pub mod history;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+pub mod sessions;
 pub mod text;
 
 use std::collections::HashMap;
@@ -14,8 +19,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
-use crate::journal::record::{RunStatus, StepStatus};
+use crate::journal::record::{Forced, Mode, RunStatus, StepStatus, output_tail};
 use crate::journal::{ReadJournal, Record};
+use sessions::{SessionRow, Timeline};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -25,25 +31,45 @@ pub struct Report {
     pub hash: String,
     pub mode: String,
     pub seed: u64,
+    /// Who started the run.
     pub operator: String,
     pub started_at: String,
+    /// The inputs the run started with (secrets masked); a later session's overrides are in
+    /// its entry of `sessions`.
     pub inputs: Map<String, Json>,
     /// succeeded, failed, interrupted, or incomplete (no end recorded: a crash).
     pub status: String,
+    /// Every session that worked on the run, in order.
+    pub sessions: Vec<SessionRow>,
+    /// From the first session's start to the last session's end, gaps between sessions
+    /// included (virtual time in a dry-run). The RTO is judged on it.
+    pub wall_ms: u64,
+    /// The same as `wall_ms` (the name the first reports used).
     pub duration_ms: u64,
     pub rto_ms: Option<u64>,
+    /// Whether the run recovered within the RTO: succeeded, not rolled back, and `wall_ms` at
+    /// most the RTO. None without an RTO, and for a pre-flight (`--check`), which recovers
+    /// nothing.
     pub rto_met: Option<bool>,
-    /// Predicted duration under the run's limits, from the runbook's estimates.
+    /// Predicted duration under the run's limits, from the runbook's estimates when it started.
     pub predicted_ms: u64,
     pub critical_path: Vec<String>,
     pub steps: Vec<StepRow>,
     /// Each included module over its steps (nested ones too), in order of first step.
     pub modules: Vec<ModuleRow>,
+    /// Approvals given and refused, in order.
     pub approvals: Vec<ApprovalRow>,
     pub rollback: Option<RollbackRow>,
-    pub resumes: Vec<ResumeRow>,
-    pub interruptions: Vec<String>,
+    /// What steps recorded for the report (their `note` output: a data-loss window, say).
+    pub step_notes: Vec<StepNote>,
+    /// In-doubt decisions, warnings, answers not taken.
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepNote {
+    pub step: String,
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,23 +77,46 @@ pub struct StepRow {
     pub id: String,
     pub name: Option<String>,
     pub uses: String,
-    /// succeeded, failed, skipped, cancelled, or not run.
+    /// succeeded, failed, skipped, cancelled, in doubt, or not run: where the step ended.
     pub status: String,
+    /// How many times it ran, over every session (`tries.len()`).
     pub attempts: u32,
+    /// Every attempt in every session, in order.
+    pub tries: Vec<TryRow>,
+    /// The window of the step's last run, in ms since the run started (wall clock).
     pub start_ms: Option<u64>,
     pub end_ms: Option<u64>,
     pub duration_ms: Option<u64>,
     /// The runbook's estimate (sim.duration or the action's default).
     pub estimate_ms: u64,
     pub predicted_start_ms: u64,
-    /// Median actual duration over earlier real runs, when there are any.
-    pub history_ms: Option<u64>,
     pub critical: bool,
+    /// Why it ended as it did, when it did not succeed.
     pub error: Option<String>,
     /// Last lines of the failed step's output.
     pub log_tail: Option<String>,
     /// The module the step was included from.
     pub module: Option<String>,
+    /// What the step's last run gave (secrets masked as in the journal).
+    pub outputs: Map<String, Json>,
+}
+
+/// One attempt of a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct TryRow {
+    /// The session it ran in: 1 for the first run, then each resume and rollback in turn.
+    pub session: usize,
+    /// The attempt's number within its session.
+    pub attempt: u32,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub start_ms: u64,
+    pub end_ms: Option<u64>,
+    /// succeeded, failed, cancelled, or in doubt (its session stopped with no end recorded).
+    pub status: String,
+    pub error: Option<String>,
+    /// The end of a failed try's stderr (or stdout).
+    pub stderr_tail: Option<String>,
 }
 
 /// An included module: when its steps ran, against when they were predicted to.
@@ -142,12 +191,15 @@ impl ModuleRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct ApprovalRow {
     pub step: String,
+    /// approved or rejected.
+    pub decision: String,
     pub approver: String,
     /// How it was given: in advance, at the terminal, with `ripcord approve`.
     pub via: Option<String>,
     pub comment: Option<String>,
     pub at: Option<String>,
     pub t_ms: u64,
+    pub session: usize,
     pub simulated: bool,
 }
 
@@ -167,12 +219,15 @@ impl ApprovalRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackRow {
+    /// succeeded, failed, interrupted, or incomplete (its session crashed).
     pub status: String,
-    /// Who ran it, and when (wall clock).
+    /// Who ran it, and when (wall clock): the last rollback session's.
     pub by: Option<String>,
     pub at: Option<String>,
+    /// The rollback sessions (numbers in `sessions`).
+    pub sessions: Vec<usize>,
     /// `--force --reason`: why, and past what.
-    pub forced: Option<crate::journal::record::Forced>,
+    pub forced: Option<Forced>,
     pub actions: Vec<UndoRow>,
 }
 
@@ -201,21 +256,13 @@ impl RollbackRow {
 pub struct UndoRow {
     pub step: String,
     pub status: String,
+    /// When it ended, in ms since the run started (wall clock).
     pub t_ms: u64,
+    pub session: usize,
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ResumeRow {
-    pub at: String,
-    pub operator: String,
-    pub t_ms: u64,
-}
-
-/// Lines of a failed step's output kept in the report.
-const LOG_TAIL_LINES: usize = 20;
-
-fn status_name(s: RunStatus) -> &'static str {
+pub fn status_name(s: RunStatus) -> &'static str {
     match s {
         RunStatus::Succeeded => "succeeded",
         RunStatus::Failed => "failed",
@@ -223,19 +270,19 @@ fn status_name(s: RunStatus) -> &'static str {
     }
 }
 
-/// Builds the report of a run; `history` gives earlier real runs' median step durations.
-pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Report> {
+/// Builds the report of a run from its journal.
+pub fn build(read: &ReadJournal) -> Option<Report> {
     let header = read.header()?;
+    let timeline = Timeline::of(&read.records);
+    let at = |i: usize| timeline.offset(i);
     let mut steps: Vec<StepRow> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut critical_path = Vec::new();
     let mut approvals = Vec::new();
     let mut rollback: Option<RollbackRow> = None;
-    let mut resumes = Vec::new();
-    let mut interruptions = Vec::new();
+    let mut step_notes = Vec::new();
     let mut notes = Vec::new();
     let mut status = "incomplete".to_string();
-    let mut last_ms = 0;
     let row = |steps: &mut Vec<StepRow>, index: &mut HashMap<String, usize>, id: &str| -> usize {
         *index.entry(id.to_string()).or_insert_with(|| {
             steps.push(StepRow {
@@ -244,22 +291,23 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 uses: String::new(),
                 status: "not run".into(),
                 attempts: 0,
+                tries: Vec::new(),
                 start_ms: None,
                 end_ms: None,
                 duration_ms: None,
                 estimate_ms: 0,
                 predicted_start_ms: 0,
-                history_ms: history.get(id).copied(),
                 critical: false,
                 error: None,
                 log_tail: None,
                 module: None,
+                outputs: Map::new(),
             });
             steps.len() - 1
         })
     };
-    for r in &read.records[1..] {
-        last_ms = last_ms.max(r.t_ms());
+    for (n, r) in read.records.iter().enumerate().skip(1) {
+        let session = timeline.session_of(n);
         match r {
             Record::Planned {
                 steps: planned,
@@ -280,106 +328,172 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 }
                 critical_path = path.clone();
             }
-            Record::StepStarted {
-                t_ms,
-                step,
-                attempt,
-            } => {
+            Record::StepStarted { step, attempt, .. } => {
                 let i = row(&mut steps, &mut index, step);
                 let s = &mut steps[i];
+                let start = at(n);
                 if *attempt == 1 {
-                    s.start_ms = Some(*t_ms);
+                    s.start_ms = Some(start);
                     s.end_ms = None;
+                    s.duration_ms = None;
                 }
                 s.status = "running".into();
+                s.tries.push(TryRow {
+                    session,
+                    attempt: *attempt,
+                    started_at: timeline.wall(start),
+                    ended_at: None,
+                    start_ms: start,
+                    end_ms: None,
+                    status: "running".into(),
+                    error: None,
+                    stderr_tail: None,
+                });
+            }
+            Record::AttemptFailed {
+                step,
+                attempt,
+                error,
+                stderr_tail,
+                ..
+            } => {
+                let i = row(&mut steps, &mut index, step);
+                let end = at(n);
+                if let Some(t) = steps[i]
+                    .tries
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.session == session && t.attempt == *attempt)
+                {
+                    t.status = "failed".into();
+                    t.end_ms = Some(end);
+                    t.ended_at = timeline.wall(end);
+                    t.error = Some(error.clone());
+                    t.stderr_tail = stderr_tail.clone();
+                }
             }
             Record::StepFinished {
-                t_ms,
                 step,
                 status: st,
-                attempts,
                 started_ms,
                 outputs,
                 error,
+                ..
             } => {
                 let i = row(&mut steps, &mut index, step);
                 let s = &mut steps[i];
+                let end = at(n);
+                let start = timeline.offset_in(session, *started_ms).min(end);
                 s.status = st.as_str().into();
-                s.attempts = *attempts;
-                s.start_ms = Some(*started_ms);
-                s.end_ms = Some(*t_ms);
-                s.duration_ms = Some(t_ms.saturating_sub(*started_ms));
+                s.start_ms = Some(start);
+                s.end_ms = Some(end);
+                s.duration_ms = Some(end - start);
                 s.error = error.clone();
+                s.outputs = outputs.clone();
                 s.log_tail = (*st == StepStatus::Failed)
-                    .then(|| log_tail(outputs))
+                    .then(|| output_tail(outputs))
                     .flatten();
+                // The try this ends (a retry's failure was recorded by AttemptFailed already).
+                if let Some(t) = s
+                    .tries
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.session == session && t.end_ms.is_none())
+                {
+                    t.status = st.as_str().into();
+                    t.end_ms = Some(end);
+                    t.ended_at = timeline.wall(end);
+                    if t.error.is_none() {
+                        t.error = error.clone();
+                    }
+                    if t.stderr_tail.is_none() {
+                        t.stderr_tail = s.log_tail.clone();
+                    }
+                }
                 // A step's `note` output is meant for the report (a data-loss window, say).
                 if let Some(note) = outputs
                     .get("note")
                     .and_then(Json::as_str)
                     .filter(|n| !n.is_empty())
                 {
-                    notes.push(format!("{step}: {note}"));
+                    step_notes.push(StepNote {
+                        step: step.clone(),
+                        note: note.to_string(),
+                    });
                 }
             }
             Record::Approval {
-                t_ms,
                 step,
                 approver,
-                at,
+                at: when,
                 simulated,
                 via,
                 comment,
                 ..
             } => approvals.push(ApprovalRow {
                 step: step.clone(),
+                decision: "approved".into(),
                 approver: approver.clone(),
                 via: via.clone(),
                 comment: comment.clone(),
-                at: at.clone(),
-                t_ms: *t_ms,
+                at: when.clone(),
+                t_ms: at(n),
+                session,
                 simulated: *simulated,
             }),
-            Record::Interrupted { t_ms, signal } => {
-                interruptions.push(format!("{signal} at {}", t_ms))
-            }
+            Record::ApprovalRejected {
+                step, by, comment, ..
+            } => approvals.push(ApprovalRow {
+                step: step.clone(),
+                decision: "rejected".into(),
+                approver: by.to_string(),
+                via: None,
+                comment: comment.clone(),
+                at: timeline.wall(at(n)),
+                t_ms: at(n),
+                session,
+                simulated: false,
+            }),
+            Record::AnswerRefused {
+                step, by, reason, ..
+            } => notes.push(format!("{step}: answer by {by} not taken: {reason}")),
             Record::RunFinished { status: st, .. } => status = status_name(*st).into(),
-            Record::Resumed {
-                t_ms, at, operator, ..
+            Record::Resumed { .. } => status = "incomplete".into(),
+            Record::RollbackStarted {
+                at: when,
+                by,
+                forced,
+                ..
             } => {
-                resumes.push(ResumeRow {
-                    at: at.clone(),
-                    operator: operator.clone(),
-                    t_ms: *t_ms,
-                });
-                status = "incomplete".into();
-            }
-            Record::RollbackStarted { at, by, forced, .. } => {
                 let row = rollback.get_or_insert_with(|| RollbackRow {
                     status: "incomplete".into(),
                     by: None,
                     at: None,
+                    sessions: Vec::new(),
                     forced: None,
                     actions: Vec::new(),
                 });
-                // A rollback run again (after an interruption) adds its own session.
+                // A rollback run again (after an interruption) is a session of its own.
+                row.status = "incomplete".into();
                 row.by = by.as_ref().map(ToString::to_string).or(row.by.take());
-                row.at = Some(at.clone());
+                row.at = Some(when.clone());
+                row.sessions.push(session);
                 if forced.is_some() {
                     row.forced = forced.clone();
                 }
             }
             Record::UndoFinished {
-                t_ms,
                 step,
                 status: st,
                 error,
+                ..
             } => {
                 if let Some(rb) = rollback.as_mut() {
                     rb.actions.push(UndoRow {
                         step: step.clone(),
                         status: st.as_str().into(),
-                        t_ms: *t_ms,
+                        t_ms: at(n),
+                        session,
                         error: error.clone(),
                     });
                 }
@@ -390,49 +504,28 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
                 }
             }
             Record::RunNote { message, .. } => notes.push(message.clone()),
-            Record::ApprovalRejected {
-                step, by, comment, ..
-            } => notes.push(format!(
-                "{step}: rejected by {by}{}",
-                comment
-                    .as_deref()
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default()
-            )),
-            Record::AnswerRefused {
-                step, by, reason, ..
-            } => notes.push(format!("{step}: answer by {by} not taken: {reason}")),
             Record::RunStarted { .. }
             | Record::ApprovalWaiting { .. }
-            | Record::AttemptFailed { .. }
+            | Record::Interrupted { .. }
             | Record::UndoStarted { .. } => {}
         }
     }
-    // A step still "running" when the journal ends was in doubt (a crash).
+    // A try still running when its session ended: cancelled by an interrupt that recorded no
+    // end for it, or in doubt (the session crashed: its effect is unknown).
     for s in &mut steps {
+        for t in s.tries.iter_mut().filter(|t| t.status == "running") {
+            t.status = "in doubt".into();
+            t.end_ms = Some(timeline.sessions[t.session - 1].end_ms);
+        }
         if s.status == "running" {
             s.status = "in doubt".into();
         }
+        s.attempts = s.tries.len() as u32;
     }
-    let end_of_run = read
-        .records
-        .iter()
-        .filter(|r| {
-            !matches!(
-                r,
-                Record::RollbackStarted { .. }
-                    | Record::UndoStarted { .. }
-                    | Record::UndoFinished { .. }
-                    | Record::RollbackFinished { .. }
-            )
-        })
-        .map(Record::t_ms)
-        .max()
-        .unwrap_or(last_ms);
-    let rto_met = match (&header.rto_ms, status.as_str()) {
-        (Some(rto), "succeeded") => Some(end_of_run <= *rto),
-        (Some(_), _) => Some(false),
-        _ => None,
+    let wall_ms = timeline.wall_ms();
+    let rto_met = match (header.rto_ms, header.mode) {
+        (None, _) | (_, Mode::Check) => None,
+        (Some(rto), _) => Some(status == "succeeded" && rollback.is_none() && wall_ms <= rto),
     };
     Some(Report {
         run_id: header.run_id,
@@ -445,7 +538,9 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
         started_at: header.started_at,
         inputs: header.inputs,
         status,
-        duration_ms: end_of_run,
+        sessions: timeline.sessions,
+        wall_ms,
+        duration_ms: wall_ms,
         rto_ms: header.rto_ms,
         rto_met,
         predicted_ms: header.predicted_ms,
@@ -454,27 +549,29 @@ pub fn build(read: &ReadJournal, history: &HashMap<String, u64>) -> Option<Repor
         steps,
         approvals,
         rollback,
-        resumes,
-        interruptions,
+        step_notes,
         notes,
     })
-}
-
-/// The last lines of stderr (or stdout when stderr is empty).
-fn log_tail(outputs: &Map<String, Json>) -> Option<String> {
-    let pick = |k: &str| {
-        outputs
-            .get(k)
-            .and_then(Json::as_str)
-            .filter(|s| !s.trim().is_empty())
-    };
-    let text = pick("stderr").or_else(|| pick("stdout"))?;
-    let lines: Vec<&str> = text.lines().collect();
-    Some(lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n"))
 }
 
 impl Report {
     pub fn count(&self, status: &str) -> usize {
         self.steps.iter().filter(|s| s.status == status).count()
+    }
+
+    /// Tries that failed, over every session, with their step: what went wrong on the way,
+    /// even where a later try succeeded.
+    pub fn failed_tries(&self) -> impl Iterator<Item = (&StepRow, &TryRow)> {
+        self.steps.iter().flat_map(|s| {
+            s.tries
+                .iter()
+                .filter(|t| t.status != "succeeded")
+                .map(move |t| (s, t))
+        })
+    }
+
+    /// Sessions that ended by crashing.
+    pub fn crashed(&self) -> impl Iterator<Item = &SessionRow> {
+        self.sessions.iter().filter(|s| s.end == "crashed")
     }
 }

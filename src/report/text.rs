@@ -1,9 +1,13 @@
-//! The report as plain text, for a terminal.
+//! The report as plain text, for a terminal; and the phrases every format shares, so that text,
+//! Markdown, HTML and JUnit say the same facts in the same words.
 
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::Report;
+use serde_json::Value as Json;
+
+use super::sessions::SessionRow;
+use super::{Report, StepRow, TryRow};
 use crate::runbook::duration::format as dur;
 
 pub fn ms(v: u64) -> String {
@@ -14,10 +18,19 @@ pub fn opt_ms(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), ms)
 }
 
-impl super::StepRow {
+/// `1 step`, `2 steps`.
+pub fn count(n: usize, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+impl StepRow {
     /// The step table's columns after the id, the same in every format: status, tries, start,
-    /// took, planned start, estimate, history.
-    pub fn cells(&self) -> [String; 7] {
+    /// took, planned start, estimate.
+    pub fn cells(&self) -> [String; 6] {
         [
             self.status.clone(),
             self.attempts.to_string(),
@@ -25,8 +38,40 @@ impl super::StepRow {
             opt_ms(self.duration_ms),
             ms(self.predicted_start_ms),
             ms(self.estimate_ms),
-            opt_ms(self.history_ms),
         ]
+    }
+
+    /// Outputs worth reading in a report: all but the captured stdout/stderr (whose failing
+    /// tails are shown with the failures), each value on one line and cut at 200 characters.
+    pub fn shown_outputs(&self) -> Vec<(String, String)> {
+        self.outputs
+            .iter()
+            .filter(|(k, v)| !matches!(k.as_str(), "stdout" | "stderr") && !is_blank(v))
+            .map(|(k, v)| {
+                let text = match v {
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let line = text.replace('\n', "⏎");
+                let cut = if line.chars().count() > 200 {
+                    format!("{}…", line.chars().take(199).collect::<String>())
+                } else {
+                    line
+                };
+                (k.clone(), cut)
+            })
+            .collect()
+    }
+}
+
+fn is_blank(v: &Json) -> bool {
+    v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty())
+}
+
+impl TryRow {
+    /// `session 1, attempt 2`.
+    pub fn label(&self) -> String {
+        format!("session {}, attempt {}", self.session, self.attempt)
     }
 }
 
@@ -45,13 +90,106 @@ impl super::ModuleRow {
     }
 }
 
-/// "met, 2m to spare" / "missed by 1m" / "not reached (failed)".
+impl SessionRow {
+    /// `resume by alice@db-1 (pid 42), 20:01:03Z → 20:01:09Z: crashed`, the same in every
+    /// format.
+    pub fn line(&self) -> String {
+        let mut text = format!("{} by {}", self.kind, self.by);
+        if !self.host.is_empty() {
+            text.push_str(&format!("@{}", self.host));
+        }
+        text.push_str(&format!(
+            " (pid {}), {} → {}: {}",
+            self.pid,
+            self.started_at,
+            self.ended_at.as_deref().unwrap_or("-"),
+            self.end
+        ));
+        match self.end.as_str() {
+            "crashed" => text.push_str(" (its journal stops here: no end was recorded)"),
+            "interrupted" => {
+                if let Some(sig) = &self.signal {
+                    text.push_str(&format!(" by {sig}"));
+                }
+            }
+            _ => {}
+        }
+        if !self.inputs.is_empty() {
+            let given: Vec<String> = self
+                .inputs
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k}={}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                    )
+                })
+                .collect();
+            text.push_str(&format!("; inputs changed: {}", given.join(", ")));
+        }
+        text
+    }
+}
+
+impl Report {
+    /// `SUCCEEDED in 1m 5s of wall-clock time, 3 sessions (1 crashed)`.
+    pub fn headline(&self) -> String {
+        let mut text = format!("{} in {}", self.status.to_uppercase(), ms(self.wall_ms));
+        if self.mode == "dry-run" {
+            text.push_str(" of virtual time");
+        } else {
+            text.push_str(" of wall-clock time");
+        }
+        let crashed = self.crashed().count();
+        if self.sessions.len() > 1 || crashed > 0 {
+            text.push_str(&format!(", {}", count(self.sessions.len(), "session")));
+            if crashed > 0 {
+                text.push_str(&format!(" ({crashed} crashed)"));
+            }
+        }
+        if let Some(rb) = &self.rollback {
+            text.push_str(&format!(
+                "; ROLLED BACK ({}{})",
+                rb.status,
+                if rb.forced.is_some() { ", forced" } else { "" }
+            ));
+        }
+        text
+    }
+
+    /// The gaps between sessions: `(after session, ms)` for each gap of a second or more.
+    pub fn gaps(&self) -> Vec<(usize, u64)> {
+        self.sessions
+            .windows(2)
+            .map(|w| (w[0].session, w[1].start_ms.saturating_sub(w[0].end_ms)))
+            .filter(|&(_, gap)| gap >= 1000)
+            .collect()
+    }
+}
+
+/// "met, 2m to spare" / "MISSED by 1m" / "not reached (the run failed)".
 pub fn rto_line(r: &Report) -> Option<String> {
     let rto = r.rto_ms?;
+    if r.mode == "check" {
+        return Some(format!(
+            "{}: not judged (a pre-flight recovers nothing)",
+            ms(rto)
+        ));
+    }
+    let clock = if r.mode == "dry-run" {
+        "predicted"
+    } else {
+        "wall clock"
+    };
     Some(match r.rto_met {
-        Some(true) => format!("{}: met, {} to spare", ms(rto), ms(rto - r.duration_ms)),
+        Some(true) => format!(
+            "{}: met, {} to spare ({clock})",
+            ms(rto),
+            ms(rto - r.wall_ms)
+        ),
+        _ if r.rollback.is_some() => format!("{}: not reached (rolled back)", ms(rto)),
         _ if r.status == "succeeded" => {
-            format!("{}: MISSED by {}", ms(rto), ms(r.duration_ms - rto))
+            format!("{}: MISSED by {} ({clock})", ms(rto), ms(r.wall_ms - rto))
         }
         _ => format!("{}: not reached (the run {})", ms(rto), r.status),
     })
@@ -60,6 +198,10 @@ pub fn rto_line(r: &Report) -> Option<String> {
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{} — run {} ({})", r.runbook, r.run_id, r.mode);
+    let _ = writeln!(o, "  result     {}", r.headline());
+    if let Some(line) = rto_line(r) {
+        let _ = writeln!(o, "  rto        {line}");
+    }
     let _ = writeln!(
         o,
         "  file       {} (sha256 {})",
@@ -69,21 +211,25 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "  operator   {}, started {}", r.operator, r.started_at);
     let _ = writeln!(
         o,
-        "  result     {} in {}",
-        r.status.to_uppercase(),
-        ms(r.duration_ms)
-    );
-    let _ = writeln!(
-        o,
         "  predicted  {} (critical path: {})",
         ms(r.predicted_ms),
         r.critical_path.join(" -> ")
     );
-    if let Some(line) = rto_line(r) {
-        let _ = writeln!(o, "  rto        {line}");
+    let _ = writeln!(o, "\nsessions");
+    for s in &r.sessions {
+        let _ = writeln!(o, "  {}. {}", s.session, s.line());
+    }
+    for (after, gap) in r.gaps() {
+        let _ = writeln!(o, "  gap of {} after session {after}", ms(gap));
+    }
+    if !r.step_notes.is_empty() {
+        let _ = writeln!(o, "\nrecorded by steps");
+        for n in &r.step_notes {
+            let _ = writeln!(o, "  {}: {}", n.step, n.note);
+        }
     }
     if !r.inputs.is_empty() {
-        let _ = writeln!(o, "\ninputs");
+        let _ = writeln!(o, "\ninputs (as the run started)");
         for (k, v) in &r.inputs {
             let _ = writeln!(o, "  {k} = {v}");
         }
@@ -93,7 +239,14 @@ pub fn render(r: &Report) -> String {
         for a in &r.approvals {
             let when = a.at.clone().unwrap_or_else(|| format!("+{}", ms(a.t_ms)));
             let sim = if a.simulated { " (simulated)" } else { "" };
-            let _ = writeln!(o, "  {} approved by {} at {when}{sim}", a.step, a.who());
+            let _ = writeln!(
+                o,
+                "  {} {} by {} at {when}{sim} (session {})",
+                a.step,
+                a.decision,
+                a.who(),
+                a.session
+            );
         }
     }
     let width = r
@@ -103,17 +256,17 @@ pub fn render(r: &Report) -> String {
         .max()
         .unwrap_or(4)
         .clamp(4, 40);
-    let _ = writeln!(o, "\nsteps (* critical path)");
+    let _ = writeln!(o, "\nsteps (* critical path; times from the run's start)");
     let _ = writeln!(
         o,
-        "    {:<width$}  {:<9}  {:>5}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}",
-        "step", "status", "tries", "start", "took", "planned", "est", "history"
+        "    {:<width$}  {:<9}  {:>5}  {:>8}  {:>8}  {:>8}  {:>8}",
+        "step", "status", "tries", "start", "took", "planned", "est"
     );
     for s in &r.steps {
-        let [status, tries, start, took, planned, est, history] = s.cells();
+        let [status, tries, start, took, planned, est] = s.cells();
         let _ = writeln!(
             o,
-            "  {} {:<width$}  {status:<9}  {tries:>5}  {start:>8}  {took:>8}  {planned:>8}  {est:>8}  {history:>8}",
+            "  {} {:<width$}  {status:<9}  {tries:>5}  {start:>8}  {took:>8}  {planned:>8}  {est:>8}",
             if s.critical { '*' } else { ' ' },
             s.id,
         );
@@ -134,19 +287,41 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
-    let failed: Vec<_> = r.steps.iter().filter(|s| s.error.is_some()).collect();
-    if !failed.is_empty() {
-        let _ = writeln!(o, "\nfailures");
-        for s in failed {
+    let tries: Vec<_> = r.failed_tries().collect();
+    if !tries.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nfailures (every try that did not succeed, in every session)"
+        );
+        for (s, t) in tries {
             let _ = writeln!(
                 o,
-                "  {} ({}): {}",
+                "  {} ({}) {} at +{}: {}",
                 s.id,
-                s.status,
-                s.error.as_deref().unwrap_or("")
+                t.label(),
+                t.status,
+                ms(t.start_ms),
+                t.error.as_deref().unwrap_or(match t.status.as_str() {
+                    "in doubt" => "its session stopped with no end recorded: effect unknown",
+                    _ => "",
+                })
             );
-            for line in s.log_tail.iter().flat_map(|t| t.lines()) {
+            for line in t.stderr_tail.iter().flat_map(|t| t.lines()) {
                 let _ = writeln!(o, "    | {line}");
+            }
+        }
+    }
+    let outputs: Vec<_> = r
+        .steps
+        .iter()
+        .map(|s| (s, s.shown_outputs()))
+        .filter(|(_, o)| !o.is_empty())
+        .collect();
+    if !outputs.is_empty() {
+        let _ = writeln!(o, "\noutputs");
+        for (s, values) in outputs {
+            for (k, v) in values {
+                let _ = writeln!(o, "  {}.{k} = {v}", s.id);
             }
         }
     }
@@ -158,20 +333,15 @@ pub fn render(r: &Report) -> String {
                 .as_deref()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default();
-            let _ = writeln!(o, "  undo {} {} at +{}{err}", a.step, a.status, ms(a.t_ms));
+            let _ = writeln!(
+                o,
+                "  undo {} {} at +{} (session {}){err}",
+                a.step,
+                a.status,
+                ms(a.t_ms),
+                a.session
+            );
         }
-    }
-    for res in &r.resumes {
-        let _ = writeln!(
-            o,
-            "\nresumed by {} at {} (+{})",
-            res.operator,
-            res.at,
-            ms(res.t_ms)
-        );
-    }
-    for i in &r.interruptions {
-        let _ = writeln!(o, "interrupted: {i} ms");
     }
     for n in &r.notes {
         let _ = writeln!(o, "note: {n}");

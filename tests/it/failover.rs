@@ -395,8 +395,29 @@ fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
     assert!(
         report
             .stdout
-            .contains("note: last-known: data-loss window: WAL after"),
+            .contains("recorded by steps\n  last-known: data-loss window: WAL after"),
         "{}",
         report.stdout
     );
+    // The same fact in every format: JUnit as a property, HTML above the fold.
+    for (format, wanted) in [
+        (
+            "junit",
+            "<property name=\"note.last-known\" value=\"data-loss window: WAL after",
+        ),
+        (
+            "html",
+            "<dd id=\"step-notes\"><ul><li><code>last-known</code>: <strong>data-loss window: WAL after",
+        ),
+        (
+            "md",
+            "## Recorded by steps\n\n- `last-known`: data-loss window: WAL after",
+        ),
+    ] {
+        let out = Ripcord::new()
+            .state(&c.dir.path().join("state"))
+            .args(["report", &run_id, "--format", format])
+            .run();
+        assert!(out.stdout.contains(wanted), "{format}: {}", out.stdout);
+    }
 }

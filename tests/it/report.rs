@@ -52,6 +52,8 @@ fn text_markdown_and_json_reports() {
         let mut settings = insta::Settings::clone_current();
         settings.add_filter(&regex_escape(&who), "[WHO]");
         settings.add_filter(r"\d{8}-\d{6}-dry-0001", "[RUN_ID]");
+        settings.add_filter(r#"pid("?:? )\d+"#, "pid$1[PID]");
+        settings.add_filter(r#""(by|host)": "[^"]*""#, r#""$1": "[$1]""#);
         settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?", "[TIME]");
         settings.add_filter(
             r#"/[^\s`"]*/tests/fixtures/reports/"#,
@@ -103,8 +105,24 @@ fn junit_has_one_testcase_per_step_and_counts_that_match() {
             _ => {}
         }
     }
-    assert_eq!(cases, 9, "{names:?}");
+    // A testcase per step, and one per undo of the automatic rollback.
+    assert_eq!(cases, 13, "{names:?}");
     assert!(names.contains(&"power-on[app2]".to_string()));
+    let undos: Vec<&String> = names.iter().filter(|n| n.starts_with("undo ")).collect();
+    assert_eq!(
+        undos,
+        [
+            "undo drain",
+            "undo power-on[app3]",
+            "undo power-on[app2]",
+            "undo power-on[app1]"
+        ]
+    );
+    assert!(
+        xml.contains("<property name=\"rollback\" value=\"succeeded"),
+        "the rollback is a property: {xml}"
+    );
+    assert!(xml.contains("<property name=\"session.1\" value=\"run by "));
     assert_eq!(
         suite_attrs,
         [
@@ -127,19 +145,18 @@ fn html_is_self_contained_with_a_bar_per_step_and_the_critical_path() {
     let run_id = rehearsal(dir.path());
     let html = report(dir.path(), &run_id, "html").stdout;
     assert!(html.starts_with("<!DOCTYPE html>"));
-    for external in [
-        "<script",
-        "<link",
-        "src=\"http",
-        "href=\"http",
-        "@import",
-        "url(",
-    ] {
+    for external in ["<script", "<link", "src=\"http", "href=\"http", "@import"] {
         assert!(
             !html.contains(external),
             "external asset or script: {external}"
         );
     }
+    // `url(` only for the page's own pattern (`url(#hatch)`).
+    assert_eq!(
+        html.matches("url(").count(),
+        html.matches("url(#").count(),
+        "url() to something outside the page"
+    );
     let svg = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
     let steps = svg.matches("<g class=\"step").count();
     assert_eq!(steps, 9);
@@ -148,13 +165,31 @@ fn html_is_self_contained_with_a_bar_per_step_and_the_critical_path() {
         9,
         "a predicted bar per step"
     );
-    // Eight steps ran (smoke never did): eight actual bars, one of them failed.
-    assert_eq!(svg.matches("<rect class=\"actual").count(), 8);
+    // Eight steps ran (smoke never did): a bar per try; repoint failed every one of its tries,
+    // each red with a ✕.
+    let json: Value = serde_json::from_str(&report(dir.path(), &run_id, "json").stdout).unwrap();
+    let tries: usize = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tries"].as_array().unwrap().len())
+        .sum();
+    let repoint = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "repoint")
+        .unwrap();
+    let failed_tries = repoint["tries"].as_array().unwrap().len();
+    assert!(failed_tries >= 1);
+    assert_eq!(svg.matches("<rect class=\"try ").count(), tries);
     assert_eq!(
-        svg.matches("<rect class=\"actual failed critical\"")
-            .count(),
-        1
+        svg.matches("<rect class=\"try failed\"").count(),
+        failed_tries
     );
+    assert_eq!(svg.matches("class=\"mark-failed\"").count(), failed_tries);
+    // Undos of the rollback on their steps' rows.
+    assert_eq!(svg.matches("<path class=\"undo\"").count(), 4);
     let critical: Vec<&str> = svg
         .split("<g class=\"step critical\" data-step=\"")
         .skip(1)
@@ -213,22 +248,98 @@ fn history_estimates_come_from_earlier_real_runs() {
         (400..1000).contains(&ms),
         "median of real runs: about 300 + 100 ms, got {ms}"
     );
-    // The dry-run follows the same estimates; the report shows history beside the estimate.
+    // The dry-run follows the same estimates.
     let dry = Ripcord::new()
         .state(dir.path())
         .args(["run", "--dry-run", "--json", "--estimates", "history", file])
         .run();
     assert_eq!(dry.summary()["duration_ms"].as_u64().unwrap(), ms);
-    let run_id = dry.events()[0]["run_id"].as_str().unwrap().to_string();
-    let json: Value = serde_json::from_str(&report(dir.path(), &run_id, "json").stdout).unwrap();
-    let work = json["steps"]
-        .as_array()
-        .unwrap()
+    // A dry-run is not a sample: its 300-odd ms of virtual time changes no median (were it
+    // one, the same plan would now predict differently).
+    let again = Ripcord::new()
+        .state(dir.path())
+        .args(["plan", "--json", "--estimates", "history", file])
+        .run();
+    let again: Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(again["predicted_ms"]["unlimited"], ms);
+    // The text plan says where its estimates came from, on a line of its own.
+    let text = Ripcord::new()
+        .state(dir.path())
+        .args(["plan", "--estimates", "history", file])
+        .run();
+    assert!(
+        text.stdout
+            .starts_with("estimates: 2 of 2 steps from earlier real runs, the rest from sim\nlearn: 2 steps in 2 stages"),
+        "{}",
+        text.stdout
+    );
+}
+
+/// A past run's report is a function of its journal: runs made later change nothing in it, and
+/// it carries no history estimates.
+#[test]
+fn a_report_does_not_change_as_later_runs_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("learn.yaml");
+    std::fs::write(
+        &runbook,
+        "version: 1\nname: learn\nsteps:\n\
+         - { id: work, uses: sleep.for, with: { duration: 50ms } }\n",
+    )
+    .unwrap();
+    let file = runbook.to_str().unwrap();
+    let run = || {
+        let out = Ripcord::new()
+            .state(dir.path())
+            .args(["run", "--json", file])
+            .run();
+        assert_eq!(out.code, 0, "{}", out.transcript());
+        out.events()[0]["run_id"].as_str().unwrap().to_string()
+    };
+    let first = run();
+    let before: Vec<String> = ["text", "md", "json", "junit", "html"]
         .iter()
-        .find(|s| s["id"] == "work")
-        .unwrap()
-        .clone();
-    assert!(work["history_ms"].as_u64().unwrap() >= 300);
+        .map(|f| report(dir.path(), &first, f).stdout)
+        .collect();
+    run();
+    run();
+    let after: Vec<String> = ["text", "md", "json", "junit", "html"]
+        .iter()
+        .map(|f| report(dir.path(), &first, f).stdout)
+        .collect();
+    assert_eq!(before, after);
+    assert!(!before[2].contains("history"), "{}", before[2]);
+}
+
+/// An approval given in advance (`--yes`) took no one's time: it is no sample for the
+/// approval's estimate, which stays the runbook's.
+#[test]
+fn history_estimates_leave_out_approvals_given_in_advance() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("ok.yaml");
+    std::fs::write(
+        &runbook,
+        "version: 1\nname: ok\nsteps:\n\
+         - { id: approve, uses: approval.ask, with: { prompt: go? }, sim: { duration: 5m } }\n\
+         - { id: work, needs: [approve], uses: sleep.for, with: { duration: 20ms } }\n",
+    )
+    .unwrap();
+    let file = runbook.to_str().unwrap();
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--yes", file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let plan = Ripcord::new()
+        .state(dir.path())
+        .args(["plan", "--json", "--estimates", "history", file])
+        .run();
+    let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+    let ms = plan["predicted_ms"]["unlimited"].as_u64().unwrap();
+    assert!(
+        (300_000..301_000).contains(&ms),
+        "the approval keeps its 5m estimate, work takes its measured ~20ms: {ms}"
+    );
 }
 
 #[test]
@@ -254,12 +365,18 @@ fn runs_lists_newest_first_and_reports_are_private_files() {
         .map(|r| r["run_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [second.as_str(), first.as_str()]);
-    assert_eq!(runs[0]["result"], "succeeded");
-    assert_eq!(runs[0]["rto_met"], true);
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["sessions"], 1);
+    // The RTO is judged for finished real runs only: these are dry-runs.
+    assert_eq!(runs[0]["rto_met"], Value::Null);
     // The rehearsal failed and rolled back automatically: `runs` says both.
-    assert_eq!(runs[1]["result"], "failed (rolled back)");
-    assert_eq!(runs[1]["rollback"], "succeeded");
+    assert_eq!(runs[1]["status"], "failed");
+    assert_eq!(runs[1]["rolled_back"], "yes");
     assert_eq!(runs[1]["mode"], "dry-run");
+    assert_eq!(
+        runs[1]["sessions"], 2,
+        "the run, and its automatic rollback"
+    );
 
     let path = dir.path().join("evidence.html");
     let out = Ripcord::new()

@@ -187,9 +187,25 @@ fn killed_right_after_promotion_resume_finishes_the_cut_over_without_promoting_a
         "killed before the end"
     );
 
+    // The operator takes two seconds to notice and resume: writes fail meanwhile, and the
+    // report must count that time.
+    std::thread::sleep(Duration::from_secs(2));
     // Every step after promotion is idempotent: resume needs no flag.
     let out = ripcord(&c, &["resume", &run_id]).run();
     assert_eq!(out.code, 0, "{}", out.transcript());
+    let report = ripcord(&c, &["report", &run_id, "--format", "json"]).run();
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    let sessions = report["sessions"].as_array().unwrap();
+    assert_eq!(sessions[0]["end"], "crashed", "{sessions:?}");
+    assert_eq!(sessions[1]["end"], "finished", "{sessions:?}");
+    let gap = sessions[1]["start_ms"].as_u64().unwrap() - sessions[0]["end_ms"].as_u64().unwrap();
+    assert!(gap >= 2000, "the wait is in the timeline: {gap} ms");
+    assert!(
+        report["wall_ms"].as_u64().unwrap() >= gap + sessions[0]["end_ms"].as_u64().unwrap(),
+        "{report}"
+    );
+    let text = ripcord(&c, &["report", &run_id]).run().stdout;
+    assert!(text.contains("2 sessions (1 crashed)"), "{text}");
     let records = journal(&c);
     let promotions = records
         .iter()

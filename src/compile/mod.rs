@@ -12,6 +12,7 @@ pub mod expr;
 pub mod inputs;
 pub mod param;
 pub mod params;
+pub mod script;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -788,6 +789,7 @@ impl Compiler<'_> {
         let ids = self.index_ids(&decls);
         self.resolve_references(&mut decls, &ids, inputs);
         self.check_secrets_stay_off_command_lines(decls.iter(), inputs);
+        self.check_script_quoting(decls.iter());
         let outputs = self.check_outputs(runbook, &decls, &ids, inputs);
         let ok = self.error_count() == errors_before;
         if self.error_count() == 0 {
@@ -1405,6 +1407,47 @@ impl Compiler<'_> {
                                 );
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each `${{ }}` in `shell.run`'s `script:` is quoted for where it stands (see
+    /// [`script`]); where that cannot be known, the runbook is refused.
+    fn check_script_quoting<'d>(&mut self, decls: impl Iterator<Item = &'d Decl>) {
+        let shell = |a: &ActionRef| a.provider == "shell" && a.action == "run";
+        for d in decls {
+            let mut params: Vec<&Param> = Vec::new();
+            if d.action.as_ref().is_some_and(shell) {
+                params.extend(d.with.as_ref());
+            }
+            if let Some(u) = d.undo.as_ref().filter(|u| shell(&u.action)) {
+                params.extend(u.with.as_ref());
+            }
+            for p in params {
+                let Param::Map(entries) = p else { continue };
+                let Some((_, Param::Str(t))) = entries.iter().find(|(k, _)| k == "script") else {
+                    continue;
+                };
+                let exprs = t.parts.iter().filter_map(|part| match part {
+                    crate::compile::expr::Part::Expr(e) => Some(e),
+                    crate::compile::expr::Part::Lit(_) => None,
+                });
+                for (e, q) in exprs.zip(script::quoting(&t.parts)) {
+                    if let Err(why) = q {
+                        self.diags.push(
+                            Diag::error(
+                                "ripcord::script-expression",
+                                format!("`${{{{ {} }}}}` {why} in `script:` cannot be quoted safely", e.text),
+                            )
+                            .in_file(&d.file)
+                            .label(e.span, "here")
+                            .help(format!(
+                                "pass the value through `env:` (e.g. `env: {{ VALUE: \"${{{{ {} }}}}\" }}`) and use \"$VALUE\" in the script",
+                                e.text
+                            )),
+                        );
                     }
                 }
             }

@@ -508,7 +508,7 @@ impl Executor<'_> {
             }
         }
         let params = match &step.with {
-            Some(p) => match render::render_param(&self.env, p, &ctx) {
+            Some(p) => match render::render_with(&self.env, &step.action, p, &ctx) {
                 Ok(v) => v,
                 Err(e) => return Prepared::Fail(format!("cannot render `with`: {e}")),
             },

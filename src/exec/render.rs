@@ -144,6 +144,63 @@ pub fn render_template(
     Ok(Json::String(out))
 }
 
+/// `shell.run`'s `script:`, each `${{ }}` quoted for where it stands, so that its value reaches
+/// the shell as data, byte for byte (see [`crate::compile::script`]).
+pub fn render_script(
+    env: &Environment,
+    t: &Template,
+    ctx: &minijinja::Value,
+) -> Result<Json, String> {
+    let places = crate::compile::script::quoting(&t.parts);
+    let mut places = places.into_iter();
+    let mut out = String::new();
+    for part in &t.parts {
+        match part {
+            expr::Part::Lit(s) => out.push_str(s),
+            expr::Part::Expr(e) => {
+                let quoting = places.next().and_then(Result::ok).ok_or_else(|| {
+                    format!("`${{{{ {} }}}}` cannot be quoted safely here", e.text)
+                })?;
+                let value = eval(env, e, ctx)?;
+                let text = match value.as_str() {
+                    Some(s) => s.to_string(),
+                    None => value.to_string(),
+                };
+                out.push_str(
+                    &crate::compile::script::quote(&text, quoting)
+                        .map_err(|why| format!("`${{{{ {} }}}}`: {why}", e.text))?,
+                );
+            }
+        }
+    }
+    Ok(Json::String(out))
+}
+
+/// A step's (or undo's) `with:`: as [`render_param`], with `shell.run`'s `script` quoted.
+pub fn render_with(
+    env: &Environment,
+    action: &crate::plan::ActionRef,
+    p: &Param,
+    ctx: &minijinja::Value,
+) -> Result<Json, String> {
+    let shell = action.builtin && action.provider == "shell" && action.action == "run";
+    match p {
+        Param::Map(entries) if shell => Ok(Json::Object(
+            entries
+                .iter()
+                .map(|(k, p)| {
+                    let v = match p {
+                        Param::Str(t) if k == "script" => render_script(env, t, ctx)?,
+                        _ => render_param(env, p, ctx)?,
+                    };
+                    Ok((k.clone(), v))
+                })
+                .collect::<Result<_, String>>()?,
+        )),
+        _ => render_param(env, p, ctx),
+    }
+}
+
 pub fn render_param(env: &Environment, p: &Param, ctx: &minijinja::Value) -> Result<Json, String> {
     Ok(match p {
         Param::Null => Json::Null,

@@ -165,7 +165,7 @@ pub async fn rollback(
                 }
             }
             let params = match &undo.with {
-                Some(w) => render::render_param(&env, w, &ctx),
+                Some(w) => render::render_with(&env, &undo.action, w, &ctx),
                 None => Ok(Json::Object(Map::new())),
             };
             emit(

@@ -66,7 +66,11 @@ pub fn line(record: &Record) -> Option<String> {
             steps,
             ..
         } => {
-            format!("run {run_id}: {runbook}, {steps} steps ({})", mode.as_str())
+            format!(
+                "run {run_id}: {runbook}, {} ({})",
+                crate::report::text::count(*steps, "step"),
+                mode.as_str()
+            )
         }
         Record::Planned { .. } => return None,
         Record::Resumed { t_ms, operator, .. } => format!("{} resumed by {operator}", at(*t_ms)),

@@ -99,6 +99,57 @@ fn ten_thousand_hostile_strings_reach_argv_byte_for_byte() {
     );
 }
 
+/// The same for `script:`: each value put into a shell script with `${{ }}` (outside quotes,
+/// inside single quotes, inside double quotes) reaches the command byte for byte, and nothing of
+/// it runs.
+#[test]
+fn hostile_strings_in_script_reach_the_command_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut strings = hostile_strings(300, 11);
+    // `for_each` items are distinct and non-empty, and a NUL cannot reach any command.
+    strings.retain(|s| !s.is_empty());
+    strings.sort();
+    strings.dedup();
+    let runbook = format!(
+        "version: 1\nname: script\ninputs:\n  strings: {{ type: list, default: {} }}\nsteps:\n\
+         - id: bare\n  for_each: \"${{{{ inputs.strings }}}}\"\n  uses: shell.run\n  with: {{ cwd: {cwd}, script: \"printf %s ${{{{ item }}}}\" }}\n\
+         - id: single\n  for_each: \"${{{{ inputs.strings }}}}\"\n  uses: shell.run\n  with: {{ cwd: {cwd}, script: \"printf %s '${{{{ item }}}}'\" }}\n\
+         - id: double\n  for_each: \"${{{{ inputs.strings }}}}\"\n  uses: shell.run\n  with: {{ cwd: {cwd}, script: \"printf %s \\\"${{{{ item }}}}\\\"\" }}\n",
+        serde_json::to_string(&strings).unwrap(),
+        cwd = dir.path().display(),
+    );
+    let file = dir.path().join("script.yaml");
+    std::fs::write(&file, &runbook).unwrap();
+    let state = dir.path().join("state");
+    let out = Ripcord::new()
+        .state(&state)
+        .current_dir(dir.path())
+        .args(["run", "--json", file.to_str().unwrap()])
+        .run();
+    assert_eq!(out.code, 0, "{}\n{runbook}", out.transcript());
+    assert!(
+        !dir.path().join("PWNED").exists(),
+        "a value was run by the shell"
+    );
+    let records = crate::support::records(&state).unwrap();
+    for context in ["bare", "single", "double"] {
+        let mut got: Vec<String> = records
+            .iter()
+            .filter(|r| {
+                r["kind"] == "step_finished"
+                    && r["step"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(&format!("{context}["))
+            })
+            .map(|r| r["outputs"]["stdout"].as_str().unwrap().to_string())
+            .collect();
+        got.sort();
+        assert_eq!(got.len(), strings.len(), "{context}");
+        assert!(got == strings, "{context}: a value changed on its way");
+    }
+}
+
 /// Every file under `dir`, read.
 fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

@@ -253,8 +253,10 @@ pub enum RunsStatus {
     Succeeded,
     Failed,
     Interrupted,
-    /// No end recorded: crashed, or running now.
+    /// No end recorded, and no session at work on it: crashed.
     Incomplete,
+    /// A session is at work on it now.
+    Running,
     /// Rolled back, in full or in part.
     RolledBack,
     /// Its journal cannot be read.

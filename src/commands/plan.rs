@@ -34,9 +34,14 @@ pub fn run(args: &PlanArgs) -> u8 {
         let n = history::apply(&mut compiled.plan, &medians);
         // Part of the plan's text, on its own line before it (on stdout with the rest, so the
         // two never interleave).
+        let total = compiled.plan.steps.len();
+        let runs = history::runs(&state, &compiled.plan.name);
         history_line = Some(format!(
-            "estimates: {n} of {} from earlier real runs, the rest from sim\n",
-            crate::report::text::count(compiled.plan.steps.len(), "step")
+            "estimates: {n} of {} from the median of {} (succeeded tries only: failed tries, \
+             retry waits and gaps between sessions are not in them){}\n",
+            crate::report::text::count(total, "step"),
+            crate::report::text::count(runs, "earlier real run"),
+            if n < total { "; the rest from sim" } else { "" }
         ));
     }
     let concurrency = args.concurrency.map(|c| c as usize);

@@ -36,7 +36,10 @@ pub fn run(args: &ReportArgs) -> u8 {
 pub fn build(state: &dyn StateBackend, run_id: &str) -> Result<Report, u8> {
     // From the journal alone: later runs change nothing in an earlier run's report.
     let (read, _) = read_run(state, run_id)?;
-    report::build(&read).ok_or(exit::INVALID)
+    let mut report = report::build(&read).ok_or(exit::INVALID)?;
+    // A journal that just stops is a crash, unless a session holds the run now.
+    report.mark_live(state.is_held(&crate::state::Scope::Run(run_id.to_string())));
+    Ok(report)
 }
 
 pub fn render(report: &Report, format: ReportFormat) -> String {

@@ -123,22 +123,18 @@ pub fn run(args: &RollbackArgs) -> u8 {
     let mut sink = sink(args.json, plan.steps.len());
     // The time between sessions stays in the timeline.
     let base = crate::exec::session_base(header.mode, &header.started_at, replayed.last_ms);
-    // An undo that started with no recorded end runs again: say so in the journal.
-    let notes: Vec<Record> = replayed
+    // An undo that started with no recorded end runs again: said in the journal, in this
+    // rollback's session (after its start record).
+    let notes: Vec<String> = replayed
         .undo_in_doubt
         .iter()
-        .map(|&i| Record::RunNote {
-            t_ms: base,
-            message: format!(
+        .map(|&i| {
+            format!(
                 "the undo of {} was in doubt (started, no end recorded): run again",
                 plan.steps[i].id
-            ),
+            )
         })
         .collect();
-    if let Err(e) = super::run::write(&mut session, sink.as_mut(), &notes) {
-        crate::eprintln_quiet!("error: cannot write the journal: {e}");
-        return exit::FAILED;
-    }
     let clock = Clock::new(base);
     let inputs = cx
         .masker
@@ -151,7 +147,11 @@ pub fn run(args: &RollbackArgs) -> u8 {
         &replayed.states,
         &replayed.undone,
         clock,
-        crate::exec::rollback::Why { forced, inputs },
+        crate::exec::rollback::Why {
+            forced,
+            inputs,
+            notes,
+        },
     ));
     sink.finish();
     let outcome = match result {

@@ -482,8 +482,15 @@ fn summary(
         crate::println_quiet!("  critical path: {}", path.join(" -> "));
     }
     if let Some(rto) = plan.rto {
-        let verdict = if outcome.status == RunStatus::Succeeded {
+        let verdict = if outcome.status == RunStatus::Succeeded && cx.mode == Mode::DryRun {
             super::plan::rto_verdict(rto, total)
+        } else if outcome.status == RunStatus::Succeeded {
+            // In the report's words: the actual time, since the run started, gaps included.
+            if total <= rto {
+                format!("{}: met, {} to spare", dur(rto), dur(rto - total))
+            } else {
+                format!("{}: MISSED by {}", dur(rto), dur(total - rto))
+            }
         } else {
             format!("{}: not reached (the run did not finish)", dur(rto))
         };

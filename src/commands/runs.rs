@@ -8,7 +8,7 @@ use crate::cli::{RunsArgs, RunsStatus};
 use crate::exit;
 use crate::report;
 use crate::report::text::ms;
-use crate::state::{StateBackend, StateDir};
+use crate::state::{Scope, StateBackend, StateDir};
 
 pub fn run(args: &RunsArgs) -> u8 {
     let state = StateDir::resolve(args.state.state_dir.as_deref());
@@ -28,7 +28,10 @@ pub fn run(args: &RunsArgs) -> u8 {
                 .read_run(id)
                 .ok()
                 .and_then(|read| report::build(&read))
-                .map(|r| summary(&r))
+                .map(|mut r| {
+                    r.mark_live(state.is_held(&Scope::Run(id.clone())));
+                    summary(&r)
+                })
                 .unwrap_or_else(|| json!({ "run_id": id, "status": "unreadable" }))
         })
         .filter(|row| keep(args, row))
@@ -63,11 +66,7 @@ pub fn run(args: &RunsArgs) -> u8 {
         "RUN", "RUNBOOK", "MODE", "STARTED", "WALL", "SESSIONS", "STATUS", "ROLLED BACK"
     );
     for r in &rows {
-        let rto = match r["rto_met"].as_bool() {
-            Some(true) => "met",
-            Some(false) => "missed",
-            None => "-",
-        };
+        let rto = r["rto"].as_str().unwrap_or("-");
         let sessions = match (r["sessions"].as_u64(), r["crashed"].as_u64()) {
             (Some(n), Some(c)) if c > 0 => format!("{n} ({c}✕)"),
             (Some(n), _) => n.to_string(),
@@ -97,8 +96,15 @@ fn summary(r: &report::Report) -> Json {
             other => format!("partly ({other}{forced})"),
         }
     });
-    // The RTO is judged only for a real run that ended (succeeded or failed).
+    // The RTO is judged only for a real run that ended (succeeded or failed), in the report's
+    // words: met, missed (it succeeded too late), not reached (it failed or was rolled back).
     let judged = r.mode == "real" && matches!(r.status.as_str(), "succeeded" | "failed");
+    let rto = match (judged, r.rto_ms, r.rto_met) {
+        (true, Some(_), Some(true)) => Some("met"),
+        (true, Some(_), _) if r.status == "succeeded" && r.rollback.is_none() => Some("missed"),
+        (true, Some(_), _) => Some("not reached"),
+        _ => None,
+    };
     json!({
         "run_id": r.run_id,
         "runbook": r.runbook,
@@ -110,7 +116,16 @@ fn summary(r: &report::Report) -> Json {
         "status": r.status,
         "rolled_back": rolled_back,
         "rollback_forced": r.rollback.as_ref().map(|rb| rb.forced.is_some()),
+        "rto": rto,
         "rto_met": if judged { r.rto_met } else { None },
+        // The first version's keys, kept for scripts that read them.
+        "duration_ms": r.wall_ms,
+        "rollback": r.rollback.as_ref().map(|rb| rb.status.clone()),
+        "result": match &r.rollback {
+            Some(rb) if rb.status == "succeeded" => format!("{} (rolled back)", r.status),
+            Some(rb) => format!("{} (rollback {})", r.status, rb.status),
+            None => r.status.clone(),
+        },
     })
 }
 
@@ -128,6 +143,7 @@ fn keep(args: &RunsArgs, row: &Json) -> bool {
         Some(RunsStatus::Failed) => status == "failed",
         Some(RunsStatus::Interrupted) => status == "interrupted",
         Some(RunsStatus::Incomplete) => status == "incomplete",
+        Some(RunsStatus::Running) => status == "running",
         Some(RunsStatus::Unreadable) => status == "unreadable",
     }
 }

@@ -19,6 +19,15 @@ impl Masker {
         for s in secrets {
             leaves(s, &mut needles);
         }
+        // A secret of several lines is masked line by line too: what keeps only some of its
+        // lines (the last line of stderr in an error message, the tail of a long output) must
+        // not show them.
+        let lines: Vec<String> = needles
+            .iter()
+            .filter(|n| n.contains('\n'))
+            .flat_map(|n| n.lines().map(|l| l.trim().to_string()).collect::<Vec<_>>())
+            .collect();
+        needles.extend(lines);
         let engines = [
             base64::engine::general_purpose::STANDARD,
             base64::engine::general_purpose::URL_SAFE,

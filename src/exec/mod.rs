@@ -252,8 +252,8 @@ enum Msg {
         attempt: u32,
         error: String,
         retry_in: Option<Duration>,
-        /// The end of the attempt's stderr.
-        tail: Option<String>,
+        /// What the attempt gathered (its stdout and stderr), for the end of its output.
+        outputs: OutputMap,
     },
     Approved {
         step: usize,
@@ -436,14 +436,17 @@ impl Executor<'_> {
                 attempt,
                 error,
                 retry_in,
-                tail,
+                outputs,
             } => Record::AttemptFailed {
                 t_ms,
                 step: self.plan.steps[step].id.clone(),
                 attempt,
                 error: self.cx.masker.text(&error),
                 retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
-                stderr_tail: tail.map(|t| self.cx.masker.text(&t)),
+                // Masked whole, then cut: a secret across the cut is masked too.
+                stderr_tail: crate::journal::record::output_tail(
+                    &self.cx.masker.json_map(&outputs),
+                ),
             },
             Msg::Approved {
                 step,
@@ -575,6 +578,12 @@ impl Executor<'_> {
             me: self.cx.by.clone(),
             preapproved: self.cx.yes || named(&self.cx.approve, step),
             prompt: io::stdin().is_terminal(),
+            question: self.cx.masker.text(
+                params
+                    .get("prompt")
+                    .and_then(Json::as_str)
+                    .unwrap_or("continue?"),
+            ),
             ask,
             state: self.cx.state.clone(),
             run_id: self.cx.run_id.clone(),
@@ -745,6 +754,8 @@ struct ApprovalWait {
     me: Identity,
     preapproved: bool,
     prompt: bool,
+    /// The question, secrets masked (it is printed).
+    question: String,
     ask: String,
     state: Option<Arc<dyn StateBackend>>,
     run_id: String,
@@ -900,7 +911,7 @@ impl Task {
                 attempt,
                 error: failure.message.clone(),
                 retry_in: (!last).then_some(delay),
-                tail: crate::journal::record::output_tail(&failure.outputs),
+                outputs: failure.outputs.clone(),
             });
             if last {
                 return Report {
@@ -964,12 +975,6 @@ impl Task {
     }
 
     async fn approval(&self, how: &Approval) -> Report {
-        let prompt = self
-            .params
-            .get("prompt")
-            .and_then(Json::as_str)
-            .unwrap_or("continue?")
-            .to_string();
         let wait = match how {
             Approval::Simulated => {
                 tokio::time::sleep(self.step.sim.duration).await;
@@ -985,6 +990,7 @@ impl Task {
             }
             Approval::Live(wait) => wait,
         };
+        let prompt = &wait.question;
         let mut tally = Tally::default();
         if wait.preapproved
             && let Some(done) = self.answer(wait, &mut tally, &wait.me, true, None, IN_ADVANCE)

@@ -62,6 +62,8 @@ pub fn irreversible_past(
 pub struct Why {
     pub forced: Option<Forced>,
     pub inputs: serde_json::Map<String, serde_json::Value>,
+    /// Journaled right after the rollback's start (undos in doubt run again).
+    pub notes: Vec<String>,
 }
 
 /// Runs the undos of the `states` that succeeded, except those in `already_undone`.
@@ -74,7 +76,11 @@ pub async fn rollback(
     clock: Clock,
     why: Why,
 ) -> io::Result<RollbackOutcome> {
-    let Why { forced, inputs } = why;
+    let Why {
+        forced,
+        inputs,
+        notes,
+    } = why;
     let plan = cx.plan.clone();
     let n = plan.steps.len();
     let target: Vec<bool> = (0..n)
@@ -101,6 +107,15 @@ pub async fn rollback(
             inputs,
         },
     )?;
+    for message in notes {
+        emit(
+            journal,
+            Record::RunNote {
+                t_ms: clock.ms(),
+                message,
+            },
+        )?;
+    }
     journal.commit()?;
     // Reverse Kahn: a step is ready when every dependent is done (undone or nothing to undo).
     let mut waiting: Vec<usize> = (0..n).map(|i| plan.dependents(i).count()).collect();

@@ -73,14 +73,20 @@ pub async fn run(
     let pid = child.id().map(|id| id as i32);
     let mut group = GroupGuard::new(pid, &request.groups);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A child that exits without reading its stdin is not an error.
-        let _ = pipe.write_all(&bytes).await;
-    }
-    // The pipes are read while the child runs (a full pipe would stall it), in this same task.
+    let feed = stdin.zip(child.stdin.take());
+    // stdin is written while stdout and stderr are read and the child runs (a child that
+    // writes before it has read all of its input would otherwise stall both sides), all under
+    // the cancellation, in this same task.
     let ended = tokio::select! {
         ended = async {
-            tokio::join!(
+            let ((), status, out, err) = tokio::join!(
+                async {
+                    if let Some((bytes, mut pipe)) = feed {
+                        // A child that exits without reading its stdin is not an error.
+                        let _ = pipe.write_all(&bytes).await;
+                        // Dropped here: the child sees the end of its input.
+                    }
+                },
                 async {
                     let status = child.wait().await;
                     // The child is gone; anything it left in its group goes too, so the pipes
@@ -90,7 +96,8 @@ pub async fn run(
                 },
                 tail(stdout, max_capture),
                 tail(stderr, max_capture),
-            )
+            );
+            (status, out, err)
         } => Some(ended),
         () = cancel.cancelled() => None,
     };

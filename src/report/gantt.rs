@@ -18,7 +18,7 @@ const WIDTH: f64 = 1060.0;
 const ROW: f64 = 26.0;
 const TOP: f64 = 44.0;
 const GAP: f64 = 90.0;
-const MIN_PIECE: f64 = 60.0;
+const MIN_PIECE: f64 = 24.0;
 const MIN_BAR: f64 = 4.0;
 
 /// A stretch of the axis: linear time, or a gap drawn at a fixed width.
@@ -40,7 +40,9 @@ impl Axis {
         let mut spans: Vec<(u64, u64, bool)> = Vec::new();
         for s in &r.sessions {
             match spans.last_mut() {
-                Some(last) if s.start_ms < last.1 + 1000 => last.1 = last.1.max(s.end_ms),
+                Some(last) if s.start_ms < last.1.saturating_add(1000) => {
+                    last.1 = last.1.max(s.end_ms)
+                }
                 Some(last) => {
                     let from = last.1;
                     spans.push((from, s.start_ms, true));
@@ -52,23 +54,18 @@ impl Axis {
         if spans.is_empty() {
             spans.push((0, end, false));
         }
-        // After the last session: the rest of the prediction, or the RTO, as a stretch of its
-        // own.
-        let last_end = spans.last().map_or(0, |s| s.1);
-        if end > last_end + last_end / 10 {
-            spans.push((last_end, end, false));
-        } else if let Some(last) = spans.last_mut() {
-            last.1 = end;
+        // After the last session: the rest of the prediction, or the RTO, on the same scale.
+        if let Some(last) = spans.last_mut() {
+            last.1 = last.1.max(end);
         }
-        // Widths: a gap is a fixed band; a stretch of time gets a share that grows with the
-        // square root of its length (at least MIN_PIECE), so a session of milliseconds beside a
-        // minute-long one, or beside a far-off RTO, still has room for its bars. Each stretch is
-        // linear inside and carries its own ticks.
+        // Widths: a gap is a fixed band; every other stretch is on one linear scale (each at
+        // least MIN_PIECE wide, so a session of milliseconds is still seen).
         let gaps = spans.iter().filter(|s| s.2).count() as f64;
-        let weight = |(t0, t1, _): &(u64, u64, bool)| ((t1 - t0).max(1) as f64).sqrt();
+        let weight = |(t0, t1, _): &(u64, u64, bool)| (t1 - t0).max(1) as f64;
         let total: f64 = spans.iter().filter(|s| !s.2).map(weight).sum();
         let linear = spans.iter().filter(|s| !s.2).count() as f64;
-        let plot = WIDTH - LABEL - 40.0 - gaps * GAP;
+        // Room on the right for what runs off the scale (`▸ predicted to 35s`).
+        let plot = WIDTH - LABEL - 130.0 - gaps * GAP;
         let spare = (plot - MIN_PIECE * linear).max(0.0);
         let mut x = LABEL;
         let pieces = spans
@@ -124,11 +121,15 @@ pub fn render(r: &Report) -> String {
         .flat_map(|rb| rb.actions.iter().map(|a| a.t_ms))
         .max()
         .unwrap_or(0);
-    let end = [r.wall_ms, predicted_end, undo_end, r.rto_ms.unwrap_or(0)]
+    // The axis covers what happened; the prediction and the RTO only when they are near it
+    // (within half as long again), else they run off the right edge, marked as such, so a
+    // 5-second run is not squeezed into the corner of a 30-minute RTO.
+    let happened = r.wall_ms.max(undo_end).max(1);
+    let near = |t: u64| t <= happened.saturating_add(happened / 2);
+    let end = [predicted_end, r.rto_ms.unwrap_or(0)]
         .into_iter()
-        .max()
-        .unwrap_or(0)
-        .max(1);
+        .filter(|&t| near(t))
+        .fold(happened, u64::max);
     let axis = Axis::new(r, end);
     let height = TOP + ROW * r.steps.len() as f64 + 26.0;
     let mut o = String::new();
@@ -179,7 +180,8 @@ pub fn render(r: &Report) -> String {
     let mut ticks: Vec<u64> = Vec::new();
     for p in axis.pieces.iter().filter(|p| !p.gap) {
         let step = nice_tick((p.t1 - p.t0) / ((p.x1 - p.x0) / 90.0).max(1.0) as u64);
-        let round = (p.t0.div_ceil(step) * step..p.t1).step_by(step as usize);
+        let first = p.t0.div_ceil(step).saturating_mul(step);
+        let round = (first..p.t1).step_by(step as usize).take(64);
         for t in std::iter::once(p.t0).chain(round) {
             if ticks
                 .last()
@@ -218,14 +220,25 @@ pub fn render(r: &Report) -> String {
             axis.x(s.predicted_start_ms),
             axis.x(s.predicted_start_ms + s.estimate_ms),
         );
+        let off_scale = s.predicted_start_ms + s.estimate_ms > end;
         let _ = writeln!(
             o,
-            "<rect class=\"predicted\" x=\"{p0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"5\"><title>{} predicted: start {}, {}</title></rect>",
+            "<rect class=\"predicted\" x=\"{p0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"5\"><title>{} predicted: start {}, {}</title></rect>{}",
             y + 2.0,
             (p1 - p0).max(2.0),
             escape(&s.id),
             ms(s.predicted_start_ms),
-            ms(s.estimate_ms)
+            ms(s.estimate_ms),
+            if off_scale {
+                format!(
+                    "<text class=\"took\" x=\"{:.1}\" y=\"{:.1}\">▸ predicted to {}</text>",
+                    axis.right() + 2.0,
+                    y + 8.0,
+                    ms(s.predicted_start_ms + s.estimate_ms)
+                )
+            } else {
+                String::new()
+            }
         );
         let mut last_right = 0.0;
         for t in &s.tries {
@@ -292,21 +305,35 @@ pub fn render(r: &Report) -> String {
         }
         let _ = writeln!(o, "</g>");
     }
-    if let Some(rto) = r.rto_ms {
+    if let Some(rto) = r.rto_ms.filter(|&rto| rto > end) {
         let _ = writeln!(
             o,
-            "<line class=\"rto\" x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\"/><text x=\"{0:.1}\" y=\"{3}\" dx=\"-4\" text-anchor=\"end\" fill=\"#cf222e\">RTO {4}</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#cf222e\">RTO {} ▸ (off this scale)</text>",
+            WIDTH - 4.0,
+            height - 4.0,
+            ms(rto)
+        );
+    }
+    if let Some(rto) = r.rto_ms.filter(|&rto| rto <= end) {
+        let in_gap = axis
+            .pieces
+            .iter()
+            .any(|p| p.gap && p.t0 < rto && rto < p.t1);
+        let _ = writeln!(
+            o,
+            "<line class=\"rto\" x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\"/><text x=\"{0:.1}\" y=\"{3}\" dx=\"-4\" text-anchor=\"end\" fill=\"#cf222e\">RTO {4}{5}</text>",
             axis.x(rto),
             TOP - 14.0,
             height,
             height - 4.0,
-            ms(rto)
+            ms(rto),
+            if in_gap { " (in the gap)" } else { "" }
         );
     }
     let _ = writeln!(o, "</svg>");
     let _ = writeln!(
         o,
-        "<p style=\"font-size:12px;color:#57606a\">Bands: sessions; hatched: a gap between sessions (not to scale, labelled with its length). Thin grey: predicted; bars: each try (blue succeeded, <span class=\"fail\">red with ✕ failed</span>, amber cancelled or in doubt, grey skipped), with its duration; purple diamond: an undo; ★: critical path; dashed red line: RTO.</p>"
+        "<p style=\"font-size:12px;color:#57606a\">One linear time scale, broken only at a gap between sessions: hatched, not to scale, labelled with its length. Bands: sessions. Thin grey: predicted; bars: each try (blue succeeded, <span class=\"fail\">red with ✕ failed</span>, amber cancelled or in doubt, grey skipped), with its duration; purple diamond: an undo; ★: critical path; dashed red line: RTO.</p>"
     );
     o
 }

@@ -17,6 +17,20 @@ pub fn medians(
     runbook: &str,
     except: Option<&str>,
 ) -> HashMap<String, u64> {
+    samples(state, runbook, except).0
+}
+
+/// How many earlier real runs of `runbook` there are to learn from.
+pub fn runs(state: &dyn StateBackend, runbook: &str) -> usize {
+    samples(state, runbook, None).1
+}
+
+fn samples(
+    state: &dyn StateBackend,
+    runbook: &str,
+    except: Option<&str>,
+) -> (HashMap<String, u64>, usize) {
+    let mut runs = 0;
     let mut samples: HashMap<String, Vec<u64>> = HashMap::new();
     for id in state.run_ids().unwrap_or_default() {
         if Some(id.as_str()) == except {
@@ -32,6 +46,7 @@ pub fn medians(
         if !real {
             continue;
         }
+        runs += 1;
         // Approvals that took no one's time: given in advance, or simulated.
         let instant: std::collections::HashSet<&str> = read
             .records
@@ -65,13 +80,14 @@ pub fn medians(
             }
         }
     }
-    samples
+    let medians = samples
         .into_iter()
         .map(|(step, mut v)| {
             v.sort_unstable();
             (step, v[v.len() / 2])
         })
-        .collect()
+        .collect();
+    (medians, runs)
 }
 
 /// Replaces the estimates of `plan` by `medians` where there are any, and recomputes the

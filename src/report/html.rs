@@ -20,7 +20,8 @@ th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 #verdict .result{font-size:1.25rem;font-weight:700;margin:0}
 #verdict dl{display:grid;grid-template-columns:10rem 1fr;gap:.15rem .8rem;margin:.5rem 0 0}
 #verdict dt{font-weight:600;color:#57606a}#verdict dd{margin:0}
-#verdict ul{margin:0;padding-left:1.1rem}
+#verdict ul{margin:0;padding-left:1.1rem}#verdict .warning{color:#cf222e;font-weight:700}
+dd,td,pre,li,p{overflow-wrap:anywhere}
 .met{color:#1a7f37;font-weight:700}.missed{color:#cf222e;font-weight:700}
 .fail{color:#cf222e;font-weight:600}.warn{color:#9a6700;font-weight:600}
 pre{background:#f6f8fa;padding:.4rem;overflow:auto;font-size:12px;margin:.2rem 0}
@@ -58,6 +59,13 @@ pub fn render(r: &Report) -> String {
     failures(&mut o, r);
     outputs(&mut o, r);
     rollback(&mut o, r);
+    if !r.notes.is_empty() {
+        let _ = writeln!(o, "<h2>Notes</h2><ul>");
+        for n in &r.notes {
+            let _ = writeln!(o, "<li>{}</li>", escape(n));
+        }
+        let _ = writeln!(o, "</ul>");
+    }
     if !r.inputs.is_empty() {
         let _ = writeln!(
             o,
@@ -108,6 +116,17 @@ fn verdict(o: &mut String, r: &Report) {
         }
         None => "none set".into(),
     };
+    let warnings = r.warnings();
+    if !warnings.is_empty() {
+        let items: String = warnings
+            .iter()
+            .map(|w| format!("<li>{}</li>", escape(w)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "<dt class=\"warning\">Warning</dt><dd id=\"warnings\" class=\"warning\"><ul>{items}</ul></dd>"
+        );
+    }
     let _ = writeln!(o, "<dt>RTO</dt><dd id=\"rto\">{rto}</dd>");
     // One line a step, however many tries failed: the verdict stays above the fold.
     let mut failed_steps: Vec<(&super::StepRow, Vec<&super::TryRow>)> = Vec::new();
@@ -120,8 +139,13 @@ fn verdict(o: &mut String, r: &Report) {
     let failed = if failed_steps.is_empty() {
         "nothing".to_string()
     } else {
+        // At most five steps here (the Failures section below has them all), each error cut to
+        // one line of about 160 characters: the answer stays above the fold.
+        const SHOWN: usize = 5;
+        let more = failed_steps.len().saturating_sub(SHOWN);
         let items: String = failed_steps
             .iter()
+            .take(SHOWN)
             .map(|(s, tries)| {
                 let last = tries.last().expect("a step here has a try");
                 let mut sessions: Vec<usize> = tries.iter().map(|t| t.session).collect();
@@ -131,30 +155,36 @@ fn verdict(o: &mut String, r: &Report) {
                     format!("{} ({})", last.status, last.label())
                 } else {
                     format!(
-                        "{} tries did not succeed (session {}); the last {}",
+                        "{} ×{} (session {}), last",
+                        last.status,
                         tries.len(),
-                        sessions.join(", "),
-                        last.status
+                        sessions.join(", ")
                     )
                 };
                 format!(
                     "<li><code>{}</code> <span class=\"fail\">{}</span>: {}{}</li>",
                     escape(&s.id),
                     escape(&what),
-                    escape(
+                    escape(&one_line(
                         last.error
                             .as_deref()
-                            .unwrap_or("no end recorded: effect unknown")
-                    ),
+                            .unwrap_or("no end recorded: effect unknown"),
+                        160
+                    )),
                     if s.status == "succeeded" {
-                        " <em>(it succeeded later)</em>"
+                        " <em>(then succeeded)</em>"
                     } else {
                         ""
                     }
                 )
             })
             .collect();
-        format!("<ul>{items}</ul>")
+        let more = if more > 0 {
+            format!("<li>and {more} more: see Failures below</li>")
+        } else {
+            String::new()
+        };
+        format!("<ul>{items}{more}</ul>")
     };
     let _ = writeln!(o, "<dt>What failed</dt><dd id=\"failed\">{failed}</dd>");
     let rolled = match &r.rollback {
@@ -218,16 +248,29 @@ fn verdict(o: &mut String, r: &Report) {
             "<dt>Recorded by steps</dt><dd id=\"step-notes\"><ul>{items}</ul></dd>"
         );
     }
+    // The first three and the last three sessions (the table below has them all).
+    let n = r.sessions.len();
     let sessions: String = r
         .sessions
         .iter()
-        .map(|s| {
+        .enumerate()
+        .filter(|(i, _)| n <= 6 || *i < 3 || *i >= n - 3)
+        .map(|(i, s)| {
+            let skipped = if n > 6 && i == n - 3 {
+                format!("<li>… {} more sessions …</li>", n - 6)
+            } else {
+                String::new()
+            };
             let class = match s.end.as_str() {
                 "finished" => "",
                 "crashed" | "failed" => " class=\"fail\"",
                 _ => " class=\"warn\"",
             };
-            format!("<li{class}>{}. {}</li>", s.session, escape(&s.line()))
+            format!(
+                "{skipped}<li{class}>{}. {}</li>",
+                s.session,
+                escape(&one_line(&s.line(), 240))
+            )
         })
         .collect();
     let gaps: String = r
@@ -248,7 +291,12 @@ fn verdict(o: &mut String, r: &Report) {
         let items: String = r
             .notes
             .iter()
-            .map(|n| format!("<li>{}</li>", escape(n)))
+            .take(3)
+            .map(|n| format!("<li>{}</li>", escape(&one_line(n, 200))))
+            .chain(
+                (r.notes.len() > 3)
+                    .then(|| format!("<li>and {} more below</li>", r.notes.len() - 3)),
+            )
             .collect();
         let _ = writeln!(o, "<dt>Notes</dt><dd id=\"notes\"><ul>{items}</ul></dd>");
     }
@@ -258,6 +306,16 @@ fn verdict(o: &mut String, r: &Report) {
         escape(&r.started_at),
         escape(&r.operator)
     );
+}
+
+/// `text` on one line, cut at `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.replace(['\n', '\r'], " ");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
+    } else {
+        line
+    }
 }
 
 fn sessions(o: &mut String, r: &Report) {

@@ -35,9 +35,16 @@ pub fn render(r: &Report) -> String {
     let failures = r.count("failed") + undos.iter().filter(|u| u.status == "failed").count();
     let errors = r.count("cancelled")
         + r.count("in doubt")
-        + undos.iter().filter(|u| u.status == "cancelled").count();
+        + undos
+            .iter()
+            .filter(|u| matches!(u.status.as_str(), "cancelled" | "in doubt" | "running"))
+            .count();
     let skipped = r.count("skipped") + r.count("not run");
-    let tests = r.steps.len() + undos.len();
+    // The RTO is a test of its own: missed is a failure a CI dashboard shows.
+    let rto_case = r.rto_ms.filter(|_| r.rto_met.is_some());
+    let rto_failed = usize::from(r.rto_met == Some(false));
+    let failures = failures + rto_failed;
+    let tests = r.steps.len() + undos.len() + usize::from(rto_case.is_some());
     let time = secs(r.wall_ms);
     let name = escape(&r.runbook);
     let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -67,6 +74,7 @@ pub fn render(r: &Report) -> String {
         ("wall_ms".into(), r.wall_ms.to_string()),
         ("predicted_ms".into(), r.predicted_ms.to_string()),
         ("sessions".into(), r.sessions.len().to_string()),
+        ("failed_tries".into(), r.failed_tries().count().to_string()),
     ];
     for s in &r.sessions {
         props.push((format!("session.{}", s.session), s.line()));
@@ -86,6 +94,9 @@ pub fn render(r: &Report) -> String {
     for n in &r.step_notes {
         props.push((format!("note.{}", n.step), n.note.clone()));
     }
+    for (i, w) in r.warnings().into_iter().enumerate() {
+        props.push((format!("warning.{}", i + 1), w));
+    }
     for (k, v) in props {
         let _ = writeln!(o, "      <property name=\"{k}\" value=\"{}\"/>", escape(&v));
     }
@@ -98,11 +109,13 @@ pub fn render(r: &Report) -> String {
             secs(s.duration_ms.unwrap_or(0))
         );
         let message = escape(s.error.as_deref().unwrap_or(""));
-        // Tries before the last that did not succeed: what went wrong on the way.
+        // Tries that did not succeed other than the one the step ended with: what went wrong on
+        // the way (all of them when the step ended otherwise, taken as done after a crash).
+        let last_is_end = s.tries.last().is_some_and(|t| t.status == s.status);
         let earlier: Vec<String> = s
             .tries
             .iter()
-            .take(s.tries.len().saturating_sub(1))
+            .take(s.tries.len() - usize::from(last_is_end))
             .filter(|t| t.status != "succeeded")
             .map(|t| {
                 let mut line = format!(
@@ -150,8 +163,10 @@ pub fn render(r: &Report) -> String {
                     escape(&s.status)
                 );
             }
+            // Skipped by its `when`, or taken as done on resume (its error says by whom).
             "skipped" => {
-                let _ = writeln!(o, ">\n      <skipped message=\"`when` was false\"/>");
+                let why = s.error.as_deref().unwrap_or("`when` was false");
+                let _ = writeln!(o, ">\n      <skipped message=\"{}\"/>", escape(why));
             }
             _ => {
                 let _ = writeln!(
@@ -165,6 +180,21 @@ pub fn render(r: &Report) -> String {
         }
         let _ = writeln!(o, "    </testcase>");
     }
+    if rto_case.is_some() {
+        let line = escape(&super::text::rto_line(r).unwrap_or_default());
+        let time = secs(r.wall_ms);
+        if r.rto_met == Some(true) {
+            let _ = writeln!(
+                o,
+                "    <testcase name=\"rto\" classname=\"{name}\" time=\"{time}\"/>"
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "    <testcase name=\"rto\" classname=\"{name}\" time=\"{time}\">\n      <failure message=\"{line}\" type=\"RtoMissed\"/>\n    </testcase>"
+            );
+        }
+    }
     for u in undos {
         let _ = write!(
             o,
@@ -176,10 +206,11 @@ pub fn render(r: &Report) -> String {
             "succeeded" => {
                 let _ = writeln!(o, "/>");
             }
-            "cancelled" => {
+            "cancelled" | "in doubt" | "running" => {
                 let _ = writeln!(
                     o,
-                    ">\n      <error message=\"cancelled {message}\" type=\"UndoInterrupted\"/>\n    </testcase>"
+                    ">\n      <error message=\"{} {message}\" type=\"UndoInterrupted\"/>\n    </testcase>",
+                    escape(&u.status)
                 );
             }
             _ => {

@@ -243,9 +243,9 @@ impl RollbackRow {
         }
         if let Some(f) = &self.forced {
             text.push_str(&format!(
-                "; FORCED past {}: \"{}\"",
-                f.past.join(" and "),
-                f.reason
+                "; FORCED (\"{}\") past: {}",
+                f.reason,
+                f.past.join("; ")
             ));
         }
         text
@@ -416,6 +416,8 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
                     .and_then(Json::as_str)
                     .filter(|n| !n.is_empty())
                 {
+                    // A step run again says it anew: its last run's note is the one that holds.
+                    step_notes.retain(|n: &StepNote| n.step != *step);
                     step_notes.push(StepNote {
                         step: step.clone(),
                         note: note.to_string(),
@@ -482,6 +484,17 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
                     row.forced = forced.clone();
                 }
             }
+            Record::UndoStarted { step, .. } => {
+                if let Some(rb) = rollback.as_mut() {
+                    rb.actions.push(UndoRow {
+                        step: step.clone(),
+                        status: "running".into(),
+                        t_ms: at(n),
+                        session,
+                        error: None,
+                    });
+                }
+            }
             Record::UndoFinished {
                 step,
                 status: st,
@@ -489,13 +502,24 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
                 ..
             } => {
                 if let Some(rb) = rollback.as_mut() {
-                    rb.actions.push(UndoRow {
+                    let row = UndoRow {
                         step: step.clone(),
                         status: st.as_str().into(),
                         t_ms: at(n),
                         session,
                         error: error.clone(),
-                    });
+                    };
+                    // The end of the undo this session started (journals before undo starts
+                    // were reported have none).
+                    match rb
+                        .actions
+                        .iter_mut()
+                        .rev()
+                        .find(|a| a.step == *step && a.session == session && a.status == "running")
+                    {
+                        Some(started) => *started = row,
+                        None => rb.actions.push(row),
+                    }
                 }
             }
             Record::RollbackFinished { status: st, .. } => {
@@ -506,8 +530,7 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
             Record::RunNote { message, .. } => notes.push(message.clone()),
             Record::RunStarted { .. }
             | Record::ApprovalWaiting { .. }
-            | Record::Interrupted { .. }
-            | Record::UndoStarted { .. } => {}
+            | Record::Interrupted { .. } => {}
         }
     }
     // A try still running when its session ended: cancelled by an interrupt that recorded no
@@ -522,6 +545,14 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
         }
         s.attempts = s.tries.len() as u32;
     }
+    // An undo started with no end recorded: its effect is unknown.
+    for a in rollback.iter_mut().flat_map(|rb| rb.actions.iter_mut()) {
+        if a.status == "running" {
+            a.status = "in doubt".into();
+            a.error = Some("started, no end recorded: its effect is unknown".into());
+        }
+    }
+    notes.extend(timeline.notes.iter().cloned());
     let wall_ms = timeline.wall_ms();
     let rto_met = match (header.rto_ms, header.mode) {
         (None, _) | (_, Mode::Check) => None,
@@ -565,7 +596,7 @@ impl Report {
         self.steps.iter().flat_map(|s| {
             s.tries
                 .iter()
-                .filter(|t| t.status != "succeeded")
+                .filter(|t| t.status != "succeeded" && t.status != "running")
                 .map(move |t| (s, t))
         })
     }
@@ -573,5 +604,111 @@ impl Report {
     /// Sessions that ended by crashing.
     pub fn crashed(&self) -> impl Iterator<Item = &SessionRow> {
         self.sessions.iter().filter(|s| s.end == "crashed")
+    }
+
+    /// What an auditor must not miss, in every format: a rollback forced past an irreversible
+    /// step (what that step did stands: a promoted standby is still a primary), undos that did
+    /// not succeed.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = self.rollback.as_ref().and_then(|rb| rb.forced.as_ref()) {
+            let irreversible: Vec<&String> = f
+                .past
+                .iter()
+                .filter(|p| p.contains("irreversible"))
+                .collect();
+            if !irreversible.is_empty() {
+                out.push(format!(
+                    "the rollback was forced past {}: what that did was not undone and still \
+                     stands (a promoted standby is still a primary); check the system's state",
+                    irreversible
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
+        }
+        // An undo that did not succeed, unless a later rollback did it.
+        let undone_later = |u: &UndoRow| {
+            self.rollback
+                .iter()
+                .flat_map(|rb| rb.actions.iter())
+                .any(|a| a.step == u.step && a.session > u.session && a.status == "succeeded")
+        };
+        for u in self.failed_undos().filter(|u| !undone_later(u)) {
+            out.push(format!(
+                "the undo of {} {}{}",
+                u.step,
+                u.status,
+                u.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        out
+    }
+
+    /// Undos that did not succeed (failed, cancelled, in doubt).
+    pub fn failed_undos(&self) -> impl Iterator<Item = &UndoRow> {
+        self.rollback
+            .iter()
+            .flat_map(|rb| rb.actions.iter())
+            .filter(|a| a.status != "succeeded")
+    }
+
+    /// The end of the run's own sessions (not its rollbacks): when it recovered, or stopped.
+    pub fn run_end_ms(&self) -> u64 {
+        self.sessions
+            .iter()
+            .filter(|s| s.kind != "rollback")
+            .map(|s| s.end_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A session whose journal just stops may be one still at work: when the run's lock is held
+    /// now (`live`), its last session is running, not crashed, and what it has started is
+    /// running, not in doubt.
+    pub fn mark_live(&mut self, live: bool) {
+        let Some(last) = self
+            .sessions
+            .last_mut()
+            .filter(|s| live && s.end == "crashed")
+        else {
+            return;
+        };
+        last.end = "running".into();
+        last.ended_at = None;
+        let n = last.session;
+        if last.kind == "rollback" {
+            if let Some(rb) = self.rollback.as_mut() {
+                rb.status = "running".into();
+                for a in rb
+                    .actions
+                    .iter_mut()
+                    .filter(|a| a.session == n && a.status == "in doubt")
+                {
+                    a.status = "running".into();
+                    a.error = None;
+                }
+            }
+        } else {
+            self.status = "running".into();
+        }
+        for s in &mut self.steps {
+            for t in s
+                .tries
+                .iter_mut()
+                .filter(|t| t.session == n && t.status == "in doubt")
+            {
+                t.status = "running".into();
+            }
+            if s.status == "in doubt" && s.tries.last().is_some_and(|t| t.status == "running") {
+                s.status = "running".into();
+            }
+        }
+        self.rto_met = None;
     }
 }

@@ -56,6 +56,8 @@ pub struct Timeline {
     start: Option<SystemTime>,
     /// A dry-run: the axis is virtual time, with no wall clock.
     dry: bool,
+    /// What does not add up in the recorded times (a clock that went back between hosts).
+    pub notes: Vec<String>,
 }
 
 impl Timeline {
@@ -66,9 +68,9 @@ impl Timeline {
             origins: Vec::new(),
             start: None,
             dry: false,
+            notes: Vec::new(),
         };
         let mut dry = false;
-        let mut ended = vec![];
         for (i, r) in records.iter().enumerate() {
             let opened = match r {
                 Record::RunStarted {
@@ -102,9 +104,24 @@ impl Timeline {
             };
             if let Some((kind, at, by, operator, pid, inputs)) = opened {
                 let previous_end = timeline.sessions.last().map_or(0, |s| s.end_ms);
+                let number = timeline.sessions.len() + 1;
                 let since_start = match (timeline.start, parse(at)) {
-                    (Some(start), Some(at)) if !dry => {
-                        at.duration_since(start).map_or(0, |d| d.as_millis() as u64)
+                    (Some(start), Some(when)) if !dry => match when.duration_since(start) {
+                        Ok(d) => d.as_millis().min(u64::MAX as u128) as u64,
+                        Err(_) => {
+                            timeline.notes.push(format!(
+                                "session {number} recorded its start ({at}) before the run's: \
+                                 the clocks of the hosts differ; it is placed after the session \
+                                 before it"
+                            ));
+                            0
+                        }
+                    },
+                    (_, None) if !dry => {
+                        timeline.notes.push(format!(
+                            "session {number} recorded a start that is not a time ({at:?})"
+                        ));
+                        0
                     }
                     _ => 0,
                 };
@@ -128,7 +145,6 @@ impl Timeline {
                     start_ms: origin,
                     end_ms: origin,
                 });
-                ended.push(None);
             }
             let n = timeline.sessions.len().max(1);
             let t = timeline.offset_in(n, r.t_ms());
@@ -138,11 +154,9 @@ impl Timeline {
             };
             session.end_ms = session.end_ms.max(t);
             let end = match r {
-                Record::RunFinished { status, at, .. } if session.kind != "rollback" => {
-                    Some((*status, at))
-                }
-                Record::RollbackFinished { status, at, .. } if session.kind == "rollback" => {
-                    Some((*status, at))
+                Record::RunFinished { status, .. } if session.kind != "rollback" => Some(*status),
+                Record::RollbackFinished { status, .. } if session.kind == "rollback" => {
+                    Some(*status)
                 }
                 Record::Interrupted { signal, .. } => {
                     session.signal = Some(signal.clone());
@@ -150,22 +164,23 @@ impl Timeline {
                 }
                 _ => None,
             };
-            if let Some((status, at)) = end {
+            if let Some(status) = end {
                 session.end = match status_name(status) {
                     "succeeded" => "finished",
                     other => other,
                 }
                 .into();
-                ended[n - 1] = at.clone();
             }
         }
         timeline.dry = dry;
-        for (s, at) in timeline.sessions.iter_mut().zip(ended) {
-            s.ended_at = if dry {
-                None
-            } else {
-                at.or_else(|| wall(timeline.start, s.end_ms))
-            };
+        // The times shown are points of the one axis (from the run's recorded start and each
+        // session's), so that a gap is exactly the difference of the times printed around it.
+        let start = timeline.start;
+        for s in &mut timeline.sessions {
+            if !dry && let Some(at) = wall(start, s.start_ms) {
+                s.started_at = at;
+            }
+            s.ended_at = if dry { None } else { wall(start, s.end_ms) };
         }
         timeline
     }
@@ -183,7 +198,7 @@ impl Timeline {
     /// Where a `t_ms` recorded in `session` sits on the run's axis.
     pub fn offset_in(&self, session: usize, t_ms: u64) -> u64 {
         match self.origins.get(session.wrapping_sub(1)) {
-            Some(&(first, origin)) => origin + t_ms.saturating_sub(first),
+            Some(&(first, origin)) => origin.saturating_add(t_ms.saturating_sub(first)),
             None => t_ms,
         }
     }
@@ -207,8 +222,10 @@ fn parse(at: &str) -> Option<SystemTime> {
 }
 
 fn wall(start: Option<SystemTime>, offset: u64) -> Option<String> {
-    let t = start? + Duration::from_millis(offset);
-    Some(humantime::format_rfc3339_millis(t).to_string())
+    let t = start?.checked_add(Duration::from_millis(offset))?;
+    // RFC 3339 ends with the year 9999 (a hand-edited journal can go past it).
+    let last = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    (t <= last).then(|| humantime::format_rfc3339_millis(t).to_string())
 }
 
 /// `alice`, or `bob (sudo, root)`.

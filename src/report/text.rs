@@ -132,9 +132,14 @@ impl SessionRow {
 }
 
 impl Report {
-    /// `SUCCEEDED in 1m 5s of wall-clock time, 3 sessions (1 crashed)`.
+    /// `SUCCEEDED in 1m 5s of wall-clock time, 3 sessions (1 crashed)`; for a run rolled back
+    /// later, how long the run itself took, then the rollback.
     pub fn headline(&self) -> String {
-        let mut text = format!("{} in {}", self.status.to_uppercase(), ms(self.wall_ms));
+        let mut text = format!(
+            "{} in {}",
+            self.status.to_uppercase(),
+            ms(self.run_end_ms())
+        );
         if self.mode == "dry-run" {
             text.push_str(" of virtual time");
         } else {
@@ -148,10 +153,17 @@ impl Report {
             }
         }
         if let Some(rb) = &self.rollback {
+            let start = self
+                .sessions
+                .iter()
+                .find(|s| s.kind == "rollback")
+                .map_or(0, |s| s.start_ms);
             text.push_str(&format!(
-                "; ROLLED BACK ({}{})",
+                "; ROLLED BACK ({}{}) from +{}, {} in all",
                 rb.status,
-                if rb.forced.is_some() { ", forced" } else { "" }
+                if rb.forced.is_some() { ", forced" } else { "" },
+                ms(start),
+                ms(self.wall_ms)
             ));
         }
         text
@@ -195,18 +207,45 @@ pub fn rto_line(r: &Report) -> Option<String> {
     })
 }
 
+/// The first 12 characters of the runbook's hash (whatever the journal holds).
+pub fn short_hash(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
+/// Text from a journal made safe for a terminal: control characters (escape sequences that
+/// clear the screen or set the title, carriage returns that overwrite a line) are shown as
+/// `\u{..}`, never sent; newlines and tabs stay.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn render(r: &Report) -> String {
+    printable(&render_raw(r))
+}
+
+fn render_raw(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{} — run {} ({})", r.runbook, r.run_id, r.mode);
     let _ = writeln!(o, "  result     {}", r.headline());
     if let Some(line) = rto_line(r) {
         let _ = writeln!(o, "  rto        {line}");
     }
+    for w in r.warnings() {
+        let _ = writeln!(o, "  WARNING    {w}");
+    }
     let _ = writeln!(
         o,
         "  file       {} (sha256 {})",
         r.file,
-        &r.hash[..r.hash.len().min(12)]
+        short_hash(&r.hash)
     );
     let _ = writeln!(o, "  operator   {}, started {}", r.operator, r.started_at);
     let _ = writeln!(

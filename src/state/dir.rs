@@ -144,6 +144,15 @@ impl StateBackend for StateDir {
         Ok(Box::new(DirLock::acquire(&path, holder)?))
     }
 
+    fn is_held(&self, scope: &Scope) -> bool {
+        let name = match scope {
+            Scope::Runbook(name) => format!("{name}.lock"),
+            Scope::Run(id) if Self::check_id(id).is_ok() => format!("run.{id}.lock"),
+            Scope::Run(_) => return false,
+        };
+        super::lock::is_held(&self.root.join("locks").join(name))
+    }
+
     fn create_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>> {
         Self::check_id(run_id)?;
         let journal = Journal::create(&self.journal_path(run_id), durable)?;

@@ -60,3 +60,15 @@ impl DirLock {
         Ok(DirLock { _file: file })
     }
 }
+
+/// Whether some process holds the lock at `path` (never created here). A shared lock is tried
+/// and let go at once: refused means an exclusive holder is alive.
+pub fn is_held(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
+}

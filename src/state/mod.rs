@@ -77,6 +77,8 @@ pub trait StateBackend: Send + Sync {
     /// Removes a run that never got a journal (its session could not start).
     fn discard_run(&self, run_id: &str);
     fn lock(&self, scope: &Scope, holder: &LockHolder) -> Result<Box<dyn HeldLock>, LockError>;
+    /// Whether a session holds `scope` now (a run being worked on), without taking it.
+    fn is_held(&self, scope: &Scope) -> bool;
     /// The journal of a new run.
     fn create_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>>;
     /// A recorded run's journal, to append to (a torn last line is cut off first).

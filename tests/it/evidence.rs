@@ -34,6 +34,59 @@ fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {id}"))
 }
 
+/// The page has no script of its own; the tests add one that measures the rendered layout and
+/// writes it into the DOM that chromium dumps.
+const PROBE: &str = r#"<script>
+window.addEventListener('load', () => {
+  const box = id => { const e = document.getElementById(id); if (!e) return null;
+    const b = e.getBoundingClientRect(); return { top: b.top, bottom: b.bottom, text: e.innerText }; };
+  const out = {
+    verdict: box('verdict'), rto: box('rto'), failed: box('failed'), sessions: box('sessions'),
+    result: box('result'),
+    tries: [...document.querySelectorAll('rect.try')].map(e => ({
+      cls: e.getAttribute('class'), width: e.getBoundingClientRect().width, fill: getComputedStyle(e).fill })),
+    gaps: [...document.querySelectorAll('rect.gap')].map(e => e.getBoundingClientRect().width),
+    bands: document.querySelectorAll('g.session-band').length,
+    width: document.documentElement.scrollWidth,
+  };
+  const pre = document.createElement('pre'); pre.id = 'measured';
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+});
+</script>"#;
+
+/// `html` rendered by headless chromium in a 1280×800 window, measured by [`PROBE`].
+fn measure_in_chromium(dir: &Path, html: &str) -> Value {
+    let page = dir.join("report.html");
+    std::fs::write(&page, html.replace("</body>", &format!("{PROBE}</body>"))).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1280,800",
+            "--virtual-time-budget=5000",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            &format!("file://{}", page.display()),
+        ])
+        .output()
+        .expect("chromium is installed (scripts/test installs it)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let start = dom.find("<pre id=\"measured\">").unwrap_or_else(|| {
+        panic!(
+            "no measurement in the DOM:\n{dom}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }) + "<pre id=\"measured\">".len();
+    let end = start + dom[start..].find("</pre>").unwrap();
+    let measured = dom[start..end]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    serde_json::from_str(&measured).unwrap()
+}
+
 /// The seconds ripcord sits dead between the crash and the resume.
 const GAP: Duration = Duration::from_secs(3);
 
@@ -58,8 +111,12 @@ steps:
     uses: shell.run
     with:
       script: |
-        if [ ! -f {d}/fixed ]; then echo "HTTP 401: bad token" >&2; exit 1; fi
+        if [ ! -f {d}/fixed ]; then
+          echo "note=data-loss window: 45s" >> "$RIPCORD_OUTPUT"
+          echo "HTTP 401: bad token" >&2; exit 1
+        fi
         echo "lsn=0/3000060" >> "$RIPCORD_OUTPUT"
+        echo "note=data-loss window: none" >> "$RIPCORD_OUTPUT"
   - id: slow
     needs: [token]
     idempotent: true
@@ -220,6 +277,11 @@ fn a_failure_resumed_past_stays_in_every_format_with_its_stderr() {
     );
     assert_eq!(token["tries"][1]["status"], "succeeded");
     assert_eq!(token["outputs"]["lsn"], "0/3000060");
+    // The step said it again when it ran again: its last word holds, alone.
+    assert_eq!(
+        r["step_notes"],
+        serde_json::json!([{ "step": "token", "note": "data-loss window: none" }])
+    );
     for format in ["text", "md", "html", "junit"] {
         let out = report(&state, &run_id, format);
         assert!(
@@ -251,6 +313,7 @@ fn a_forced_rollback_names_who_when_and_why_and_runs_shows_it() {
         "back.yaml",
         r#"version: 1
 name: back
+rto: 1h
 steps:
   - id: promote
     irreversible: true
@@ -296,11 +359,17 @@ steps:
     assert_eq!(rb["at"], sessions[1]["started_at"]);
     let undo_at = rb["actions"][0]["t_ms"].as_u64().unwrap();
     assert!(undo_at >= sessions[1]["start_ms"].as_u64().unwrap());
-    assert_eq!(r["rto_met"], Value::Null, "no RTO set");
+    // Fast, but rolled back: the RTO was not reached.
+    assert_eq!(r["rto_met"], false);
     for format in ["text", "md", "html", "junit"] {
         let out = report(&state, &run_id, format);
         assert!(out.contains(reason), "{format}:\n{out}");
-        assert!(out.contains("FORCED past"), "{format}:\n{out}");
+        assert!(out.contains("FORCED ("), "{format}:\n{out}");
+        // Past the promotion: what it did stands, and every format says so.
+        assert!(
+            out.contains("forced past irreversible step promote started"),
+            "{format}:\n{out}"
+        );
     }
     assert!(report(&state, &run_id, "junit").contains("<testcase name=\"undo promote\""));
     assert!(report(&state, &run_id, "text").contains("ROLLED BACK (succeeded, forced)"));
@@ -383,53 +452,7 @@ fn the_html_report_renders_the_answer_above_the_fold_in_chromium() {
     let (dir, run_id) = three_sessions();
     let state = dir.path().join("state");
     let html = report(&state, &run_id, "html");
-    // The page has no script of its own; the test adds one that measures the rendered layout
-    // and writes it into the DOM that chromium dumps.
-    let probe = r#"<script>
-window.addEventListener('load', () => {
-  const box = id => { const e = document.getElementById(id); if (!e) return null;
-    const b = e.getBoundingClientRect(); return { top: b.top, bottom: b.bottom, text: e.innerText }; };
-  const out = {
-    verdict: box('verdict'), rto: box('rto'), failed: box('failed'), sessions: box('sessions'),
-    result: box('result'),
-    tries: [...document.querySelectorAll('rect.try')].map(e => ({
-      cls: e.getAttribute('class'), width: e.getBoundingClientRect().width, fill: getComputedStyle(e).fill })),
-    gaps: [...document.querySelectorAll('rect.gap')].map(e => e.getBoundingClientRect().width),
-    bands: document.querySelectorAll('g.session-band').length,
-  };
-  const pre = document.createElement('pre'); pre.id = 'measured';
-  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
-});
-</script>"#;
-    let page = dir.path().join("report.html");
-    std::fs::write(&page, html.replace("</body>", &format!("{probe}</body>"))).unwrap();
-    let profile = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1280,800",
-            "--virtual-time-budget=5000",
-            &format!("--user-data-dir={}", profile.path().display()),
-            "--dump-dom",
-            &format!("file://{}", page.display()),
-        ])
-        .output()
-        .expect("chromium is installed (scripts/test installs it)");
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let start = dom.find("<pre id=\"measured\">").unwrap_or_else(|| {
-        panic!(
-            "no measurement in the DOM:\n{dom}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }) + "<pre id=\"measured\">".len();
-    let end = start + dom[start..].find("</pre>").unwrap();
-    let measured = dom[start..end]
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&");
-    let m: Value = serde_json::from_str(&measured).unwrap();
+    let m = measure_in_chromium(dir.path(), &html);
 
     // Above the fold: the whole verdict box, with the RTO judged on wall-clock time, what
     // failed (the earlier failure and the crash) and the sessions.
@@ -475,4 +498,340 @@ window.addEventListener('load', () => {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0], "rgb(207, 34, 46)", "failed tries are red");
     assert!(succeeded.iter().all(|f| f != &failed[0]), "{succeeded:?}");
+}
+
+/// A running session is not a crash: while a run is at work, `runs` and `report` say running,
+/// and its step is running, not in doubt.
+#[test]
+fn a_run_at_work_is_running_not_crashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "live.yaml",
+        &format!(
+            "version: 1\nname: live\nsteps:\n  - id: wait\n    uses: shell.run\n    with: {{ script: \"while [ ! -f {d}/go ]; do sleep 0.05; done\" }}\n"
+        ),
+    );
+    let child = Ripcord::new().state(&state).args(["run", &file]).spawn();
+    wait_alive(&format!("{d}/go"));
+    let run_id = crate::support::records(&state).unwrap()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = json(&state, &run_id);
+    assert_eq!(r["status"], "running", "{r}");
+    assert_eq!(r["sessions"][0]["end"], "running");
+    assert_eq!(step(&r, "wait")["status"], "running");
+    let runs: Value = serde_json::from_str(&ripcord(&state, &["runs", "--json"]).stdout).unwrap();
+    assert_eq!(runs[0]["status"], "running");
+    assert_eq!(runs[0]["crashed"], 0);
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let r = json(&state, &run_id);
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["sessions"][0]["end"], "finished");
+}
+
+/// A rollback killed in the middle of an undo, then run again later: its crashed session ends
+/// at its own last record (the note the second rollback writes is the second's), the wait
+/// between them is a gap, and the undo in doubt is shown as such before it is done again.
+#[test]
+fn a_rollback_killed_mid_undo_shows_the_undo_in_doubt_and_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "undo.yaml",
+        &format!(
+            r#"version: 1
+name: undo
+steps:
+  - id: drain
+    uses: shell.run
+    with: {{ script: "true" }}
+    undo:
+      uses: shell.run
+      with: {{ script: "while [ ! -f {d}/go ]; do sleep 0.05; done" }}
+  - id: check
+    needs: [drain]
+    uses: shell.run
+    with: {{ script: "exit 1" }}
+"#
+        ),
+    );
+    let run = ripcord(&state, &["run", "--json", &file]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let mut child = Ripcord::new()
+        .state(&state)
+        .args(["rollback", &run_id])
+        .spawn();
+    wait_alive(&format!("{d}/go"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(&format!("{d}/go")) {
+        assert!(Instant::now() < deadline, "the undo outlived ripcord");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // Between the two: the undo is in doubt, and every format warns of it.
+    let r = json(&state, &run_id);
+    assert_eq!(r["rollback"]["actions"][0]["status"], "in doubt", "{r}");
+    assert_eq!(r["rollback"]["status"], "incomplete");
+    for format in ["text", "md", "html", "junit"] {
+        let out = report(&state, &run_id, format);
+        assert!(
+            out.contains("the undo of drain in doubt"),
+            "{format}:\n{out}"
+        );
+    }
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let again = ripcord(&state, &["rollback", &run_id]);
+    assert_eq!(again.code, 0, "{}", again.transcript());
+
+    let r = json(&state, &run_id);
+    let sessions = r["sessions"].as_array().unwrap();
+    let ends: Vec<(&str, &str)> = sessions
+        .iter()
+        .map(|s| (s["kind"].as_str().unwrap(), s["end"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("run", "failed"),
+            ("rollback", "crashed"),
+            ("rollback", "finished")
+        ]
+    );
+    let (crashed_end, next) = (
+        sessions[1]["end_ms"].as_u64().unwrap(),
+        sessions[2]["start_ms"].as_u64().unwrap(),
+    );
+    assert!(
+        next >= crashed_end + 1000,
+        "the wait is a gap: {sessions:?}"
+    );
+    assert!(
+        sessions[1]["ended_at"].as_str().unwrap() < sessions[2]["started_at"].as_str().unwrap()
+    );
+    let undos: Vec<(u64, &str)> = r["rollback"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["session"].as_u64().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(undos, [(2, "in doubt"), (3, "succeeded")]);
+    assert_eq!(r["rollback"]["status"], "succeeded");
+    // Done in the end: no warning left.
+    assert!(!report(&state, &run_id, "text").contains("WARNING"));
+}
+
+/// A step taken as done after a crash (`--skip-in-doubt`) is a skipped testcase that says so,
+/// with its in-doubt try in the testcase's output.
+#[test]
+fn junit_says_a_step_was_taken_as_done_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "skip.yaml",
+        &format!(
+            "version: 1\nname: skip\nsteps:\n  - id: promote\n    uses: shell.run\n    with: {{ script: \"while [ ! -f {d}/go ]; do sleep 0.05; done\" }}\n"
+        ),
+    );
+    let mut child = Ripcord::new().state(&state).args(["run", &file]).spawn();
+    wait_alive(&format!("{d}/go"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(&format!("{d}/go")) {
+        assert!(Instant::now() < deadline, "the step outlived ripcord");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run_id = crate::support::records(&state).unwrap()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = ripcord(&state, &["resume", &run_id, "--skip-in-doubt"]);
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let junit = report(&state, &run_id, "junit");
+    let case = &junit[junit.find("<testcase name=\"promote\"").unwrap()..];
+    let case = &case[..case.find("</testcase>").unwrap()];
+    assert!(
+        case.contains("<skipped message=\"promote was in doubt: taken as done (--skip-in-doubt)"),
+        "{case}"
+    );
+    assert!(
+        case.contains("<system-out>session 1, attempt 1: in doubt"),
+        "{case}"
+    );
+}
+
+/// What a step printed cannot forge a report: in Markdown it stays in its code block (a fence
+/// longer than any run of backticks in it), in text no escape sequence reaches the terminal.
+#[test]
+fn step_output_cannot_forge_markdown_or_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "evil.yaml",
+        r#"version: 1
+name: evil
+steps:
+  - id: evil
+    uses: shell.run
+    with:
+      script: |
+        printf 'x=`a`|b\n' >> "$RIPCORD_OUTPUT"
+        printf '```\n## RTO MET\n| Result | **SUCCEEDED** |\n<script>alert(1)</script>\n\033[2J\033]0;owned\007\rX\n' >&2
+        exit 1
+"#,
+    );
+    let run = ripcord(&state, &["run", "--json", &file]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let md = report(&state, &run_id, "md");
+    let open = md.find("````text\n").expect(&md);
+    let close = open + md[open..].find("\n````\n").expect(&md);
+    let forged = md.find("\n## RTO MET\n").expect(&md);
+    assert!(open < forged && forged < close, "outside its block:\n{md}");
+    assert!(
+        !md[..open].contains("<script>") && !md[close..].contains("<script>"),
+        "{md}"
+    );
+    // The output's backticks and bar stay inside their code span and cell.
+    assert!(md.contains("| ` x ` | `` `a`\\|b `` |"), "{md}");
+    let text = report(&state, &run_id, "text");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\r'),
+        "{text:?}"
+    );
+    assert!(text.contains("\\u{1b}[2J"), "shown, not sent: {text}");
+}
+
+/// A hand-edited journal (times past the year 9999, a start that is not a time, a clock that
+/// went back) is reported without a panic, and `runs` still lists every run.
+#[test]
+fn a_journal_with_impossible_times_is_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "t.yaml",
+        "version: 1\nname: t\nsteps:\n  - { id: a, uses: shell.run, with: { script: \"exit 1\" } }\n",
+    );
+    let run = ripcord(&state, &["run", "--json", &file]);
+    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(ripcord(&state, &["resume", &run_id]).code, 1);
+    let path = state.join("runs").join(&run_id).join("journal.jsonl");
+    let mut records = crate::support::records(&state).unwrap();
+    for r in &mut records {
+        match r["kind"].as_str().unwrap() {
+            "run_started" => r["hash"] = Value::from("aéééééééééééééé"),
+            "resumed" => r["at"] = Value::from("yesterday"),
+            "step_finished" => r["t_ms"] = Value::from(u64::MAX),
+            _ => {}
+        }
+    }
+    let text: String = records
+        .iter()
+        .map(|r| {
+            let json = r.to_string();
+            format!("{json}\t{:08x}\n", crc32fast::hash(json.as_bytes()))
+        })
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    for format in ["text", "md", "json", "junit", "html"] {
+        let out = ripcord(&state, &["report", &run_id, "--format", format]);
+        assert_eq!(out.code, 0, "{format}: {}", out.transcript());
+    }
+    assert!(report(&state, &run_id, "text").contains("recorded a start that is not a time"));
+    let runs = ripcord(&state, &["runs"]);
+    assert_eq!(runs.code, 0, "{}", runs.transcript());
+    assert!(runs.stdout.contains(&run_id));
+}
+
+/// A secret printed across many lines of a failed try's stderr is masked before the tail is
+/// cut, so no part of it survives in the journal or in any report.
+#[test]
+fn a_multi_line_secret_is_masked_before_a_stderr_tail_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let lines: Vec<String> = (0..30).map(|i| format!("keyline-{i:02}-Qx7")).collect();
+    let secret = lines.join("\n");
+    let file = write(
+        dir.path(),
+        "leak.yaml",
+        r#"version: 1
+name: leak
+inputs:
+  key: { type: string, secret: true, env: LEAK_KEY }
+steps:
+  - id: leak
+    uses: shell.run
+    retry: { attempts: 2, delay: 10ms }
+    with: { script: 'printf "%s\n" "$KEY" >&2; exit 1', env: { KEY: "${{ inputs.key }}" } }
+"#,
+    );
+    let run = Ripcord::new()
+        .state(&state)
+        .env("LEAK_KEY", &secret)
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let journal =
+        std::fs::read_to_string(state.join("runs").join(&run_id).join("journal.jsonl")).unwrap();
+    let mut all = vec![journal, run.stdout, run.stderr];
+    for format in ["text", "md", "json", "junit", "html"] {
+        all.push(report(&state, &run_id, format));
+    }
+    for text in &all {
+        for line in &lines {
+            assert!(!text.contains(line.as_str()), "{line} leaked:\n{text}");
+        }
+    }
+    assert!(all[0].contains("stderr_tail"), "the tail is kept, masked");
+}
+
+/// Twelve failing steps with long errors, one of 3,000 characters without a space: the answer
+/// still fits above the fold of a 1280×800 window, and nothing widens the page.
+#[test]
+fn the_html_verdict_stays_above_the_fold_with_many_long_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut runbook = String::from("version: 1\nname: many\nsteps:\n");
+    for i in 0..12 {
+        let width = if i == 0 { 3000 } else { 300 };
+        runbook.push_str(&format!(
+            "  - {{ id: check-{i:02}, uses: shell.run, on_failure: continue, with: {{ script: \"printf '%{width}s' | tr ' ' x >&2; exit 1\" }} }}\n"
+        ));
+    }
+    let file = write(dir.path(), "many.yaml", &runbook);
+    let run = ripcord(&state, &["run", "--json", &file]);
+    // Each failure is let through (`on_failure: continue`): the run itself ends.
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let m = measure_in_chromium(dir.path(), &report(&state, &run_id, "html"));
+    assert!(m["verdict"]["bottom"].as_f64().unwrap() <= 800.0, "{m}");
+    assert!(
+        m["width"].as_f64().unwrap() <= 1280.0,
+        "the page got wider: {m}"
+    );
+    assert!(
+        m["failed"]["text"].as_str().unwrap().contains("and 7 more"),
+        "{m}"
+    );
 }

@@ -912,3 +912,44 @@ fn a_step_sees_only_its_own_output_file() {
     assert_eq!(outputs["again"]["mine"], "2");
     assert!(outputs["again"].get("secretish").is_none());
 }
+
+/// A large `stdin:` is written while the child's output is read: `cat` of 300 KB finishes
+/// (it used to deadlock until the timeout, ripcord writing stdin while `cat` waited to write
+/// stdout), and a child that never reads its stdin is still stopped by the step's timeout.
+#[test]
+fn a_large_stdin_neither_deadlocks_nor_escapes_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: String = (0..300_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let file = write(
+        dir.path(),
+        "stdin.yaml",
+        &format!(
+            "version: 1\nname: stdin\ninputs:\n  big: {{ type: string, default: {big} }}\nsteps:\n\
+             - {{ id: cat, uses: shell.run, timeout: 20s, with: {{ argv: [sh, -c, 'cat | wc -c'], stdin: \"${{{{ inputs.big }}}}\" }} }}\n\
+             - {{ id: deaf, uses: shell.run, timeout: 1s, on_failure: continue, with: {{ argv: [sleep, '60'], stdin: \"${{{{ inputs.big }}}}\" }} }}\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let finished: Vec<Value> = out
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "step_finished")
+        .collect();
+    let cat = finished.iter().find(|e| e["step"] == "cat").unwrap();
+    assert_eq!(cat["status"], "succeeded", "{cat}");
+    assert_eq!(cat["outputs"]["stdout"].as_str().unwrap().trim(), "300000");
+    let deaf = finished.iter().find(|e| e["step"] == "deaf").unwrap();
+    assert_eq!(deaf["status"], "failed", "{deaf}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the timeout stopped the child that never read: {:?}",
+        started.elapsed()
+    );
+}

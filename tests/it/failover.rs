@@ -159,6 +159,16 @@ fn switchover_under_writes_loses_nothing_and_reports_actual_beside_predicted() {
     assert_eq!(report["predicted_ms"], predicted);
     assert_eq!(report["status"], "succeeded");
     assert_eq!(report["approvals"][0]["step"], "approve");
+    // The evidence matches HAProxy: the standby, declared `disabled` in the configuration, is
+    // ready once enabled (HAProxy keeps a flag for that declaration, which is not maintenance).
+    let enabled = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "enable-new.set")
+        .unwrap();
+    assert_eq!(enabled["outputs"]["state"], "ready", "{enabled}");
+    assert_eq!(enabled["outputs"]["previous_state"], "maint", "{enabled}");
     for step in report["steps"].as_array().unwrap() {
         assert_eq!(step["status"], "succeeded", "{step}");
         assert!(
@@ -427,7 +437,7 @@ fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
         ),
         (
             "md",
-            "## Recorded by steps\n\n- `last-known`: data-loss window: WAL after",
+            "## Recorded by steps\n\n- ` last-known `: data-loss window: WAL after",
         ),
     ] {
         let out = Ripcord::new()

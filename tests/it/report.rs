@@ -105,17 +105,18 @@ fn junit_has_one_testcase_per_step_and_counts_that_match() {
             _ => {}
         }
     }
-    // A testcase per step, and one per undo of the automatic rollback.
-    assert_eq!(cases, 13, "{names:?}");
+    // A testcase per step, one per undo of the automatic rollback, and the RTO.
+    assert_eq!(cases, 14, "{names:?}");
     assert!(names.contains(&"power-on[app2]".to_string()));
     let undos: Vec<&String> = names.iter().filter(|n| n.starts_with("undo ")).collect();
     assert_eq!(
         undos,
+        // In the order they started: the power-ons, then the drain.
         [
-            "undo drain",
             "undo power-on[app3]",
             "undo power-on[app2]",
-            "undo power-on[app1]"
+            "undo power-on[app1]",
+            "undo drain",
         ]
     );
     assert!(
@@ -134,9 +135,10 @@ fn junit_has_one_testcase_per_step_and_counts_that_match() {
     );
     assert_eq!(
         (failures, skipped),
-        (1, 1),
-        "repoint failed, smoke never ran"
+        (2, 1),
+        "repoint failed, the RTO was not reached (rolled back), smoke never ran"
     );
+    assert!(names.contains(&"rto".to_string()));
 }
 
 #[test]
@@ -269,7 +271,7 @@ fn history_estimates_come_from_earlier_real_runs() {
         .run();
     assert!(
         text.stdout
-            .starts_with("estimates: 2 of 2 steps from earlier real runs, the rest from sim\nlearn: 2 steps in 2 stages"),
+            .starts_with("estimates: 2 of 2 steps from the median of 3 earlier real runs (succeeded tries only: failed tries, retry waits and gaps between sessions are not in them)\nlearn: 2 steps in 2 stages"),
         "{}",
         text.stdout
     );

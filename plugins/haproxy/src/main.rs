@@ -95,9 +95,11 @@ fn servers(answer: &str, backend: Option<&str>) -> Vec<Value> {
             }
             let op: u32 = f[5].parse().ok()?;
             let admin: u32 = f[6].parse().ok()?;
-            // Admin flags: 0x01/0x02/0x04/0x20 maintenance (forced, inherited, config,
-            // resolution), 0x08/0x10 drain (forced, inherited).
-            let state = if admin & 0x27 != 0 {
+            // Admin flags (HAProxy's SRV_ADMF_*): maintenance is 0x01 forced, 0x02 inherited,
+            // 0x20 from DNS resolution (SRV_ADMF_MAINT = 0x23); 0x04 only records that the
+            // configuration said `disabled` and stays set after `set server ... state ready`,
+            // so it is not maintenance. Drain: 0x08 forced, 0x10 inherited.
+            let state = if admin & 0x23 != 0 {
                 "maint"
             } else if admin & 0x18 != 0 {
                 "drain"

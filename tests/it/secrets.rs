@@ -247,3 +247,44 @@ fn a_secret_never_leaves_the_process_that_needs_it() {
     assert!(stdout.contains("token=***"), "{stdout}");
     assert!(stdout.contains("cannot log in with ***"), "{stdout}");
 }
+
+/// An approval's prompt is printed for the operator: a secret in it is masked there too.
+#[test]
+fn a_secret_in_an_approval_prompt_is_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let canary = format!("prompt-canary-{}", std::process::id());
+    let file = dir.path().join("prompt.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nname: prompt\ninputs:\n  token: { type: string, secret: true, env: PROMPT_TOKEN }\n\
+         steps:\n  - { id: gate, uses: approval.ask, with: { prompt: \"go with ${{ inputs.token }}?\" } }\n",
+    )
+    .unwrap();
+    let child = Ripcord::new()
+        .state(&state)
+        .env("PROMPT_TOKEN", &canary)
+        .args(["run", file.to_str().unwrap()])
+        .spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let run_id = loop {
+        let waiting = crate::support::records(&state)
+            .filter(|rs| rs.iter().any(|r| r["kind"] == "approval_waiting"))
+            .map(|rs| rs[0]["run_id"].as_str().unwrap().to_string());
+        if let Some(id) = waiting {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no approval wait");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let answer = Ripcord::new()
+        .state(&state)
+        .args(["approve", &run_id, "gate"])
+        .run();
+    assert_eq!(answer.code, 0, "{}", answer.transcript());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("go with ***?"), "{stderr}");
+    assert!(!stderr.contains(&canary), "{stderr}");
+}

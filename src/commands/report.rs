@@ -56,13 +56,26 @@ pub fn render(report: &Report, format: ReportFormat) -> String {
     }
 }
 
-/// Reports hold what happened in production: readable by their owner only.
+/// Reports hold what happened in production: readable by their owner only, also when the file
+/// existed with a wider mode; never written through a symbolic link (which could point at a
+/// file somewhere else, of someone else's choosing).
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
         .mode(0o600)
-        .open(path)?;
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(e.kind(), "it is a symbolic link; give the file itself")
+            } else {
+                e
+            }
+        })?;
+    // Narrowed before anything is written into it, then emptied.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.set_len(0)?;
     file.write_all(text.as_bytes())
 }

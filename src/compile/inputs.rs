@@ -81,6 +81,20 @@ pub fn resolve(
             .env
             .as_ref()
             .and_then(|var| std::env::var(&var.value).ok().map(|v| (var, v)));
+        let secret = decl.secret == Some(true);
+        // A secret's value is never shown, not even when it is malformed.
+        let coerce = |raw: &str, ty| {
+            coerce(raw, ty).map_err(|msg| {
+                if secret {
+                    format!(
+                        "the value given is not a valid {} (not shown: the input is secret)",
+                        ty.as_str()
+                    )
+                } else {
+                    msg
+                }
+            })
+        };
         let (value, origin) = if let Some((_, raw)) = from_arg {
             match coerce(raw, ty) {
                 Ok(v) => (Some(v), InputOrigin::Given),
@@ -136,6 +150,29 @@ pub fn resolve(
                 .in_file(file)
                 .label(span, "declared required here")
                 .help(how),
+            );
+        }
+        // A secret is masked by its value wherever it would be printed; a value this short
+        // cannot be (it would hide ordinary text, or show through): refused.
+        if secret
+            && let Some(v) = &value
+            && let Some(short) = crate::exec::mask::too_short(v)
+        {
+            diags.push(
+                Diag::error(
+                    "ripcord::secret-too-short",
+                    format!(
+                        "secret input `{}` has a value of {short} character{}: too short to be masked safely",
+                        name.value,
+                        if short == 1 { "" } else { "s" }
+                    ),
+                )
+                .in_file(file)
+                .label(span, "declared secret here")
+                .help(format!(
+                    "a secret is masked by its value in every log and report; use one of at least {} characters, or declare the input without `secret: true`",
+                    crate::exec::mask::MIN_SECRET
+                )),
             );
         }
         if out.iter().any(|i| i.name == name.value) {

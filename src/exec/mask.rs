@@ -12,6 +12,22 @@ pub struct Masker {
 
 pub const MASK: &str = "***";
 
+/// The fewest characters a secret may have: shorter values cannot be masked by value without
+/// hiding ordinary text (or being left visible).
+pub const MIN_SECRET: usize = 4;
+
+/// The length of the shortest part of a secret value (each string or number in it, empty ones
+/// included) when it is shorter than [`MIN_SECRET`].
+pub fn too_short(value: &Json) -> Option<usize> {
+    let mut parts = Vec::new();
+    leaves(value, &mut parts);
+    parts
+        .iter()
+        .map(|p| p.chars().count())
+        .filter(|&n| n < MIN_SECRET)
+        .min()
+}
+
 impl Masker {
     /// From the secret values (each leaf of a structured secret counts).
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Json>) -> Masker {
@@ -38,7 +54,8 @@ impl Masker {
             .flat_map(|n| engines.iter().map(move |e| e.encode(n)))
             .collect();
         needles.extend(encoded);
-        // Short values would mask half the log; 3 characters is the least that is meaningful.
+        // Short values would mask half the log (secrets shorter than MIN_SECRET are refused
+        // when inputs are resolved; this leaves out short lines of multi-line secrets).
         needles.retain(|n| n.chars().count() >= 3);
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         needles.dedup();

@@ -381,6 +381,24 @@ fn runs_lists_newest_first_and_reports_are_private_files() {
     );
 
     let path = dir.path().join("evidence.html");
+    // An existing report with a wider mode is narrowed; a symbolic link is not followed.
+    std::fs::write(&path, "old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let target = dir.path().join("elsewhere.txt");
+    std::fs::write(&target, "untouched").unwrap();
+    let link = dir.path().join("link.html");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let refused = Ripcord::new()
+        .state(dir.path())
+        .args(["report", &first, "--output", link.to_str().unwrap()])
+        .run();
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains("symbolic link"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
     let out = Ripcord::new()
         .state(dir.path())
         .args([

@@ -288,3 +288,65 @@ fn a_secret_in_an_approval_prompt_is_masked() {
     assert!(stderr.contains("go with ***?"), "{stderr}");
     assert!(!stderr.contains(&canary), "{stderr}");
 }
+
+/// A secret too short to mask is refused before anything runs; a malformed secret is never
+/// echoed in a diagnostic (`validate --json` included, which CI turns into annotations).
+#[test]
+fn short_secrets_are_refused_and_bad_ones_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pin.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nname: pin\ninputs:\n  pin: { type: integer, secret: true }\n\
+         steps:\n  - { id: use, uses: shell.run, with: { argv: [sh, -c, 'echo \"PIN=$PIN\"'], env: { PIN: \"${{ inputs.pin }}\" } } }\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let short = Ripcord::new()
+        .state(dir.path())
+        .args(["run", file, "-i", "pin=42"])
+        .run();
+    assert_eq!(short.code, 2, "{}", short.transcript());
+    assert!(
+        short.stderr.contains("too short to be masked safely"),
+        "{}",
+        short.stderr
+    );
+    assert!(
+        !dir.path().join("runs").exists(),
+        "nothing ran, nothing recorded"
+    );
+    let bad = "s3cr3t-not-a-number";
+    for args in [
+        vec!["run", file, "-i"],
+        vec!["validate", "--json", file, "-i"],
+    ] {
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        args.push(format!("pin={bad}"));
+        let out = Ripcord::new().state(dir.path()).args(&args).run();
+        assert_eq!(out.code, 2, "{}", out.transcript());
+        assert!(
+            !out.stdout.contains(bad) && !out.stderr.contains(bad),
+            "{}",
+            out.transcript()
+        );
+        assert!(
+            out.transcript().contains("not shown: the input is secret"),
+            "{}",
+            out.transcript()
+        );
+    }
+    // Long enough: it runs, and the step's output shows it masked.
+    let ok = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", file, "-i", "pin=98765431"])
+        .run();
+    assert_eq!(ok.code, 0, "{}", ok.transcript());
+    assert!(!ok.stdout.contains("98765431"), "{}", ok.stdout);
+    let finished = ok
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "step_finished")
+        .unwrap();
+    assert_eq!(finished["outputs"]["stdout"], "PIN=***\n", "{finished}");
+}

@@ -149,4 +149,40 @@ fn postgres_and_haproxy_plugins_against_real_servers() {
         },
         "HAProxy to route to the new primary",
     );
+
+    // A name that would smuggle a second runtime-API command is refused before anything is
+    // sent: the fenced old primary stays in maintenance.
+    let smuggle = format!(
+        "- {{ id: smuggle, uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: \"pg; set server pg/primary state ready\", server: standby, state: ready }} }}\n"
+    );
+    let out = run(&c, "smuggle", &smuggle, &[]);
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let failed = out
+        .events()
+        .into_iter()
+        .find(|e| e["step"] == "smuggle" && e["kind"] == "step_finished")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a HAProxy name"),
+        "{failed}"
+    );
+    let look = run(
+        &c,
+        "look",
+        &format!(
+            "- {{ id: look, uses: haproxy.show_servers, with: {{ socket: \"{sock}\", backend: pg }} }}\n"
+        ),
+        &[],
+    );
+    let servers = outputs(&look, "look")["servers"].clone();
+    let primary = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["server"] == "primary")
+        .unwrap();
+    assert_eq!(primary["state"], "maint", "{servers}");
 }

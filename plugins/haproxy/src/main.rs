@@ -14,8 +14,20 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The characters HAProxy allows in a backend or server name. The runtime API reads `;` as a
+/// command separator and spaces as argument separators, and has no quoting: a name is checked
+/// against this before it is put into a command, never escaped.
+const NAME: &str = "^[A-Za-z0-9_.:-]+$";
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+}
+
 fn actions() -> Vec<Action> {
     let socket = json!({ "type": "string", "description": "unix socket path, or host:port" });
+    let name = json!({ "type": "string", "pattern": NAME });
     vec![
         Action::new(
             "set_server",
@@ -24,7 +36,7 @@ fn actions() -> Vec<Action> {
         .params(json!({
             "type": "object",
             "properties": {
-                "socket": socket, "backend": { "type": "string" }, "server": { "type": "string" },
+                "socket": socket, "backend": name, "server": name,
                 "state": { "type": "string", "enum": ["ready", "drain", "maint"] },
                 "weight": { "type": "integer", "minimum": 0, "maximum": 256 }
             },
@@ -39,7 +51,7 @@ fn actions() -> Vec<Action> {
         )
         .params(json!({
             "type": "object",
-            "properties": { "socket": socket, "backend": { "type": "string" } },
+            "properties": { "socket": socket, "backend": name },
             "required": ["socket"],
             "additionalProperties": false
         }))
@@ -116,6 +128,15 @@ fn servers(answer: &str, backend: Option<&str>) -> Vec<Value> {
 fn handle(req: &Request) -> Result<Reply, Reply> {
     let p = &req.params;
     let socket = p["socket"].as_str().unwrap_or_default();
+    for key in ["backend", "server"] {
+        if let Some(v) = p[key].as_str()
+            && !is_name(v)
+        {
+            return Err(Reply::fail(format!(
+                "{key} {v:?} is not a HAProxy name (letters, digits, `_`, `.`, `:`, `-`): it would change the runtime-API command"
+            )));
+        }
+    }
     match req.action.as_str() {
         "show_servers" => {
             let answer = command(socket, "show servers state")?;

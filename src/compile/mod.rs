@@ -1376,15 +1376,7 @@ impl Compiler<'_> {
     ) {
         let secret = |name: &str| inputs.iter().any(|i| i.secret && i.name == name);
         for d in decls {
-            let mut params: Vec<&Param> = Vec::new();
-            let shell = |a: &ActionRef| a.provider == "shell" && a.action == "run";
-            if d.action.as_ref().is_some_and(shell) {
-                params.extend(d.with.as_ref());
-            }
-            if let Some(u) = d.undo.as_ref().filter(|u| shell(&u.action)) {
-                params.extend(u.with.as_ref());
-            }
-            for p in params {
+            for p in shell_params(d) {
                 let Param::Map(entries) = p else { continue };
                 for (key, value) in entries.iter().filter(|(k, _)| k == "argv" || k == "script") {
                     let mut exprs = Vec::new();
@@ -1416,16 +1408,8 @@ impl Compiler<'_> {
     /// Each `${{ }}` in `shell.run`'s `script:` is quoted for where it stands (see
     /// [`script`]); where that cannot be known, the runbook is refused.
     fn check_script_quoting<'d>(&mut self, decls: impl Iterator<Item = &'d Decl>) {
-        let shell = |a: &ActionRef| a.provider == "shell" && a.action == "run";
         for d in decls {
-            let mut params: Vec<&Param> = Vec::new();
-            if d.action.as_ref().is_some_and(shell) {
-                params.extend(d.with.as_ref());
-            }
-            if let Some(u) = d.undo.as_ref().filter(|u| shell(&u.action)) {
-                params.extend(u.with.as_ref());
-            }
-            for p in params {
+            for p in shell_params(d) {
                 let Param::Map(entries) = p else { continue };
                 let Some((_, Param::Str(t))) = entries.iter().find(|(k, _)| k == "script") else {
                     continue;
@@ -2102,4 +2086,17 @@ fn needs_of(step: &Step) -> Vec<(String, Span)> {
         .flat_map(|n| n.value.iter())
         .map(|n| (n.value.clone(), Span::of(n)))
         .collect()
+}
+
+/// The `with:` of a step and of its undo, where they run `shell.run`.
+fn shell_params(d: &Decl) -> Vec<&Param> {
+    let shell = |a: &ActionRef| a.provider == "shell" && a.action == "run";
+    let mut params: Vec<&Param> = Vec::new();
+    if d.action.as_ref().is_some_and(shell) {
+        params.extend(d.with.as_ref());
+    }
+    if let Some(u) = d.undo.as_ref().filter(|u| shell(&u.action)) {
+        params.extend(u.with.as_ref());
+    }
+    params
 }

@@ -88,6 +88,36 @@ pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
             let frame = stack
                 .last_mut()
                 .expect("the script's frame is never popped");
+            // What `$` and a backtick start, the same outside quotes and inside "…".
+            if frame.quoting != Quoting::Single {
+                match (c, next) {
+                    ('`', _) => {
+                        inside = Some(("inside backticks", '`'));
+                        continue;
+                    }
+                    ('$', Some('{')) => {
+                        i += 1;
+                        inside = Some(("inside `${…}`", '}'));
+                        continue;
+                    }
+                    ('$', Some('(')) => {
+                        i += 1;
+                        stack.push(Frame {
+                            quoting: Quoting::Bare,
+                            parens: 0,
+                            command: true,
+                        });
+                        word_start = true;
+                        continue;
+                    }
+                    ('$', Some('\'')) if frame.quoting == Quoting::Bare => {
+                        i += 1;
+                        inside = Some(("inside `$'…'`", '\''));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             match frame.quoting {
                 Quoting::Single => {
                     if c == '\'' {
@@ -97,19 +127,6 @@ pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
                 Quoting::Double => match c {
                     '\\' => escaped = true,
                     '"' => frame.quoting = Quoting::Bare,
-                    '`' => inside = Some(("inside backticks", '`')),
-                    '$' if next == Some('{') => {
-                        i += 1;
-                        inside = Some(("inside `${…}`", '}'));
-                    }
-                    '$' if next == Some('(') => {
-                        i += 1;
-                        stack.push(Frame {
-                            quoting: Quoting::Bare,
-                            parens: 0,
-                            command: true,
-                        });
-                    }
                     _ => {}
                 },
                 Quoting::Bare => match c {
@@ -117,23 +134,6 @@ pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
                     '\'' => frame.quoting = Quoting::Single,
                     '"' => frame.quoting = Quoting::Double,
                     '#' if word_start => comment = true,
-                    '`' => inside = Some(("inside backticks", '`')),
-                    '$' if next == Some('\'') => {
-                        i += 1;
-                        inside = Some(("inside `$'…'`", '\''));
-                    }
-                    '$' if next == Some('{') => {
-                        i += 1;
-                        inside = Some(("inside `${…}`", '}'));
-                    }
-                    '$' if next == Some('(') => {
-                        i += 1;
-                        stack.push(Frame {
-                            quoting: Quoting::Bare,
-                            parens: 0,
-                            command: true,
-                        });
-                    }
                     '<' if next == Some('<') => {
                         poisoned = Some("at or after a here-document (`<<`)");
                     }

@@ -87,6 +87,26 @@ fn measure_in_chromium(dir: &Path, html: &str) -> Value {
     serde_json::from_str(&measured).unwrap()
 }
 
+/// SIGKILL for ripcord (its session's journal just stops); then waits until the step it was
+/// running (`pattern` in its command line) is gone, as the supervisor ends it.
+fn kill_9(mut child: std::process::Child, pattern: &str) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pattern) {
+        assert!(Instant::now() < deadline, "a step outlived ripcord");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The id of the one run recorded in `state`.
+fn run_id(state: &Path) -> String {
+    crate::support::records(state).unwrap()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// The seconds ripcord sits dead between the crash and the resume.
 const GAP: Duration = Duration::from_secs(3);
 
@@ -135,18 +155,12 @@ steps:
     let run_id = first.events()[0]["run_id"].as_str().unwrap().to_string();
 
     std::fs::write(dir.path().join("fixed"), "").unwrap();
-    let mut child = Ripcord::new()
+    let child = Ripcord::new()
         .state(&state)
         .args(["resume", &run_id])
         .spawn();
     wait_alive(&format!("{d}/go"));
-    child.kill().unwrap(); // SIGKILL: the session's journal just stops
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(&format!("{d}/go")) {
-        assert!(Instant::now() < deadline, "the step outlived ripcord");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kill_9(child, &format!("{d}/go"));
     std::thread::sleep(GAP);
 
     std::fs::write(dir.path().join("go"), "").unwrap();
@@ -420,10 +434,7 @@ fn an_interrupted_session_and_its_cancelled_try_are_named_as_such() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     std::fs::write(dir.path().join("go"), "").unwrap();
-    let run_id = crate::support::records(&state).unwrap()[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = run_id(&state);
     let resumed = ripcord(&state, &["resume", &run_id]);
     assert_eq!(resumed.code, 0, "{}", resumed.transcript());
     let r = json(&state, &run_id);
@@ -516,10 +527,7 @@ fn a_run_at_work_is_running_not_crashed() {
     );
     let child = Ripcord::new().state(&state).args(["run", &file]).spawn();
     wait_alive(&format!("{d}/go"));
-    let run_id = crate::support::records(&state).unwrap()[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = run_id(&state);
     let r = json(&state, &run_id);
     assert_eq!(r["status"], "running", "{r}");
     assert_eq!(r["sessions"][0]["end"], "running");
@@ -566,18 +574,12 @@ steps:
     let run = ripcord(&state, &["run", "--json", &file]);
     assert_eq!(run.code, 1, "{}", run.transcript());
     let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
-    let mut child = Ripcord::new()
+    let child = Ripcord::new()
         .state(&state)
         .args(["rollback", &run_id])
         .spawn();
     wait_alive(&format!("{d}/go"));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(&format!("{d}/go")) {
-        assert!(Instant::now() < deadline, "the undo outlived ripcord");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kill_9(child, &format!("{d}/go"));
     std::thread::sleep(Duration::from_millis(1500));
     // Between the two: the undo is in doubt, and every format warns of it.
     let r = json(&state, &run_id);
@@ -650,19 +652,10 @@ fn junit_says_a_step_was_taken_as_done_after_a_crash() {
             "version: 1\nname: skip\nsteps:\n  - id: promote\n    uses: shell.run\n    with: {{ script: \"while [ ! -f {d}/go ]; do sleep 0.05; done\" }}\n"
         ),
     );
-    let mut child = Ripcord::new().state(&state).args(["run", &file]).spawn();
+    let child = Ripcord::new().state(&state).args(["run", &file]).spawn();
     wait_alive(&format!("{d}/go"));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(&format!("{d}/go")) {
-        assert!(Instant::now() < deadline, "the step outlived ripcord");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let run_id = crate::support::records(&state).unwrap()[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    kill_9(child, &format!("{d}/go"));
+    let run_id = run_id(&state);
     let out = ripcord(&state, &["resume", &run_id, "--skip-in-doubt"]);
     assert_eq!(out.code, 0, "{}", out.transcript());
     let junit = report(&state, &run_id, "junit");

@@ -39,6 +39,13 @@ use param::{Condition, Param};
 
 /// The default `concurrency`.
 pub const DEFAULT_CONCURRENCY: usize = 10;
+
+/// Budgets of a compiled runbook, so that a small file cannot make `validate` take minutes or
+/// gigabytes: steps after modules are inlined and `for_each` expanded, dependency edges between
+/// them, and how deep includes nest.
+pub const MAX_STEPS: usize = 100_000;
+pub const MAX_EDGES: usize = 1_000_000;
+pub const MAX_INCLUDE_DEPTH: usize = 16;
 /// The timeout of a step that sets none (and has no `defaults.timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Names `run.X` may use in expressions.
@@ -938,6 +945,17 @@ impl Compiler<'_> {
         if let Some(done) = self.modules.get(&key) {
             return done.clone();
         }
+        if self.chain.len() >= MAX_INCLUDE_DEPTH {
+            self.push(
+                Diag::error(
+                    "ripcord::include-depth",
+                    format!("includes nest deeper than {MAX_INCLUDE_DEPTH} files"),
+                )
+                .label(span, format!("includes {display}"))
+                .help("flatten the modules: a standard step needs a module, not a tower of them"),
+            );
+            return None;
+        }
         let source = match load_file_as(&path, &display) {
             Ok(source) => source,
             Err(diag) => {
@@ -1076,6 +1094,10 @@ impl Compiler<'_> {
         let mut groups: Vec<Group> = Vec::new();
         // For an include: the include's own deps (declared indices).
         let mut outer_deps: Vec<Option<Vec<(usize, Span)>>> = vec![None; n];
+        // Steps once inlined: the budget is checked before each module is copied in, so that
+        // modules including modules (each step count multiplying) stop at MAX_STEPS, not at
+        // the memory's end.
+        let mut total = decls.iter().filter(|d| d.include.is_none()).count();
         let mut decls: Vec<Option<Decl>> = decls.into_iter().map(Some).collect();
         for i in order {
             let Some(mut d) = decls[i].take() else {
@@ -1091,6 +1113,25 @@ impl Compiler<'_> {
                 done[i].push(d);
                 continue;
             };
+            total += module.body.decls.len();
+            if total > MAX_STEPS {
+                self.push(
+                    Diag::error(
+                        "ripcord::too-many-steps",
+                        format!(
+                            "including {} here makes more than {MAX_STEPS} steps",
+                            module.display
+                        ),
+                    )
+                    .label(d.span, format!("{} steps", module.body.decls.len()))
+                    .help("each include copies the module's steps, and a module that includes others copies theirs: split the runbook"),
+                );
+                return Body {
+                    decls: Vec::new(),
+                    outputs: Vec::new(),
+                    groups,
+                };
+            }
             let g = groups.len();
             groups.push(Group {
                 id: d.id.clone(),
@@ -1811,6 +1852,9 @@ impl Compiler<'_> {
             .iter()
             .map(|d| d.deps.iter().map(|&(j, _)| j).collect())
             .collect();
+        let places: Vec<(SourceFile, Span)> =
+            decls.iter().map(|d| (d.file.clone(), d.span)).collect();
+        let mut too_many: Option<usize> = None;
         for d in decls {
             let items = match &d.for_each {
                 None => vec![None],
@@ -1818,6 +1862,12 @@ impl Compiler<'_> {
                 Some(ForEach::Expr(e)) => self.eval_for_each(e, &d.file, &inputs, &inputs_json),
             };
             let first = steps.len();
+            // Past the budget nothing more is made (the error is reported below).
+            if first + items.len() > MAX_STEPS {
+                too_many.get_or_insert(instances.len());
+                instances.push(first..first);
+                continue;
+            }
             let mut keys: HashSet<String> = HashSet::new();
             let mut ids = Vec::with_capacity(items.len());
             for (n, item) in items.iter().enumerate() {
@@ -1879,6 +1929,41 @@ impl Compiler<'_> {
                 });
             }
             instances.push(first..steps.len());
+        }
+        // Every instance of a step waits for every instance of what it needs: two `for_each`
+        // of N and M items make N × M edges. Counted before any is made.
+        let mut edges = 0usize;
+        let mut over = None;
+        for (i, waits) in deps.iter().enumerate() {
+            for &j in waits {
+                edges = edges.saturating_add(instances[j].len().saturating_mul(instances[i].len()));
+                if edges > MAX_EDGES && over.is_none() {
+                    over = Some(i);
+                }
+            }
+        }
+        if too_many.is_some() || over.is_some() {
+            let (i, message, help) = match (too_many, over) {
+                (None, Some(i)) => (
+                    i,
+                    format!("the dependencies come to more than {MAX_EDGES} edges"),
+                    "each instance of a for_each step waits for every instance of the for_each it needs (N × M): put one step between them (it needs the first, the second needs it), which makes N + M",
+                ),
+                _ => (
+                    too_many.unwrap_or(0),
+                    format!("for_each expands the runbook to more than {MAX_STEPS} steps"),
+                    "split the runbook, or iterate over fewer items",
+                ),
+            };
+            let (file, span) = &places[i];
+            self.diags.push(
+                Diag::error("ripcord::too-large", message)
+                    .in_file(file)
+                    .label(*span, "here")
+                    .help(help),
+            );
+            steps.truncate(0);
+            instances.iter_mut().for_each(|r| *r = 0..0);
         }
         let mut graph: DiGraph<(), ()> = DiGraph::with_capacity(steps.len(), steps.len());
         for _ in &steps {

@@ -144,3 +144,87 @@ fn several_files_report_each() {
     assert!(out.stderr.contains("cannot read no/such/file.yaml"));
     assert!(out.stderr.contains("3 of 4 file(s) invalid"));
 }
+
+/// Small files that would compile to millions of steps or edges are refused by their budget,
+/// each with a diagnostic at the include or step that crosses it (these took seconds and
+/// gigabytes before validating "ok").
+#[test]
+fn compile_budgets_refuse_what_multiplies() {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |file: &std::path::Path| {
+        let out = Ripcord::new()
+            .args(["validate", file.to_str().unwrap()])
+            .run();
+        assert_eq!(out.code, 2, "{}", out.transcript());
+        out.stderr
+    };
+    // Each module includes the next three times: 3^12 steps.
+    for n in 0..12 {
+        let body = if n == 11 {
+            "  - { id: a, uses: sleep.for, with: { duration: 1ms } }\n".to_string()
+        } else {
+            (0..3)
+                .map(|k| format!("  - {{ id: i{k}, include: m{}.yaml }}\n", n + 1))
+                .collect()
+        };
+        std::fs::write(
+            dir.path().join(format!("m{n}.yaml")),
+            format!("version: 1\nname: m{n}\nsteps:\n{body}"),
+        )
+        .unwrap();
+    }
+    let err = validate(&dir.path().join("m0.yaml"));
+    assert!(err.contains("ripcord::too-many-steps"), "{err}");
+    assert!(err.contains("more than 100000 steps"), "{err}");
+
+    // A chain of 20 includes.
+    for n in 0..20 {
+        let body = if n == 19 {
+            "  - { id: a, uses: sleep.for, with: { duration: 1ms } }\n".to_string()
+        } else {
+            format!("  - {{ id: next, include: c{}.yaml }}\n", n + 1)
+        };
+        std::fs::write(
+            dir.path().join(format!("c{n}.yaml")),
+            format!("version: 1\nname: c{n}\nsteps:\n{body}"),
+        )
+        .unwrap();
+    }
+    let err = validate(&dir.path().join("c0.yaml"));
+    assert!(err.contains("ripcord::include-depth"), "{err}");
+
+    // for_each → for_each: 5,000 × 5,000 edges.
+    let items: Vec<String> = (0..5000).map(|i| format!("h{i}")).collect();
+    let list = serde_json::to_string(&items).unwrap();
+    let file = dir.path().join("cross.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1\nname: cross\ninputs:\n  a: {{ type: list, default: {list} }}\n  b: {{ type: list, default: {list} }}\nsteps:\n\
+             - {{ id: one, for_each: \"${{{{ inputs.a }}}}\", uses: sleep.for, with: {{ duration: 1ms }} }}\n\
+             - {{ id: two, for_each: \"${{{{ inputs.b }}}}\", needs: [one], uses: sleep.for, with: {{ duration: 1ms }} }}\n"
+        ),
+    )
+    .unwrap();
+    let err = validate(&file);
+    assert!(err.contains("more than 1000000 edges"), "{err}");
+    assert!(err.contains("N + M"), "{err}");
+
+    // for_each over 200,000 items.
+    let items: Vec<String> = (0..200_000).map(|i| format!("v{i}")).collect();
+    let file = dir.path().join("wide.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1\nname: wide\ninputs:\n  vms: {{ type: list, default: {} }}\nsteps:\n\
+             - {{ id: on, for_each: \"${{{{ inputs.vms }}}}\", uses: sleep.for, with: {{ duration: 1ms }} }}\n",
+            serde_json::to_string(&items).unwrap()
+        ),
+    )
+    .unwrap();
+    let err = validate(&file);
+    assert!(
+        err.contains("expands the runbook to more than 100000 steps"),
+        "{err}"
+    );
+}

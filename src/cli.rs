@@ -66,12 +66,17 @@ pub struct RunArgs {
     /// nothing; steps without a check are skipped.
     #[arg(long)]
     pub check: bool,
-    /// Seed of the dry-run (recorded, so a run can be replayed).
+    /// Seed of the dry-run's draws (`sim.jitter`, `--fail-rate`): the same seed, the same
+    /// events. Recorded, so a run can be replayed.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// In a dry-run, make this step fail on every attempt (repeatable; an id or a for_each id).
     #[arg(long = "fail", value_name = "STEP")]
     pub fail: Vec<String>,
+    /// In a dry-run, make each attempt fail with this probability (0 to 1), drawn from
+    /// `--seed`: the same seed fails the same attempts.
+    #[arg(long, value_name = "P", value_parser = fail_rate)]
+    pub fail_rate: Option<f64>,
     #[command(flatten)]
     pub approvals: ApprovalArgs,
     /// Steps in flight at most, instead of the runbook's `concurrency`.
@@ -261,6 +266,13 @@ pub enum RunsStatus {
     RolledBack,
     /// Its journal cannot be read.
     Unreadable,
+}
+
+fn fail_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{text}` is not a probability from 0 to 1")),
+    }
 }
 
 #[derive(Debug, Args)]

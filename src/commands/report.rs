@@ -57,23 +57,36 @@ pub fn render(report: &Report, format: ReportFormat) -> String {
 }
 
 /// Reports hold what happened in production: readable by their owner only, also when the file
-/// existed with a wider mode; never written through a symbolic link (which could point at a
-/// file somewhere else, of someone else's choosing).
+/// existed with a wider mode. Written only into a regular file of this account's with one link:
+/// never through a symbolic link, into a device, a FIFO (opened without waiting for a reader),
+/// a hard link to another file, or a file another account owns (and could still read).
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let refuse = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                std::io::Error::new(e.kind(), "it is a symbolic link; give the file itself")
-            } else {
-                e
-            }
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("it is a symbolic link; give the file itself"),
+            Some(libc::ENXIO) => refuse("it is a FIFO with no reader; give a regular file"),
+            _ => e,
         })?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
+    if meta.nlink() != 1 {
+        return Err(refuse("it has other hard links; give a file of its own"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(refuse(
+            "another account owns it (and could read the report); give a file of your own",
+        ));
+    }
     // Narrowed before anything is written into it, then emptied.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.set_len(0)?;

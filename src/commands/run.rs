@@ -62,6 +62,10 @@ pub fn run(args: &RunArgs) -> u8 {
     {
         return code;
     }
+    if args.fail_rate.is_some() && !args.dry_run {
+        crate::eprintln_quiet!("error: --fail-rate rehearses failures in a dry-run; add --dry-run");
+        return exit::INVALID;
+    }
     if !args.fail.is_empty() && !args.dry_run {
         crate::eprintln_quiet!("error: --fail rehearses failures in a dry-run; add --dry-run");
         return exit::INVALID;
@@ -83,7 +87,7 @@ pub fn run(args: &RunArgs) -> u8 {
             Ok(s) => s,
             Err(code) => return code,
         };
-    let cx = context(
+    let mut cx = context(
         &session,
         plan.clone(),
         &args.approvals,
@@ -91,6 +95,8 @@ pub fn run(args: &RunArgs) -> u8 {
         args.concurrency,
         None,
     );
+    cx.seed = seed;
+    cx.fail_rate = args.fail_rate.unwrap_or(0.0);
     let masked_inputs: Map<String, Json> = plan
         .inputs
         .iter()
@@ -109,6 +115,7 @@ pub fn run(args: &RunArgs) -> u8 {
         hash: fingerprint(&plan),
         mode,
         seed,
+        fail_rate: args.fail_rate,
         inputs: masked_inputs,
         operator: cx.by.to_string(),
         by: Some(cx.by.clone()),
@@ -308,6 +315,8 @@ pub fn context(
         state: Some(session.state.clone()),
         groups: session.groups.clone(),
         signals: session.signals.clone(),
+        seed: 0,
+        fail_rate: 0.0,
     }
 }
 

@@ -754,10 +754,30 @@ impl Compiler<'_> {
                 None
             }
         });
+        let jitter = sim
+            .and_then(|s| s.jitter.as_ref())
+            .or(fallback.and_then(|s| s.jitter.as_ref()))
+            .and_then(|j| match parse_percent(&j.value) {
+                Some(f) => Some(f),
+                None => {
+                    self.error(
+                        "ripcord::sim",
+                        format!(
+                            "sim.jitter `{}` is not a percentage from 0% to 100%",
+                            j.value
+                        ),
+                        Span::of(j),
+                        "like 20%",
+                    );
+                    None
+                }
+            })
+            .unwrap_or(0.0);
         SimHints {
             duration: explicit.unwrap_or(action_default),
             explicit: explicit.is_some(),
             outputs,
+            jitter,
             fail: sim
                 .and_then(|s| s.fail)
                 .or(fallback.and_then(|s| s.fail))
@@ -876,6 +896,7 @@ impl Compiler<'_> {
                 explicit: false,
                 outputs: None,
                 fail: false,
+                jitter: 0.0,
             },
             idempotent: false,
             irreversible: false,
@@ -1417,6 +1438,24 @@ impl Compiler<'_> {
     ) {
         let secret = |name: &str| inputs.iter().any(|i| i.secret && i.name == name);
         for d in decls {
+            // Each item names a step (`id[item]`), and step ids are printed everywhere.
+            if let Some(ForEach::Expr(e)) = &d.for_each {
+                for r in &e.refs {
+                    if let Ref::Input(name) = r
+                        && secret(name)
+                    {
+                        self.diags.push(
+                            Diag::error(
+                                "ripcord::secret-in-for-each",
+                                format!("secret input `{name}` in `for_each` would name steps, and step ids are printed in every log, plan and report"),
+                            )
+                            .in_file(&d.file)
+                            .label(e.span, "names the steps")
+                            .help("iterate over something that is not secret (host names), and pass the secret to each step through `env:`"),
+                        );
+                    }
+                }
+            }
             for p in shell_params(d) {
                 let Param::Map(entries) = p else { continue };
                 for (key, value) in entries.iter().filter(|(k, _)| k == "argv" || k == "script") {
@@ -2184,4 +2223,10 @@ fn shell_params(d: &Decl) -> Vec<&Param> {
         params.extend(u.with.as_ref());
     }
     params
+}
+
+/// `20%` as 0.2; none for anything that is not a percentage from 0 to 100.
+pub fn parse_percent(text: &str) -> Option<f64> {
+    let n: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (0.0..=100.0).contains(&n).then_some(n / 100.0)
 }

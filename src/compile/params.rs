@@ -17,6 +17,19 @@ pub struct Problem {
 /// Checks `with` (absent: an empty map) against an object `schema`. `at` is where to point
 /// when a param is missing.
 pub fn check(schema: &Json, with: Option<&Value>, at: Span) -> Vec<Problem> {
+    check_params(schema, with, at, Unrendered::Skipped)
+}
+
+/// Whether a `${{ }}` in a value is an expression still to be rendered (at validate: its
+/// value is checked when rendered), or text (rendered params: an input's value that happens to
+/// contain `${{` is checked like any other, never let through).
+#[derive(Clone, Copy, PartialEq)]
+enum Unrendered {
+    Skipped,
+    Checked,
+}
+
+fn check_params(schema: &Json, with: Option<&Value>, at: Span, how: Unrendered) -> Vec<Problem> {
     let mut problems = Vec::new();
     let empty = Vec::new();
     let entries = match with.map(|w| &w.kind) {
@@ -36,7 +49,7 @@ pub fn check(schema: &Json, with: Option<&Value>, at: Span) -> Vec<Problem> {
     let closed = schema["additionalProperties"] == Json::Bool(false);
     for (key, value) in entries {
         match props.and_then(|p| p.get(&key.name)) {
-            Some(prop) => check_value(prop, value, &key.name, &mut problems),
+            Some(prop) => check_value(prop, value, &key.name, &mut problems, how),
             None if closed => {
                 let names = props.map(|p| p.keys().map(String::as_str).collect::<Vec<_>>());
                 let names = names.unwrap_or_default();
@@ -96,7 +109,7 @@ pub fn check(schema: &Json, with: Option<&Value>, at: Span) -> Vec<Problem> {
 /// Checks rendered params (JSON) against `schema`; the problems as sentences.
 pub fn check_rendered(schema: &Json, params: &Json) -> Vec<String> {
     let value = Value::from_json(params);
-    check(schema, Some(&value), Span::default())
+    check_params(schema, Some(&value), Span::default(), Unrendered::Checked)
         .into_iter()
         .map(|p| p.message)
         .collect()
@@ -106,14 +119,14 @@ fn is_expression(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.contains("${{"))
 }
 
-fn check_value(schema: &Json, v: &Value, name: &str, problems: &mut Vec<Problem>) {
-    if is_expression(v) {
+fn check_value(schema: &Json, v: &Value, name: &str, problems: &mut Vec<Problem>, how: Unrendered) {
+    if how == Unrendered::Skipped && is_expression(v) {
         return;
     }
     if let Some(alternatives) = schema["oneOf"].as_array() {
         let fits = alternatives.iter().any(|alt| {
             let mut p = Vec::new();
-            check_value(alt, v, name, &mut p);
+            check_value(alt, v, name, &mut p, how);
             p.is_empty()
         });
         if !fits {
@@ -179,7 +192,7 @@ fn check_value(schema: &Json, v: &Value, name: &str, problems: &mut Vec<Problem>
             }
             if schema["items"].is_object() {
                 for item in items {
-                    check_value(&schema["items"], item, name, problems);
+                    check_value(&schema["items"], item, name, problems, how);
                 }
             }
         }
@@ -190,6 +203,7 @@ fn check_value(schema: &Json, v: &Value, name: &str, problems: &mut Vec<Problem>
                     item,
                     &format!("{name}.{}", k.name),
                     problems,
+                    how,
                 );
             }
         }
@@ -239,5 +253,24 @@ fn describe(schema: &Json) -> String {
             .collect::<Vec<_>>()
             .join(" or "),
         _ => "a value".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod rendered_tests {
+    use super::*;
+
+    /// A rendered value is checked whatever it contains: text that looks like `${{` (from an
+    /// input) does not skip the enum.
+    #[test]
+    fn a_rendered_value_with_braces_is_still_checked() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": { "state": { "type": "string", "enum": ["ready", "drain"] } }
+        });
+        let bad = serde_json::json!({ "state": "ready;set server x state maint ${{" });
+        assert_eq!(check_rendered(&schema, &bad).len(), 1);
+        let good = serde_json::json!({ "state": "drain" });
+        assert!(check_rendered(&schema, &good).is_empty());
     }
 }

@@ -17,44 +17,39 @@ pub enum Quoting {
     Double,
 }
 
-/// A frame of the quoting stack: `$( … )` starts a new one, parsed afresh.
-#[derive(Debug, Clone, Copy)]
-struct Frame {
-    quoting: Quoting,
-    /// Unmatched `(` in this frame (`$((1+2))`, subshells, `case` aside).
-    parens: usize,
-    /// Whether it was opened by `$(` (closed by `)`), else it is the script itself.
-    command: bool,
-}
-
 /// Where each `${{ }}` of a script stands (one entry per `Part::Expr`, in order), or why it
 /// cannot be quoted safely there.
+///
+/// The shell's grammar is large; this follows only its plain part: words, `'…'`, `"…"`,
+/// backslashes, comments, `${NAME}`. From the first construct that changes how later text is
+/// read — a command substitution `$(…)` or backticks (and arithmetic `$((…))`, `((…))`,
+/// `$[…]`), any other `${…}`, `$'…'`, a here-document `<<`, a line continuation — every later
+/// expression is refused rather than guessed at.
 pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
-    let mut stack = vec![Frame {
-        quoting: Quoting::Bare,
-        parens: 0,
-        command: false,
-    }];
-    // A state that makes every later expression unsafe, with why.
+    let mut quoting = Quoting::Bare;
+    // Sticky: once set, every later expression is refused, with why.
     let mut poisoned: Option<&'static str> = None;
-    // Inside backticks, `${…}` or `$'…'`: unsafe until it closes.
-    let mut inside: Option<(&'static str, char)> = None;
     let mut escaped = false;
     let mut comment = false;
     let mut word_start = true;
+    // The last character of the text before an expression, when it is a `$`.
+    let mut after_dollar = false;
     let mut out = Vec::new();
     for part in parts {
         let text = match part {
             Part::Expr(_) => {
-                out.push(match (poisoned, inside) {
-                    (Some(why), _) | (None, Some((why, _))) => Err(why),
+                out.push(match poisoned {
+                    Some(why) => Err(why),
                     // A value with a newline would end the comment and run what follows.
-                    _ if comment => Err("in a comment"),
+                    None if comment => Err("in a comment"),
                     // The backslash would take the quote that opens the value.
-                    _ if escaped => Err("right after a backslash"),
-                    _ => Ok(stack.last().map_or(Quoting::Bare, |f| f.quoting)),
+                    None if escaped => Err("right after a backslash"),
+                    // `$'…'` would read the value's backslashes, `$"…"` translate it.
+                    None if after_dollar && quoting != Quoting::Single => Err("right after `$`"),
+                    None => Ok(quoting),
                 });
                 word_start = false;
+                after_dollar = false;
                 continue;
             }
             Part::Lit(text) => text,
@@ -65,9 +60,13 @@ pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
             let c = chars[i];
             let next = chars.get(i + 1).copied();
             i += 1;
+            after_dollar = false;
             if escaped {
                 escaped = false;
                 word_start = false;
+                if c == '\n' {
+                    poisoned.get_or_insert("after a line continuation (`\\` at the end of a line)");
+                }
                 continue;
             }
             if comment {
@@ -77,70 +76,50 @@ pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
                 }
                 continue;
             }
-            if let Some((_, close)) = inside {
-                if c == '\\' {
-                    escaped = true;
-                } else if c == close {
-                    inside = None;
-                }
-                continue;
-            }
-            let frame = stack
-                .last_mut()
-                .expect("the script's frame is never popped");
-            // What `$` and a backtick start, the same outside quotes and inside "…".
-            if frame.quoting != Quoting::Single {
-                match (c, next) {
-                    ('`', _) => {
-                        inside = Some(("inside backticks", '`'));
-                        continue;
-                    }
-                    ('$', Some('{')) => {
-                        i += 1;
-                        inside = Some(("inside `${…}`", '}'));
-                        continue;
-                    }
-                    ('$', Some('(')) => {
-                        i += 1;
-                        stack.push(Frame {
-                            quoting: Quoting::Bare,
-                            parens: 0,
-                            command: true,
-                        });
-                        word_start = true;
-                        continue;
-                    }
-                    ('$', Some('\'')) if frame.quoting == Quoting::Bare => {
-                        i += 1;
-                        inside = Some(("inside `$'…'`", '\''));
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            match frame.quoting {
+            match quoting {
                 Quoting::Single => {
                     if c == '\'' {
-                        frame.quoting = Quoting::Bare;
+                        quoting = Quoting::Bare;
                     }
                 }
-                Quoting::Double => match c {
-                    '\\' => escaped = true,
-                    '"' => frame.quoting = Quoting::Bare,
-                    _ => {}
-                },
-                Quoting::Bare => match c {
-                    '\\' => escaped = true,
-                    '\'' => frame.quoting = Quoting::Single,
-                    '"' => frame.quoting = Quoting::Double,
-                    '#' if word_start => comment = true,
-                    '<' if next == Some('<') => {
-                        poisoned = Some("at or after a here-document (`<<`)");
+                Quoting::Bare | Quoting::Double => match (c, next) {
+                    ('\\', _) => escaped = true,
+                    ('"', _) if quoting == Quoting::Double => quoting = Quoting::Bare,
+                    ('"', _) => quoting = Quoting::Double,
+                    ('\'', _) if quoting == Quoting::Bare => quoting = Quoting::Single,
+                    ('#', _) if quoting == Quoting::Bare && word_start => comment = true,
+                    ('`', _) => {
+                        poisoned.get_or_insert("inside or after backticks");
                     }
-                    '(' => frame.parens += 1,
-                    ')' if frame.parens > 0 => frame.parens -= 1,
-                    ')' if frame.command => {
-                        stack.pop();
+                    ('$', Some('(')) => {
+                        poisoned.get_or_insert(
+                            "inside or after a command substitution or arithmetic `$(…)`",
+                        );
+                    }
+                    ('$', Some('[')) => {
+                        poisoned.get_or_insert("inside or after arithmetic `$[…]`");
+                    }
+                    ('$', Some('\'')) if quoting == Quoting::Bare => {
+                        poisoned.get_or_insert("inside or after `$'…'`");
+                    }
+                    ('$', Some('{')) => {
+                        // `${NAME}` alone is plain; anything else (`${X:-…}`, `${#X}`) is not.
+                        let name: String = chars[i + 1..]
+                            .iter()
+                            .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                            .collect();
+                        if !name.is_empty() && chars.get(i + 1 + name.len()) == Some(&'}') {
+                            i += 1 + name.len() + 1;
+                        } else {
+                            poisoned.get_or_insert("inside or after a `${…}` expansion");
+                        }
+                    }
+                    ('$', None) => after_dollar = true,
+                    ('(', Some('(')) if quoting == Quoting::Bare => {
+                        poisoned.get_or_insert("inside or after arithmetic `((…))`");
+                    }
+                    ('<', Some('<')) if quoting == Quoting::Bare => {
+                        poisoned.get_or_insert("at or after a here-document (`<<`)");
                     }
                     _ => {}
                 },
@@ -205,15 +184,29 @@ mod tests {
             Ok(Quoting::Bare),
             "a quote in a comment"
         );
-        assert_eq!(at("echo \"$(printf '%s "), Ok(Quoting::Single));
-        assert_eq!(
-            at("echo \"$(echo "),
-            Ok(Quoting::Bare),
-            "$( ) starts afresh"
+        assert!(at("echo \"$(printf '%s ").is_err(), "inside $( )");
+        assert!(at("echo \"$(echo a)\" \"").is_err(), "after $( )");
+        assert!(at("echo $(( ").is_err(), "arithmetic");
+        assert!(at("(( ").is_err(), "arithmetic");
+        assert!(at("echo $[ ").is_err(), "arithmetic");
+        assert!(
+            at("echo \"$(case a in a) printf %s ").is_err(),
+            "a case inside $( )"
         );
-        assert_eq!(at("echo \"$(echo a)\" \""), Ok(Quoting::Double));
-        assert_eq!(at("echo $((1+2)) "), Ok(Quoting::Bare));
-        assert_eq!(at("echo ${HOME}/"), Ok(Quoting::Bare), "a closed ${{}}");
+        assert!(
+            at("echo ${u:-'}'} ").is_err(),
+            "an expansion with an operator"
+        );
+        assert!(at("printf ok \\\n# ").is_err(), "a line continuation");
+        assert!(at("printf %s $").is_err(), "right after $");
+        assert_eq!(at("echo \"$"), Err("right after `$`"));
+        assert_eq!(
+            at("echo '$"),
+            Ok(Quoting::Single),
+            "a $ in '…' is a character"
+        );
+        assert_eq!(at("echo ${HOME}/"), Ok(Quoting::Bare), "a plain ${{NAME}}");
+        assert_eq!(at("( cd /tmp; echo "), Ok(Quoting::Bare), "a subshell");
         assert!(at("echo `echo ").is_err());
         assert!(at("echo ${X:-").is_err());
         assert!(at("echo $'a ").is_err());

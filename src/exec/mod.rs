@@ -71,6 +71,10 @@ pub struct RunContext {
     pub state: Option<Arc<dyn StateBackend>>,
     pub groups: Groups,
     pub signals: Signals,
+    /// The run's seed: a dry-run's draws (durations within `sim.jitter`, `--fail-rate`).
+    pub seed: u64,
+    /// `--fail-rate`: the chance that a simulated attempt fails (0 to 1).
+    pub fail_rate: f64,
 }
 
 /// How a run ended, with every step's state.
@@ -546,6 +550,8 @@ impl Executor<'_> {
             run_id: self.cx.run_id.clone(),
             dry,
             fail: dry && (named(&self.cx.fail, step) || step.sim.fail),
+            seed: self.cx.seed,
+            fail_rate: if dry { self.cx.fail_rate } else { 0.0 },
             spec,
             check: self.cx.mode == Mode::Check,
             providers: self.cx.providers.clone(),
@@ -798,6 +804,8 @@ struct Task {
     run_id: String,
     dry: bool,
     fail: bool,
+    seed: u64,
+    fail_rate: f64,
     spec: Option<Arc<crate::provider::ActionSpec>>,
     /// A pre-flight: plugins are asked for their read-only check.
     check: bool,
@@ -947,7 +955,15 @@ impl Task {
             };
         }
         if self.dry {
-            return provider::sim::simulate(&self.step, self.spec.as_deref(), self.fail).await;
+            let draw = provider::sim::Draw::of(self.seed, &self.step.id, attempt);
+            return provider::sim::simulate(
+                &self.step,
+                self.spec.as_deref(),
+                self.fail,
+                self.fail_rate,
+                draw,
+            )
+            .await;
         }
         let plugin;
         let provider: &dyn provider::Provider = match self.providers.builtin(&action.provider) {

@@ -138,10 +138,22 @@ pub fn render_template(
     for part in &t.parts {
         match part {
             expr::Part::Lit(s) => out.push_str(s),
-            expr::Part::Expr(e) => out.push_str(&eval(env, e, ctx)?.to_string()),
+            expr::Part::Expr(e) => out.push_str(&text_of(&eval(env, e, ctx)?)?),
         }
     }
     Ok(Json::String(out))
+}
+
+/// A value put into a string: a string as itself, anything else as JSON (`true`, `null`,
+/// `[1,"a b"]`), as the tools a runbook calls read it.
+fn text_of(v: &minijinja::Value) -> Result<String, String> {
+    match v.as_str() {
+        Some(s) => Ok(s.to_string()),
+        None => Ok(match to_json(v)? {
+            Json::String(s) => s,
+            other => other.to_string(),
+        }),
+    }
 }
 
 /// `shell.run`'s `script:`, each `${{ }}` quoted for where it stands, so that its value reaches
@@ -161,11 +173,7 @@ pub fn render_script(
                 let quoting = places.next().and_then(Result::ok).ok_or_else(|| {
                     format!("`${{{{ {} }}}}` cannot be quoted safely here", e.text)
                 })?;
-                let value = eval(env, e, ctx)?;
-                let text = match value.as_str() {
-                    Some(s) => s.to_string(),
-                    None => value.to_string(),
-                };
+                let text = text_of(&eval(env, e, ctx)?)?;
                 out.push_str(
                     &crate::compile::script::quote(&text, quoting)
                         .map_err(|why| format!("`${{{{ {} }}}}`: {why}", e.text))?,

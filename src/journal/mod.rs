@@ -166,6 +166,7 @@ pub struct RunHeader {
     pub hash: String,
     pub mode: record::Mode,
     pub seed: u64,
+    pub fail_rate: Option<f64>,
     pub inputs: serde_json::Map<String, serde_json::Value>,
     pub operator: String,
     /// Who started the run (journals of this version on).
@@ -186,6 +187,7 @@ impl ReadJournal {
                 hash,
                 mode,
                 seed,
+                fail_rate,
                 inputs,
                 operator,
                 by,
@@ -194,6 +196,7 @@ impl ReadJournal {
                 predicted_ms,
                 ..
             } => Some(RunHeader {
+                fail_rate: *fail_rate,
                 run_id: run_id.clone(),
                 runbook: runbook.clone(),
                 file: file.clone(),

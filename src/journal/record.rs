@@ -68,6 +68,9 @@ pub enum Record {
         hash: String,
         mode: Mode,
         seed: u64,
+        /// `--fail-rate` of a dry-run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fail_rate: Option<f64>,
         /// Input values, secrets masked.
         inputs: Map<String, Json>,
         operator: String,

@@ -135,6 +135,9 @@ pub struct SimHints {
     pub explicit: bool,
     pub outputs: Option<Json>,
     pub fail: bool,
+    /// `sim.jitter` as a fraction (0.2 for `20%`): a dry-run attempt's duration is drawn within
+    /// that much of `duration`, from the run's seed.
+    pub jitter: f64,
 }
 
 #[derive(Debug, Clone)]

@@ -128,6 +128,11 @@ pub struct Sim {
     /// Make this step fail in every dry-run.
     #[serde(default)]
     pub fail: Option<bool>,
+    /// Spread of the simulated duration, as a percentage (`20%`): each dry-run attempt takes
+    /// the duration within that much either way, drawn from `--seed`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub jitter: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

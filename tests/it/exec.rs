@@ -113,45 +113,59 @@ fn dry_run_takes_exactly_the_predicted_time() {
     }
 }
 
+/// `--seed` decides a dry-run's draws (each attempt's duration within its `sim.jitter`, and
+/// which attempts `--fail-rate` fails): the same seed gives the same events, byte for byte after
+/// the first record (which names the process); another seed gives other events.
 #[test]
 fn same_seed_same_events() {
-    let file = "tests/fixtures/valid/features.yaml";
-    let runs: Vec<Vec<Value>> = (0..2)
-        .map(|_| {
-            let dir = tempfile::tempdir().unwrap();
-            let out = Ripcord::new()
-                .state(dir.path())
-                .args([
-                    "run",
-                    "--dry-run",
-                    "--json",
-                    "--seed",
-                    "42",
-                    "--fail",
-                    "literal-items",
-                    file,
-                ])
-                .run();
-            out.events()
-        })
-        .collect();
-    assert!(runs[0].len() > 10);
-    // A run id starts with the wall-clock second it was made in (two runs may straddle one):
-    // only its seeded suffix is compared.
-    let seeded = |e: &Value| {
-        let mut e = e.clone();
-        if let Some(id) = e["run_id"].as_str() {
-            e["run_id"] = Value::from(id.split_once("-dry-").map_or(id, |(_, s)| s));
-        }
-        e
+    let dir = tempfile::tempdir().unwrap();
+    let mut runbook = String::from(
+        "version: 1\nname: draws\ndefaults:\n  sim: { duration: 1s, jitter: 50% }\n  retry: { attempts: 3, delay: 1s }\nsteps:\n",
+    );
+    for i in 0..12 {
+        let needs = if i > 0 {
+            format!(", needs: [s{}]", i - 1)
+        } else {
+            String::new()
+        };
+        runbook.push_str(&format!(
+            "  - {{ id: s{i}, uses: sleep.for, with: {{ duration: 1s }}, on_failure: continue{needs} }}\n"
+        ));
+    }
+    let file = write(dir.path(), "draws.yaml", &runbook);
+    let events = |seed: &str| -> Vec<Value> {
+        let state = tempfile::tempdir().unwrap();
+        let out = Ripcord::new()
+            .state(state.path())
+            .args([
+                "run",
+                "--dry-run",
+                "--json",
+                "--seed",
+                seed,
+                "--fail-rate",
+                "0.3",
+                &file,
+            ])
+            .run();
+        assert!(out.code == 0 || out.code == 1, "{}", out.transcript());
+        out.events()[1..].to_vec()
     };
-    let runs: Vec<Vec<Value>> = runs
+    let (a, b, other) = (events("42"), events("42"), events("43"));
+    assert!(a.len() > 20);
+    assert_eq!(a, b, "the same seed, the same events");
+    assert_ne!(a, other, "another seed draws otherwise");
+    // The draws are real: durations spread, and some attempts fail.
+    let durations: std::collections::HashSet<u64> = a
         .iter()
-        .map(|r| r.iter().map(seeded).collect())
+        .filter(|e| e["kind"] == "step_finished")
+        .map(|e| e["t_ms"].as_u64().unwrap() - e["started_ms"].as_u64().unwrap())
         .collect();
-    // The first record names the process (pid, start time); everything after is the run itself.
-    assert_eq!(runs[0][0]["run_id"], runs[1][0]["run_id"]);
-    assert_eq!(runs[0][1..], runs[1][1..]);
+    assert!(durations.len() > 3, "{durations:?}");
+    assert!(
+        a.iter().any(|e| e["kind"] == "attempt_failed"),
+        "a fail rate of 0.3 over 12 steps fails some attempt"
+    );
 }
 
 #[test]

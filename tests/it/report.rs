@@ -399,6 +399,22 @@ fn runs_lists_newest_first_and_reports_are_private_files() {
         refused.stderr
     );
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    // Nor a hard link to another file, nor a FIFO (which would wait for a reader forever).
+    let hard = dir.path().join("hard.html");
+    std::fs::hard_link(&target, &hard).unwrap();
+    let fifo = dir.path().join("fifo.html");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (path, why) in [(&hard, "other hard links"), (&fifo, "FIFO")] {
+        let refused = Ripcord::new()
+            .state(dir.path())
+            .args(["report", &first, "--output", path.to_str().unwrap()])
+            .run();
+        assert_eq!(refused.code, 1, "{}", refused.transcript());
+        assert!(refused.stderr.contains(why), "{}", refused.stderr);
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
     let out = Ripcord::new()
         .state(dir.path())
         .args([

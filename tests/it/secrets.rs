@@ -350,3 +350,91 @@ fn short_secrets_are_refused_and_bad_ones_never_echoed() {
         .unwrap();
     assert_eq!(finished["outputs"]["stdout"], "PIN=***\n", "{finished}");
 }
+
+/// Where the shell would read more than a word (arithmetic, a `case` inside `$( )`, an
+/// expansion with an operator, a comment after a line continuation, a here-document spelled
+/// across one, `$` before the value), `${{ }}` in `script:` is refused at validate: each of these
+/// ran an input as code through an earlier version of the quoting.
+#[test]
+fn script_expressions_the_shell_would_read_as_code_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = [
+        "echo $(( ${{ inputs.x }} + 1 ))",
+        "echo $(( '${{ inputs.x }}' ))",
+        "echo $[ ${{ inputs.x }} ]",
+        "(( ${{ inputs.x }} ))",
+        "echo \"$(case a in a) printf %s ${{ inputs.x }};; esac)\"",
+        "printf %s ${u:-'}'} ${{ inputs.x }}",
+        "v=$(#${{ inputs.x }}\necho hi)",
+        "printf %s ok \\\n#${{ inputs.x }}",
+        "cat <\\\n<EOF\n${{ inputs.x }}\nEOF",
+        "printf '%s' $${{ inputs.x }}",
+        "echo `echo ${{ inputs.x }}`",
+    ];
+    for (n, script) in scripts.iter().enumerate() {
+        let file = dir.path().join(format!("s{n}.yaml"));
+        let body = serde_json::to_string(script).unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "version: 1\nname: s\ninputs:\n  x: {{ type: string, default: a }}\nsteps:\n  - {{ id: s, uses: shell.run, with: {{ script: {body} }} }}\n"
+            ),
+        )
+        .unwrap();
+        let out = Ripcord::new()
+            .args(["validate", file.to_str().unwrap()])
+            .run();
+        assert_eq!(out.code, 2, "{script:?}: {}", out.transcript());
+        assert!(
+            out.stderr.contains("ripcord::script-expression"),
+            "{script:?}: {}",
+            out.stderr
+        );
+    }
+    // A secret list in for_each would name steps with its items.
+    let file = dir.path().join("each.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nname: each\ninputs:\n  toks: { type: list, secret: true, default: [] }\nsteps:\n  - { id: s, for_each: \"${{ inputs.toks }}\", uses: sleep.for, with: { duration: 1ms } }\n",
+    )
+    .unwrap();
+    let out = Ripcord::new()
+        .args(["validate", file.to_str().unwrap()])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("ripcord::secret-in-for-each"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A value that is not a string goes into `script:` and `argv` as JSON, as tools read it.
+#[test]
+fn values_that_are_not_strings_are_put_in_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("json.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nname: json\ninputs:\n  f: { type: boolean, default: true }\n  l: { type: list, default: [1, \"a b\"] }\nsteps:\n\
+         - { id: s, uses: shell.run, with: { script: \"printf '%s|%s' ${{ inputs.f }} ${{ inputs.l }}\" } }\n\
+         - { id: a, uses: shell.run, with: { argv: [printf, '%s', \"--f=${{ inputs.f }}\"] } }\n",
+    )
+    .unwrap();
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", file.to_str().unwrap()])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let stdout = |step: &str| {
+        out.events()
+            .into_iter()
+            .find(|e| e["kind"] == "step_finished" && e["step"] == step)
+            .unwrap()["outputs"]["stdout"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(stdout("s"), "true|[1,\"a b\"]");
+    assert_eq!(stdout("a"), "--f=true");
+}

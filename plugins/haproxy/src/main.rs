@@ -137,6 +137,14 @@ fn handle(req: &Request) -> Result<Reply, Reply> {
             )));
         }
     }
+    // ripcord checks params against the schema, but a plugin answers for what it sends.
+    if let Some(state) = p["state"].as_str()
+        && !["ready", "drain", "maint"].contains(&state)
+    {
+        return Err(Reply::fail(format!(
+            "state {state:?} is not one of ready, drain, maint"
+        )));
+    }
     match req.action.as_str() {
         "show_servers" => {
             let answer = command(socket, "show servers state")?;

@@ -13,6 +13,7 @@ pub mod inputs;
 pub mod param;
 pub mod params;
 pub mod script;
+pub mod types;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -817,6 +818,7 @@ impl Compiler<'_> {
         self.resolve_references(&mut decls, &ids, inputs);
         self.check_secrets_stay_off_command_lines(decls.iter(), inputs);
         self.check_script_quoting(decls.iter());
+        self.check_expression_types(decls.iter(), inputs);
         let outputs = self.check_outputs(runbook, &decls, &ids, inputs);
         let ok = self.error_count() == errors_before;
         if self.error_count() == 0 {
@@ -1514,6 +1516,44 @@ impl Compiler<'_> {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Expressions over inputs, evaluated against values of the inputs' types (see [`types`]).
+    fn check_expression_types<'d>(
+        &mut self,
+        decls: impl Iterator<Item = &'d Decl>,
+        inputs: &[ResolvedInput],
+    ) {
+        for d in decls {
+            let mut exprs: Vec<&Expr> = Vec::new();
+            if let Some(w) = &d.with {
+                w.exprs(&mut exprs);
+            }
+            exprs.extend(d.when.as_ref().and_then(|c| c.expr()));
+            if let Some(ForEach::Expr(e)) = &d.for_each {
+                exprs.push(e);
+            }
+            if let Some(u) = &d.undo {
+                if let Some(w) = &u.with {
+                    w.exprs(&mut exprs);
+                }
+                exprs.extend(u.when.as_ref().and_then(|c| c.expr()));
+            }
+            for problem in types::check(&exprs, inputs) {
+                self.diags.push(
+                    Diag::error(
+                        "ripcord::expression-type",
+                        format!(
+                            "`${{{{ {} }}}}` fails with inputs of their declared types: {}",
+                            problem.expr.text, problem.message
+                        ),
+                    )
+                    .in_file(&d.file)
+                    .label(problem.expr.span, "here")
+                    .help("inputs keep their declared type: convert with a filter (`inputs.port | string`), or declare the input with the type the expression needs"),
+                );
             }
         }
     }

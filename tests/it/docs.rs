@@ -405,3 +405,33 @@ fn every_example_dry_runs_and_references_only_files_that_exist() {
         }
     }
 }
+
+/// docs/expressions.md: every expression in its tables, evaluated as ripcord evaluates them,
+/// gives the value the table shows.
+#[test]
+fn every_documented_expression_gives_what_the_reference_says() {
+    let text = std::fs::read_to_string(repo().join("docs/expressions.md")).unwrap();
+    let env = ripcord::exec::render::environment();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for heading in ["## Operators", "## Tests", "## Filters", "## Functions"] {
+        for row in table_after(&text, heading) {
+            let [expr, gives] = &row[..] else { continue };
+            let expr = expr.trim_matches('`').replace("\\|", "|");
+            let want: Value = serde_json::from_str(gives.trim_matches('`'))
+                .unwrap_or_else(|e| panic!("{gives}: {e}"));
+            // `nothing` is a name no context has: what `undefined` is made of.
+            let got = env
+                .compile_expression(&expr)
+                .and_then(|c| c.eval(minijinja::context! {}))
+                .map_err(|e| e.to_string())
+                .and_then(|v| serde_json::to_value(&v).map_err(|e| e.to_string()));
+            match got {
+                Ok(v) if v == want => checked += 1,
+                other => wrong.push(format!("{expr}: {other:?}, documented {want}")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(checked > 100, "{checked} rows");
+}

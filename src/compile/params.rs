@@ -77,25 +77,52 @@ fn check_params(schema: &Json, with: Option<&Value>, at: Span, how: Unrendered) 
             });
         }
     }
-    // `oneOf: [{required: [a]}, {required: [b]}]`: exactly one of a, b.
+    // `oneOf: [{required: [a]}, {required: [b, c]}]`: exactly one alternative, with every name
+    // it requires.
     if let Some(alternatives) = schema["oneOf"].as_array() {
-        let names: Vec<&str> = alternatives
+        let sets: Vec<Vec<&str>> = alternatives
             .iter()
-            .filter_map(|a| a["required"].as_array()?.first()?.as_str())
+            .map(|a| {
+                a["required"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(Json::as_str).collect())
+                    .unwrap_or_default()
+            })
             .collect();
-        let given = names.iter().filter(|n| has(n)).count();
-        let list = names
+        let matching = sets.iter().filter(|set| set.iter().all(|n| has(n))).count();
+        let list = sets
             .iter()
-            .map(|n| format!("`{n}`"))
+            .map(|set| {
+                set.iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            })
             .collect::<Vec<_>>()
-            .join(" or ");
-        if given == 0 {
+            .join(if sets.iter().any(|s| s.len() > 1) {
+                ", or "
+            } else {
+                " or "
+            });
+        let partial: Vec<String> = sets
+            .iter()
+            .filter(|set| set.iter().any(|n| has(n)) && !set.iter().all(|n| has(n)))
+            .map(|set| {
+                let missing: Vec<String> = set
+                    .iter()
+                    .filter(|n| !has(n))
+                    .map(|n| format!("`{n}`"))
+                    .collect();
+                format!("missing {}", missing.join(" and "))
+            })
+            .collect();
+        if matching == 0 {
             problems.push(Problem {
                 span: with.map_or(at, |w| w.span),
                 message: format!("needs {list}"),
-                help: None,
+                help: (!partial.is_empty()).then(|| partial.join("; ")),
             });
-        } else if given > 1 {
+        } else if matching > 1 {
             problems.push(Problem {
                 span: with.map_or(at, |w| w.span),
                 message: format!("give only one of {list}"),
@@ -164,6 +191,26 @@ fn check_value(schema: &Json, v: &Value, name: &str, problems: &mut Vec<Problem>
             message: format!("param `{name}` must be one of {}", list.join(", ")),
             help: None,
         });
+    }
+    // Bounds of a number that is not an integer (integers are checked below).
+    if let ValueKind::Float(n) = &v.kind {
+        let n = *n;
+        let below = schema["minimum"].as_f64().filter(|min| n < *min);
+        let above = schema["maximum"].as_f64().filter(|max| n > *max);
+        if let Some(min) = below {
+            problems.push(Problem {
+                span: v.span,
+                message: format!("param `{name}` must be at least {min}"),
+                help: None,
+            });
+        }
+        if let Some(max) = above {
+            problems.push(Problem {
+                span: v.span,
+                message: format!("param `{name}` must be at most {max}"),
+                help: None,
+            });
+        }
     }
     match &v.kind {
         ValueKind::Int(i) => {
@@ -272,5 +319,35 @@ mod rendered_tests {
         assert_eq!(check_rendered(&schema, &bad).len(), 1);
         let good = serde_json::json!({ "state": "drain" });
         assert!(check_rendered(&schema, &good).is_empty());
+    }
+
+    /// `oneOf` alternatives are whole sets of names; number bounds hold.
+    #[test]
+    fn one_of_needs_every_name_of_one_alternative_and_bounds_hold() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "dsn": { "type": "string" }, "primary": { "type": "string" },
+                "standby": { "type": "string" },
+                "weight": { "type": "integer", "minimum": 0, "maximum": 256 }
+            },
+            "oneOf": [ { "required": ["dsn"] }, { "required": ["primary", "standby"] } ]
+        });
+        let problems = |v: serde_json::Value| check_rendered(&schema, &v);
+        assert_eq!(problems(serde_json::json!({ "primary": "a" })).len(), 1);
+        assert!(problems(serde_json::json!({ "primary": "a", "standby": "b" })).is_empty());
+        assert!(problems(serde_json::json!({ "dsn": "a" })).is_empty());
+        assert_eq!(
+            problems(serde_json::json!({ "dsn": "a", "primary": "a", "standby": "b" })).len(),
+            1
+        );
+        assert_eq!(
+            problems(serde_json::json!({ "dsn": "a", "weight": 300 })).len(),
+            1
+        );
+        assert_eq!(
+            problems(serde_json::json!({ "dsn": "a", "weight": -1 })).len(),
+            1
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! `shell.run`'s `script:` is shell source, and a value put into it with `${{ }}` must reach the
 //! shell as data, never as code. Each expression is quoted for where it stands in the script:
 //! outside quotes it becomes one single-quoted word; inside single quotes, its own quotes are
-//! closed and reopened around an escaped `'`; inside double quotes, `\`, `"`, `$` and `` ` `` are
-//! escaped. Either way the command sees the value byte for byte. Where the quoting cannot be
+//! closed and reopened around an escaped `'`; inside double quotes, the double quotes are closed
+//! around one single-quoted word. Either way the command sees the value byte for byte. Where the quoting cannot be
 //! known from the text around the expression (inside backticks, `$'…'`, `${…}`, in a comment,
 //! right after a backslash, or at or after a here-document), the runbook is refused at validate:
 //! pass the value through `env:` instead.
@@ -34,6 +34,8 @@ pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
     let mut word_start = true;
     // The last character of the text before an expression, when it is a `$`.
     let mut after_dollar = false;
+    // The word being read outside quotes (for `alias`, `eval`…).
+    let mut word = String::new();
     let mut out = Vec::new();
     for part in parts {
         let text = match part {
@@ -50,6 +52,7 @@ pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
                 });
                 word_start = false;
                 after_dollar = false;
+                word.push('\u{0}');
                 continue;
             }
             Part::Lit(text) => text,
@@ -124,7 +127,28 @@ pub fn quoting(parts: &[Part]) -> Vec<Result<Quoting, &'static str>> {
                     _ => {}
                 },
             }
-            word_start = c.is_whitespace() || matches!(c, ';' | '|' | '&' | '(' | ')');
+            // The shell's blanks and operators only: a no-break space or a carriage return
+            // is part of a word to `sh`, so a `#` after one starts no comment.
+            word_start = matches!(
+                c,
+                ' ' | '\t' | '\n' | ';' | '|' | '&' | '(' | ')' | '<' | '>'
+            );
+            // Words that turn later text into code (or change how it is read).
+            if quoting == Quoting::Bare && word_start {
+                word.clear();
+            } else if quoting == Quoting::Bare {
+                word.push(c);
+                if matches!(next, Some(' ' | '\t' | '\n' | ';' | '&' | '|') | None)
+                    && matches!(
+                        word.as_str(),
+                        "alias" | "eval" | "trap" | "shopt" | "source" | "."
+                    )
+                {
+                    poisoned.get_or_insert(
+                        "after `alias`, `eval`, `trap`, `shopt` or `source` (they make text into code)",
+                    );
+                }
+            }
         }
     }
     out
@@ -138,16 +162,10 @@ pub fn quote(value: &str, quoting: Quoting) -> Result<String, String> {
     Ok(match quoting {
         Quoting::Bare => format!("'{}'", value.replace('\'', r"'\''")),
         Quoting::Single => value.replace('\'', r"'\''"),
-        Quoting::Double => {
-            let mut out = String::with_capacity(value.len());
-            for c in value.chars() {
-                if matches!(c, '\\' | '"' | '$' | '`') {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out
-        }
+        // Close the double quotes, one single-quoted word, reopen: no backslash next to the
+        // value's characters (bash in a GBK or Big5 locale can read a backslash after a
+        // multibyte character as part of it).
+        Quoting::Double => format!("\"'{}'\"", value.replace('\'', r"'\''")),
     })
 }
 
@@ -207,6 +225,23 @@ mod tests {
         );
         assert_eq!(at("echo ${HOME}/"), Ok(Quoting::Bare), "a plain ${{NAME}}");
         assert_eq!(at("( cd /tmp; echo "), Ok(Quoting::Bare), "a subshell");
+        // A no-break space (or a carriage return) is no blank to `sh`: the `#` after it starts
+        // no comment, and the quote after that opens.
+        assert_eq!(at("echo a\u{a0}# don't\nprintf %s "), Ok(Quoting::Single));
+        assert_eq!(at("echo a\r# don't\nprintf %s "), Ok(Quoting::Single));
+        assert_eq!(
+            at("echo a >#x\nprintf %s "),
+            Ok(Quoting::Bare),
+            "# after > is a comment"
+        );
+        assert!(at("alias log='logger # x'\nlog ").is_err(), "alias");
+        assert!(at("eval echo ").is_err(), "eval");
+        assert!(at("trap 'echo ").is_err(), "trap");
+        assert_eq!(
+            at("echo evaluate "),
+            Ok(Quoting::Bare),
+            "a word that starts like eval"
+        );
         assert!(at("echo `echo ").is_err());
         assert!(at("echo ${X:-").is_err());
         assert!(at("echo $'a ").is_err());

@@ -370,6 +370,9 @@ fn script_expressions_the_shell_would_read_as_code_are_refused() {
         "cat <\\\n<EOF\n${{ inputs.x }}\nEOF",
         "printf '%s' $${{ inputs.x }}",
         "echo `echo ${{ inputs.x }}`",
+        "alias log='logger -t failover -- # audit trail'\nlog ${{ inputs.x }}",
+        "eval echo ${{ inputs.x }}",
+        "trap 'echo ${{ inputs.x }}' EXIT",
     ];
     for (n, script) in scripts.iter().enumerate() {
         let file = dir.path().join(format!("s{n}.yaml"));
@@ -437,4 +440,74 @@ fn values_that_are_not_strings_are_put_in_as_json() {
     };
     assert_eq!(stdout("s"), "true|[1,\"a b\"]");
     assert_eq!(stdout("a"), "--f=true");
+}
+
+/// A no-break space pasted before a `#` is no blank to `sh`: the `#` starts no comment, the
+/// quote after it opens, and the value is quoted for where `sh` really reads it.
+#[test]
+fn a_no_break_space_before_a_hash_does_not_fool_the_quoting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nbsp.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nname: nbsp\ninputs:\n  reason: { type: string }\nsteps:\n  - id: s\n    uses: shell.run\n    with:\n      script: |\n        echo reloading\u{a0}# don't restart\n        printf %s ${{ inputs.reason }}\n        echo '\n",
+    )
+    .unwrap();
+    let out = Ripcord::new()
+        .state(dir.path())
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--json",
+            file.to_str().unwrap(),
+            "-i",
+            "reason=it's down; touch PWNED #",
+        ])
+        .run();
+    assert!(!dir.path().join("PWNED").exists(), "{}", out.transcript());
+    let finished = out
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "step_finished")
+        .unwrap();
+    let stdout = finished["outputs"]["stdout"].as_str().unwrap_or_default();
+    assert!(stdout.contains("it's down; touch PWNED #"), "{finished}");
+}
+
+/// The validate-time type check judges only what is wrong whatever the value: an expression
+/// that fails for some values (a division by zero, a string that is not a number) is left to run
+/// time, also inside a module fed through `with:`.
+#[test]
+fn the_type_check_does_not_refuse_what_depends_on_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.yaml"),
+        "version: 1\nname: m\ninputs:\n  replicas: { type: integer, required: true }\nsteps:\n  - { id: s, uses: sleep.for, with: { duration: \"${{ (100 // (inputs.replicas - 1)) ~ 'ms' }}\" } }\n",
+    )
+    .unwrap();
+    let file = dir.path().join("main.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nname: main\ninputs:\n  replicas: { type: integer, required: true }\n  pg_version: { type: string, required: true }\nsteps:\n\
+         - { id: m, include: m.yaml, with: { replicas: 3 } }\n\
+         - { id: ratio, uses: sleep.for, with: { duration: \"${{ (100 // (inputs.replicas - 1)) ~ 'ms' }}\" } }\n\
+         - { id: new, uses: sleep.for, when: \"${{ inputs.pg_version | int >= 15 }}\", with: { duration: 1ms } }\n",
+    )
+    .unwrap();
+    let out = Ripcord::new()
+        .args(["validate", file.to_str().unwrap()])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "-i",
+            "replicas=3",
+            "-i",
+            "pg_version=16",
+        ])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
 }

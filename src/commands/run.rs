@@ -482,8 +482,16 @@ fn summary(
         "  {succeeded} succeeded, {failed} failed, {skipped} skipped, {cancelled} cancelled, {not_run} not run"
     );
     if cx.mode == Mode::DryRun {
+        // With chance in it (`sim.jitter`, `--fail-rate`), a dry-run is one draw, not the
+        // prediction.
+        let drawn = cx.fail_rate > 0.0 || plan.steps.iter().any(|s| s.sim.jitter > 0.0);
         crate::println_quiet!(
-            "  predicted duration: {} (critical path: {})",
+            "  {}: {} (critical path: {})",
+            if drawn {
+                "simulated duration, one draw of --seed"
+            } else {
+                "predicted duration"
+            },
             dur(total),
             path.join(" -> ")
         );

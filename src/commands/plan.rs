@@ -30,12 +30,11 @@ pub fn run(args: &PlanArgs) -> u8 {
     let mut history_line = None;
     if args.estimates == Estimates::History {
         let state = StateDir::resolve(args.state.state_dir.as_deref());
-        let medians = history::medians(&state, &compiled.plan.name, None);
+        let (medians, runs) = history::learn(&state, &compiled.plan.name);
         let n = history::apply(&mut compiled.plan, &medians);
         // Part of the plan's text, on its own line before it (on stdout with the rest, so the
         // two never interleave).
         let total = compiled.plan.steps.len();
-        let runs = history::runs(&state, &compiled.plan.name);
         history_line = Some(format!(
             "estimates: {n} of {} from the median of {} (succeeded tries only: failed tries, \
              retry waits and gaps between sessions are not in them){}\n",

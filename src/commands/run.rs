@@ -48,7 +48,7 @@ pub fn run(args: &RunArgs) -> u8 {
             );
             return exit::INVALID;
         }
-        let medians = history::medians(state.as_ref(), &plan.name, None);
+        let (medians, _) = history::learn(state.as_ref(), &plan.name);
         history::apply(&mut plan, &medians);
     }
     let plan = Arc::new(plan);

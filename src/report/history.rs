@@ -10,32 +10,12 @@ use crate::journal::Record;
 use crate::journal::record::{Mode, StepStatus};
 use crate::state::StateBackend;
 
-/// Step id -> median duration in ms, over the real runs of `runbook` recorded in `state`,
-/// leaving out `except` (the run being reported).
-pub fn medians(
-    state: &dyn StateBackend,
-    runbook: &str,
-    except: Option<&str>,
-) -> HashMap<String, u64> {
-    samples(state, runbook, except).0
-}
-
-/// How many earlier real runs of `runbook` there are to learn from.
-pub fn runs(state: &dyn StateBackend, runbook: &str) -> usize {
-    samples(state, runbook, None).1
-}
-
-fn samples(
-    state: &dyn StateBackend,
-    runbook: &str,
-    except: Option<&str>,
-) -> (HashMap<String, u64>, usize) {
+/// Step id -> median duration in ms, over the real runs of `runbook` recorded in `state`; and
+/// how many runs that is.
+pub fn learn(state: &dyn StateBackend, runbook: &str) -> (HashMap<String, u64>, usize) {
     let mut runs = 0;
     let mut samples: HashMap<String, Vec<u64>> = HashMap::new();
     for id in state.run_ids().unwrap_or_default() {
-        if Some(id.as_str()) == except {
-            continue;
-        }
         let Ok(read) = state.read_run(&id) else {
             continue;
         };

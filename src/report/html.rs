@@ -425,11 +425,7 @@ fn failures(o: &mut String, r: &Report) {
 }
 
 fn outputs(o: &mut String, r: &Report) {
-    let rows: Vec<_> = r
-        .steps
-        .iter()
-        .flat_map(|s| s.shown_outputs().into_iter().map(move |(k, v)| (s, k, v)))
-        .collect();
+    let rows = r.outputs();
     if rows.is_empty() {
         return;
     }
@@ -441,7 +437,7 @@ fn outputs(o: &mut String, r: &Report) {
         let _ = writeln!(
             o,
             "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td></tr>",
-            escape(&s.id),
+            escape(s),
             escape(&k),
             escape(&v)
         );

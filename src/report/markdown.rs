@@ -156,18 +156,14 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
-    let outputs: Vec<_> = r
-        .steps
-        .iter()
-        .flat_map(|s| s.shown_outputs().into_iter().map(move |(k, v)| (s, k, v)))
-        .collect();
+    let outputs = r.outputs();
     if !outputs.is_empty() {
         let _ = writeln!(
             o,
             "\n## Outputs\n\n| step | output | value |\n|---|---|---|"
         );
         for (s, k, v) in outputs {
-            let _ = writeln!(o, "| {} | {} | {} |", code(&s.id), code(&k), code(&v));
+            let _ = writeln!(o, "| {} | {} | {} |", code(s), code(&k), code(&v));
         }
     }
     if let Some(rb) = &r.rollback {

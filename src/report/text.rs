@@ -169,6 +169,19 @@ impl Report {
         text
     }
 
+    /// Every step's outputs worth reading (see [`StepRow::shown_outputs`]), as (step id, key,
+    /// value), in step order: the outputs table of every format.
+    pub fn outputs(&self) -> Vec<(&str, String, String)> {
+        self.steps
+            .iter()
+            .flat_map(|s| {
+                s.shown_outputs()
+                    .into_iter()
+                    .map(move |(k, v)| (s.id.as_str(), k, v))
+            })
+            .collect()
+    }
+
     /// The gaps between sessions: `(after session, ms)` for each gap of a second or more.
     pub fn gaps(&self) -> Vec<(usize, u64)> {
         self.sessions
@@ -350,18 +363,11 @@ fn render_raw(r: &Report) -> String {
             }
         }
     }
-    let outputs: Vec<_> = r
-        .steps
-        .iter()
-        .map(|s| (s, s.shown_outputs()))
-        .filter(|(_, o)| !o.is_empty())
-        .collect();
+    let outputs = r.outputs();
     if !outputs.is_empty() {
         let _ = writeln!(o, "\noutputs");
-        for (s, values) in outputs {
-            for (k, v) in values {
-                let _ = writeln!(o, "  {}.{k} = {v}", s.id);
-            }
+        for (step, k, v) in outputs {
+            let _ = writeln!(o, "  {step}.{k} = {v}");
         }
     }
     if let Some(rb) = &r.rollback {

@@ -99,6 +99,17 @@ fn kill_9(mut child: std::process::Child, pattern: &str) {
     }
 }
 
+/// The id of the run a `run --json` printed first.
+fn started(out: &Output) -> String {
+    out.events()[0]["run_id"].as_str().unwrap().to_string()
+}
+
+/// The `<testcase>` of JUnit report `junit` named `name`, up to its end tag.
+fn junit_case<'a>(junit: &'a str, name: &str) -> &'a str {
+    let case = &junit[junit.find(&format!("<testcase name=\"{name}\"")).unwrap()..];
+    &case[..case.find("</testcase>").unwrap()]
+}
+
 /// The id of the one run recorded in `state`.
 fn run_id(state: &Path) -> String {
     crate::support::records(state).unwrap()[0]["run_id"]
@@ -152,7 +163,7 @@ steps:
     let state = dir.path().join("state");
     let first = ripcord(&state, &["run", "--json", &file]);
     assert_eq!(first.code, 1, "{}", first.transcript());
-    let run_id = first.events()[0]["run_id"].as_str().unwrap().to_string();
+    let run_id = started(&first);
 
     std::fs::write(dir.path().join("fixed"), "").unwrap();
     let child = Ripcord::new()
@@ -308,8 +319,7 @@ fn a_failure_resumed_past_stays_in_every_format_with_its_stderr() {
         );
     }
     let junit = report(&state, &run_id, "junit");
-    let case = &junit[junit.find("<testcase name=\"token\"").unwrap()..];
-    let case = &case[..case.find("</testcase>").unwrap()];
+    let case = junit_case(&junit, "token");
     assert!(
         case.contains("<system-out>session 1, attempt 1: failed"),
         "{case}"
@@ -342,7 +352,7 @@ steps:
     );
     let run = ripcord(&state, &["run", "--json", &file]);
     assert_eq!(run.code, 1, "{}", run.transcript());
-    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let run_id = started(&run);
     let other = write(
         dir.path(),
         "other.yaml",
@@ -573,7 +583,7 @@ steps:
     );
     let run = ripcord(&state, &["run", "--json", &file]);
     assert_eq!(run.code, 1, "{}", run.transcript());
-    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let run_id = started(&run);
     let child = Ripcord::new()
         .state(&state)
         .args(["rollback", &run_id])
@@ -659,8 +669,7 @@ fn junit_says_a_step_was_taken_as_done_after_a_crash() {
     let out = ripcord(&state, &["resume", &run_id, "--skip-in-doubt"]);
     assert_eq!(out.code, 0, "{}", out.transcript());
     let junit = report(&state, &run_id, "junit");
-    let case = &junit[junit.find("<testcase name=\"promote\"").unwrap()..];
-    let case = &case[..case.find("</testcase>").unwrap()];
+    let case = junit_case(&junit, "promote");
     assert!(
         case.contains("<skipped message=\"promote was in doubt: taken as done (--skip-in-doubt)"),
         "{case}"
@@ -694,7 +703,7 @@ steps:
     );
     let run = ripcord(&state, &["run", "--json", &file]);
     assert_eq!(run.code, 1, "{}", run.transcript());
-    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let run_id = started(&run);
     let md = report(&state, &run_id, "md");
     let open = md.find("````text\n").expect(&md);
     let close = open + md[open..].find("\n````\n").expect(&md);
@@ -726,7 +735,7 @@ fn a_journal_with_impossible_times_is_reported_not_panicked_on() {
         "version: 1\nname: t\nsteps:\n  - { id: a, uses: shell.run, with: { script: \"exit 1\" } }\n",
     );
     let run = ripcord(&state, &["run", "--json", &file]);
-    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let run_id = started(&run);
     assert_eq!(ripcord(&state, &["resume", &run_id]).code, 1);
     let path = state.join("runs").join(&run_id).join("journal.jsonl");
     let mut records = crate::support::records(&state).unwrap();
@@ -784,7 +793,7 @@ steps:
         .args(["run", "--json", &file])
         .run();
     assert_eq!(run.code, 1, "{}", run.transcript());
-    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let run_id = started(&run);
     let journal =
         std::fs::read_to_string(state.join("runs").join(&run_id).join("journal.jsonl")).unwrap();
     let mut all = vec![journal, run.stdout, run.stderr];
@@ -816,7 +825,7 @@ fn the_html_verdict_stays_above_the_fold_with_many_long_failures() {
     let run = ripcord(&state, &["run", "--json", &file]);
     // Each failure is let through (`on_failure: continue`): the run itself ends.
     assert_eq!(run.code, 0, "{}", run.transcript());
-    let run_id = run.events()[0]["run_id"].as_str().unwrap().to_string();
+    let run_id = started(&run);
     let m = measure_in_chromium(dir.path(), &report(&state, &run_id, "html"));
     assert!(m["verdict"]["bottom"].as_f64().unwrap() <= 800.0, "{m}");
     assert!(

@@ -384,15 +384,7 @@ fn script_expressions_the_shell_would_read_as_code_are_refused() {
             ),
         )
         .unwrap();
-        let out = Ripcord::new()
-            .args(["validate", file.to_str().unwrap()])
-            .run();
-        assert_eq!(out.code, 2, "{script:?}: {}", out.transcript());
-        assert!(
-            out.stderr.contains("ripcord::script-expression"),
-            "{script:?}: {}",
-            out.stderr
-        );
+        refused(&file, "ripcord::script-expression");
     }
     // A secret list in for_each would name steps with its items.
     let file = dir.path().join("each.yaml");
@@ -401,13 +393,19 @@ fn script_expressions_the_shell_would_read_as_code_are_refused() {
         "version: 1\nname: each\ninputs:\n  toks: { type: list, secret: true, default: [] }\nsteps:\n  - { id: s, for_each: \"${{ inputs.toks }}\", uses: sleep.for, with: { duration: 1ms } }\n",
     )
     .unwrap();
+    refused(&file, "ripcord::secret-in-for-each");
+}
+
+/// `validate` refuses `file` (exit 2) with the diagnostic `code`.
+fn refused(file: &Path, code: &str) {
     let out = Ripcord::new()
         .args(["validate", file.to_str().unwrap()])
         .run();
     assert_eq!(out.code, 2, "{}", out.transcript());
     assert!(
-        out.stderr.contains("ripcord::secret-in-for-each"),
-        "{}",
+        out.stderr.contains(code),
+        "{}: {}",
+        file.display(),
         out.stderr
     );
 }

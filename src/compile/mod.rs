@@ -365,7 +365,7 @@ impl Compiler<'_> {
             .as_ref()
             .map(|w| Param::compile(w, text, &mut expr_errors));
         if let Some(spec) = &spec {
-            for p in params::check(&spec.params, step.with.as_ref(), id_span) {
+            for p in params::check(spec, step.with.as_ref(), id_span) {
                 let mut diag = Diag::error(
                     "ripcord::param",
                     format!("{} (step `{}`, {})", p.message, step.id.value, spec.name()),
@@ -397,7 +397,7 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|w| Param::compile(w, text, &mut expr_errors));
             if let Some(spec) = undo_spec {
-                for p in params::check(&spec.params, u.with.as_ref(), Span::of(&u.uses)) {
+                for p in params::check(&spec, u.with.as_ref(), Span::of(&u.uses)) {
                     self.push(
                         Diag::error(
                             "ripcord::param",

@@ -1,9 +1,16 @@
-//! Compile-time check of a step's `with:` against its action's parameter schema: unknown and
-//! missing params, and the types of literal values. Values that are `${{ }}` expressions are
-//! checked when they are rendered, before the step runs.
+//! A step's `with:` checked against its action's parameter schema: JSON Schema (draft 2020-12)
+//! through the `jsonschema` crate, each violation a sentence at the span of the param it is
+//! about. At validate, values that are `${{ }}` expressions (and everything inside them) are
+//! not judged: they are checked when rendered, before the step runs, by the same schema.
+//!
+//! Messages never quote the value that broke the rule (it may be a rendered secret): they name
+//! the param and the rule.
 
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::paths::LocationSegment;
 use serde_json::Value as Json;
 
+use crate::provider::catalog::ActionSpec;
 use crate::runbook::{Span, Value, ValueKind};
 
 use super::suggest;
@@ -14,10 +21,20 @@ pub struct Problem {
     pub help: Option<String>,
 }
 
-/// Checks `with` (absent: an empty map) against an object `schema`. `at` is where to point
-/// when a param is missing.
-pub fn check(schema: &Json, with: Option<&Value>, at: Span) -> Vec<Problem> {
-    check_params(schema, with, at, Unrendered::Skipped)
+/// Checks `with` (absent: an empty map) against the params schema of `spec`. `at` is where to
+/// point when a param is missing.
+pub fn check(spec: &ActionSpec, with: Option<&Value>, at: Span) -> Vec<Problem> {
+    check_params(spec, with, at, Unrendered::Skipped)
+}
+
+/// Checks rendered params (JSON) against the params schema of `spec`; the problems as
+/// sentences.
+pub fn check_rendered(spec: &ActionSpec, params: &Json) -> Vec<String> {
+    let value = Value::from_json(params);
+    check_params(spec, Some(&value), Span::default(), Unrendered::Checked)
+        .into_iter()
+        .map(|p| p.message)
+        .collect()
 }
 
 /// Whether a `${{ }}` in a value is an expression still to be rendered (at validate: its
@@ -29,302 +46,467 @@ enum Unrendered {
     Checked,
 }
 
-fn check_params(schema: &Json, with: Option<&Value>, at: Span, how: Unrendered) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let empty = Vec::new();
-    let entries = match with.map(|w| &w.kind) {
-        None | Some(ValueKind::Null) => &empty,
-        Some(ValueKind::Map(entries)) => entries,
-        Some(_) => {
-            let w = with.expect("matched Some above");
-            problems.push(Problem {
+fn check_params(
+    spec: &ActionSpec,
+    with: Option<&Value>,
+    at: Span,
+    how: Unrendered,
+) -> Vec<Problem> {
+    let empty = Value {
+        kind: ValueKind::Map(Vec::new()),
+        span: at,
+    };
+    let with = match with {
+        None => &empty,
+        Some(w) if matches!(w.kind, ValueKind::Null) => &empty,
+        Some(w) if matches!(w.kind, ValueKind::Map(_)) => w,
+        Some(w) => {
+            return vec![Problem {
                 span: w.span,
                 message: format!("`with` must be a map of params, not a {}", w.type_name()),
                 help: None,
-            });
-            return problems;
+            }];
         }
     };
-    let props = schema["properties"].as_object();
-    let closed = schema["additionalProperties"] == Json::Bool(false);
-    for (key, value) in entries {
-        match props.and_then(|p| p.get(&key.name)) {
-            Some(prop) => check_value(prop, value, &key.name, &mut problems, how),
-            None if closed => {
-                let names = props.map(|p| p.keys().map(String::as_str).collect::<Vec<_>>());
-                let names = names.unwrap_or_default();
-                let help = match suggest(&key.name, names.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("known params: {}", names.join(", ")),
-                };
-                problems.push(Problem {
-                    span: key.span,
-                    message: format!("unknown param `{}`", key.name),
-                    help: Some(help),
-                });
-            }
-            None => {}
-        }
-    }
-    let has = |name: &str| entries.iter().any(|(k, _)| k.name == name);
-    for name in schema["required"].as_array().into_iter().flatten() {
-        let name = name.as_str().unwrap_or_default();
-        if !has(name) {
-            problems.push(Problem {
-                span: with.map_or(at, |w| w.span),
-                message: format!("missing required param `{name}`"),
+    let validator = match spec.validator() {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![Problem {
+                span: at,
+                message: format!("{} cannot be checked: {e}", spec.name()),
                 help: None,
-            });
+            }];
         }
-    }
-    // `oneOf: [{required: [a]}, {required: [b, c]}]`: exactly one alternative, with every name
-    // it requires.
-    if let Some(alternatives) = schema["oneOf"].as_array() {
-        let sets: Vec<Vec<&str>> = alternatives
-            .iter()
-            .map(|a| {
-                a["required"]
-                    .as_array()
-                    .map(|r| r.iter().filter_map(Json::as_str).collect())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let matching = sets.iter().filter(|set| set.iter().all(|n| has(n))).count();
-        let list = sets
-            .iter()
-            .map(|set| {
-                set.iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            })
-            .collect::<Vec<_>>()
-            .join(if sets.iter().any(|s| s.len() > 1) {
-                ", or "
-            } else {
-                " or "
-            });
-        let partial: Vec<String> = sets
-            .iter()
-            .filter(|set| set.iter().any(|n| has(n)) && !set.iter().all(|n| has(n)))
-            .map(|set| {
-                let missing: Vec<String> = set
-                    .iter()
-                    .filter(|n| !has(n))
-                    .map(|n| format!("`{n}`"))
-                    .collect();
-                format!("missing {}", missing.join(" and "))
-            })
-            .collect();
-        if matching == 0 {
-            problems.push(Problem {
-                span: with.map_or(at, |w| w.span),
-                message: format!("needs {list}"),
-                help: (!partial.is_empty()).then(|| partial.join("; ")),
-            });
-        } else if matching > 1 {
-            problems.push(Problem {
-                span: with.map_or(at, |w| w.span),
-                message: format!("give only one of {list}"),
-                help: None,
-            });
-        }
+    };
+    let instance = with.to_json();
+    let mut problems = Vec::new();
+    for err in validator.iter_errors(&instance) {
+        explain(&err, spec, with, how, &mut problems);
     }
     problems
 }
 
-/// Checks rendered params (JSON) against `schema`; the problems as sentences.
-pub fn check_rendered(schema: &Json, params: &Json) -> Vec<String> {
-    let value = Value::from_json(params);
-    check_params(schema, Some(&value), Span::default(), Unrendered::Checked)
+/// The problems one error stands for (none when it waits for an expression's value).
+fn explain(
+    err: &jsonschema::ValidationError,
+    spec: &ActionSpec,
+    with: &Value,
+    how: Unrendered,
+    problems: &mut Vec<Problem>,
+) {
+    let subschema = parent_schema(&spec.params, err.schema_path().as_str());
+    let presence = subschema.is_some_and(presence_only);
+    if how == Unrendered::Skipped && touches_expression(with, err, presence) {
+        return;
+    }
+    let path = segments(err.instance_path());
+    let (value, name) = locate(with, &path);
+    let problem = |message: String| Problem {
+        span: value.span,
+        message,
+        help: None,
+    };
+    let subject = match &name {
+        None => "`with`".to_string(),
+        Some(n) => format!("param `{n}`"),
+    };
+    match err.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            let known: Vec<&str> = subschema
+                .and_then(|s| s["properties"].as_object())
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            for key in unexpected {
+                let span = key_span(value, key).unwrap_or(value.span);
+                let help = match suggest(key, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if known.is_empty() => "this map takes no keys".to_string(),
+                    None => format!("known: {}", known.join(", ")),
+                };
+                let message = match &name {
+                    None => format!("unknown param `{key}`"),
+                    Some(n) => format!("unknown key `{key}` in param `{n}`"),
+                };
+                problems.push(Problem {
+                    span,
+                    message,
+                    help: Some(help),
+                });
+            }
+        }
+        ValidationErrorKind::Required { property } => {
+            let property = property.as_str().unwrap_or_default();
+            problems.push(problem(match &name {
+                None => format!("missing required param `{property}`"),
+                Some(n) => format!("param `{n}` needs key `{property}`"),
+            }));
+        }
+        ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::OneOfMultipleValid { .. }
+            if name.is_none() && presence =>
+        {
+            let schema = subschema.expect("presence_only saw it");
+            let many = matches!(err.kind(), ValidationErrorKind::OneOfMultipleValid { .. });
+            problems.push(one_of_names(schema, with, many));
+        }
+        ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
+            // The alternatives of the value's own type say what is wrong inside it; when
+            // none is of its type, the types are what to say.
+            let keyword = if matches!(err.kind(), ValidationErrorKind::AnyOf { .. }) {
+                "anyOf"
+            } else {
+                "oneOf"
+            };
+            let alternatives = subschema
+                .and_then(|s| s[keyword].as_array())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let fitting: Vec<usize> = (0..alternatives.len())
+                .filter(|&i| type_fits(&alternatives[i]["type"], value))
+                .collect();
+            match fitting.as_slice() {
+                [] if !alternatives.is_empty() => {
+                    let kinds: Vec<String> = alternatives.iter().map(describe).collect();
+                    problems.push(problem(format!(
+                        "{subject} must be {}, not {}",
+                        kinds.join(" or "),
+                        a_type(value)
+                    )));
+                }
+                [i] if context.get(*i).is_some_and(|c| !c.is_empty()) => {
+                    for e in &context[*i] {
+                        explain(e, spec, with, how, problems);
+                    }
+                }
+                _ => problems.push(problem(rule(err.kind(), &subject, subschema, value))),
+            }
+        }
+        kind => problems.push(problem(rule(kind, &subject, subschema, value))),
+    }
+}
+
+fn type_fits(ty: &Json, v: &Value) -> bool {
+    let fits = |t: &str| {
+        matches!(
+            (t, &v.kind),
+            ("string", ValueKind::Str(_))
+                | ("integer", ValueKind::Int(_))
+                | ("number", ValueKind::Int(_) | ValueKind::Float(_))
+                | ("boolean", ValueKind::Bool(_))
+                | ("array", ValueKind::Seq(_))
+                | ("object", ValueKind::Map(_))
+                | ("null", ValueKind::Null)
+        )
+    };
+    match ty {
+        Json::String(t) => fits(t),
+        Json::Array(ts) => ts.iter().filter_map(Json::as_str).any(fits),
+        _ => true,
+    }
+}
+
+/// A schema's type in words: "an integer", "a list of integers", "a string or a boolean".
+fn describe(schema: &Json) -> String {
+    match &schema["type"] {
+        Json::String(t) => one_type(t, Some(schema)),
+        Json::Array(ts) => ts
+            .iter()
+            .filter_map(Json::as_str)
+            .map(|t| one_type(t, Some(schema)))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => "a value of another form".to_string(),
+    }
+}
+
+/// "a string", "an integer".
+fn a_type(v: &Value) -> String {
+    let article = if v.type_name() == "integer" {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {}", v.type_name())
+}
+
+/// What broke, as a sentence about `subject` (never quoting its value).
+fn rule(kind: &ValidationErrorKind, subject: &str, schema: Option<&Json>, v: &Value) -> String {
+    use ValidationErrorKind as K;
+    let list = |options: &Json| {
+        options
+            .as_array()
+            .map(|o| o.iter().map(Json::to_string).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    match kind {
+        K::Type { kind } => {
+            let wanted = match kind {
+                TypeKind::Single(t) => one_type(&t.to_string(), schema),
+                TypeKind::Multiple(ts) => ts
+                    .iter()
+                    .map(|t| one_type(&t.to_string(), schema))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            };
+            let article = if v.type_name() == "integer" {
+                "an"
+            } else {
+                "a"
+            };
+            format!(
+                "{subject} must be {wanted}, not {article} {}",
+                v.type_name()
+            )
+        }
+        K::Enum { options } => format!("{subject} must be one of {}", list(options)),
+        K::Constant { expected_value } => format!("{subject} must be {expected_value}"),
+        K::Minimum { limit } => format!("{subject} must be at least {limit}"),
+        K::Maximum { limit } => format!("{subject} must be at most {limit}"),
+        K::ExclusiveMinimum { limit } => format!("{subject} must be more than {limit}"),
+        K::ExclusiveMaximum { limit } => format!("{subject} must be less than {limit}"),
+        K::MultipleOf { multiple_of } => format!("{subject} must be a multiple of {multiple_of}"),
+        K::MinLength { limit } => format!("{subject} must be at least {limit} character(s) long"),
+        K::MaxLength { limit } => format!("{subject} must be at most {limit} character(s) long"),
+        K::Pattern { pattern } => format!("{subject} must match the pattern `{pattern}`"),
+        K::Format { format } => format!("{subject} must be a valid {format}"),
+        K::MinItems { limit } => format!("{subject} needs at least {limit} item(s)"),
+        K::MaxItems { limit } => format!("{subject} takes at most {limit} item(s)"),
+        K::UniqueItems => format!("{subject} must not repeat an item"),
+        K::MinProperties { limit } => format!("{subject} needs at least {limit} key(s)"),
+        K::MaxProperties { limit } => format!("{subject} takes at most {limit} key(s)"),
+        K::AnyOf { .. } => format!("{subject} fits none of the forms its schema allows (anyOf)"),
+        K::OneOfNotValid { .. } => {
+            format!("{subject} fits none of the forms its schema allows (oneOf)")
+        }
+        K::OneOfMultipleValid { .. } => {
+            format!("{subject} fits more than one of the forms its schema allows (oneOf)")
+        }
+        K::Not { .. } => format!("{subject} has a form its schema forbids (not)"),
+        K::FalseSchema => format!("{subject} is not allowed here"),
+        K::AdditionalItems { limit } => format!("{subject} takes at most {limit} item(s)"),
+        K::UnevaluatedItems { .. } => format!("{subject} has items its schema does not allow"),
+        K::Contains => format!("{subject} has no item of the form its schema asks for"),
+        K::PropertyNames { .. } => format!("{subject} has a key its schema does not allow"),
+        K::ContentEncoding { content_encoding } => {
+            format!("{subject} is not valid {content_encoding}")
+        }
+        K::ContentMediaType { content_media_type } => {
+            format!("{subject} is not valid {content_media_type}")
+        }
+        K::Custom { message, .. } => format!("{subject}: {message}"),
+        // The schema itself is at fault (a regex too costly, a reference that does not
+        // resolve): say so rather than blame the value.
+        K::BacktrackLimitExceeded { .. } | K::RegexEngineFailure { .. } => {
+            format!("{subject} could not be checked: the schema's pattern is too costly")
+        }
+        K::Referencing(e) => format!("{subject} could not be checked: {e}"),
+        _ => format!("{subject} does not satisfy its schema"),
+    }
+}
+
+/// "a string", "a list of strings", "an integer"...
+fn one_type(ty: &str, schema: Option<&Json>) -> String {
+    match ty {
+        "array" => match schema.map(|s| &s["items"]["type"]) {
+            Some(Json::String(item)) => format!("a list of {item}s"),
+            Some(Json::Array(_)) => "a list of scalars".to_string(),
+            _ => "a list".to_string(),
+        },
+        "object" => "a map".to_string(),
+        "integer" => "an integer".to_string(),
+        t => format!("a {t}"),
+    }
+}
+
+/// Whether a `oneOf` is only about which params are present (`[{required: [dsn]},
+/// {required: [primary, standby]}]`): then the names are what to say.
+fn presence_only(schema: &Json) -> bool {
+    schema["oneOf"].as_array().is_some_and(|alternatives| {
+        alternatives.iter().all(|a| {
+            a.as_object()
+                .is_some_and(|o| o.keys().all(|k| k == "required"))
+        })
+    })
+}
+
+/// "needs `dsn`, or `primary` and `standby`" (with what a partial alternative misses), or
+/// "give only one of ...".
+fn one_of_names(schema: &Json, with: &Value, many: bool) -> Problem {
+    let has = |name: &str| key_span(with, name).is_some();
+    let sets: Vec<Vec<&str>> = schema["oneOf"]
+        .as_array()
         .into_iter()
-        .map(|p| p.message)
+        .flatten()
+        .map(|a| {
+            a["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Json::as_str).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let names = |set: &Vec<&str>| {
+        set.iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let separator = if sets.iter().any(|s| s.len() > 1) {
+        ", or "
+    } else {
+        " or "
+    };
+    let list = sets.iter().map(names).collect::<Vec<_>>().join(separator);
+    if many {
+        return Problem {
+            span: with.span,
+            message: format!("give only one of {list}"),
+            help: None,
+        };
+    }
+    let partial: Vec<String> = sets
+        .iter()
+        .filter(|set| set.iter().any(|n| has(n)) && !set.iter().all(|n| has(n)))
+        .map(|set| {
+            let missing: Vec<&str> = set.iter().copied().filter(|n| !has(n)).collect();
+            format!("missing {}", names(&missing))
+        })
+        .collect();
+    Problem {
+        span: with.span,
+        message: format!("needs {list}"),
+        help: (!partial.is_empty()).then(|| partial.join("; ")),
+    }
+}
+
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(location: &jsonschema::paths::Location) -> Vec<Segment> {
+    location
+        .iter()
+        .map(|s| match s {
+            LocationSegment::Property(p) => Segment::Key(p.into_owned()),
+            LocationSegment::Index(i) => Segment::Index(i),
+        })
         .collect()
+}
+
+/// The value at `path` inside `with` (as far as it goes), and its name: `None` for `with`
+/// itself, else `port`, `env.PGHOST`, `argv[2]`.
+fn locate<'v>(with: &'v Value, path: &[Segment]) -> (&'v Value, Option<String>) {
+    let mut value = with;
+    let mut name: Option<String> = None;
+    for segment in path {
+        let next = match (segment, &value.kind) {
+            (Segment::Key(k), ValueKind::Map(entries)) => entries
+                .iter()
+                .find(|(key, _)| key.name == *k)
+                .map(|(_, v)| v),
+            (Segment::Index(i), ValueKind::Seq(items)) => items.get(*i),
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        name = Some(match (name, segment) {
+            (None, Segment::Key(k)) => k.clone(),
+            (Some(n), Segment::Key(k)) => format!("{n}.{k}"),
+            (n, Segment::Index(i)) => format!("{}[{i}]", n.unwrap_or_default()),
+        });
+        value = next;
+    }
+    (value, name)
+}
+
+fn key_span(map: &Value, key: &str) -> Option<Span> {
+    match &map.kind {
+        ValueKind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(k, _)| k.span),
+        _ => None,
+    }
 }
 
 fn is_expression(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.contains("${{"))
 }
 
-fn check_value(schema: &Json, v: &Value, name: &str, problems: &mut Vec<Problem>, how: Unrendered) {
-    if how == Unrendered::Skipped && is_expression(v) {
-        return;
-    }
-    if let Some(alternatives) = schema["oneOf"].as_array() {
-        let fits = alternatives.iter().any(|alt| {
-            let mut p = Vec::new();
-            check_value(alt, v, name, &mut p, how);
-            p.is_empty()
-        });
-        if !fits {
-            let kinds: Vec<String> = alternatives.iter().map(describe).collect();
-            problems.push(Problem {
-                span: v.span,
-                message: format!(
-                    "param `{name}` must be {}, not a {}",
-                    kinds.join(" or "),
-                    v.type_name()
-                ),
-                help: None,
-            });
-        }
-        return;
-    }
-    if !type_fits(&schema["type"], v) {
-        problems.push(Problem {
-            span: v.span,
-            message: format!(
-                "param `{name}` must be {}, not a {}",
-                describe(schema),
-                v.type_name()
-            ),
-            help: None,
-        });
-        return;
-    }
-    if let Some(options) = schema["enum"].as_array()
-        && !options.contains(&v.to_json())
-    {
-        let list: Vec<String> = options.iter().map(Json::to_string).collect();
-        problems.push(Problem {
-            span: v.span,
-            message: format!("param `{name}` must be one of {}", list.join(", ")),
-            help: None,
-        });
-    }
-    // Bounds of a number that is not an integer (integers are checked below).
-    if let ValueKind::Float(n) = &v.kind {
-        let n = *n;
-        let below = schema["minimum"].as_f64().filter(|min| n < *min);
-        let above = schema["maximum"].as_f64().filter(|max| n > *max);
-        if let Some(min) = below {
-            problems.push(Problem {
-                span: v.span,
-                message: format!("param `{name}` must be at least {min}"),
-                help: None,
-            });
-        }
-        if let Some(max) = above {
-            problems.push(Problem {
-                span: v.span,
-                message: format!("param `{name}` must be at most {max}"),
-                help: None,
-            });
-        }
-    }
+fn contains_expression(v: &Value) -> bool {
     match &v.kind {
-        ValueKind::Int(i) => {
-            let low = schema["minimum"].as_i64().is_some_and(|m| *i < m);
-            let high = schema["maximum"].as_i64().is_some_and(|m| *i > m);
-            if low || high {
-                problems.push(Problem {
-                    span: v.span,
-                    message: format!(
-                        "param `{name}` must be between {} and {}",
-                        schema["minimum"], schema["maximum"]
-                    ),
-                    help: None,
-                });
-            }
-        }
-        ValueKind::Seq(items) => {
-            if let Some(min) = schema["minItems"].as_u64()
-                && (items.len() as u64) < min
-            {
-                problems.push(Problem {
-                    span: v.span,
-                    message: format!("param `{name}` needs at least {min} item(s)"),
-                    help: None,
-                });
-            }
-            if schema["items"].is_object() {
-                for item in items {
-                    check_value(&schema["items"], item, name, problems, how);
-                }
-            }
-        }
-        ValueKind::Map(entries) if schema["additionalProperties"].is_object() => {
-            for (k, item) in entries {
-                check_value(
-                    &schema["additionalProperties"],
-                    item,
-                    &format!("{name}.{}", k.name),
-                    problems,
-                    how,
-                );
-            }
-        }
-        _ => {}
+        ValueKind::Seq(items) => items.iter().any(contains_expression),
+        ValueKind::Map(entries) => entries.iter().any(|(_, v)| contains_expression(v)),
+        _ => is_expression(v),
     }
 }
 
-fn type_fits(ty: &Json, v: &Value) -> bool {
-    match ty {
-        Json::String(t) => kind_fits(t, v),
-        Json::Array(ts) => ts.iter().filter_map(Json::as_str).any(|t| kind_fits(t, v)),
-        _ => true,
+/// Whether an error may be about a value not known until run time: it is located at or inside
+/// an expression, or it is a combination (`oneOf`, `anyOf`, `not`...) over a value that holds
+/// one (which alternative fits can depend on it) — unless the combination only judges which
+/// names are present (`presence`).
+fn touches_expression(with: &Value, err: &jsonschema::ValidationError, presence: bool) -> bool {
+    let (value, _) = locate(with, &segments(err.instance_path()));
+    if is_expression(value) {
+        return true;
     }
+    let combination = matches!(
+        err.kind(),
+        ValidationErrorKind::AnyOf { .. }
+            | ValidationErrorKind::OneOfNotValid { .. }
+            | ValidationErrorKind::OneOfMultipleValid { .. }
+            | ValidationErrorKind::Not { .. }
+            | ValidationErrorKind::Contains
+            | ValidationErrorKind::UniqueItems
+            | ValidationErrorKind::Constant { .. }
+            | ValidationErrorKind::Enum { .. }
+    );
+    combination && !presence && contains_expression(value)
 }
 
-fn kind_fits(ty: &str, v: &Value) -> bool {
-    matches!(
-        (ty, &v.kind),
-        ("string", ValueKind::Str(_))
-            | ("integer", ValueKind::Int(_))
-            | ("number", ValueKind::Int(_) | ValueKind::Float(_))
-            | ("boolean", ValueKind::Bool(_))
-            | ("array", ValueKind::Seq(_))
-            | ("object", ValueKind::Map(_))
-            | ("null", ValueKind::Null)
-    )
-}
-
-/// "a string", "a list of strings", "an integer"...
-fn describe(schema: &Json) -> String {
-    let one = |t: &str| match t {
-        "array" => match &schema["items"]["type"] {
-            Json::String(item) => format!("a list of {item}s"),
-            Json::Array(_) => "a list of scalars".to_string(),
-            _ => "a list".to_string(),
-        },
-        "object" => "a map".to_string(),
-        "integer" => "an integer".to_string(),
-        t => format!("a {t}"),
-    };
-    match &schema["type"] {
-        Json::String(t) => one(t),
-        Json::Array(ts) => ts
-            .iter()
-            .filter_map(Json::as_str)
-            .map(one)
-            .collect::<Vec<_>>()
-            .join(" or "),
-        _ => "a value".to_string(),
-    }
+/// The schema object holding the keyword at the end of `pointer` (`/properties/port/type` →
+/// the schema of `port`), when the pointer resolves inside `schema` (not through a `$ref`).
+fn parent_schema<'s>(schema: &'s Json, pointer: &str) -> Option<&'s Json> {
+    let parent = pointer.rsplit_once('/').map_or("", |(p, _)| p);
+    schema.pointer(parent).filter(|s| s.is_object())
 }
 
 #[cfg(test)]
-mod rendered_tests {
+mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn spec(params: Json) -> ActionSpec {
+        ActionSpec {
+            provider: "test".into(),
+            action: "act".into(),
+            summary: String::new(),
+            params,
+            outputs: crate::provider::catalog::Outputs::Closed(Vec::new()),
+            sim_default: std::time::Duration::ZERO,
+            check: false,
+            undo: false,
+            validator: Default::default(),
+        }
+    }
 
     /// A rendered value is checked whatever it contains: text that looks like `${{` (from an
     /// input) does not skip the enum.
     #[test]
     fn a_rendered_value_with_braces_is_still_checked() {
-        let schema = serde_json::json!({
+        let spec = spec(json!({
             "type": "object",
             "properties": { "state": { "type": "string", "enum": ["ready", "drain"] } }
-        });
-        let bad = serde_json::json!({ "state": "ready;set server x state maint ${{" });
-        assert_eq!(check_rendered(&schema, &bad).len(), 1);
-        let good = serde_json::json!({ "state": "drain" });
-        assert!(check_rendered(&schema, &good).is_empty());
+        }));
+        let bad = json!({ "state": "ready;set server x state maint ${{" });
+        assert_eq!(check_rendered(&spec, &bad).len(), 1);
+        assert!(check_rendered(&spec, &json!({ "state": "drain" })).is_empty());
     }
 
     /// `oneOf` alternatives are whole sets of names; number bounds hold.
     #[test]
     fn one_of_needs_every_name_of_one_alternative_and_bounds_hold() {
-        let schema = serde_json::json!({
+        let spec = spec(json!({
             "type": "object",
             "properties": {
                 "dsn": { "type": "string" }, "primary": { "type": "string" },
@@ -332,22 +514,123 @@ mod rendered_tests {
                 "weight": { "type": "integer", "minimum": 0, "maximum": 256 }
             },
             "oneOf": [ { "required": ["dsn"] }, { "required": ["primary", "standby"] } ]
-        });
-        let problems = |v: serde_json::Value| check_rendered(&schema, &v);
-        assert_eq!(problems(serde_json::json!({ "primary": "a" })).len(), 1);
-        assert!(problems(serde_json::json!({ "primary": "a", "standby": "b" })).is_empty());
-        assert!(problems(serde_json::json!({ "dsn": "a" })).is_empty());
+        }));
+        let problems = |v: Json| check_rendered(&spec, &v);
         assert_eq!(
-            problems(serde_json::json!({ "dsn": "a", "primary": "a", "standby": "b" })).len(),
+            problems(json!({ "primary": "a" })),
+            ["needs `dsn`, or `primary` and `standby`"]
+        );
+        assert!(problems(json!({ "primary": "a", "standby": "b" })).is_empty());
+        assert!(problems(json!({ "dsn": "a" })).is_empty());
+        assert_eq!(
+            problems(json!({ "dsn": "a", "primary": "a", "standby": "b" })).len(),
             1
         );
         assert_eq!(
-            problems(serde_json::json!({ "dsn": "a", "weight": 300 })).len(),
-            1
+            problems(json!({ "dsn": "a", "weight": 300 })),
+            ["param `weight` must be at most 256"]
+        );
+        assert_eq!(problems(json!({ "dsn": "a", "weight": -1 })).len(), 1);
+    }
+
+    /// What the old hand-written subset ignored: `pattern`, `anyOf`, `$ref`, nested
+    /// `properties`/`required`, string lengths, `const`, `uniqueItems`. Each is a problem
+    /// naming the param, never quoting its value.
+    #[test]
+    fn the_whole_of_json_schema_is_checked() {
+        let spec = spec(json!({
+            "$defs": { "name": { "type": "string", "pattern": "^[A-Za-z0-9_.:-]+$" } },
+            "type": "object",
+            "properties": {
+                "backend": { "$ref": "#/$defs/name" },
+                "target": { "anyOf": [ { "type": "integer" }, { "type": "string", "minLength": 3 } ] },
+                "tls": {
+                    "type": "object",
+                    "properties": { "mode": { "const": "verify-full" }, "ca": { "type": "string" } },
+                    "required": ["ca"],
+                    "additionalProperties": false
+                },
+                "hosts": { "type": "array", "uniqueItems": true, "items": { "type": "string" } }
+            },
+            "additionalProperties": false
+        }));
+        let problems = |v: Json| check_rendered(&spec, &v);
+        let secretish = "web;set server x state maint";
+        let p = problems(json!({ "backend": secretish }));
+        assert_eq!(
+            p,
+            ["param `backend` must match the pattern `^[A-Za-z0-9_.:-]+$`"]
+        );
+        assert!(!p[0].contains(secretish));
+        assert_eq!(problems(json!({ "target": "ab" })).len(), 1);
+        assert!(problems(json!({ "target": "abc" })).is_empty());
+        assert!(problems(json!({ "target": 5 })).is_empty());
+        assert_eq!(
+            problems(json!({ "tls": { "mode": "verify-full" } })),
+            ["param `tls` needs key `ca`"]
         );
         assert_eq!(
-            problems(serde_json::json!({ "dsn": "a", "weight": -1 })).len(),
+            problems(json!({ "tls": { "ca": "x", "mode": "disable" } })),
+            ["param `tls.mode` must be \"verify-full\""]
+        );
+        assert_eq!(
+            problems(json!({ "tls": { "ca": "x", "cert": "y" } })),
+            ["unknown key `cert` in param `tls`"]
+        );
+        assert_eq!(
+            problems(json!({ "hosts": ["a", "a"] })),
+            ["param `hosts` must not repeat an item"]
+        );
+        assert_eq!(
+            problems(json!({ "hosts": ["a", 3] })),
+            ["param `hosts[1]` must be a string, not an integer"]
+        );
+        assert_eq!(
+            problems(json!({ "bakend": "x" })),
+            ["unknown param `bakend`"]
+        );
+    }
+
+    /// At validate, an expression (or a list or map holding one) is not judged by a rule its
+    /// rendered value may meet; presence still counts.
+    #[test]
+    fn expressions_wait_for_their_values() {
+        let spec = spec(json!({
+            "type": "object",
+            "properties": {
+                "port": { "type": "integer", "minimum": 1 },
+                "hosts": { "type": "array", "items": { "type": "string", "pattern": "^[a-z]+$" } },
+                "dsn": { "type": "string" }, "primary": { "type": "string" }
+            },
+            "oneOf": [ { "required": ["dsn"] }, { "required": ["primary"] } ],
+            "additionalProperties": false
+        }));
+        let with = |yaml: &str| {
+            crate::runbook::Value::from_json(&serde_json::from_str::<Json>(yaml).unwrap())
+        };
+        let at = Span::default();
+        let count = |y: &str| check(&spec, Some(&with(y)), at).len();
+        assert_eq!(count(r#"{"dsn": "x", "port": "${{ inputs.port }}"}"#), 0);
+        assert_eq!(
+            count(r#"{"dsn": "x", "hosts": ["${{ inputs.h }}", "ok"]}"#),
+            0
+        );
+        // The literal item next to an expression is still judged.
+        assert_eq!(
+            count(r#"{"dsn": "x", "hosts": ["${{ inputs.h }}", "NO"]}"#),
             1
         );
+        assert_eq!(count(r#"{"port": "${{ inputs.port }}"}"#), 1);
+        assert_eq!(count(r#"{"dsn": "${{ a }}", "primary": "${{ b }}"}"#), 1);
+        assert_eq!(count(r#"{"dsn": "x", "prot": "${{ inputs.port }}"}"#), 1);
+    }
+
+    /// A plugin's schema that is not JSON Schema is said, not a panic and not "ok".
+    #[test]
+    fn an_invalid_schema_is_a_problem_not_a_pass() {
+        let spec = spec(json!({ "type": "object", "properties": { "x": { "type": 5 } } }));
+        let p = check_rendered(&spec, &json!({ "x": 1 }));
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("not valid JSON Schema"), "{p:?}");
     }
 }

@@ -524,7 +524,7 @@ impl Executor<'_> {
         let action = &step.action;
         let spec = self.cx.providers.spec(&action.provider, &action.action);
         if let Some(spec) = &spec {
-            let problems = crate::compile::params::check_rendered(&spec.params, &params);
+            let problems = crate::compile::params::check_rendered(spec, &params);
             if !problems.is_empty() {
                 return Prepared::Fail(format!("{}: {}", spec.name(), problems.join("; ")));
             }

@@ -314,7 +314,7 @@ async fn attempts(
 ) -> Result<u32, Failure> {
     let spec = providers.spec(&undo.action.provider, &undo.action.action);
     if let Some(spec) = &spec {
-        let problems = crate::compile::params::check_rendered(&spec.params, &request.params);
+        let problems = crate::compile::params::check_rendered(spec, &request.params);
         if !problems.is_empty() {
             return Err(Failure::permanent(problems.join("; ")));
         }

@@ -1,7 +1,7 @@
 //! The built-in actions and what each declares: a JSON Schema of its params, its output keys,
 //! and the duration a dry-run assumes when the step gives no `sim.duration`.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
@@ -39,6 +39,8 @@ pub struct ActionSpec {
     pub check: bool,
     /// Whether a plugin declares an undo for the action (informational).
     pub undo: bool,
+    /// `params` compiled as JSON Schema (draft 2020-12), on first use.
+    pub validator: Arc<OnceLock<Result<jsonschema::Validator, String>>>,
 }
 
 fn keys(list: &[&str]) -> Vec<String> {
@@ -62,12 +64,27 @@ fn spec(
         sim_default,
         check: false,
         undo: false,
+        validator: Arc::default(),
     })
 }
 
 impl ActionSpec {
     pub fn name(&self) -> String {
         format!("{}.{}", self.provider, self.action)
+    }
+
+    /// The params schema, compiled (draft 2020-12); why not, when it is not a valid schema.
+    pub fn validator(&self) -> Result<&jsonschema::Validator, &str> {
+        self.validator
+            .get_or_init(|| {
+                jsonschema::draft202012::new(&self.params).map_err(|e| {
+                    let at = e.instance_path().as_str();
+                    let at = if at.is_empty() { "/" } else { at };
+                    format!("its params schema is not valid JSON Schema (at `{at}`): {e}")
+                })
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// Names of the params the schema declares, for "did you mean" help.

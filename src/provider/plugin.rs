@@ -161,9 +161,15 @@ pub fn describe(provider: &str, path: &Path) -> Result<Plugin, String> {
                 sim_default: EXTERNAL_SIM_DEFAULT,
                 check: a.check,
                 undo: a.undo,
+                validator: Arc::default(),
             })
         })
-        .collect();
+        .collect::<Vec<Arc<ActionSpec>>>();
+    for a in &actions {
+        if let Err(e) = a.validator() {
+            return Err(format!("{shown} describes action `{}`: {e}", a.action));
+        }
+    }
     Ok(Plugin {
         name: provider.to_string(),
         path: path.to_path_buf(),

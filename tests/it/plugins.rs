@@ -374,3 +374,113 @@ fn a_rust_plugin_written_with_the_sdk_speaks_the_protocol() {
         out.stderr
     );
 }
+
+/// A plugin whose `describe` prints `description` (JSON) and which runs no action.
+fn described_plugin(dir: &Path, name: &str, description: &Value) {
+    let desc = dir.join(format!("{name}.json"));
+    std::fs::write(&desc, description.to_string()).unwrap();
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = describe ]; then cat '{}'; exit 0; fi\nexit 1\n",
+        desc.display()
+    );
+    let path = dir.join(format!("ripcord-plugin-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A plugin's params are checked as JSON Schema (draft 2020-12), every keyword: `pattern`
+/// through `$ref`, `anyOf`, nested `required`, `const`; each violation at its value's
+/// file:line:col, naming the param and not quoting the value. A schema that is not JSON
+/// Schema makes the plugin unusable, with the reason, never "anything goes".
+#[test]
+fn plugin_params_are_checked_as_full_json_schema_at_their_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let schema = serde_json::json!({
+        "$defs": { "name": { "type": "string", "pattern": "^[A-Za-z0-9_.:-]+$" } },
+        "type": "object",
+        "properties": {
+            "backend": { "$ref": "#/$defs/name" },
+            "weight": { "anyOf": [ { "type": "integer", "minimum": 0 }, { "const": "auto" } ] },
+            "tls": {
+                "type": "object",
+                "properties": { "ca": { "type": "string" } },
+                "required": ["ca"],
+                "additionalProperties": false
+            }
+        },
+        "required": ["backend"],
+        "additionalProperties": false
+    });
+    described_plugin(
+        &bin,
+        "rich",
+        &serde_json::json!({ "protocol": 1, "actions": [
+            { "name": "set", "params": schema, "outputs": [] } ] }),
+    );
+    described_plugin(
+        &bin,
+        "broken",
+        &serde_json::json!({ "protocol": 1, "actions": [
+            { "name": "set", "params": { "type": "object", "properties": { "x": { "type": 5 } } },
+              "outputs": [] } ] }),
+    );
+    let bin = bin.display().to_string();
+    let steps = "version: 1\nname: rich\ninputs: { b: { type: string, default: ok } }\nsteps:\n\
+         - { id: a, uses: rich.set, with: { backend: \"web;disable server web/s1\" } }\n\
+         - { id: b, uses: rich.set, with: { backend: web, weight: -3 } }\n\
+         - { id: c, uses: rich.set, with: { backend: web, weight: auto, tls: { cert: x } } }\n\
+         - { id: d, uses: rich.set, with: { backend: \"${{ inputs.b }}\", weight: 5 } }\n";
+    let file = write(dir.path(), "rich.yaml", steps);
+    let out = Ripcord::new()
+        .args(["validate", "--json", &file, "--plugin-dir", &bin])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let diags = doc["files"][0]["diagnostics"].as_array().unwrap();
+    let found: Vec<(String, u64, u64)> = diags
+        .iter()
+        .map(|d| {
+            (
+                d["message"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let at = |text: &str| {
+        found
+            .iter()
+            .find(|(m, ..)| m.contains(text))
+            .map(|(_, l, c)| (*l, *c))
+            .unwrap_or_else(|| panic!("no `{text}` in {found:#?}"))
+    };
+    assert_eq!(at("param `backend` must match the pattern"), (5, 45));
+    assert_eq!(at("param `weight` fits none"), (6, 58));
+    assert_eq!(at("param `tls` needs key `ca`"), (7, 69));
+    assert_eq!(at("unknown key `cert` in param `tls`"), (7, 71));
+    assert_eq!(found.len(), 4, "step d waits for its input: {found:#?}");
+    assert!(
+        !out.stdout.contains("disable server"),
+        "a value is never quoted back: {}",
+        out.stdout
+    );
+
+    let file = write(
+        dir.path(),
+        "broken.yaml",
+        "version: 1\nname: broken\nsteps:\n- { id: a, uses: broken.set, with: { x: 1 } }\n",
+    );
+    let out = Ripcord::new()
+        .args(["validate", &file, "--plugin-dir", &bin])
+        .run();
+    // Like a plugin that cannot describe itself: a warning that its steps are not checked
+    // (CI may validate without plugins installed), with the reason.
+    assert!(
+        out.stderr.contains("provider `broken` is not available")
+            && out.stderr.contains("not valid JSON Schema (at `/properties/x/type`)"),
+        "{}",
+        out.stderr
+    );
+}

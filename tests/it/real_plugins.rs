@@ -151,11 +151,31 @@ fn postgres_and_haproxy_plugins_against_real_servers() {
     );
 
     // A name that would smuggle a second runtime-API command is refused before anything is
-    // sent: the fenced old primary stays in maintenance.
+    // sent: written in the runbook, by validate (the plugin's schema has a `pattern`); given as
+    // an input, when the step's params are rendered. The fenced old primary stays in
+    // maintenance.
+    let smuggled = "pg; set server pg/primary state ready";
     let smuggle = format!(
-        "- {{ id: smuggle, uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: \"pg; set server pg/primary state ready\", server: standby, state: ready }} }}\n"
+        "- {{ id: smuggle, uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: \"{smuggled}\", server: standby, state: ready }} }}\n"
     );
     let out = run(&c, "smuggle", &smuggle, &[]);
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("param `backend` must match the pattern"),
+        "{}",
+        out.stderr
+    );
+    let smuggle = format!(
+        "- {{ id: smuggle, uses: haproxy.set_server, with: {{ socket: \"{sock}\", backend: \"${{{{ inputs.backend }}}}\", server: standby, state: ready }} }}\n"
+    );
+    let smuggle = format!("inputs: {{ backend: {{ type: string }} }}\nsteps:\n{smuggle}");
+    let file = c.dir.path().join("smuggle-input.yaml");
+    std::fs::write(&file, format!("version: 1\nname: smuggle-input\n{smuggle}")).unwrap();
+    let out = Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(["run", "--json", file.to_str().unwrap()])
+        .args(["-i", &format!("backend={smuggled}")])
+        .run();
     assert_eq!(out.code, 1, "{}", out.transcript());
     let failed = out
         .events()
@@ -166,7 +186,7 @@ fn postgres_and_haproxy_plugins_against_real_servers() {
         failed["error"]
             .as_str()
             .unwrap()
-            .contains("is not a HAProxy name"),
+            .contains("param `backend` must match the pattern"),
         "{failed}"
     );
     let look = run(

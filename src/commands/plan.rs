@@ -235,7 +235,7 @@ pub fn to_json(plan: &Plan, concurrency: Option<usize>) -> serde_json::Value {
                 "id": s.id,
                 "module": s.group.map(|g| plan.groups[g].id.as_str()),
                 "uses": s.action.to_string(),
-                "needs": plan.needs(i).map(|n| plan.steps[n].id.as_str()).collect::<Vec<_>>(),
+                "needs": plan.needs_ids(i),
                 "stage": stage_of[i],
                 "pool": s.pool.map(|p| plan.pools[p].name.as_str()),
                 "estimate_ms": ms(plan.estimate(i)),

@@ -185,7 +185,7 @@ fn planned_record(plan: &Plan, concurrency: usize) -> Record {
                 id: s.id.clone(),
                 name: s.name.clone(),
                 uses: s.action.to_string(),
-                needs: plan.needs(i).map(|n| plan.steps[n].id.clone()).collect(),
+                needs: plan.needs_ids(i),
                 estimate_ms: ms(plan.estimate(i)),
                 predicted_start_ms: ms(schedule.start[i]),
                 module: s.group.map(|g| plan.groups[g].id.clone()),

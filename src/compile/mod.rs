@@ -1931,6 +1931,8 @@ impl Compiler<'_> {
             .iter()
             .map(|d| d.deps.iter().map(|&(j, _)| j).collect())
             .collect();
+        let fans_out: Vec<bool> = decls.iter().map(|d| d.for_each.is_some()).collect();
+        let bases: Vec<String> = decls.iter().map(|d| d.id.clone()).collect();
         let places: Vec<(SourceFile, Span)> =
             decls.iter().map(|d| (d.file.clone(), d.span)).collect();
         let mut too_many: Option<usize> = None;
@@ -2009,13 +2011,28 @@ impl Compiler<'_> {
             }
             instances.push(first..steps.len());
         }
-        // Every instance of a step waits for every instance of what it needs: two `for_each`
-        // of N and M items make N × M edges. Counted before any is made.
+        // Every instance of a step waits for every instance of what it needs. What needs a
+        // for_each step waits through one barrier node of it ("all N are done"), shared by all
+        // that need it: N + M edges instead of N × M. Counted before any is made.
         let mut edges = 0usize;
         let mut over = None;
+        let mut barrier_of: Vec<Option<usize>> = vec![None; instances.len()];
+        let mut barriers: Vec<usize> = Vec::new();
         for (i, waits) in deps.iter().enumerate() {
             for &j in waits {
-                edges = edges.saturating_add(instances[j].len().saturating_mul(instances[i].len()));
+                let added = if fans_out[j] {
+                    let into = if barrier_of[j].is_none() {
+                        barrier_of[j] = Some(barriers.len());
+                        barriers.push(j);
+                        instances[j].len()
+                    } else {
+                        0
+                    };
+                    into + instances[i].len()
+                } else {
+                    instances[j].len().saturating_mul(instances[i].len())
+                };
+                edges = edges.saturating_add(added);
                 if edges > MAX_EDGES && over.is_none() {
                     over = Some(i);
                 }
@@ -2026,7 +2043,7 @@ impl Compiler<'_> {
                 (None, Some(i)) => (
                     i,
                     format!("the dependencies come to more than {MAX_EDGES} edges"),
-                    "each instance of a for_each step waits for every instance of the for_each it needs (N × M): put one step between them (it needs the first, the second needs it), which makes N + M",
+                    "each instance of a step waits for every instance of what it needs: fewer instances, or fewer steps that need a for_each step one by one",
                 ),
                 _ => (
                     too_many.unwrap_or(0),
@@ -2044,19 +2061,44 @@ impl Compiler<'_> {
             steps.truncate(0);
             instances.iter_mut().for_each(|r| *r = 0..0);
         }
-        let mut graph: DiGraph<(), ()> = DiGraph::with_capacity(steps.len(), steps.len());
-        for _ in &steps {
+        if steps.is_empty() {
+            barriers.clear();
+            barrier_of.iter_mut().for_each(|b| *b = None);
+        }
+        let n = steps.len();
+        let mut graph: DiGraph<(), ()> =
+            DiGraph::with_capacity(n + barriers.len(), n.min(MAX_EDGES));
+        for _ in 0..n + barriers.len() {
             graph.add_node(());
+        }
+        let node = NodeIndex::new;
+        for (k, &j) in barriers.iter().enumerate() {
+            for a in instances[j].clone() {
+                graph.add_edge(node(a), node(n + k), ());
+            }
         }
         for (i, waits) in deps.iter().enumerate() {
             for &j in waits {
-                for a in instances[j].clone() {
-                    for b in instances[i].clone() {
-                        graph.add_edge(NodeIndex::new(a), NodeIndex::new(b), ());
+                match barrier_of[j] {
+                    Some(k) => {
+                        for b in instances[i].clone() {
+                            graph.add_edge(node(n + k), node(b), ());
+                        }
+                    }
+                    None => {
+                        for a in instances[j].clone() {
+                            for b in instances[i].clone() {
+                                graph.add_edge(node(a), node(b), ());
+                            }
+                        }
                     }
                 }
             }
         }
+        let barriers = barriers
+            .into_iter()
+            .map(|j| bases[j].clone())
+            .collect();
         Plan {
             name: header.name,
             description: None,
@@ -2070,6 +2112,7 @@ impl Compiler<'_> {
             inputs,
             steps,
             graph,
+            barriers,
             order: Vec::new(),
             remaining: Vec::new(),
             priority: Vec::new(),

@@ -32,10 +32,16 @@ pub struct Plan {
     pub pools: Vec<Pool>,
     pub rollback: RollbackPolicy,
     pub inputs: Vec<ResolvedInput>,
-    /// Indexed like the graph's nodes.
+    /// Indexed like the graph's first nodes.
     pub steps: Vec<PlannedStep>,
-    /// Node `i` is `steps[i]`; an edge `a -> b` means b waits for a. Built once, never mutated.
+    /// Node `i < steps.len()` is `steps[i]`; node `steps.len() + k` is barrier `k`: "every
+    /// instance of the for_each step `barriers[k]` is done". An edge `a -> b` means b waits for
+    /// a. A for_each step that needs another waits through its barrier, so N and M instances
+    /// make N + M edges instead of N × M. Built once, never mutated; [`Plan::needs`] and
+    /// [`Plan::dependents`] see through barriers.
     pub graph: DiGraph<(), ()>,
+    /// The base id of each barrier node's for_each step.
+    pub barriers: Vec<String>,
     /// A topological order (ties broken by file order).
     pub order: Vec<usize>,
     /// Longest estimated path from each step to the end, the step included: the scheduling
@@ -156,16 +162,41 @@ impl Plan {
         self.steps[step].sim.duration
     }
 
+    /// The steps `step` waits for (through barriers).
     pub fn needs(&self, step: usize) -> impl Iterator<Item = usize> + '_ {
-        self.graph
-            .neighbors_directed(NodeIndex::new(step), Direction::Incoming)
-            .map(NodeIndex::index)
+        self.through_barriers(step, Direction::Incoming)
     }
 
+    /// The steps that wait for `step` (through barriers).
     pub fn dependents(&self, step: usize) -> impl Iterator<Item = usize> + '_ {
+        self.through_barriers(step, Direction::Outgoing)
+    }
+
+    fn through_barriers(&self, step: usize, way: Direction) -> impl Iterator<Item = usize> + '_ {
+        let n = self.steps.len();
+        let next = move |x: usize| {
+            self.graph
+                .neighbors_directed(NodeIndex::new(x), way)
+                .map(NodeIndex::index)
+        };
+        next(step).flat_map(move |x| {
+            let barrier = (x >= n).then(|| next(x));
+            (x < n).then_some(x).into_iter().chain(barrier.into_iter().flatten())
+        })
+    }
+
+    /// What `step` waits for as ids: a step's id, or `base[*]` for every instance of a
+    /// for_each step it waits for through a barrier (a journal of 5,000 × 5,000 instances
+    /// stays small).
+    pub fn needs_ids(&self, step: usize) -> Vec<String> {
+        let n = self.steps.len();
         self.graph
-            .neighbors_directed(NodeIndex::new(step), Direction::Outgoing)
-            .map(NodeIndex::index)
+            .neighbors_directed(NodeIndex::new(step), Direction::Incoming)
+            .map(|x| match x.index() {
+                x if x < n => self.steps[x].id.clone(),
+                x => format!("{}[*]", self.barriers[x - n]),
+            })
+            .collect()
     }
 
     /// Whether step `step` came from group `g` (directly or through a nested module).
@@ -239,7 +270,9 @@ impl Plan {
     /// Computes `order`, `remaining` and `priority` for the steps and edges (again, after
     /// estimates change); the graph must be acyclic.
     pub fn finish(&mut self) {
+        let n = self.steps.len();
         self.order = schedule::topological_order(&self.graph);
+        self.order.retain(|&i| i < n);
         self.remaining = self.weighted_remaining(0.0);
         self.priority = self.choose_priority();
     }

@@ -2095,10 +2095,7 @@ impl Compiler<'_> {
                 }
             }
         }
-        let barriers = barriers
-            .into_iter()
-            .map(|j| bases[j].clone())
-            .collect();
+        let barriers = barriers.into_iter().map(|j| bases[j].clone()).collect();
         Plan {
             name: header.name,
             description: None,

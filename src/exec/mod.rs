@@ -507,17 +507,33 @@ impl Executor<'_> {
         }
         exprs.extend(step.when.as_ref().and_then(|c| c.expr()));
         let ctx = self.scope().context(Some(i), &exprs);
+        // A failure to render says which step outputs it read that were never given.
+        let fail = |this: &Self, message: String| {
+            let missing = this.scope().missing_outputs(&exprs);
+            Prepared::Fail(match (missing.is_empty(), this.cx.mode) {
+                (true, _) => message,
+                (false, Mode::Real) => format!(
+                    "{message} (not given by their step: {})",
+                    missing.join(", ")
+                ),
+                (false, _) => format!(
+                    "{message} (not simulated, so read as null: {}; give them in their step's \
+                     `sim.outputs`)",
+                    missing.join(", ")
+                ),
+            })
+        };
         if let Some(when) = &step.when {
             match render::eval_condition(&self.env, when, &ctx) {
                 Ok(false) => return Prepared::Skip,
                 Ok(true) => {}
-                Err(e) => return Prepared::Fail(format!("cannot evaluate `when`: {e}")),
+                Err(e) => return fail(self, format!("cannot evaluate `when`: {e}")),
             }
         }
         let params = match &step.with {
             Some(p) => match render::render_with(&self.env, &step.action, p, &ctx) {
                 Ok(v) => v,
-                Err(e) => return Prepared::Fail(format!("cannot render `with`: {e}")),
+                Err(e) => return fail(self, format!("cannot render `with`: {e}")),
             },
             None => Json::Object(Map::new()),
         };
@@ -526,7 +542,7 @@ impl Executor<'_> {
         if let Some(spec) = &spec {
             let problems = crate::compile::params::check_rendered(spec, &params);
             if !problems.is_empty() {
-                return Prepared::Fail(format!("{}: {}", spec.name(), problems.join("; ")));
+                return fail(self, format!("{}: {}", spec.name(), problems.join("; ")));
             }
         }
         let checkable = match &spec {

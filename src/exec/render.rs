@@ -64,6 +64,33 @@ impl Scope<'_> {
         }
     }
 
+    /// The step outputs `exprs` read that their step has not given (each instance, for a
+    /// for_each step), as `steps.ID.outputs.KEY`: a failure to render names them instead of
+    /// "undefined value" (or, in a dry-run, a null from nowhere).
+    pub fn missing_outputs(&self, exprs: &[&Expr]) -> Vec<String> {
+        let mut missing = Vec::new();
+        for e in exprs {
+            for r in &e.refs {
+                let Ref::Step { id, path } = r else { continue };
+                let (Some("outputs"), Some(key)) = (path.first().map(String::as_str), path.get(1))
+                else {
+                    continue;
+                };
+                let Some(members) = self.instances.get(id) else {
+                    continue;
+                };
+                let absent = members
+                    .iter()
+                    .any(|&i| !self.states[i].outputs.contains_key(key));
+                let shown = format!("steps.{id}.outputs.{key}");
+                if absent && !missing.contains(&shown) {
+                    missing.push(shown);
+                }
+            }
+        }
+        missing
+    }
+
     /// `{status, outputs}` of a declared step; for a for_each step, `outputs` is the list of
     /// its instances' outputs and `status` the worst of theirs.
     fn step_view(&self, id: &str) -> Json {

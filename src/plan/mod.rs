@@ -181,7 +181,10 @@ impl Plan {
         };
         next(step).flat_map(move |x| {
             let barrier = (x >= n).then(|| next(x));
-            (x < n).then_some(x).into_iter().chain(barrier.into_iter().flatten())
+            (x < n)
+                .then_some(x)
+                .into_iter()
+                .chain(barrier.into_iter().flatten())
         })
     }
 

@@ -681,6 +681,53 @@ fn rendered_params_are_checked_against_the_schema() {
     }
 }
 
+/// A step output that was never given is named when a render fails because of it: in a
+/// dry-run (not in the step's `sim.outputs`, so read as null) and in a real run (the step did
+/// not write it), instead of "undefined value" or a null from nowhere.
+#[test]
+fn a_missing_step_output_is_named_when_a_render_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "missing.yaml",
+        "version: 1\nname: missing\nsteps:\n\
+         - { id: a, uses: shell.run, with: { argv: [echo, hi] }, sim: { outputs: { lsn: \"0/1\" } } }\n\
+         - { id: b, on_failure: continue, uses: shell.run, with: { argv: [echo, \"${{ steps.a.outputs.timeline }}\"] } }\n\
+         - { id: c, uses: shell.run, with: { argv: [echo, \"${{ steps.a.outputs.lsn }}\"] } }\n",
+    );
+    for dry in [true, false] {
+        let mut args = vec!["run", "--json"];
+        if dry {
+            args.push("--dry-run");
+        }
+        args.push(&file);
+        let out = Ripcord::new().state(dir.path()).args(&args).run();
+        let finished = |id: &str| {
+            out.events()
+                .into_iter()
+                .find(|e| e["kind"] == "step_finished" && e["step"] == id)
+                .unwrap_or_else(|| panic!("no {id}: {}", out.transcript()))
+        };
+        let error = finished("b")["error"].as_str().unwrap().to_string();
+        let named = if dry {
+            "(not simulated, so read as null: steps.a.outputs.timeline; give them in their step's `sim.outputs`)"
+        } else {
+            "(not given by their step: steps.a.outputs.timeline)"
+        };
+        assert!(error.ends_with(named), "dry-run {dry}: {error}");
+        // The output that exists is not blamed: in the real run `lsn` is missing too.
+        let c = finished("c");
+        if dry {
+            assert_eq!(c["status"], "succeeded", "{c}");
+        } else {
+            assert!(
+                c["error"].as_str().unwrap().contains("steps.a.outputs.lsn"),
+                "{c}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_second_sigint_exits_at_once_and_takes_the_steps_along() {
     let dir = tempfile::tempdir().unwrap();

@@ -479,7 +479,9 @@ fn plugin_params_are_checked_as_full_json_schema_at_their_spans() {
     // (CI may validate without plugins installed), with the reason.
     assert!(
         out.stderr.contains("provider `broken` is not available")
-            && out.stderr.contains("not valid JSON Schema (at `/properties/x/type`)"),
+            && out
+                .stderr
+                .contains("not valid JSON Schema (at `/properties/x/type`)"),
         "{}",
         out.stderr
     );

@@ -161,7 +161,8 @@ fn postgres_and_haproxy_plugins_against_real_servers() {
     let out = run(&c, "smuggle", &smuggle, &[]);
     assert_eq!(out.code, 2, "{}", out.transcript());
     assert!(
-        out.stderr.contains("param `backend` must match the pattern"),
+        out.stderr
+            .contains("param `backend` must match the pattern"),
         "{}",
         out.stderr
     );

@@ -1526,6 +1526,16 @@ impl Compiler<'_> {
         decls: impl Iterator<Item = &'d Decl>,
         inputs: &[ResolvedInput],
     ) {
+        let decls: Vec<&Decl> = decls.collect();
+        // What a dry-run's steps give: a plain step's `sim.outputs`, by id.
+        let sim_outputs: HashMap<String, serde_json::Map<String, Json>> = decls
+            .iter()
+            .filter(|d| d.for_each.is_none())
+            .filter_map(|d| match &d.sim.outputs {
+                Some(Json::Object(o)) => Some((d.id.clone(), o.clone())),
+                _ => None,
+            })
+            .collect();
         for d in decls {
             let mut exprs: Vec<&Expr> = Vec::new();
             if let Some(w) = &d.with {
@@ -1541,18 +1551,18 @@ impl Compiler<'_> {
                 }
                 exprs.extend(u.when.as_ref().and_then(|c| c.expr()));
             }
-            for problem in types::check(&exprs, inputs) {
+            for problem in types::check(&exprs, inputs, &sim_outputs) {
                 self.diags.push(
                     Diag::error(
                         "ripcord::expression-type",
                         format!(
-                            "`${{{{ {} }}}}` fails with inputs of their declared types: {}",
+                            "`${{{{ {} }}}}` fails with values of their types: {}",
                             problem.expr.text, problem.message
                         ),
                     )
                     .in_file(&d.file)
                     .label(problem.expr.span, "here")
-                    .help("inputs keep their declared type: convert with a filter (`inputs.port | string`), or declare the input with the type the expression needs"),
+                    .help("inputs keep their declared type, step outputs the type of their `sim.outputs`: convert with a filter (`inputs.port | string`), or declare the input with the type the expression needs"),
                 );
             }
         }

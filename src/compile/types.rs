@@ -5,6 +5,8 @@
 //! type. Expressions that read step results, `item` or a map or list input with no value are
 //! left to run time: their values are not known well enough here to judge without false alarms.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value as Json, json};
 
 use super::expr::{Expr, Ref};
@@ -45,9 +47,40 @@ fn about_types(err: &minijinja::Error) -> bool {
             .is_some_and(|d| d.contains("unsupported types") || d.contains("not iterable"))
 }
 
+/// A second value of the JSON type of `v` (a step's `sim.outputs` value is the first).
+fn other_of_type(v: &Json) -> Option<Json> {
+    Some(match v {
+        Json::String(_) => json!("text"),
+        Json::Number(n) if n.is_i64() || n.is_u64() => json!(2),
+        Json::Number(_) => json!(2.5),
+        Json::Bool(b) => json!(!b),
+        Json::Null => Json::Null,
+        Json::Array(_) | Json::Object(_) => return None,
+    })
+}
+
+fn type_name(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "list",
+        Json::Object(_) => "map",
+    }
+}
+
 /// Each expression of `exprs` that fails, on the types of its operands, when evaluated over
-/// `inputs` (their values, or two placeholders of their types).
-pub fn check<'a>(exprs: &[&'a Expr], inputs: &[ResolvedInput]) -> Vec<TypeError<'a>> {
+/// `inputs` (their values, or two placeholders of their types) and the steps' `sim.outputs`
+/// (`sim_outputs`: a plain step's id -> its simulated outputs; the value, and another of its
+/// type). An expression reading anything else (`item`, a for_each step, an output no `sim`
+/// gives) is left to run time.
+pub fn check<'a>(
+    exprs: &[&'a Expr],
+    inputs: &[ResolvedInput],
+    sim_outputs: &HashMap<String, Map<String, Json>>,
+) -> Vec<TypeError<'a>> {
     let env = crate::exec::render::environment();
     let values = |variant: usize| -> Map<String, Json> {
         inputs
@@ -58,20 +91,30 @@ pub fn check<'a>(exprs: &[&'a Expr], inputs: &[ResolvedInput]) -> Vec<TypeError<
             })
             .collect()
     };
-    let run = json!({ "id": "20260101-000000-0000", "dry_run": false, "name": "runbook", "mode": "real" });
-    let contexts: Vec<minijinja::Value> = (0..2)
-        .map(|v| {
-            minijinja::Value::from(minijinja::value::Serde(
-                json!({ "inputs": values(v), "run": run }),
-            ))
-        })
-        .collect();
     let known = values(0);
+    let output = |id: &str, path: &[String], variant: usize| -> Option<Json> {
+        match path {
+            [what] if what == "status" => Some(json!(["succeeded", "failed"][variant])),
+            [what, key] if what == "outputs" => {
+                let v = sim_outputs.get(id)?.get(key)?;
+                if variant == 0 {
+                    Some(v.clone())
+                } else {
+                    other_of_type(v)
+                }
+            }
+            _ => None,
+        }
+    };
+    let run = json!({ "id": "20260101-000000-0000", "dry_run": false, "name": "runbook", "mode": "real" });
     let mut out = Vec::new();
     for &e in exprs {
         let judged = e.refs.iter().all(|r| match r {
             Ref::Input(name) => known.contains_key(name),
             Ref::Run(_) => true,
+            Ref::Step { id, path } => {
+                output(id, path, 0).is_some() && output(id, path, 1).is_some()
+            }
             _ => false,
         });
         if !judged || e.refs.is_empty() {
@@ -80,22 +123,60 @@ pub fn check<'a>(exprs: &[&'a Expr], inputs: &[ResolvedInput]) -> Vec<TypeError<
         let Ok(compiled) = env.compile_expression(&e.source) else {
             continue; // a syntax error is reported where the expression is parsed
         };
-        let errors: Vec<minijinja::Error> = contexts
-            .iter()
-            .filter_map(|ctx| compiled.eval(ctx).err())
+        let context = |variant: usize| {
+            let mut steps = Map::new();
+            for r in &e.refs {
+                let Ref::Step { id, path } = r else { continue };
+                let view = steps
+                    .entry(super::expr::mangle(id))
+                    .or_insert_with(|| json!({ "outputs": {} }));
+                let v = output(id, path, variant).expect("judged above");
+                match path.as_slice() {
+                    [_, key] => {
+                        view["outputs"][key] = v;
+                    }
+                    _ => view["status"] = v,
+                }
+            }
+            minijinja::Value::from(minijinja::value::Serde(
+                json!({ "inputs": values(variant), "run": run, "steps": steps }),
+            ))
+        };
+        let errors: Vec<minijinja::Error> = (0..2)
+            .filter_map(|v| compiled.eval(context(v)).err())
             .collect();
         // Both fail, on the types: the expression's error. Undefined values, divisions by
         // zero, strings that are not numbers depend on the value: left to run time.
-        if errors.len() == contexts.len() && errors.iter().all(about_types) {
+        if errors.len() == 2 && errors.iter().all(about_types) {
             let err = &errors[0];
             let detail = err
                 .detail()
                 .map(str::to_string)
                 .unwrap_or_else(|| err.kind().to_string());
-            out.push(TypeError {
-                expr: e,
-                message: detail,
-            });
+            // Which operand is which type: the error alone says "string and number".
+            let mut operands: Vec<String> = Vec::new();
+            for r in &e.refs {
+                let (shown, v) = match r {
+                    Ref::Input(name) => (format!("inputs.{name}"), known.get(name).cloned()),
+                    Ref::Step { id, path } => (
+                        format!("steps.{id}.{}", path.join(".")),
+                        output(id, path, 0),
+                    ),
+                    _ => continue,
+                };
+                let ty = v.as_ref().map_or("unknown", type_name);
+                let article = if ty == "integer" { "an" } else { "a" };
+                let line = format!("{shown} is {article} {ty}");
+                if !operands.contains(&line) {
+                    operands.push(line);
+                }
+            }
+            let message = if operands.is_empty() {
+                detail
+            } else {
+                format!("{detail} ({})", operands.join(", "))
+            };
+            out.push(TypeError { expr: e, message });
         }
     }
     out

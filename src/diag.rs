@@ -295,3 +295,25 @@ impl Diagnostic for Diag {
         Some(Box::new(self.related.iter().map(|d| d as &dyn Diagnostic)))
     }
 }
+
+/// The closest candidate to `word` within a small edit distance, else the only candidate that
+/// `word` (3 characters or more) is the start of: `prev` -> `previous`.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let limit = (word.len() / 3).max(2);
+    let close = candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(word, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c);
+    close.or_else(|| {
+        let mut prefixed = candidates
+            .iter()
+            .filter(|c| word.len() >= 3 && c.starts_with(word));
+        match (prefixed.next(), prefixed.next()) {
+            (Some(only), None) => Some(*only),
+            _ => None,
+        }
+    })
+}

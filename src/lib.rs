@@ -9,7 +9,12 @@
 //! - [`compile`] resolves it: typed inputs, defaults, durations, each `${{ }}` expression
 //!   compiled and its references checked, `steps.X` references turned into edges, cycles found,
 //!   `for_each` expanded. Every problem becomes a [`diag::Diag`] with file:line:col, and all of
-//!   them are reported together.
+//!   them are reported together. Its files follow the stages: `declare` and `settings` (each
+//!   step on its own), `modules` and `inline` (includes), `refs` and `checks` (across steps),
+//!   `expand` and `limits` (instances, the graph, budgets).
+//! - [`expr`] is the expression language that compile and exec share: parse (`${{ }}`
+//!   templates and what they refer to), [`expr::types`] (the validate-time type check),
+//!   [`expr::render`] (values at run time, `script:` quoted by [`expr::script`]).
 //! - [`plan`] holds the result: a petgraph DAG of steps with their resolved settings, the
 //!   critical path over estimated durations, and the list schedule under the runbook's
 //!   concurrency and pools (the same ready queue the executor uses).
@@ -62,6 +67,7 @@ pub mod compile;
 pub mod diag;
 pub mod exec;
 pub mod exit;
+pub mod expr;
 pub mod journal;
 pub mod plan;
 pub mod provider;

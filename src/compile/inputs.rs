@@ -4,32 +4,10 @@
 use serde_json::Value as Json;
 
 use crate::diag::{Diag, SourceFile};
+use crate::plan::{InputOrigin, ResolvedInput};
 use crate::runbook::{InputType, Runbook, Span, Value, ValueKind, duration};
 
 use super::suggest;
-
-/// One input after resolution.
-#[derive(Debug, Clone)]
-pub struct ResolvedInput {
-    pub name: String,
-    pub ty: InputType,
-    pub secret: bool,
-    /// Declared `required: true`.
-    pub required: bool,
-    /// `None` when no value is known (validate without `--input`).
-    pub value: Option<Json>,
-    pub origin: InputOrigin,
-    pub span: Span,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputOrigin {
-    Given,
-    Env,
-    Default,
-    Missing,
-}
 
 /// Checks declarations and resolves values. With `require_values`, a required input without a
 /// value is an error (plan, run); without, it stays unknown (validate).

@@ -15,8 +15,8 @@
 //! `min_approvals` and `not_by_operator`.
 
 pub mod mask;
-pub mod render;
 pub mod rollback;
+pub mod scope;
 pub mod state;
 pub mod ui;
 
@@ -43,8 +43,9 @@ use crate::session::signals::Signals;
 use crate::session::supervisor::Groups;
 use crate::state::{JournalWriter, StateBackend};
 
+use crate::expr::render;
 use mask::Masker;
-use render::Scope;
+use scope::Scope;
 use state::{Status, StepState};
 use ui::Sink;
 
@@ -540,7 +541,7 @@ impl Executor<'_> {
         let action = &step.action;
         let spec = self.cx.providers.spec(&action.provider, &action.action);
         if let Some(spec) = &spec {
-            let problems = crate::compile::params::check_rendered(spec, &params);
+            let problems = crate::provider::params::check_rendered(spec, &params);
             if !problems.is_empty() {
                 return fail(self, format!("{}: {}", spec.name(), problems.join("; ")));
             }
@@ -626,7 +627,7 @@ impl Executor<'_> {
             Some(Json::Bool(false)) => {
                 let expr = step.with.as_ref().and_then(|w| {
                     let mut exprs = Vec::new();
-                    if let crate::compile::param::Param::Map(entries) = w {
+                    if let crate::expr::param::Param::Map(entries) = w {
                         entries
                             .iter()
                             .filter(|(k, _)| k == "that")

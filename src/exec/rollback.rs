@@ -26,10 +26,11 @@ use crate::provider::catalog::EXTERNAL_SIM_DEFAULT;
 use crate::provider::{Failure, Provider, Providers, Request};
 use crate::state::JournalWriter;
 
-use super::render::{self, Scope};
+use super::scope::Scope;
 use super::state::{Status, StepState};
 use super::ui::Sink;
 use super::{Clock, RunContext, instances, now_rfc3339, run_json, wall, with_timeout};
+use crate::expr::render;
 
 /// What a rollback did.
 pub struct RollbackOutcome {
@@ -314,7 +315,7 @@ async fn attempts(
 ) -> Result<u32, Failure> {
     let spec = providers.spec(&undo.action.provider, &undo.action.action);
     if let Some(spec) = &spec {
-        let problems = crate::compile::params::check_rendered(spec, &request.params);
+        let problems = crate::provider::params::check_rendered(spec, &request.params);
         if !problems.is_empty() {
             return Err(Failure::permanent(problems.join("; ")));
         }

@@ -10,10 +10,9 @@ use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value as Json;
 
-use crate::compile::inputs::ResolvedInput;
-use crate::compile::param::{Condition, Param};
 use crate::diag::SourceFile;
-use crate::runbook::{OnFailure, RollbackPolicy, Span};
+use crate::expr::param::{Condition, Param};
+use crate::runbook::{InputType, OnFailure, RollbackPolicy, Span};
 
 pub use schedule::{Schedule, simulate};
 
@@ -372,4 +371,27 @@ impl Plan {
         }
         bound
     }
+}
+
+/// One input after resolution.
+#[derive(Debug, Clone)]
+pub struct ResolvedInput {
+    pub name: String,
+    pub ty: InputType,
+    pub secret: bool,
+    /// Declared `required: true`.
+    pub required: bool,
+    /// `None` when no value is known (validate without `--input`).
+    pub value: Option<Json>,
+    pub origin: InputOrigin,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputOrigin {
+    Given,
+    Env,
+    Default,
+    Missing,
 }

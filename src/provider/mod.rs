@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod http;
+pub mod params;
 pub mod plugin;
 pub mod process;
 pub mod providers;

@@ -76,3 +76,10 @@ pub enum RollbackPolicy {
     Manual,
     Auto,
 }
+
+/// Whether `s` is a valid step, runbook or pool name: `[a-z0-9][a-z0-9_-]*`.
+pub fn is_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}

@@ -411,7 +411,7 @@ fn every_example_dry_runs_and_references_only_files_that_exist() {
 #[test]
 fn every_documented_expression_gives_what_the_reference_says() {
     let text = std::fs::read_to_string(repo().join("docs/expressions.md")).unwrap();
-    let env = ripcord::exec::render::environment();
+    let env = ripcord::expr::render::environment();
     let mut checked = 0;
     let mut wrong = Vec::new();
     for heading in ["## Operators", "## Tests", "## Filters", "## Functions"] {

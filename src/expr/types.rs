@@ -9,9 +9,15 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json, json};
 
-use super::expr::{Expr, Ref};
-use super::inputs::ResolvedInput;
+use super::{Expr, Ref};
 use crate::runbook::InputType;
+
+/// An input as the check sees it: its declared type, and its value when one is known.
+pub struct Typed<'a> {
+    pub name: &'a str,
+    pub ty: InputType,
+    pub value: Option<&'a Json>,
+}
 
 /// A problem: the expression, and what evaluating it said.
 pub struct TypeError<'a> {
@@ -78,16 +84,16 @@ fn type_name(v: &Json) -> &'static str {
 /// gives) is left to run time.
 pub fn check<'a>(
     exprs: &[&'a Expr],
-    inputs: &[ResolvedInput],
+    inputs: &[Typed],
     sim_outputs: &HashMap<String, Map<String, Json>>,
 ) -> Vec<TypeError<'a>> {
-    let env = crate::exec::render::environment();
+    let env = super::render::environment();
     let values = |variant: usize| -> Map<String, Json> {
         inputs
             .iter()
             .filter_map(|i| {
-                let v = i.value.clone().or_else(|| placeholder(i.ty, variant))?;
-                Some((i.name.clone(), v))
+                let v = i.value.cloned().or_else(|| placeholder(i.ty, variant))?;
+                Some((i.name.to_string(), v))
             })
             .collect()
     };
@@ -128,7 +134,7 @@ pub fn check<'a>(
             for r in &e.refs {
                 let Ref::Step { id, path } = r else { continue };
                 let view = steps
-                    .entry(super::expr::mangle(id))
+                    .entry(super::mangle(id))
                     .or_insert_with(|| json!({ "outputs": {} }));
                 let v = output(id, path, variant).expect("judged above");
                 match path.as_slice() {

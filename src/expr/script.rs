@@ -7,7 +7,7 @@
 //! right after a backslash, or at or after a here-document), the runbook is refused at validate:
 //! pass the value through `env:` instead.
 
-use crate::compile::expr::Part;
+use super::Part;
 
 /// How the shell reads the text where an expression stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +178,7 @@ mod tests {
     }
 
     fn expr() -> Part {
-        Part::Expr(crate::compile::expr::Expr {
+        Part::Expr(super::super::Expr {
             text: "x".into(),
             source: "x".into(),
             span: Default::default(),

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use crate::provider::catalog::ActionSpec;
 use crate::runbook::{Span, Value, ValueKind};
 
-use super::suggest;
+use crate::diag::suggest;
 
 pub struct Problem {
     pub span: Span,

@@ -3,7 +3,7 @@
 
 use crate::runbook::{Value, ValueKind};
 
-use super::expr::{Expr, ExprError, Template, parse_template};
+use super::{Expr, ExprError, Template, parse_template};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {
@@ -116,7 +116,7 @@ impl Condition {
             ValueKind::Str(s) => {
                 let template = parse_template(s, value.span, file_text)?;
                 if template.is_literal() {
-                    return super::expr::compile_expr(s.trim(), value.span).map(Condition::Expr);
+                    return super::compile_expr(s.trim(), value.span).map(Condition::Expr);
                 }
                 match template.whole_expr() {
                     Some(e) => Ok(Condition::Expr(e.clone())),

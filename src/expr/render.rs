@@ -1,140 +1,18 @@
-//! Rendering `${{ }}` just before a step starts: the context holds `inputs`, `run`, `item`, and
-//! only the steps the step's expressions refer to (building every step's view for every render
-//! would make a run quadratic).
-
-use std::collections::HashMap;
+//! Rendering `${{ }}` just before a step starts, over a context the executor builds (see
+//! `exec::scope`): templates, `shell.run`'s quoted `script:`, conditions, and the values an
+//! assertion read.
 
 use minijinja::{Environment, UndefinedBehavior};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
-use crate::compile::expr::{self, Expr, Ref, Template};
-use crate::compile::param::{Condition, Param};
-use crate::journal::record::StepStatus;
-use crate::plan::Plan;
-
-use super::state::{Status, StepState};
+use super::param::{Condition, Param};
+use super::{self as expr, Expr, Ref, Template};
 
 /// The expression environment of a run: fuel-limited, undefined values are errors.
 pub fn environment() -> Environment<'static> {
     let mut env = expr::environment();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env
-}
-
-/// What expressions can see.
-pub struct Scope<'a> {
-    pub plan: &'a Plan,
-    pub inputs: &'a Map<String, Json>,
-    pub run: Json,
-    pub states: &'a [StepState],
-    /// Declared id -> its steps (one, or each for_each instance).
-    pub instances: &'a HashMap<String, Vec<usize>>,
-    /// Dry-run: outputs an expression reads but a simulated step did not produce read as null.
-    pub lenient_outputs: bool,
-}
-
-impl Scope<'_> {
-    /// The context for expressions `exprs` of step `me`.
-    pub fn context(&self, me: Option<usize>, exprs: &[&Expr]) -> minijinja::Value {
-        let mut steps = Map::new();
-        for e in exprs {
-            for r in &e.refs {
-                if let Ref::Step { id, path } = r {
-                    let view = steps
-                        .entry(expr::mangle(id))
-                        .or_insert_with(|| self.step_view(id));
-                    if self.lenient_outputs
-                        && let (Some("outputs"), Some(key)) =
-                            (path.first().map(String::as_str), path.get(1))
-                        && let Some(Json::Object(outputs)) = view.get_mut("outputs")
-                    {
-                        outputs.entry(key.clone()).or_insert(Json::Null);
-                    }
-                }
-            }
-        }
-        let item = me
-            .and_then(|i| self.plan.steps[i].item.clone())
-            .unwrap_or(Json::Null);
-        minijinja::context! {
-            inputs => mj(self.inputs),
-            run => mj(&self.run),
-            steps => mj(&steps),
-            item => mj(&item),
-        }
-    }
-
-    /// The step outputs `exprs` read that their step has not given (each instance, for a
-    /// for_each step), as `steps.ID.outputs.KEY`: a failure to render names them instead of
-    /// "undefined value" (or, in a dry-run, a null from nowhere).
-    pub fn missing_outputs(&self, exprs: &[&Expr]) -> Vec<String> {
-        let mut missing = Vec::new();
-        for e in exprs {
-            for r in &e.refs {
-                let Ref::Step { id, path } = r else { continue };
-                let (Some("outputs"), Some(key)) = (path.first().map(String::as_str), path.get(1))
-                else {
-                    continue;
-                };
-                let Some(members) = self.instances.get(id) else {
-                    continue;
-                };
-                let absent = members
-                    .iter()
-                    .any(|&i| !self.states[i].outputs.contains_key(key));
-                let shown = format!("steps.{id}.outputs.{key}");
-                if absent && !missing.contains(&shown) {
-                    missing.push(shown);
-                }
-            }
-        }
-        missing
-    }
-
-    /// `{status, outputs}` of a declared step; for a for_each step, `outputs` is the list of
-    /// its instances' outputs and `status` the worst of theirs.
-    fn step_view(&self, id: &str) -> Json {
-        let Some(members) = self.instances.get(id) else {
-            return Json::Null;
-        };
-        let status_of = |i: usize| self.states[i].status.name();
-        if let [only] = members[..]
-            && self.plan.steps[only].item.is_none()
-        {
-            return serde_json::json!({
-                "status": status_of(only),
-                "outputs": Json::Object(self.states[only].outputs.clone()),
-            });
-        }
-        let statuses: Vec<&Status> = members.iter().map(|&i| &self.states[i].status).collect();
-        let worst = if statuses
-            .iter()
-            .any(|s| matches!(s, Status::Done(StepStatus::Failed)))
-        {
-            "failed"
-        } else if statuses
-            .iter()
-            .all(|s| matches!(s, Status::Done(StepStatus::Skipped)))
-        {
-            "skipped"
-        } else if statuses
-            .iter()
-            .all(|s| matches!(s, Status::Done(StepStatus::Succeeded | StepStatus::Skipped)))
-        {
-            "succeeded"
-        } else {
-            "pending"
-        };
-        let outputs: Vec<Json> = members
-            .iter()
-            .map(|&i| Json::Object(self.states[i].outputs.clone()))
-            .collect();
-        serde_json::json!({ "status": worst, "outputs": outputs })
-    }
-}
-
-fn mj<T: serde::Serialize>(v: T) -> minijinja::Value {
-    minijinja::Value::from(minijinja::value::Serde(v))
 }
 
 fn eval(env: &Environment, e: &Expr, ctx: &minijinja::Value) -> Result<minijinja::Value, String> {
@@ -184,13 +62,13 @@ fn text_of(v: &minijinja::Value) -> Result<String, String> {
 }
 
 /// `shell.run`'s `script:`, each `${{ }}` quoted for where it stands, so that its value reaches
-/// the shell as data, byte for byte (see [`crate::compile::script`]).
+/// the shell as data, byte for byte (see [`super::script`]).
 pub fn render_script(
     env: &Environment,
     t: &Template,
     ctx: &minijinja::Value,
 ) -> Result<Json, String> {
-    let places = crate::compile::script::quoting(&t.parts);
+    let places = super::script::quoting(&t.parts);
     let mut places = places.into_iter();
     let mut out = String::new();
     for part in &t.parts {
@@ -202,7 +80,7 @@ pub fn render_script(
                 })?;
                 let text = text_of(&eval(env, e, ctx)?)?;
                 out.push_str(
-                    &crate::compile::script::quote(&text, quoting)
+                    &super::script::quote(&text, quoting)
                         .map_err(|why| format!("`${{{{ {} }}}}`: {why}", e.text))?,
                 );
             }

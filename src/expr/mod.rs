@@ -1,4 +1,5 @@
-//! `${{ expr }}` templates: splitting strings into literal and expression parts, compiling each
+//! The expression language, shared by compile and exec. This file parses: `${{ expr }}`
+//! templates: splitting strings into literal and expression parts, compiling each
 //! expression with minijinja, and listing what it refers to (`inputs.X`, `steps.ID...`, `item`,
 //! `run.X`) so the compiler can check references and add edges before anything runs.
 //!
@@ -6,6 +7,11 @@
 //! Actions, `steps.check-lag` means the step: before compiling, every `steps.ID` is rewritten to
 //! `steps.<mangled ID>`, a reversible identifier (see [`mangle`]). Render contexts use the same
 //! mangled keys.
+
+pub mod param;
+pub mod render;
+pub mod script;
+pub mod types;
 
 use std::sync::LazyLock;
 

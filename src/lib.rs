@@ -65,6 +65,7 @@ pub mod cli;
 pub mod commands;
 pub mod compile;
 pub mod diag;
+pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod expr;

@@ -22,7 +22,13 @@ fn main() -> ExitCode {
     ) {
         ripcord::session::signals::exit_early();
     }
-    ExitCode::from(ripcord::commands::run(cli))
+    match ripcord::commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            e.print();
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 // glibc's malloc spends much of a 100,000-step compile consolidating freed chunks.

@@ -14,29 +14,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::ApproveArgs;
+use crate::error::{CommandError, CommandResult};
 use crate::exit;
 use crate::journal::{ReadJournal, Record};
 use crate::session::identity::Identity;
 use crate::state::{Answer, LockError, LockHolder, Scope, StateBackend, StateDir};
 
-pub fn run(args: &ApproveArgs) -> u8 {
+pub fn run(args: &ApproveArgs) -> CommandResult {
     let state: Arc<dyn StateBackend> = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
-    let (read, header) = match crate::session::read_recorded(state.as_ref(), &args.run_id) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let (read, header) = crate::session::read_recorded(state.as_ref(), &args.run_id)?;
     let again = state.again().to_string();
     let Some(wait) = open_wait(&read, &args.step) else {
         let waiting: Vec<String> = open_waits(&read).into_iter().map(|w| w.step).collect();
-        crate::eprintln_quiet!(
-            "error: run {} is not waiting for approval of `{}`",
-            args.run_id,
-            args.step
+        let mut message = format!(
+            "run {} is not waiting for approval of `{}`",
+            args.run_id, args.step
         );
         if !waiting.is_empty() {
-            crate::eprintln_quiet!("  it waits for: {}", waiting.join(", "));
+            message.push_str(&format!("\n  it waits for: {}", waiting.join(", ")));
         }
-        return exit::INVALID;
+        return Err(CommandError::Invalid(message));
     };
     // Nobody is waiting if nobody holds the run: the answer would go to a wait that is over.
     let probe = LockHolder {
@@ -47,50 +44,45 @@ pub fn run(args: &ApproveArgs) -> u8 {
     };
     match state.lock(&Scope::Run(args.run_id.clone()), &probe) {
         Ok(_released_at_once) => {
-            crate::eprintln_quiet!(
-                "error: run {} is not running (it crashed or was stopped while waiting): resume \
+            return Err(crate::locked!(
+                "run {} is not running (it crashed or was stopped while waiting): resume \
                  it with `ripcord resume {}{again}`, then answer the new wait",
                 args.run_id,
                 args.run_id
-            );
-            return exit::LOCKED;
+            ));
         }
         Err(LockError::Held(_)) => {}
         Err(LockError::Io(e)) => {
-            crate::eprintln_quiet!("error: cannot check run {}: {e}", args.run_id);
-            return exit::INVALID;
+            return Err(crate::invalid!("cannot check run {}: {e}", args.run_id));
         }
     }
     let me = Identity::current();
     let person = me.person().to_string();
     if !wait.approvers.is_empty() && !wait.approvers.contains(&person) {
-        crate::eprintln_quiet!(
-            "error: {person} may not answer `{}`: the approvers are {}",
+        return Err(crate::invalid!(
+            "{person} may not answer `{}`: the approvers are {}",
             wait.step,
             wait.approvers.join(", ")
-        );
-        return exit::INVALID;
+        ));
     }
     let starter = header.by.as_ref().map(|b| b.person().to_string());
     if wait.not_by_operator && starter.as_deref() == Some(person.as_str()) {
-        crate::eprintln_quiet!(
-            "error: {person} started run {} and may not approve `{}` (not_by_operator): \
+        return Err(crate::invalid!(
+            "{person} started run {} and may not approve `{}` (not_by_operator): \
              another person must",
             args.run_id,
             wait.step
-        );
-        return exit::INVALID;
+        ));
     }
     let already = read.records.iter().skip(wait.index).any(|r| {
         matches!(r, Record::Approval { step, by: Some(by), .. }
             if *step == wait.step && by.person() == person)
     });
     if already {
-        crate::eprintln_quiet!(
-            "error: {person} has approved `{}` already; another person must give the next approval",
+        return Err(crate::invalid!(
+            "{person} has approved `{}` already; another person must give the next approval",
             wait.step
-        );
-        return exit::INVALID;
+        ));
     }
     // What the run makes of this answer comes after what the journal holds now.
     let seen = read.records.len();
@@ -104,8 +96,7 @@ pub fn run(args: &ApproveArgs) -> u8 {
         at: crate::exec::now_rfc3339(),
     };
     if let Err(e) = state.post_answer(&args.run_id, &answer) {
-        crate::eprintln_quiet!("error: cannot post the answer: {e}");
-        return exit::INVALID;
+        return Err(crate::invalid!("cannot post the answer: {e}"));
     }
     let deadline = Instant::now() + args.wait;
     loop {
@@ -119,7 +110,7 @@ pub fn run(args: &ApproveArgs) -> u8 {
                         wait.step,
                         args.run_id
                     );
-                    exit::OK
+                    Ok(exit::OK)
                 }
                 Taken::Rejected => {
                     crate::println_quiet!(
@@ -127,22 +118,20 @@ pub fn run(args: &ApproveArgs) -> u8 {
                         wait.step,
                         args.run_id
                     );
-                    exit::OK
+                    Ok(exit::OK)
                 }
                 Taken::Refused(reason) => {
-                    crate::eprintln_quiet!("error: the run did not take the answer: {reason}");
-                    exit::INVALID
+                    Err(crate::invalid!("the run did not take the answer: {reason}"))
                 }
             };
         }
         if Instant::now() >= deadline {
-            crate::eprintln_quiet!(
-                "error: the run has not taken the answer within {}; it stays posted for this \
-                 wait (see `ripcord report {}{again}`)",
+            return Err(crate::failed!(
+                "the run has not taken the answer within {}; it stays posted for this wait \
+                 (see `ripcord report {}{again}`)",
                 crate::runbook::duration::format(args.wait),
                 args.run_id
-            );
-            return exit::FAILED;
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

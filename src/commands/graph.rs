@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use crate::cli::{GraphArgs, GraphFormat};
 use crate::compile::CompileOptions;
+use crate::error::CommandResult;
 use crate::exit;
 use crate::plan::Plan;
 use crate::provider::Providers;
@@ -11,7 +12,7 @@ use crate::runbook::duration::format as dur;
 
 use super::compile_one;
 
-pub fn run(args: &GraphArgs) -> u8 {
+pub fn run(args: &GraphArgs) -> CommandResult {
     // A graph is structure: required inputs without a value do not stop it.
     let providers = Providers::new(&args.plugins.plugin_dirs);
     let options = CompileOptions {
@@ -19,10 +20,7 @@ pub fn run(args: &GraphArgs) -> u8 {
         inputs: &args.inputs.inputs,
         require_inputs: false,
     };
-    let compiled = match compile_one(&args.file, &options) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let compiled = compile_one(&args.file, &options)?;
     let plan = &compiled.plan;
     print!(
         "{}",
@@ -31,7 +29,7 @@ pub fn run(args: &GraphArgs) -> u8 {
             GraphFormat::Mermaid => mermaid(plan),
         }
     );
-    exit::OK
+    Ok(exit::OK)
 }
 
 fn critical_edges(plan: &Plan) -> (Vec<bool>, std::collections::HashSet<(usize, usize)>) {

@@ -1,5 +1,5 @@
-//! One module per CLI verb. Each returns its exit code; diagnostics go to stderr, results to
-//! stdout.
+//! One module per CLI verb. Each returns its outcome's exit code, or a [`CommandError`] that
+//! `main` prints and maps to its exit code; diagnostics go to stderr, results to stdout.
 
 pub mod approve;
 pub mod graph;
@@ -20,10 +20,11 @@ use std::path::Path;
 use crate::cli::{Cli, Command};
 use crate::compile::{CompileOptions, Compiled, compile};
 use crate::diag::Diag;
+use crate::error::{CommandError, CommandResult};
 use crate::exit;
 use crate::runbook::load_file;
 
-pub fn run(cli: Cli) -> u8 {
+pub fn run(cli: Cli) -> CommandResult {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
@@ -32,7 +33,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Resume(args) => resume::run(&args),
         Command::Rollback(args) => rollback::run(&args),
         Command::Approve(args) => approve::run(&args),
-        Command::Supervise => crate::session::supervisor::supervise(),
+        Command::Supervise => Ok(crate::session::supervisor::supervise()),
         Command::Runs(args) => runs::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Plugins(args) => plugins::run(&args),
@@ -68,8 +69,8 @@ pub fn print_diags(diags: &[Diag]) {
 }
 
 /// For commands that need one compiled runbook: prints diagnostics, and on failure the exit code.
-pub fn compile_one(path: &Path, options: &CompileOptions) -> Result<Compiled, u8> {
+pub fn compile_one(path: &Path, options: &CompileOptions) -> CommandResult<Compiled> {
     let (compiled, diags) = load_and_compile(path, options);
     print_diags(&diags);
-    compiled.ok_or(exit::INVALID)
+    compiled.ok_or(CommandError::Reported(exit::INVALID))
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::cli::{Estimates, PlanArgs};
 use crate::compile::CompileOptions;
+use crate::error::CommandResult;
 use crate::exit;
 use crate::plan::Plan;
 use crate::provider::Providers;
@@ -16,17 +17,14 @@ use crate::state::StateDir;
 
 use super::compile_one;
 
-pub fn run(args: &PlanArgs) -> u8 {
+pub fn run(args: &PlanArgs) -> CommandResult {
     let providers = Providers::new(&args.plugins.plugin_dirs);
     let options = CompileOptions {
         providers: &providers,
         inputs: &args.inputs.inputs,
         require_inputs: true,
     };
-    let mut compiled = match compile_one(&args.file, &options) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let mut compiled = compile_one(&args.file, &options)?;
     let mut history_line = None;
     if args.estimates == Estimates::History {
         let state = StateDir::resolve(args.state.state_dir.as_deref());
@@ -57,7 +55,7 @@ pub fn run(args: &PlanArgs) -> u8 {
             render(&compiled.plan, concurrency)
         );
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// The plan as text for a person.

@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::cli::PluginsArgs;
+use crate::error::CommandResult;
 use crate::exit;
 use crate::provider::catalog::{self, ActionSpec};
 use crate::provider::{Providers, plugin};
@@ -60,7 +61,7 @@ fn print_action(a: &ActionSpec) {
     );
 }
 
-pub fn run(args: &PluginsArgs) -> u8 {
+pub fn run(args: &PluginsArgs) -> CommandResult {
     let providers = Providers::new(&args.plugins.plugin_dirs);
     let names = plugin::installed(&args.plugins.plugin_dirs);
     let found: Vec<_> = names
@@ -88,7 +89,7 @@ pub fn run(args: &PluginsArgs) -> u8 {
             serde_json::to_string_pretty(&json!({ "builtin": builtin, "plugins": plugins }))
                 .expect("JSON values serialize")
         );
-        return exit::OK;
+        return Ok(exit::OK);
     }
     println!("built in:");
     catalog::builtins().iter().for_each(|s| print_action(s));
@@ -107,5 +108,5 @@ pub fn run(args: &PluginsArgs) -> u8 {
     println!(
         "\n(* required; search order: --plugin-dir, $RIPCORD_PLUGIN_PATH, the directory of ripcord, $PATH)"
     );
-    exit::OK
+    Ok(exit::OK)
 }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::commands::print_diags;
 use crate::compile::{CompileOptions, compile};
+use crate::error::{CommandError, CommandResult};
 use crate::exec::mask::MASK;
 use crate::exec::state::{Status, StepState};
 use crate::exit;
@@ -52,15 +53,10 @@ pub fn recompile(
     given: &[(String, String)],
     force: bool,
     providers: &crate::provider::Providers,
-) -> Result<Arc<Plan>, u8> {
+) -> CommandResult<Arc<Plan>> {
     let source = load_file(Path::new(&header.file)).map_err(|d| {
         print_diags(&[*d]);
-        crate::eprintln_quiet!(
-            "error: run {} needs its runbook {}",
-            header.run_id,
-            header.file
-        );
-        exit::INVALID
+        crate::invalid!("run {} needs its runbook {}", header.run_id, header.file)
     })?;
     let mut inputs: Vec<(String, String)> = header
         .inputs
@@ -80,12 +76,12 @@ pub fn recompile(
         providers,
     };
     let changed = || {
-        crate::eprintln_quiet!(
-            "error: {} (or a module it includes) changed since run {} started; pass --force to go on with the new version",
+        crate::invalid!(
+            "{} (or a module it includes) changed since run {} started; pass --force to go on \
+             with the new version",
             header.file,
             header.run_id
-        );
-        exit::INVALID
+        )
     };
     let file = source.file.clone();
     match compile(source, &options) {
@@ -97,7 +93,7 @@ pub fn recompile(
             if !force && sha256(file.inner()) != header.hash {
                 return Err(changed());
             }
-            Err(exit::INVALID)
+            Err(CommandError::Reported(exit::INVALID))
         }
     }
 }

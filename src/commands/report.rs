@@ -5,38 +5,33 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::cli::{ReportArgs, ReportFormat};
+use crate::error::CommandResult;
 use crate::exit;
 use crate::report::{self, Report};
 use crate::state::{StateBackend, StateDir};
 
 use super::recorded::read_run;
 
-pub fn run(args: &ReportArgs) -> u8 {
+pub fn run(args: &ReportArgs) -> CommandResult {
     let state = StateDir::resolve(args.state.state_dir.as_deref());
-    let report = match build(&state, &args.run_id) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let report = build(&state, &args.run_id)?;
     let text = render(&report, args.format);
     match &args.output {
-        Some(path) => match write_private(path, &text) {
-            Ok(()) => exit::OK,
-            Err(e) => {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                exit::FAILED
-            }
-        },
+        Some(path) => write_private(path, &text)
+            .map(|()| exit::OK)
+            .map_err(|e| crate::failed!("cannot write {}: {e}", path.display())),
         None => {
             print!("{text}");
-            exit::OK
+            Ok(exit::OK)
         }
     }
 }
 
-pub fn build(state: &dyn StateBackend, run_id: &str) -> Result<Report, u8> {
+pub fn build(state: &dyn StateBackend, run_id: &str) -> CommandResult<Report> {
     // From the journal alone: later runs change nothing in an earlier run's report.
     let (read, _) = read_run(state, run_id)?;
-    let mut report = report::build(&read).ok_or(exit::INVALID)?;
+    let mut report = report::build(&read)
+        .ok_or_else(|| crate::invalid!("run {run_id}: the journal has no start record"))?;
     // A journal that just stops is a crash, unless a session holds the run now.
     report.mark_live(state.is_held(&crate::state::Scope::Run(run_id.to_string())));
     Ok(report)

@@ -11,6 +11,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use crate::cli::ResumeArgs;
+use crate::error::CommandResult;
 use crate::exec::state::{Status, StepState};
 use crate::exit;
 use crate::journal::Record;
@@ -22,23 +23,19 @@ use crate::state::StateDir;
 use super::recorded::{final_status, fingerprint, overrides, recompile, replay};
 use super::run::{context, drive, sink, write};
 
-pub fn run(args: &ResumeArgs) -> u8 {
+pub fn run(args: &ResumeArgs) -> CommandResult {
     let state = std::sync::Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
-    let mut claim = match Session::claim(state, &args.run_id) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let mut claim = Session::claim(state, &args.run_id)?;
     let (read, header) = (&claim.read, &claim.header.clone());
     if let Some(rolled) = read.records.iter().find_map(|r| match r {
         Record::RollbackStarted { at, by, .. } => Some((at.clone(), by.clone())),
         _ => None,
     }) {
         let by = rolled.1.map_or_else(String::new, |b| format!(" by {b}"));
-        crate::eprintln_quiet!(
-            "error: run {} was rolled back (started {}{by}): a rolled-back run is over and \
-             cannot be resumed",
-            header.run_id,
-            rolled.0
+        let refused = format!(
+            "run {} was rolled back (started {}{by}): a rolled-back run is over and cannot be \
+             resumed",
+            header.run_id, rolled.0
         );
         // The same inputs as this run (secrets are not recorded: give them again).
         let inputs: String = header
@@ -50,22 +47,18 @@ pub fn run(args: &ResumeArgs) -> u8 {
                 format!(" -i {}", crate::cli::shell_word(&format!("{k}={v}")))
             })
             .collect();
-        crate::eprintln_quiet!(
-            "  what it did was undone, in full or in part; start a new run with its inputs:\n  ripcord run {}{inputs}{}",
+        return Err(crate::invalid!(
+            "{refused}\n  what it did was undone, in full or in part; start a new run with its inputs:\n  ripcord run {}{inputs}{}",
             crate::cli::shell_word(&header.file),
             claim.state_again()
-        );
-        return exit::INVALID;
+        ));
     }
     if final_status(read) == Some(RunStatus::Succeeded) {
         crate::println_quiet!("run {} already succeeded: nothing to resume", header.run_id);
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let providers = std::sync::Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
-    let plan = match recompile(header, &args.inputs.inputs, args.force, &providers) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    let plan = recompile(header, &args.inputs.inputs, args.force, &providers)?;
     let mut replayed = replay(&plan, &read.records);
     let mut notes = Vec::new();
     let mut taken_as_done = Vec::new();
@@ -89,17 +82,14 @@ pub fn run(args: &ResumeArgs) -> u8 {
                 .filter(|s| !s.idempotent && !is_approval_step(s))
                 .map(|s| s.id.as_str())
                 .collect();
-            crate::eprintln_quiet!(
-                "error: run {}: {} started but its end was not recorded, so it may or may not \
-                 have taken effect: {}",
+            return Err(crate::invalid!(
+                "run {}: {} started but its end was not recorded, so it may or may not have \
+                 taken effect: {}\n  check, then resume with --retry-in-doubt (run again) or \
+                 --skip-in-doubt (take as done)",
                 header.run_id,
                 if ids.len() == 1 { "a step" } else { "steps" },
                 ids.join(", ")
-            );
-            crate::eprintln_quiet!(
-                "  check, then resume with --retry-in-doubt (run again) or --skip-in-doubt (take as done)"
-            );
-            return exit::INVALID;
+            ));
         };
         // A step stopped by an interrupt is in doubt too, but says so.
         let was = if replayed.states[i].status == Status::Done(StepStatus::Cancelled) {
@@ -117,8 +107,7 @@ pub fn run(args: &ResumeArgs) -> u8 {
                 Status::Done(StepStatus::Skipped),
             ),
             Decision::Abort => {
-                crate::eprintln_quiet!("resume abandoned; nothing was changed");
-                return exit::INVALID;
+                return Err(crate::invalid!("resume abandoned; nothing was changed"));
             }
         };
         if status == Status::Done(StepStatus::Skipped) {
@@ -158,17 +147,12 @@ pub fn run(args: &ResumeArgs) -> u8 {
         host: String::new(),
     });
     // A runbook renamed since (resumed with --force) holds its new name too.
-    if plan.name != header.runbook
-        && let Err(code) = claim.lock_also(&plan.name)
-    {
-        return code;
+    if plan.name != header.runbook {
+        claim.lock_also(&plan.name)?;
     }
     let changed = fingerprint(&plan) != header.hash;
     let recorded_irreversible = replayed.irreversible.clone();
-    let mut session = match claim.open(providers) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let mut session = claim.open(providers)?;
     let cx = context(
         &session,
         plan.clone(),
@@ -209,10 +193,8 @@ pub fn run(args: &ResumeArgs) -> u8 {
                 error: Some(format!("{message}, by {}", cx.by)),
             }),
     );
-    if let Err(e) = write(&mut session, sink.as_mut(), &records) {
-        crate::eprintln_quiet!("error: cannot write the journal: {e}");
-        return exit::INVALID;
-    }
+    write(&mut session, sink.as_mut(), &records)
+        .map_err(|e| crate::invalid!("cannot write the journal: {e}"))?;
     if !args.json {
         crate::println_quiet!(
             "resuming run {}: {pending} of {} steps to go",

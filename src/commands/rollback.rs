@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::cli::{ApprovalArgs, RollbackArgs};
+use crate::error::{CommandError, CommandResult};
 use crate::exec::Clock;
 use crate::exec::rollback::{irreversible_past, rollback};
 use crate::exit;
@@ -20,25 +21,19 @@ use crate::state::StateDir;
 use super::recorded::{final_status, fingerprint, recompile, replay};
 use super::run::{context, ids, sink};
 
-pub fn run(args: &RollbackArgs) -> u8 {
+pub fn run(args: &RollbackArgs) -> CommandResult {
     let state = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
-    let claim = match Session::claim(state, &args.run_id) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let claim = Session::claim(state, &args.run_id)?;
     let header = claim.header.clone();
     if header.mode == Mode::Check {
         crate::println_quiet!(
             "run {} was a check: it changed nothing, so there is nothing to roll back",
             header.run_id
         );
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let providers = Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
-    let plan = match recompile(&header, &args.inputs.inputs, args.force, &providers) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    let plan = recompile(&header, &args.inputs.inputs, args.force, &providers)?;
     let replayed = replay(&plan, &claim.read.records);
     // What a rollback would go past.
     let mut past = Vec::new();
@@ -67,7 +62,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
             "run {} was rolled back already, in full: nothing left to undo",
             header.run_id
         );
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let again = format!("{}{}", claim.state_again(), providers.again());
     let forced = match (&past[..], args.force, &args.reason) {
@@ -77,37 +72,35 @@ pub fn run(args: &RollbackArgs) -> u8 {
             past: past.clone(),
         }),
         _ => {
-            crate::eprintln_quiet!(
-                "error: rollback of run {} refused: {}",
+            let mut message = format!(
+                "rollback of run {} refused: {}",
                 header.run_id,
                 past.join("; ")
             );
             if succeeded {
-                crate::eprintln_quiet!(
-                    "  undoing a run that finished is a new decision, not a repair: run the \
-                     way back (a failback runbook) as its own run"
+                message.push_str(
+                    "\n  undoing a run that finished is a new decision, not a repair: run the \
+                     way back (a failback runbook) as its own run",
                 );
             } else if !irreversible.is_empty() {
-                crate::eprintln_quiet!(
-                    "  undoing the steps before it would make things worse (with a standby \
-                     promoted, the old primary would take writes again: two primaries)"
+                message.push_str(
+                    "\n  undoing the steps before it would make things worse (with a standby \
+                     promoted, the old primary would take writes again: two primaries)",
                 );
-                crate::eprintln_quiet!(
-                    "  go forward instead: fix the cause, then `ripcord resume {}{again}`",
+                message.push_str(&format!(
+                    "\n  go forward instead: fix the cause, then `ripcord resume {}{again}`",
                     header.run_id
-                );
+                ));
             }
-            crate::eprintln_quiet!(
-                "  to roll back anyway: ripcord rollback {}{again} --force --reason TEXT (journaled and reported)",
+            message.push_str(&format!(
+                "\n  to roll back anyway: ripcord rollback {}{again} --force --reason TEXT \
+                 (journaled and reported)",
                 header.run_id
-            );
-            return exit::INVALID;
+            ));
+            return Err(CommandError::Invalid(message));
         }
     };
-    let mut session = match claim.open(providers.clone()) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let mut session = claim.open(providers.clone())?;
     let approvals = ApprovalArgs {
         yes: false,
         approve: Vec::new(),
@@ -156,10 +149,7 @@ pub fn run(args: &RollbackArgs) -> u8 {
     sink.finish();
     let outcome = match result {
         Ok(o) => o,
-        Err(e) => {
-            crate::eprintln_quiet!("error: the journal could not be written: {e}");
-            return exit::FAILED;
-        }
+        Err(e) => return Err(crate::failed!("the journal could not be written: {e}")),
     };
     if !args.json {
         crate::println_quiet!(
@@ -188,9 +178,9 @@ pub fn run(args: &RollbackArgs) -> u8 {
             );
         }
     }
-    match outcome.status {
+    Ok(match outcome.status {
         RunStatus::Succeeded => exit::OK,
         RunStatus::Failed => exit::FAILED,
         RunStatus::Interrupted => exit::INTERRUPTED,
-    }
+    })
 }

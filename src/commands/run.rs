@@ -9,6 +9,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::cli::{ApprovalArgs, Estimates, RunArgs};
 use crate::compile::CompileOptions;
+use crate::error::CommandResult;
 use crate::exec::mask::{MASK, Masker};
 use crate::exec::rollback::{RollbackOutcome, irreversible_past, rollback};
 use crate::exec::state::Status;
@@ -29,7 +30,7 @@ use crate::state::{StateBackend, StateDir};
 use super::compile_one;
 use super::recorded::fingerprint;
 
-pub fn run(args: &RunArgs) -> u8 {
+pub fn run(args: &RunArgs) -> CommandResult {
     let providers = Arc::new(Providers::new(&args.plugins.plugin_dirs));
     let options = CompileOptions {
         inputs: &args.inputs.inputs,
@@ -37,38 +38,31 @@ pub fn run(args: &RunArgs) -> u8 {
         providers: &providers,
     };
     let state: Arc<dyn StateBackend> = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
-    let mut plan = match compile_one(&args.file, &options) {
-        Ok(c) => c.plan,
-        Err(code) => return code,
-    };
+    let mut plan = compile_one(&args.file, &options)?.plan;
     if args.estimates == Estimates::History {
         if !args.dry_run {
-            crate::eprintln_quiet!(
-                "error: --estimates history shapes a dry-run's timeline; add --dry-run"
-            );
-            return exit::INVALID;
+            return Err(crate::invalid!(
+                "--estimates history shapes a dry-run's timeline; add --dry-run"
+            ));
         }
         let (medians, _) = history::learn(state.as_ref(), &plan.name);
         history::apply(&mut plan, &medians);
     }
     let plan = Arc::new(plan);
-    if let Err(code) = check_step_names(&plan, "--fail", &args.fail)
-        .and_then(|()| check_step_names(&plan, "--approve", &args.approvals.approve))
-    {
-        return code;
-    }
-    if !args.dry_run
-        && let Err(code) = require_plugins(&plan, &providers)
-    {
-        return code;
+    check_step_names(&plan, "--fail", &args.fail)?;
+    check_step_names(&plan, "--approve", &args.approvals.approve)?;
+    if !args.dry_run {
+        require_plugins(&plan, &providers)?;
     }
     if args.fail_rate.is_some() && !args.dry_run {
-        crate::eprintln_quiet!("error: --fail-rate rehearses failures in a dry-run; add --dry-run");
-        return exit::INVALID;
+        return Err(crate::invalid!(
+            "--fail-rate rehearses failures in a dry-run; add --dry-run"
+        ));
     }
     if !args.fail.is_empty() && !args.dry_run {
-        crate::eprintln_quiet!("error: --fail rehearses failures in a dry-run; add --dry-run");
-        return exit::INVALID;
+        return Err(crate::invalid!(
+            "--fail rehearses failures in a dry-run; add --dry-run"
+        ));
     }
     let mode = match (args.dry_run, args.check) {
         (true, _) => Mode::DryRun,
@@ -82,11 +76,7 @@ pub fn run(args: &RunArgs) -> u8 {
         Mode::Check => format!("{}-check-{:04x}", time_id(), seed & 0xffff),
         Mode::Real => format!("{}-{:04x}", time_id(), seed & 0xffff),
     };
-    let mut session =
-        match Session::start(state.clone(), &plan.name, &wanted, mode, providers.clone()) {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
+    let mut session = Session::start(state.clone(), &plan.name, &wanted, mode, providers.clone())?;
     let mut cx = context(
         &session,
         plan.clone(),
@@ -128,10 +118,8 @@ pub fn run(args: &RunArgs) -> u8 {
     };
     let planned = planned_record(&plan, cx.concurrency);
     let mut sink = sink(args.json, plan.steps.len());
-    if let Err(e) = write(&mut session, sink.as_mut(), &[start, planned]) {
-        crate::eprintln_quiet!("error: cannot write the journal: {e}");
-        return exit::INVALID;
-    }
+    write(&mut session, sink.as_mut(), &[start, planned])
+        .map_err(|e| crate::invalid!("cannot write the journal: {e}"))?;
     let states = vec![Default::default(); plan.steps.len()];
     let code = drive(
         &mut session,
@@ -151,6 +139,7 @@ pub fn run(args: &RunArgs) -> u8 {
         match written {
             Ok(()) if !args.json => crate::println_quiet!("  report: {}", path.display()),
             Ok(()) => {}
+            // The run's outcome stands; the report can be written again with `report`.
             Err(e) => {
                 crate::eprintln_quiet!("error: cannot write the report {}: {e}", path.display())
             }
@@ -201,7 +190,7 @@ fn planned_record(plan: &Plan, concurrency: usize) -> Record {
 }
 
 /// A real run (or a check) needs every plugin it uses; a dry-run does not.
-pub fn require_plugins(plan: &Plan, providers: &Providers) -> Result<(), u8> {
+pub fn require_plugins(plan: &Plan, providers: &Providers) -> CommandResult<()> {
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
     for s in &plan.steps {
@@ -218,15 +207,14 @@ pub fn require_plugins(plan: &Plan, providers: &Providers) -> Result<(), u8> {
     if missing.is_empty() {
         return Ok(());
     }
-    for why in missing {
-        crate::eprintln_quiet!("error: {why}");
-    }
-    crate::eprintln_quiet!("  a real run needs its plugins; `--dry-run` works without them");
-    Err(exit::INVALID)
+    Err(crate::invalid!(
+        "{}\n  a real run needs its plugins; `--dry-run` works without them",
+        missing.join("\nerror: ")
+    ))
 }
 
 /// Checks that `--fail`/`--approve` name steps of the plan.
-fn check_step_names(plan: &Plan, flag: &str, names: &[String]) -> Result<(), u8> {
+fn check_step_names(plan: &Plan, flag: &str, names: &[String]) -> CommandResult<()> {
     for name in names {
         if !plan.steps.iter().any(|s| &s.id == name || &s.base == name) {
             let ids = plan.steps.iter().map(|s| s.base.as_str());
@@ -247,8 +235,9 @@ fn check_step_names(plan: &Plan, flag: &str, names: &[String]) -> Result<(), u8>
                 (None, Some(s)) => format!("; did you mean `{s}`?"),
                 (None, None) => String::new(),
             };
-            crate::eprintln_quiet!("error: {flag} {name}: the runbook has no step `{name}`{hint}");
-            return Err(exit::INVALID);
+            return Err(crate::invalid!(
+                "{flag} {name}: the runbook has no step `{name}`{hint}"
+            ));
         }
     }
     Ok(())
@@ -342,7 +331,7 @@ pub fn drive(
     base_ms: u64,
     recorded: &HashSet<String>,
     json: bool,
-) -> u8 {
+) -> CommandResult {
     let (runtime, journal) = session.parts();
     let result = runtime.block_on(async {
         let clock = Clock::new(base_ms);
@@ -384,19 +373,18 @@ pub fn drive(
     let (outcome, after) = match result {
         Ok(r) => r,
         Err(e) => {
-            crate::eprintln_quiet!(
-                "error: the journal could not be written ({e}); the run stopped"
-            );
-            return exit::FAILED;
+            return Err(crate::failed!(
+                "the journal could not be written ({e}); the run stopped"
+            ));
         }
     };
     summary(session, cx, &outcome, &after, recorded, json);
-    match (outcome.status, &after) {
+    Ok(match (outcome.status, &after) {
         (_, AfterFailure::RolledBack(r)) if r.status == RunStatus::Interrupted => exit::INTERRUPTED,
         (RunStatus::Succeeded, _) => exit::OK,
         (RunStatus::Failed, _) => exit::FAILED,
         (RunStatus::Interrupted, _) => exit::INTERRUPTED,
-    }
+    })
 }
 
 /// What happened after a failed run.

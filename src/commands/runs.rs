@@ -5,18 +5,21 @@
 use serde_json::{Value as Json, json};
 
 use crate::cli::{RunsArgs, RunsStatus};
+use crate::error::CommandResult;
 use crate::exit;
 use crate::report;
 use crate::report::text::ms;
 use crate::state::{Scope, StateBackend, StateDir};
 
-pub fn run(args: &RunsArgs) -> u8 {
+pub fn run(args: &RunsArgs) -> CommandResult {
     let state = StateDir::resolve(args.state.state_dir.as_deref());
     let ids = match state.run_ids() {
         Ok(ids) => ids,
         Err(e) => {
-            eprintln!("error: cannot list runs in {}: {e}", state.root().display());
-            return exit::INVALID;
+            return Err(crate::invalid!(
+                "cannot list runs in {}: {e}",
+                state.root().display()
+            ));
         }
     };
     // Newest first by start time (milliseconds), not by id: ids made in the same second sort by
@@ -50,7 +53,7 @@ pub fn run(args: &RunsArgs) -> u8 {
             "{}",
             serde_json::to_string_pretty(&rows).expect("JSON values serialize")
         );
-        return exit::OK;
+        return Ok(exit::OK);
     }
     if rows.is_empty() {
         let filtered = args.runbook.is_some() || args.status.is_some();
@@ -59,7 +62,7 @@ pub fn run(args: &RunsArgs) -> u8 {
             if filtered { " of that kind" } else { "" },
             state.root().display()
         );
-        return exit::OK;
+        return Ok(exit::OK);
     }
     println!(
         "{:<30} {:<24} {:<8} {:<25} {:>9} {:>8}  {:<12} {:<18} RTO",
@@ -84,7 +87,7 @@ pub fn run(args: &RunsArgs) -> u8 {
             r["rolled_back"].as_str().unwrap_or("-"),
         );
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// A run's line, from its report, so the two never disagree.

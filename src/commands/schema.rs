@@ -1,5 +1,6 @@
 //! `ripcord schema`: the JSON Schema of the runbook format.
 
+use crate::error::CommandResult;
 use crate::exit;
 use crate::runbook::Runbook;
 
@@ -11,7 +12,7 @@ pub fn schema_json() -> String {
     text
 }
 
-pub fn run() -> u8 {
+pub fn run() -> CommandResult {
     print!("{}", schema_json());
-    exit::OK
+    Ok(exit::OK)
 }

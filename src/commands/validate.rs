@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::cli::ValidateArgs;
 use crate::compile::CompileOptions;
 use crate::diag::JsonDiag;
+use crate::error::{CommandError, CommandResult};
 use crate::exit;
 use crate::provider::Providers;
 use crate::runbook::duration;
@@ -20,7 +21,7 @@ struct FileResult {
     diagnostics: Vec<JsonDiag>,
 }
 
-pub fn run(args: &ValidateArgs) -> u8 {
+pub fn run(args: &ValidateArgs) -> CommandResult {
     let providers = Providers::new(&args.plugins.plugin_dirs);
     let options = CompileOptions {
         providers: &providers,
@@ -62,14 +63,14 @@ pub fn run(args: &ValidateArgs) -> u8 {
             serde_json::to_string_pretty(&doc).expect("JSON values serialize")
         );
     } else if invalid_files > 0 {
-        eprintln!(
-            "error: {invalid_files} of {} file(s) invalid, {errors} error(s)",
+        return Err(crate::invalid!(
+            "{invalid_files} of {} file(s) invalid, {errors} error(s)",
             args.files.len()
-        );
+        ));
     }
     if invalid_files > 0 {
-        exit::INVALID
+        Err(CommandError::Reported(exit::INVALID))
     } else {
-        exit::OK
+        Ok(exit::OK)
     }
 }

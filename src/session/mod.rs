@@ -21,7 +21,7 @@ pub mod supervisor;
 
 use std::sync::Arc;
 
-use crate::exit;
+use crate::error::{CommandError, CommandResult};
 use crate::journal::record::Mode;
 use crate::journal::{ReadJournal, RunHeader};
 use crate::provider::Providers;
@@ -68,13 +68,12 @@ impl Session {
         wanted_id: &str,
         mode: Mode,
         providers: Arc<Providers>,
-    ) -> Result<Session, u8> {
+    ) -> CommandResult<Session> {
         let by = Identity::current();
         let started_at = crate::exec::now_rfc3339();
-        let run_id = state.create_run(wanted_id).map_err(|e| {
-            crate::eprintln_quiet!("error: cannot create a run in {}: {e}", state.location());
-            exit::INVALID
-        })?;
+        let run_id = state
+            .create_run(wanted_id)
+            .map_err(|e| crate::invalid!("cannot create a run in {}: {e}", state.location()))?;
         let holder = LockHolder {
             run_id: run_id.clone(),
             pid: std::process::id(),
@@ -87,20 +86,17 @@ impl Session {
         ]
         .iter()
         .map(|scope| take(state.as_ref(), scope, &holder))
-        .collect::<Result<Vec<_>, u8>>();
+        .collect::<CommandResult<Vec<_>>>();
         let locks = match locks {
             Ok(locks) => locks,
-            Err(code) => {
+            Err(e) => {
                 state.discard_run(&run_id);
-                return Err(code);
+                return Err(e);
             }
         };
         let journal = state
             .create_journal(&run_id, mode == Mode::Real)
-            .map_err(|e| {
-                crate::eprintln_quiet!("error: cannot create the journal: {e}");
-                exit::INVALID
-            })?;
+            .map_err(|e| crate::invalid!("cannot create the journal: {e}"))?;
         Self::assemble(
             state, run_id, mode, journal, locks, by, started_at, providers,
         )
@@ -108,7 +104,7 @@ impl Session {
 
     /// Claims a recorded run: locks its id, reads its journal, then locks its runbook by the
     /// name the journal recorded.
-    pub fn claim(state: Arc<dyn StateBackend>, run_id: &str) -> Result<Claim, u8> {
+    pub fn claim(state: Arc<dyn StateBackend>, run_id: &str) -> CommandResult<Claim> {
         let by = Identity::current();
         let started_at = crate::exec::now_rfc3339();
         let holder = LockHolder {
@@ -151,33 +147,27 @@ impl Session {
         by: Identity,
         started_at: String,
         providers: Arc<Providers>,
-    ) -> Result<Session, u8> {
+    ) -> CommandResult<Session> {
         // A dry-run starts no process; every other session does, and none may outlive ripcord.
         let groups = if mode == Mode::DryRun {
             Groups::default()
         } else {
             Groups::supervised().map_err(|e| {
-                crate::eprintln_quiet!(
-                    "error: cannot start the process supervisor (it stops every step's \
-                     processes if ripcord dies): {e}"
-                );
-                exit::INVALID
+                crate::invalid!(
+                    "cannot start the process supervisor (it stops every step's processes if \
+                     ripcord dies): {e}"
+                )
             })?
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(mode == Mode::DryRun)
             .build()
-            .map_err(|e| {
-                crate::eprintln_quiet!("error: cannot start the runtime: {e}");
-                exit::FAILED
-            })?;
+            .map_err(|e| crate::failed!("cannot start the runtime: {e}"))?;
         let again = format!("{}{}", state.again(), providers.again());
         let resume_hint = format!("; see `ripcord runs{}` and resume {run_id}", state.again());
-        let signals = Signals::install(&runtime, groups.clone(), resume_hint).map_err(|e| {
-            crate::eprintln_quiet!("error: cannot install signal handlers: {e}");
-            exit::FAILED
-        })?;
+        let signals = Signals::install(&runtime, groups.clone(), resume_hint)
+            .map_err(|e| crate::failed!("cannot install signal handlers: {e}"))?;
         Ok(Session {
             state,
             providers,
@@ -213,15 +203,12 @@ impl Session {
 
 impl Claim {
     /// Opens the session on the claimed run: its journal reopened for appending.
-    pub fn open(self, providers: Arc<Providers>) -> Result<Session, u8> {
+    pub fn open(self, providers: Arc<Providers>) -> CommandResult<Session> {
         let mode = self.header.mode;
         let journal = self
             .state
             .reopen_journal(&self.header.run_id, mode == Mode::Real)
-            .map_err(|e| {
-                crate::eprintln_quiet!("error: cannot open the journal: {e}");
-                exit::INVALID
-            })?;
+            .map_err(|e| crate::invalid!("cannot open the journal: {e}"))?;
         Session::assemble(
             self.state,
             self.header.run_id,
@@ -235,7 +222,7 @@ impl Claim {
     }
 
     /// Also locks `runbook` (the run's runbook renamed since it started).
-    pub fn lock_also(&mut self, runbook: &str) -> Result<(), u8> {
+    pub fn lock_also(&mut self, runbook: &str) -> CommandResult<()> {
         let holder = LockHolder {
             run_id: self.header.run_id.clone(),
             pid: std::process::id(),
@@ -272,7 +259,7 @@ impl Drop for Session {
 /// Nothing is decided about a run while a process of its steps is alive: it may be half-way
 /// through a promotion. Right after a `kill -9` the supervisor is still ending them, so this
 /// waits a moment (3 s) before refusing with exit 4.
-fn refuse_leftovers(run_id: &str) -> Result<(), u8> {
+fn refuse_leftovers(run_id: &str) -> CommandResult<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut left = procs::of_run(run_id);
     while !left.is_empty() && std::time::Instant::now() < deadline {
@@ -282,35 +269,29 @@ fn refuse_leftovers(run_id: &str) -> Result<(), u8> {
     if left.is_empty() {
         return Ok(());
     }
-    crate::eprintln_quiet!("error: run {run_id} still has processes of its steps running:");
+    let mut message = format!("run {run_id} still has processes of its steps running:");
     for p in &left {
-        crate::eprintln_quiet!(
-            "  pid {} (process group {}), step {}: {}",
+        message.push_str(&format!(
+            "\n  pid {} (process group {}), step {}: {}",
             p.pid,
             p.pgid,
             p.env("RIPCORD_STEP").unwrap_or_default(),
             p.cmdline
-        );
+        ));
     }
-    crate::eprintln_quiet!(
-        "  wait for them to end, or stop them (kill -TERM -PGID), then try again"
-    );
-    Err(exit::LOCKED)
+    message.push_str("\n  wait for them to end, or stop them (kill -TERM -PGID), then try again");
+    Err(CommandError::Locked(message))
 }
 
 /// Reads a recorded run and its start record, failing with a message and exit 2.
 pub fn read_recorded(
     state: &dyn StateBackend,
     run_id: &str,
-) -> Result<(ReadJournal, RunHeader), u8> {
-    let read = state.read_run(run_id).map_err(|e| {
-        crate::eprintln_quiet!("error: {e}");
-        exit::INVALID
-    })?;
-    let header = read.header().ok_or_else(|| {
-        crate::eprintln_quiet!("error: run {run_id}: the journal has no start record");
-        exit::INVALID
-    })?;
+) -> CommandResult<(ReadJournal, RunHeader)> {
+    let read = state.read_run(run_id).map_err(|e| crate::invalid!("{e}"))?;
+    let header = read
+        .header()
+        .ok_or_else(|| crate::invalid!("run {run_id}: the journal has no start record"))?;
     Ok((read, header))
 }
 
@@ -319,7 +300,7 @@ fn take(
     state: &dyn StateBackend,
     scope: &Scope,
     holder: &LockHolder,
-) -> Result<Box<dyn HeldLock>, u8> {
+) -> CommandResult<Box<dyn HeldLock>> {
     match state.lock(scope, holder) {
         Ok(lock) => Ok(lock),
         Err(LockError::Held(Some(h))) => {
@@ -328,21 +309,17 @@ fn take(
             } else {
                 format!(", by {}", h.by)
             };
-            crate::eprintln_quiet!(
-                "error: {scope} is locked by run {} (pid {}{by}, since {})",
-                h.run_id,
-                h.pid,
-                h.started_at
-            );
-            Err(exit::LOCKED)
+            Err(CommandError::Locked(format!(
+                "{scope} is locked by run {} (pid {}{by}, since {})",
+                h.run_id, h.pid, h.started_at
+            )))
         }
-        Err(LockError::Held(None)) => {
-            crate::eprintln_quiet!("error: {scope} is locked by another session");
-            Err(exit::LOCKED)
-        }
-        Err(LockError::Io(e)) => {
-            crate::eprintln_quiet!("error: cannot lock {scope} in {}: {e}", state.location());
-            Err(exit::INVALID)
-        }
+        Err(LockError::Held(None)) => Err(CommandError::Locked(format!(
+            "{scope} is locked by another session"
+        ))),
+        Err(LockError::Io(e)) => Err(crate::invalid!(
+            "cannot lock {scope} in {}: {e}",
+            state.location()
+        )),
     }
 }

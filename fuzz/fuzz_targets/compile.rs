@@ -9,8 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let source = match ripcord::runbook::load_str("fuzz.yaml", text.to_string()) {
         Ok(s) => s,
-        Err(d) => {
-            let _ = d.render(false);
+        Err(diags) => {
+            diags.iter().for_each(|d| {
+                let _ = d.render(false);
+            });
             return;
         }
     };

@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let root = dir.path().join("f0.yaml");
     let source = match ripcord::runbook::load_file(&root) {
         Ok(s) => s,
-        Err(d) => panic!("generated YAML is valid: {}", d.render(false)),
+        Err(d) => panic!("generated YAML is valid: {}", d[0].render(false)),
     };
     let providers = Providers::new(&[]);
     let options = CompileOptions { inputs: &[], require_inputs: false, providers: &providers };

@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> CommandResult {
 pub fn load_and_compile(path: &Path, options: &CompileOptions) -> (Option<Compiled>, Vec<Diag>) {
     let source = match load_file(path) {
         Ok(source) => source,
-        Err(diag) => return (None, vec![*diag]),
+        Err(diags) => return (None, diags),
     };
     match compile(source, options) {
         Ok(mut compiled) => {

@@ -55,7 +55,7 @@ pub fn recompile(
     providers: &crate::provider::Providers,
 ) -> CommandResult<Arc<Plan>> {
     let source = load_file(Path::new(&header.file)).map_err(|d| {
-        print_diags(&[*d]);
+        print_diags(&d);
         crate::invalid!("run {} needs its runbook {}", header.run_id, header.file)
     })?;
     let mut inputs: Vec<(String, String)> = header

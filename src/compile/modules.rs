@@ -143,9 +143,11 @@ impl Compiler<'_> {
         }
         let source = match load_file_as(&path, &display) {
             Ok(source) => source,
-            Err(diag) => {
-                let diag = (*diag).related(self.included_from(span));
-                self.diags.push(diag);
+            Err(diags) => {
+                for diag in diags {
+                    let diag = diag.related(self.included_from(span));
+                    self.diags.push(diag);
+                }
                 return None;
             }
         };

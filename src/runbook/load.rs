@@ -17,7 +17,9 @@ pub struct Source {
     pub runbook: Runbook,
 }
 
-pub type LoadError = Box<Diag>;
+/// Why a file could not be loaded: one diagnostic, or for a file whose YAML is sound but whose
+/// steps have the wrong shape, one a step.
+pub type LoadError = Vec<Diag>;
 
 /// Reads and parses `path`; `display` is the name diagnostics show (the path as given).
 pub fn load_file(path: &Path) -> Result<Source, LoadError> {
@@ -26,7 +28,7 @@ pub fn load_file(path: &Path) -> Result<Source, LoadError> {
 
 /// [`load_file`] with the name diagnostics show (a module's path as written from the runbook).
 pub fn load_file_as(path: &Path, display: &str) -> Result<Source, LoadError> {
-    let fail = |msg: String| Box::new(Diag::error("ripcord::io", msg));
+    let fail = |msg: String| vec![Diag::error("ripcord::io", msg)];
     let file =
         std::fs::File::open(path).map_err(|e| fail(format!("cannot read {display}: {e}")))?;
     let meta = file
@@ -56,7 +58,7 @@ pub fn load_file_as(path: &Path, display: &str) -> Result<Source, LoadError> {
 }
 
 fn too_large(display: &str, len: u64) -> LoadError {
-    Box::new(
+    vec![
         Diag::error(
             "ripcord::too-large",
             format!(
@@ -65,7 +67,7 @@ fn too_large(display: &str, len: u64) -> LoadError {
             ),
         )
         .help("no real runbook comes near this size: is this the right file?"),
-    )
+    ]
 }
 
 fn not_utf8(display: &str, e: std::string::FromUtf8Error) -> LoadError {
@@ -74,7 +76,7 @@ fn not_utf8(display: &str, e: std::string::FromUtf8Error) -> LoadError {
     // Show the file up to the bad byte so the diagnostic can point at it.
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let lossy_offset = String::from_utf8_lossy(&bytes[..valid_up_to]).len();
-    Box::new(
+    vec![
         Diag::error(
             "ripcord::not-utf8",
             format!("{display} is not valid UTF-8 (byte {valid_up_to})"),
@@ -82,23 +84,103 @@ fn not_utf8(display: &str, e: std::string::FromUtf8Error) -> LoadError {
         .in_file(&source_file(display, text))
         .label(Span::new(lossy_offset, 1), "invalid UTF-8 here")
         .help("runbooks are UTF-8 text; re-save the file as UTF-8"),
-    )
+    ]
 }
 
 /// Parses runbook text; `display` names the file in diagnostics.
 pub fn load_str(display: &str, text: String) -> Result<Source, LoadError> {
     let file = source_file(display, text);
     if file.inner().trim().is_empty() || is_only_comments(file.inner()) {
-        return Err(Box::new(
+        return Err(vec![
             Diag::error("ripcord::empty", format!("{display} is empty"))
                 .help("a runbook needs at least `version: 1`, `name:` and `steps:`"),
-        ));
+        ]);
     }
     match serde_saphyr::from_str_with_options::<Runbook>(file.inner(), options(file.inner().len()))
     {
         Ok(runbook) => Ok(Source { file, runbook }),
-        Err(e) => Err(Box::new(yaml_error(&file, &e))),
+        Err(e) => {
+            let first = yaml_error(&file, &e);
+            let at = first.labels.first().map(|l| l.span.offset);
+            let mut diags = vec![first];
+            diags.extend(other_step_errors(&file, at));
+            Err(diags)
+        }
     }
+}
+
+/// A file whose YAML parses but whose shape is wrong stops serde at its first error. So that
+/// `validate` reports every bad step at once (as a compiler reports every bad item), each other
+/// step is read on its own: its text, indented as in the file, parsed as a [`Step`]. An error
+/// found so is reported at its place in the file; the step that holds the first error (`at`)
+/// is skipped, as is any step that cannot be read alone (an alias to an anchor elsewhere).
+fn other_step_errors(file: &SourceFile, at: Option<usize>) -> Vec<Diag> {
+    let text = file.inner();
+    let Ok(tree) = serde_saphyr::from_str_with_options::<super::Value>(text, options(text.len()))
+    else {
+        return Vec::new(); // not sound YAML: the first error is all there is to say
+    };
+    let super::ValueKind::Map(top) = &tree.kind else {
+        return Vec::new();
+    };
+    let Some(super::ValueKind::Seq(steps)) = top
+        .iter()
+        .find(|(k, _)| k.name == "steps")
+        .map(|(_, v)| &v.kind)
+    else {
+        return Vec::new();
+    };
+    // Where `steps` ends: the next top-level key after it, else the end of the file.
+    let steps_start = steps.first().map_or(0, |s| s.span.offset);
+    let end_of_steps = top
+        .iter()
+        .map(|(k, _)| k.span.offset)
+        .filter(|&o| o > steps_start)
+        .min()
+        .map_or(text.len(), |o| line_start(text, o));
+    let mut diags = Vec::new();
+    for (k, step) in steps.iter().enumerate() {
+        let start = step.span.offset;
+        let end = steps
+            .get(k + 1)
+            .map_or(end_of_steps, |next| line_start(text, next.span.offset));
+        if end <= start || at.is_some_and(|a| (start..end).contains(&a)) {
+            continue;
+        }
+        let column = start - line_start(text, start);
+        if !text[line_start(text, start)..start]
+            .chars()
+            .all(|c| c == ' ' || c == '-')
+        {
+            continue; // a flow list (`steps: [a, b]`): steps share lines
+        }
+        let alone = format!("{}{}", " ".repeat(column), &text[start..end]);
+        let Err(e) =
+            serde_saphyr::from_str_with_options::<super::Step>(&alone, options(alone.len()))
+        else {
+            continue;
+        };
+        let message = e.to_string();
+        if message.contains("alias") || message.contains("anchor") {
+            continue;
+        }
+        let shifted = (start - column) as isize;
+        let mut diag = yaml_error(&source_file("", alone.clone()), &e);
+        let mut labels = std::mem::take(&mut diag.labels);
+        for l in &mut labels {
+            l.span.offset = (l.span.offset as isize + shifted) as usize;
+        }
+        diag.labels = labels;
+        diags.push(diag.in_file(file));
+    }
+    diags
+}
+
+/// The offset where the line holding `offset` starts.
+fn line_start(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1)
 }
 
 fn is_only_comments(text: &str) -> bool {

@@ -8,8 +8,8 @@ use ripcord::plan::Plan;
 use ripcord::runbook::load_str;
 
 fn plan(yaml: &str) -> Plan {
-    let source =
-        load_str("test.yaml", yaml.to_string()).unwrap_or_else(|d| panic!("{}", d.render(false)));
+    let source = load_str("test.yaml", yaml.to_string())
+        .unwrap_or_else(|d| panic!("{}", d[0].render(false)));
     let providers = ripcord::provider::Providers::new(&[]);
     let options = CompileOptions {
         inputs: &[],

@@ -652,6 +652,21 @@ fn approvals_are_granted_by_flag_and_wait_without_a_terminal() {
     );
 }
 
+/// `run --json FILE` as a dry-run, then for real.
+fn dry_and_real(state: &Path, file: &str) -> Vec<(bool, Output)> {
+    [true, false]
+        .into_iter()
+        .map(|dry| {
+            let mut args = vec!["run", "--json"];
+            if dry {
+                args.push("--dry-run");
+            }
+            args.push(file);
+            (dry, Ripcord::new().state(state).args(&args).run())
+        })
+        .collect()
+}
+
 #[test]
 fn rendered_params_are_checked_against_the_schema() {
     let dir = tempfile::tempdir().unwrap();
@@ -661,13 +676,7 @@ fn rendered_params_are_checked_against_the_schema() {
         "version: 1\nname: port\ninputs:\n  port: { type: string, default: \"54x32\" }\nsteps:\n\
          - { id: probe, uses: tcp.connect, with: { host: 127.0.0.1, port: \"${{ inputs.port }}\" } }\n",
     );
-    for dry in [true, false] {
-        let mut args = vec!["run", "--json"];
-        if dry {
-            args.push("--dry-run");
-        }
-        args.push(&file);
-        let out = Ripcord::new().state(dir.path()).args(&args).run();
+    for (dry, out) in dry_and_real(dir.path(), &file) {
         assert_eq!(out.code, 1, "{}", out.transcript());
         let e = out
             .events()
@@ -695,13 +704,7 @@ fn a_missing_step_output_is_named_when_a_render_fails() {
          - { id: b, on_failure: continue, uses: shell.run, with: { argv: [echo, \"${{ steps.a.outputs.timeline }}\"] } }\n\
          - { id: c, uses: shell.run, with: { argv: [echo, \"${{ steps.a.outputs.lsn }}\"] } }\n",
     );
-    for dry in [true, false] {
-        let mut args = vec!["run", "--json"];
-        if dry {
-            args.push("--dry-run");
-        }
-        args.push(&file);
-        let out = Ripcord::new().state(dir.path()).args(&args).run();
+    for (dry, out) in dry_and_real(dir.path(), &file) {
         let finished = |id: &str| {
             out.events()
                 .into_iter()

@@ -184,14 +184,19 @@ fn the_python_plugin_is_described_validated_run_checked_and_undone() {
     );
 }
 
+/// `script` as the executable `ripcord-plugin-NAME` in `dir`.
+fn install(dir: &Path, name: &str, script: &str) {
+    let path = dir.join(format!("ripcord-plugin-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A plugin written as a shell script: `describe` prints one action `go`; `invoke` runs `body`.
 fn plugin(dir: &Path, name: &str, body: &str) {
     let script = format!(
         "#!/bin/sh\nif [ \"$1\" = describe ]; then echo '{{\"protocol\":1,\"actions\":[{{\"name\":\"go\",\"outputs\":[\"n\"]}}]}}'; exit 0; fi\ncat >/dev/null\n{body}\n"
     );
-    let path = dir.join(format!("ripcord-plugin-{name}"));
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    install(dir, name, &script);
 }
 
 #[test]
@@ -383,9 +388,7 @@ fn described_plugin(dir: &Path, name: &str, description: &Value) {
         "#!/bin/sh\nif [ \"$1\" = describe ]; then cat '{}'; exit 0; fi\nexit 1\n",
         desc.display()
     );
-    let path = dir.join(format!("ripcord-plugin-{name}"));
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    install(dir, name, &script);
 }
 
 /// A plugin's params are checked as JSON Schema (draft 2020-12), every keyword: `pattern`

@@ -51,7 +51,13 @@ impl Wiring {
                 } else {
                     instances[j].len().saturating_mul(instances[i].len())
                 };
-                edges = edges.saturating_add(added);
+                // An empty for_each's barrier stands in for it: it waits for its needs.
+                let empty = if fans_out[i] && instances[i].is_empty() {
+                    1
+                } else {
+                    0
+                };
+                edges = edges.saturating_add(added + empty * instances[j].len().max(1));
                 if edges > MAX_EDGES && wiring.over.is_none() {
                     wiring.over = Some(i);
                 }
@@ -87,6 +93,22 @@ impl Wiring {
             }
         }
         for (i, waits) in deps.iter().enumerate() {
+            // A for_each step with no items: its barrier, which all that need it wait on,
+            // waits for what it needs, so they still come after those.
+            if let Some(k) = barrier_of[i].filter(|_| instances[i].is_empty()) {
+                for &j in waits {
+                    match barrier_of[j] {
+                        Some(kj) => {
+                            graph.add_edge(node(n + kj), node(n + k), ());
+                        }
+                        None => {
+                            for a in instances[j].clone() {
+                                graph.add_edge(node(a), node(n + k), ());
+                            }
+                        }
+                    }
+                }
+            }
             for &j in waits {
                 match barrier_of[j] {
                     Some(k) => {

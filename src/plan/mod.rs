@@ -39,7 +39,8 @@ pub struct Plan {
     /// make N + M edges instead of N × M. Built once, never mutated; [`Plan::needs`] and
     /// [`Plan::dependents`] see through barriers.
     pub graph: DiGraph<(), ()>,
-    /// The base id of each barrier node's for_each step.
+    /// The base id of each barrier node's for_each step. The barrier of a for_each step with
+    /// no items waits for what that step needs, so what needs it still comes after those.
     pub barriers: Vec<String>,
     /// A topological order (ties broken by file order).
     pub order: Vec<usize>,
@@ -171,19 +172,29 @@ impl Plan {
         self.through_barriers(step, Direction::Outgoing)
     }
 
+    /// The steps next to `step` in direction `way`, going through barrier nodes (a barrier of
+    /// an empty for_each leads on to what that step waits for, another barrier perhaps). Each
+    /// path through barriers counts once, the same seen from either end, so a count of needs
+    /// and a count of dependents agree.
     fn through_barriers(&self, step: usize, way: Direction) -> impl Iterator<Item = usize> + '_ {
         let n = self.steps.len();
-        let next = move |x: usize| {
-            self.graph
-                .neighbors_directed(NodeIndex::new(x), way)
-                .map(NodeIndex::index)
-        };
-        next(step).flat_map(move |x| {
-            let barrier = (x >= n).then(|| next(x));
-            (x < n)
-                .then_some(x)
-                .into_iter()
-                .chain(barrier.into_iter().flatten())
+        let mut stack: Vec<usize> = self
+            .graph
+            .neighbors_directed(NodeIndex::new(step), way)
+            .map(NodeIndex::index)
+            .collect();
+        std::iter::from_fn(move || {
+            while let Some(x) = stack.pop() {
+                if x < n {
+                    return Some(x);
+                }
+                stack.extend(
+                    self.graph
+                        .neighbors_directed(NodeIndex::new(x), way)
+                        .map(NodeIndex::index),
+                );
+            }
+            None
         })
     }
 

@@ -652,6 +652,36 @@ fn approvals_are_granted_by_flag_and_wait_without_a_terminal() {
     );
 }
 
+/// A step that needs a for_each step with no items (no backends to drain) still waits for what
+/// that step needs: the promotion does not start before the fence is done.
+#[test]
+fn an_empty_for_each_holds_back_what_needs_it_until_its_own_needs_are_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "empty.yaml",
+        "version: 1\nname: empty\ninputs: { backends: { type: list, default: [] } }\nsteps:\n\
+         - { id: fence, uses: shell.run, with: { argv: [\"true\"] }, sim: { duration: 2s } }\n\
+         - { id: drain, for_each: \"${{ inputs.backends }}\", needs: [fence], uses: shell.run, with: { argv: [echo, \"${{ item }}\"] } }\n\
+         - { id: promote, needs: [drain], uses: shell.run, with: { argv: [\"true\"] }, sim: { duration: 1s } }\n",
+    );
+    let out = Ripcord::new()
+        .state(dir.path())
+        .args(["run", "--json", "--dry-run", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let started = |id: &str| {
+        out.events()
+            .into_iter()
+            .find(|e| e["kind"] == "step_started" && e["step"] == id)
+            .unwrap_or_else(|| panic!("{id} never started: {}", out.transcript()))["t_ms"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(started("fence"), 0);
+    assert_eq!(started("promote"), 2000, "promote waited for the fence");
+}
+
 /// `run --json FILE` as a dry-run, then for real.
 fn dry_and_real(state: &Path, file: &str) -> Vec<(bool, Output)> {
     [true, false]

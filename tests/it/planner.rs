@@ -138,6 +138,10 @@ fn for_each_expands_and_needs_wait_for_every_instance() {
     assert_eq!(p.critical_length(), secs(3));
 }
 
+fn report_index(p: &Plan) -> usize {
+    p.steps.iter().position(|s| s.id == "report").unwrap()
+}
+
 /// A for_each step that needs another waits through one barrier node: 3 × 4 instances make
 /// 3 + 4 edges, not 12, and each instance still waits for every instance it needs (an empty
 /// for_each is waited for at once). `needs_ids` writes the barrier as `up[*]`.
@@ -151,27 +155,46 @@ fn for_each_needing_for_each_waits_through_one_barrier() {
             step("report", 1, ", needs: [check, up]"),
             step("none", 5, ", for_each: []"),
             step("after", 1, ", needs: [none]"),
+            // An empty for_each that needs others still holds back what needs it until they
+            // are done, as a step skipped by `when` would: nothing runs early.
+            step("drain", 1, ", for_each: [], needs: [up, report]"),
+            step("promote", 1, ", needs: [drain]"),
         ],
     ));
     let n = p.steps.len();
-    assert_eq!(n, 3 + 4 + 1 + 1);
-    assert_eq!(p.barriers, ["up", "check", "none"]);
+    assert_eq!(n, 3 + 4 + 1 + 1 + 1);
+    assert_eq!(p.barriers, ["up", "check", "none", "drain"]);
     // up → barrier 3, barrier → check 4, check → barrier 4, barrier → report 1 (twice: up's
-    // and check's), none's barrier → after 1.
-    assert_eq!(p.graph.edge_count(), 3 + 4 + 4 + 2 + 1);
+    // and check's), none's barrier → after 1; up's barrier and report → drain's barrier 2,
+    // drain's barrier → promote 1.
+    assert_eq!(p.graph.edge_count(), 3 + 4 + 4 + 2 + 1 + 2 + 1);
+    let promote = p.steps.iter().position(|s| s.id == "promote").unwrap();
+    let mut before: Vec<String> = p.needs(promote).map(|i| p.steps[i].id.clone()).collect();
+    before.sort();
+    assert_eq!(before, ["report", "up[web1]", "up[web2]", "up[web3]"]);
+    let report_deps: Vec<usize> = p.dependents(report_index(&p)).collect();
+    assert!(report_deps.contains(&promote), "{report_deps:?}");
+    assert!(
+        p.stages()
+            .iter()
+            .position(|s| s.contains(&promote))
+            .unwrap()
+            >= 3
+    );
     let check_a = p.steps.iter().position(|s| s.id == "check[a]").unwrap();
     let mut needs: Vec<String> = p.needs(check_a).map(|i| p.steps[i].id.clone()).collect();
     needs.sort();
     assert_eq!(needs, ["up[web1]", "up[web2]", "up[web3]"]);
     assert_eq!(p.needs_ids(check_a), ["up[*]"]);
     let up2 = p.steps.iter().position(|s| s.id == "up[web2]").unwrap();
-    assert_eq!(p.dependents(up2).count(), 4 + 1);
+    // check[a..d], report, and promote through the empty drain.
+    assert_eq!(p.dependents(up2).count(), 4 + 1 + 1);
     let report = p.steps.iter().position(|s| s.id == "report").unwrap();
     assert_eq!(p.needs(report).count(), 7);
     assert!(p.order.iter().all(|&i| i < n) && p.order.len() == n);
     let after = p.steps.iter().position(|s| s.id == "after").unwrap();
     assert_eq!(p.needs(after).count(), 0);
-    assert_eq!(p.critical_length(), secs(1 + 2 + 1));
+    assert_eq!(p.critical_length(), secs(1 + 2 + 1 + 1));
 }
 
 #[test]

@@ -19,7 +19,7 @@ pub fn run(args: &ReportArgs) -> CommandResult {
     match &args.output {
         Some(path) => write_private(path, &text)
             .map(|()| exit::OK)
-            .map_err(|e| crate::failed!("cannot write {}: {e}", path.display())),
+            .map_err(|e| crate::invalid!("cannot write {}: {e}", path.display())),
         None => {
             print!("{text}");
             Ok(exit::OK)

@@ -358,7 +358,11 @@ impl Compiler<'_> {
                     self.push(
                         Diag::warning("ripcord::plugin-missing", format!("provider `{provider}` is not available: {why}"))
                             .label(span, "its params and outputs are not checked")
-                            .help(format!("install `ripcord-plugin-{provider}` or pass --plugin-dir; dry-runs work without it")),
+                            .help(if why.starts_with("no plugin") {
+                                format!("install `ripcord-plugin-{provider}` or pass --plugin-dir; dry-runs work without it")
+                            } else {
+                                "the plugin was found but cannot be used: fix it (or its description); dry-runs simulate its steps without it".to_string()
+                            }),
                     );
                 }
                 None

@@ -195,7 +195,7 @@ pub async fn execute(
         indegree,
         ready,
         instances: instances(&plan),
-        env: render::environment(),
+        env: render::environment_for(cx.mode != Mode::Real),
         clock,
         cancel: CancellationToken::new(),
         tx,
@@ -495,7 +495,6 @@ impl Executor<'_> {
             run: run_json(self.cx),
             states: &self.states,
             instances: &self.instances,
-            lenient_outputs: self.cx.mode != Mode::Real,
         }
     }
 
@@ -510,7 +509,14 @@ impl Executor<'_> {
         let ctx = self.scope().context(Some(i), &exprs);
         // A failure to render says which step outputs it read that were never given.
         let fail = |this: &Self, message: String| {
-            let missing = this.scope().missing_outputs(&exprs);
+            // Only a failure about a missing value (undefined in a real run, null in a
+            // dry-run) can be the missing output's doing; `default(...)` may have handled it.
+            let about_missing = message.contains("undefined") || message.contains("null");
+            let missing = if about_missing {
+                this.scope().missing_outputs(&exprs)
+            } else {
+                Vec::new()
+            };
             Prepared::Fail(match (missing.is_empty(), this.cx.mode) {
                 (true, _) => message,
                 (false, Mode::Real) => format!(

@@ -121,7 +121,7 @@ pub async fn rollback(
     // Reverse Kahn: a step is ready when every dependent is done (undone or nothing to undo).
     let mut waiting: Vec<usize> = (0..n).map(|i| plan.dependents(i).count()).collect();
     let mut queue: VecDeque<usize> = (0..n).rev().filter(|&i| waiting[i] == 0).collect();
-    let env = render::environment();
+    let env = render::environment_for(cx.mode != Mode::Real);
     let instances = instances(&plan);
     let scope = Scope {
         plan: &plan,
@@ -129,7 +129,6 @@ pub async fn rollback(
         run: run_json(cx),
         states,
         instances: &instances,
-        lenient_outputs: cx.mode == Mode::DryRun,
     };
     let cancel = CancellationToken::new();
     let signals = cx.signals.clone();

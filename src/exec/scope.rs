@@ -20,8 +20,6 @@ pub struct Scope<'a> {
     pub states: &'a [StepState],
     /// Declared id -> its steps (one, or each for_each instance).
     pub instances: &'a HashMap<String, Vec<usize>>,
-    /// Dry-run: outputs an expression reads but a simulated step did not produce read as null.
-    pub lenient_outputs: bool,
 }
 
 impl Scope<'_> {
@@ -30,17 +28,10 @@ impl Scope<'_> {
         let mut steps = Map::new();
         for e in exprs {
             for r in &e.refs {
-                if let Ref::Step { id, path } = r {
-                    let view = steps
+                if let Ref::Step { id, .. } = r {
+                    steps
                         .entry(expr::mangle(id))
                         .or_insert_with(|| self.step_view(id));
-                    if self.lenient_outputs
-                        && let (Some("outputs"), Some(key)) =
-                            (path.first().map(String::as_str), path.get(1))
-                        && let Some(Json::Object(outputs)) = view.get_mut("outputs")
-                    {
-                        outputs.entry(key.clone()).or_insert(Json::Null);
-                    }
                 }
             }
         }

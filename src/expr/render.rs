@@ -15,6 +15,17 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
+/// The environment of a session: `simulated` (a dry-run or a check) has only the outputs its
+/// steps simulate: one it does not give is undefined and not an error, so `default(...)` still
+/// stands in for it as in a real run, and what is left reads as null.
+pub fn environment_for(simulated: bool) -> Environment<'static> {
+    let mut env = environment();
+    if simulated {
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    }
+    env
+}
+
 fn eval(env: &Environment, e: &Expr, ctx: &minijinja::Value) -> Result<minijinja::Value, String> {
     env.compile_expression(&e.source)
         .and_then(|c| c.eval(ctx))

@@ -113,6 +113,9 @@ pub fn check<'a>(
         }
     };
     let run = json!({ "id": "20260101-000000-0000", "dry_run": false, "name": "runbook", "mode": "real" });
+    // Simulated outputs exist only in a dry-run: an expression reading them is judged as a
+    // dry-run would evaluate it.
+    let dry_run = json!({ "id": "20260101-000000-0000", "dry_run": true, "name": "runbook", "mode": "dry-run" });
     let mut out = Vec::new();
     for &e in exprs {
         let judged = e.refs.iter().all(|r| match r {
@@ -144,9 +147,11 @@ pub fn check<'a>(
                     _ => view["status"] = v,
                 }
             }
-            minijinja::Value::from(minijinja::value::Serde(
-                json!({ "inputs": values(variant), "run": run, "steps": steps }),
-            ))
+            minijinja::Value::from(minijinja::value::Serde(json!({
+                "inputs": values(variant),
+                "run": if steps.is_empty() { &run } else { &dry_run },
+                "steps": steps,
+            })))
         };
         let errors: Vec<minijinja::Error> = (0..2)
             .filter_map(|v| compiled.eval(context(v)).err())

@@ -178,21 +178,23 @@ impl Plan {
     /// and a count of dependents agree.
     fn through_barriers(&self, step: usize, way: Direction) -> impl Iterator<Item = usize> + '_ {
         let n = self.steps.len();
-        let mut stack: Vec<usize> = self
-            .graph
-            .neighbors_directed(NodeIndex::new(step), way)
-            .map(NodeIndex::index)
-            .collect();
+        // Depth first, in petgraph's neighbour order (the stack holds them reversed).
+        let next = move |x: usize| {
+            let mut v: Vec<usize> = self
+                .graph
+                .neighbors_directed(NodeIndex::new(x), way)
+                .map(NodeIndex::index)
+                .collect();
+            v.reverse();
+            v
+        };
+        let mut stack = next(step);
         std::iter::from_fn(move || {
             while let Some(x) = stack.pop() {
                 if x < n {
                     return Some(x);
                 }
-                stack.extend(
-                    self.graph
-                        .neighbors_directed(NodeIndex::new(x), way)
-                        .map(NodeIndex::index),
-                );
+                stack.extend(next(x));
             }
             None
         })

@@ -77,10 +77,19 @@ impl ActionSpec {
     pub fn validator(&self) -> Result<&jsonschema::Validator, &str> {
         self.validator
             .get_or_init(|| {
+                if let Some(why) = super::params::too_complex(&self.params) {
+                    return Err(why);
+                }
                 jsonschema::draft202012::new(&self.params).map_err(|e| {
                     let at = e.instance_path().as_str();
                     let at = if at.is_empty() { "/" } else { at };
-                    format!("its params schema is not valid JSON Schema (at `{at}`): {e}")
+                    // The reason quotes the schema's value: keep a long one (a pattern of
+                    // kilobytes) from filling the screen.
+                    let mut why = e.to_string();
+                    if why.chars().count() > 200 {
+                        why = why.chars().take(200).collect::<String>() + "…";
+                    }
+                    format!("its params schema is not valid JSON Schema (at `{at}`): {why}")
                 })
             })
             .as_ref()

@@ -101,6 +101,13 @@ fn explain(
     }
     let path = segments(err.instance_path());
     let (value, name) = locate(with, &path);
+    // A rendered value may hold a secret map, whose keys are part of the secret: past the
+    // param's own name, no key of a rendered value is named.
+    let hide_keys = how == Unrendered::Checked && path.len() > 1;
+    let name = match (&path[..], name) {
+        ([Segment::Key(top), ..], Some(_)) if hide_keys => Some(top.clone()),
+        (_, name) => name,
+    };
     let problem = |message: String| Problem {
         span: value.span,
         message,
@@ -108,6 +115,7 @@ fn explain(
     };
     let subject = match &name {
         None => "`with`".to_string(),
+        Some(n) if hide_keys => format!("a value inside param `{n}`"),
         Some(n) => format!("param `{n}`"),
     };
     match err.kind() {
@@ -117,6 +125,12 @@ fn explain(
                 .and_then(|s| s["properties"].as_object())
                 .map(|p| p.keys().map(String::as_str).collect())
                 .unwrap_or_default();
+            if how == Unrendered::Checked && name.is_some() {
+                problems.push(problem(format!(
+                    "{subject} has a key its schema does not allow"
+                )));
+                return;
+            }
             for key in unexpected {
                 let span = key_span(value, key).unwrap_or(value.span);
                 let help = match suggest(key, known.iter().copied()) {
@@ -139,6 +153,8 @@ fn explain(
             let property = property.as_str().unwrap_or_default();
             problems.push(problem(match &name {
                 None => format!("missing required param `{property}`"),
+                // The key is a name the schema declares, not text from the value.
+                Some(_) if hide_keys => format!("{subject} needs key `{property}`"),
                 Some(n) => format!("param `{n}` needs key `{property}`"),
             }));
         }
@@ -461,7 +477,132 @@ fn touches_expression(with: &Value, err: &jsonschema::ValidationError, presence:
             | ValidationErrorKind::Constant { .. }
             | ValidationErrorKind::Enum { .. }
     );
-    combination && !presence && contains_expression(value)
+    // Which branch of an `if`, or what counts as evaluated, can hang on an expression's value
+    // anywhere in the value the rule judges.
+    let conditional = matches!(
+        err.kind(),
+        ValidationErrorKind::UnevaluatedProperties { .. }
+            | ValidationErrorKind::UnevaluatedItems { .. }
+    ) || err
+        .evaluation_path()
+        .as_str()
+        .split('/')
+        .any(|s| matches!(s, "if" | "then" | "else" | "dependentSchemas"));
+    (combination && !presence || conditional) && contains_expression(value)
+}
+
+/// How many schema nodes a params schema may expand to, its references followed (each path
+/// counted, a reference back to a schema already on the path not followed again), and how
+/// deep. What checking a value costs grows with this, so a schema of `anyOf` over references
+/// that double at each level (2^40 paths from a few lines) is refused when its plugin is
+/// described, instead of taking minutes and gigabytes at validate and before each step.
+pub const MAX_SCHEMA_NODES: usize = 10_000;
+pub const MAX_SCHEMA_DEPTH: usize = 64;
+
+/// Why `schema` is too costly to check, or references what ripcord does not follow.
+pub fn too_complex(schema: &Json) -> Option<String> {
+    let mut anchors = std::collections::HashMap::new();
+    collect_anchors(schema, &mut anchors);
+    let mut walk = Walk {
+        root: schema,
+        anchors,
+        nodes: 0,
+        path: Vec::new(),
+    };
+    walk.visit(schema, 0).err()
+}
+
+fn collect_anchors<'s>(node: &'s Json, anchors: &mut std::collections::HashMap<&'s str, &'s Json>) {
+    match node {
+        Json::Object(map) => {
+            for key in ["$anchor", "$dynamicAnchor"] {
+                if let Some(Json::String(name)) = map.get(key) {
+                    anchors.insert(name.as_str(), node);
+                }
+            }
+            for (k, v) in map {
+                if !DATA_KEYWORDS.contains(&k.as_str()) {
+                    collect_anchors(v, anchors);
+                }
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|v| collect_anchors(v, anchors)),
+        _ => {}
+    }
+}
+
+/// Keywords whose values are data, not schemas (a `$ref` inside a `const` is text).
+const DATA_KEYWORDS: &[&str] = &["const", "enum", "default", "examples"];
+
+struct Walk<'s> {
+    root: &'s Json,
+    anchors: std::collections::HashMap<&'s str, &'s Json>,
+    nodes: usize,
+    /// The reference targets being expanded, outermost first.
+    path: Vec<*const Json>,
+}
+
+impl<'s> Walk<'s> {
+    fn visit(&mut self, node: &'s Json, depth: usize) -> Result<(), String> {
+        self.nodes += 1;
+        if self.nodes > MAX_SCHEMA_NODES {
+            return Err(format!(
+                "its params schema expands to more than {MAX_SCHEMA_NODES} nodes with its \
+                 references followed: too costly to check"
+            ));
+        }
+        if depth > MAX_SCHEMA_DEPTH {
+            return Err(format!(
+                "its params schema nests deeper than {MAX_SCHEMA_DEPTH} with its references \
+                 followed"
+            ));
+        }
+        match node {
+            Json::Object(map) => {
+                for (k, v) in map {
+                    if DATA_KEYWORDS.contains(&k.as_str()) {
+                        continue;
+                    }
+                    if matches!(k.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef") {
+                        let Json::String(target) = v else { continue };
+                        let resolved = self.resolve(target).ok_or_else(|| {
+                            format!(
+                                "its params schema has `{k}: {target}`, which is not a \
+                                 reference within the schema (`#`, `#/...` or `#anchor`)"
+                            )
+                        })?;
+                        let at = resolved as *const Json;
+                        if self.path.contains(&at) {
+                            continue; // recursion: checked once per value, not expanded
+                        }
+                        self.path.push(at);
+                        self.visit(resolved, depth + 1)?;
+                        self.path.pop();
+                    } else {
+                        self.visit(v, depth + 1)?;
+                    }
+                }
+            }
+            Json::Array(items) => {
+                for v in items {
+                    self.visit(v, depth + 1)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, target: &str) -> Option<&'s Json> {
+        let fragment = target.strip_prefix('#')?;
+        if fragment.is_empty() {
+            Some(self.root)
+        } else if fragment.starts_with('/') {
+            self.root.pointer(fragment)
+        } else {
+            self.anchors.get(fragment).copied()
+        }
+    }
 }
 
 /// The schema object holding the keyword at the end of `pointer` (`/properties/port/type` →
@@ -488,6 +629,15 @@ mod tests {
             undo: false,
             validator: Default::default(),
         }
+    }
+
+    /// The problems with literal params, as `validate` sees them.
+    fn literal(spec: &ActionSpec, params: Json) -> Vec<String> {
+        let with = crate::runbook::Value::from_json(&params);
+        check(spec, Some(&with), Span::default())
+            .into_iter()
+            .map(|p| p.message)
+            .collect()
     }
 
     /// A rendered value is checked whatever it contains: text that looks like `${{` (from an
@@ -554,7 +704,7 @@ mod tests {
             },
             "additionalProperties": false
         }));
-        let problems = |v: Json| check_rendered(&spec, &v);
+        let problems = |v: Json| literal(&spec, v);
         let secretish = "web;set server x state maint";
         let p = problems(json!({ "backend": secretish }));
         assert_eq!(
@@ -623,6 +773,102 @@ mod tests {
         assert_eq!(count(r#"{"port": "${{ inputs.port }}"}"#), 1);
         assert_eq!(count(r#"{"dsn": "${{ a }}", "primary": "${{ b }}"}"#), 1);
         assert_eq!(count(r#"{"dsn": "x", "prot": "${{ inputs.port }}"}"#), 1);
+    }
+
+    /// A schema whose references double at each level is refused before anything is checked
+    /// against it; a recursive schema (a tree) and a long but linear one are fine.
+    #[test]
+    fn a_schema_that_expands_exponentially_is_refused() {
+        let mut defs = serde_json::Map::new();
+        // 4^12 paths from 13 definitions.
+        for i in 0..12 {
+            let next = json!({ "$ref": format!("#/$defs/e{}", i + 1) });
+            defs.insert(
+                format!("e{i}"),
+                json!({ "anyOf": [next, next, next, next] }),
+            );
+        }
+        defs.insert("e12".into(), json!({ "type": "integer" }));
+        let bomb = spec(json!({
+            "$defs": defs, "type": "object", "properties": { "x": { "$ref": "#/$defs/e0" } }
+        }));
+        let started = std::time::Instant::now();
+        let p = check_rendered(&bomb, &json!({ "x": "text" }));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("too costly to check"), "{p:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+
+        let tree = spec(json!({
+            "$defs": { "node": { "type": "object", "properties": {
+                "name": { "type": "string" },
+                "children": { "type": "array", "items": { "$ref": "#/$defs/node" } } } } },
+            "type": "object", "properties": { "root": { "$ref": "#/$defs/node" } }
+        }));
+        let deep = json!({ "root": { "name": "a", "children": [ { "name": "b", "children": [ { "name": 3 } ] } ] } });
+        assert_eq!(
+            literal(&tree, deep),
+            ["param `root.children[0].children[0].name` must be a string, not an integer"]
+        );
+        let outside = spec(
+            json!({ "type": "object", "properties": { "x": { "$ref": "https://example.com/s.json" } } }),
+        );
+        let p = check_rendered(&outside, &json!({ "x": 1 }));
+        assert!(p[0].contains("not a reference within the schema"), "{p:?}");
+    }
+
+    /// Rules whose outcome hangs on an expression's value elsewhere in the params (`if` /
+    /// `then` / `else`, `unevaluatedProperties` after a discriminated `oneOf`) wait for it too;
+    /// with literal values they still hold.
+    #[test]
+    fn conditional_rules_wait_for_expressions() {
+        let conditional = spec(json!({
+            "type": "object",
+            "properties": { "mode": { "enum": ["plain", "tls"] }, "ca": { "type": "string" } },
+            "if": { "properties": { "mode": { "const": "plain" } }, "required": ["mode"] },
+            "else": { "required": ["ca"] }
+        }));
+        let with = |j: Json| crate::runbook::Value::from_json(&j);
+        let at = Span::default();
+        let problems = |j: Json| check(&conditional, Some(&with(j)), at).len();
+        assert_eq!(problems(json!({ "mode": "${{ inputs.mode }}" })), 0);
+        assert_eq!(problems(json!({ "mode": "tls" })), 1);
+        assert_eq!(problems(json!({ "mode": "plain" })), 0);
+        let tagged = spec(json!({
+            "type": "object",
+            "oneOf": [
+                { "properties": { "kind": { "const": "tcp" }, "port": { "type": "integer" } } },
+                { "properties": { "kind": { "const": "unix" }, "path": { "type": "string" } } }
+            ],
+            "unevaluatedProperties": false
+        }));
+        let expr = with(json!({ "kind": "${{ inputs.kind }}", "port": 5432 }));
+        assert!(check(&tagged, Some(&expr), at).is_empty());
+        let literal = with(json!({ "kind": "tcp", "port": 5432 }));
+        assert!(check(&tagged, Some(&literal), at).is_empty());
+        let wrong = with(json!({ "kind": "tcp", "path": "/x" }));
+        assert!(!check(&tagged, Some(&wrong), at).is_empty());
+    }
+
+    /// A rendered value may be a secret map: its keys (part of the secret) are never named in
+    /// a problem, only the param.
+    #[test]
+    fn keys_of_a_rendered_value_are_not_named() {
+        let spec = spec(json!({
+            "type": "object",
+            "properties": {
+                "labels": { "type": "object", "additionalProperties": false,
+                            "properties": { "team": { "type": "string" } } },
+                "env": { "type": "object", "additionalProperties": { "type": "string" } }
+            }
+        }));
+        let p = check_rendered(&spec, &json!({ "labels": { "hunter2key": "x" } }));
+        assert_eq!(p, ["param `labels` has a key its schema does not allow"]);
+        let p = check_rendered(&spec, &json!({ "env": { "S3CRETNAME": 5 } }));
+        assert_eq!(
+            p,
+            ["a value inside param `env` must be a string, not an integer"]
+        );
+        assert!(!p[0].contains("S3CRET"));
     }
 
     /// A plugin's schema that is not JSON Schema is said, not a panic and not "ok".

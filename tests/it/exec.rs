@@ -732,7 +732,8 @@ fn a_missing_step_output_is_named_when_a_render_fails() {
         "version: 1\nname: missing\nsteps:\n\
          - { id: a, uses: shell.run, with: { argv: [echo, hi] }, sim: { outputs: { lsn: \"0/1\" } } }\n\
          - { id: b, on_failure: continue, uses: shell.run, with: { argv: [echo, \"${{ steps.a.outputs.timeline }}\"] } }\n\
-         - { id: c, uses: shell.run, with: { argv: [echo, \"${{ steps.a.outputs.lsn }}\"] } }\n",
+         - { id: c, on_failure: continue, uses: shell.run, with: { argv: [echo, \"${{ steps.a.outputs.lsn }}\"] } }\n\
+         - { id: d, needs: [a], on_failure: continue, uses: http.request, with: { method: \"${{ 'BAD' }}\", url: \"${{ steps.a.outputs.timeline | default('http://127.0.0.1:9') }}\" } }\n",
     );
     for (dry, out) in dry_and_real(dir.path(), &file) {
         let finished = |id: &str| {
@@ -748,6 +749,11 @@ fn a_missing_step_output_is_named_when_a_render_fails() {
             "(not given by their step: steps.a.outputs.timeline)"
         };
         assert!(error.ends_with(named), "dry-run {dry}: {error}");
+        // A failure that is not about a missing value (the method) does not blame the
+        // output that `default` stood in for.
+        let d = finished("d")["error"].as_str().unwrap().to_string();
+        assert!(d.contains("param `method` must be one of"), "{d}");
+        assert!(!d.contains("timeline"), "{d}");
         // The output that exists is not blamed: in the real run `lsn` is missing too.
         let c = finished("c");
         if dry {

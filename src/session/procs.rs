@@ -11,6 +11,8 @@ pub struct Proc {
     pub pid: u32,
     pub ppid: u32,
     pub pgid: i32,
+    /// The session id: a process that called `setsid` leads its own (`sid == pid`).
+    pub sid: i32,
     /// The command line, arguments joined by spaces.
     pub cmdline: String,
     dir: PathBuf,
@@ -60,6 +62,7 @@ pub fn live() -> Vec<Proc> {
             let state = fields.next()?;
             let ppid = fields.next()?.parse().ok()?;
             let pgid = fields.next()?.parse().ok()?;
+            let sid = fields.next()?.parse().ok()?;
             if matches!(state, "Z" | "X") {
                 return None;
             }
@@ -72,6 +75,7 @@ pub fn live() -> Vec<Proc> {
                 pid,
                 ppid,
                 pgid,
+                sid,
                 cmdline,
                 dir,
             })

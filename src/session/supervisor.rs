@@ -9,6 +9,12 @@
 //! EOF needs no `PR_SET_PDEATHSIG` race check: it cannot be missed, even when ripcord dies
 //! before the helper has started reading.
 //!
+//! ripcord tells a group after spawning its leader, so a `kill -9` between the two would leave a
+//! group the helper never heard of. The helper's first line is the run's id (`=RUN_ID`); at the
+//! pipe's end it also stops every group led by a process of that run (its environment has
+//! `RIPCORD_RUN_ID`) that is not a session of its own: a step's group it was not told of. A
+//! process that left with `setsid` (a daemon a step meant to start) is left alone, as ever.
+//!
 //! The same [`Groups`] handle also SIGKILLs every live group at once, for an exit that cannot
 //! wait (a second interrupt).
 
@@ -55,7 +61,7 @@ impl std::fmt::Debug for Groups {
 impl Groups {
     /// Starts the helper. Without it (it cannot be started) steps still run, but a `kill -9`
     /// of ripcord would leave them running: that is refused, as the caller decides.
-    pub fn supervised() -> std::io::Result<Groups> {
+    pub fn supervised(run_id: &str) -> std::io::Result<Groups> {
         // ripcord's own path, so that `ps` shows `ripcord __supervise`; /proc/self/exe when the
         // file was replaced since it started (a rebuild, an upgrade).
         let exe = std::env::current_exe()
@@ -79,6 +85,7 @@ impl Groups {
             .ok_or_else(|| std::io::Error::other("the supervisor has no stdin"))?;
         let groups = Groups::default();
         *lock(&groups.inner.helper) = Some(Helper { pipe, child });
+        groups.tell(&format!("={run_id}\n"));
         Ok(groups)
     }
 
@@ -150,6 +157,7 @@ pub fn supervise() -> u8 {
         }
     }
     let mut live: HashSet<i32> = HashSet::new();
+    let mut run_id: Option<String> = None;
     let mut stdin = std::io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
@@ -175,6 +183,7 @@ pub fn supervise() -> u8 {
                 ("-", Ok(pgid)) => {
                     live.remove(&pgid);
                 }
+                ("=", _) => run_id = Some(pgid.to_string()),
                 _ => {}
             }
         }
@@ -183,6 +192,15 @@ pub fn supervise() -> u8 {
         // is read first), so a run of many short steps wakes the helper a few times a second,
         // not twice a step.
         std::thread::sleep(BATCH);
+    }
+    // Groups of the run's steps that ripcord had no time to tell of: led by a process of the
+    // run, not a session of its own.
+    if let Some(run_id) = &run_id {
+        for p in super::procs::of_run(run_id) {
+            if p.pgid == p.pid as i32 && p.sid != p.pid as i32 {
+                live.insert(p.pgid);
+            }
+        }
     }
     let orphans: Vec<i32> = live.into_iter().filter(|&g| group_exists(g)).collect();
     if orphans.is_empty() {

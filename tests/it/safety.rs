@@ -536,6 +536,58 @@ fn after_kill_9_no_step_process_is_alive_two_seconds_later() {
     );
 }
 
+/// ripcord tells the supervisor of a step's group just after spawning it: killed between the
+/// two, the group would be unknown to it. The supervisor knows the run, so at ripcord's end it
+/// also stops groups led by the run's processes that it was never told of, and still spares a
+/// process that left with `setsid` (a daemon a step meant to start).
+#[test]
+fn the_supervisor_stops_a_step_group_it_was_never_told_of() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let run_id = format!("untold-{}", std::process::id());
+    let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .arg("__supervise")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = helper.stdin.take().unwrap();
+    writeln!(pipe, "={run_id}").unwrap();
+    let (step, daemon) = (format!("{run_id}-step"), format!("{run_id}-daemon"));
+    let mut untold = std::process::Command::new("sh")
+        .args(["-c", &format!("sleep 30; : {step}")])
+        .env("RIPCORD_RUN_ID", &run_id)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut escaped = std::process::Command::new("setsid")
+        .args(["sh", "-c", &format!("sleep 30; : {daemon}")])
+        .env("RIPCORD_RUN_ID", &run_id)
+        .spawn()
+        .unwrap();
+    wait_alive(&step);
+    wait_alive(&daemon);
+    drop(pipe); // as when ripcord dies
+    let _ = helper.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(&step) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = untold.wait();
+    assert!(
+        !alive(&step),
+        "a step group the supervisor was not told of outlived ripcord"
+    );
+    assert!(
+        alive(&daemon),
+        "a process that left with setsid is not the supervisor's to stop"
+    );
+    for pid in crate::support::live_processes(&daemon) {
+        // SAFETY: ending the test's own daemon.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let _ = escaped.wait();
+}
+
 /// A step's child that left its process group (`setsid`) is out of the supervisor's reach; it
 /// still carries the run's id in its environment, and neither resume nor rollback decides
 /// anything while it lives.

@@ -51,6 +51,7 @@ pub async fn run(
     let cancel = &request.cancel;
     command
         .env("RIPCORD_RUN_ID", &request.run_id)
+        .env("RIPCORD_SESSION", request.groups.session())
         .env("RIPCORD_STEP", &request.step)
         .stdin(if stdin.is_some() {
             Stdio::piped()

@@ -152,7 +152,7 @@ impl Session {
         let groups = if mode == Mode::DryRun {
             Groups::default()
         } else {
-            Groups::supervised(&run_id).map_err(|e| {
+            Groups::supervised().map_err(|e| {
                 crate::invalid!(
                     "cannot start the process supervisor (it stops every step's processes if \
                      ripcord dies): {e}"

@@ -10,10 +10,13 @@
 //! before the helper has started reading.
 //!
 //! ripcord tells a group after spawning its leader, so a `kill -9` between the two would leave a
-//! group the helper never heard of. The helper's first line is the run's id (`=RUN_ID`); at the
-//! pipe's end it also stops every group led by a process of that run (its environment has
-//! `RIPCORD_RUN_ID`) that is not a session of its own: a step's group it was not told of. A
-//! process that left with `setsid` (a daemon a step meant to start) is left alone, as ever.
+//! group the helper never heard of. Each session has a token, in the environment of every
+//! process its steps start (`RIPCORD_SESSION`) and the helper's first line (`=TOKEN`); ripcord
+//! ending normally says so (`.`). When the pipe ends without it (ripcord died), the helper also
+//! stops every group led by a child of the dead ripcord: a process of this session (not of an
+//! earlier or later session of the run, not of another run) that leads its group, is not a
+//! session of its own (`setsid` daemons are spared), and whose parent is not one of the
+//! session's processes (a daemon's workers in groups of their own are spared).
 //!
 //! The same [`Groups`] handle also SIGKILLs every live group at once, for an exit that cannot
 //! wait (a second interrupt).
@@ -45,6 +48,8 @@ pub struct Groups {
 struct Inner {
     live: Mutex<HashSet<i32>>,
     helper: Mutex<Option<Helper>>,
+    /// The session's token (empty without a helper).
+    session: String,
 }
 
 struct Helper {
@@ -61,7 +66,7 @@ impl std::fmt::Debug for Groups {
 impl Groups {
     /// Starts the helper. Without it (it cannot be started) steps still run, but a `kill -9`
     /// of ripcord would leave them running: that is refused, as the caller decides.
-    pub fn supervised(run_id: &str) -> std::io::Result<Groups> {
+    pub fn supervised() -> std::io::Result<Groups> {
         // ripcord's own path, so that `ps` shows `ripcord __supervise`; /proc/self/exe when the
         // file was replaced since it started (a rebuild, an upgrade).
         let exe = std::env::current_exe()
@@ -83,10 +88,23 @@ impl Groups {
             .stdin
             .take()
             .ok_or_else(|| std::io::Error::other("the supervisor has no stdin"))?;
-        let groups = Groups::default();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let groups = Groups {
+            inner: Arc::new(Inner {
+                session: format!("{}-{nanos}", std::process::id()),
+                ..Inner::default()
+            }),
+        };
         *lock(&groups.inner.helper) = Some(Helper { pipe, child });
-        groups.tell(&format!("={run_id}\n"));
+        groups.tell(&format!("={}\n", groups.inner.session));
         Ok(groups)
+    }
+
+    /// The session's token, for `RIPCORD_SESSION` (empty without a helper).
+    pub fn session(&self) -> &str {
+        &self.inner.session
     }
 
     /// A step's process group started.
@@ -121,6 +139,8 @@ impl Groups {
     /// it to do (it is reaped if it has already exited).
     pub fn close(&self) {
         if let Some(mut helper) = lock(&self.inner.helper).take() {
+            // An orderly end: only the groups still listed are stopped.
+            let _ = helper.pipe.write_all(b".\n");
             drop(helper.pipe);
             let _ = helper.child.try_wait();
         }
@@ -157,7 +177,8 @@ pub fn supervise() -> u8 {
         }
     }
     let mut live: HashSet<i32> = HashSet::new();
-    let mut run_id: Option<String> = None;
+    let mut session: Option<String> = None;
+    let mut orderly = false;
     let mut stdin = std::io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
@@ -183,7 +204,8 @@ pub fn supervise() -> u8 {
                 ("-", Ok(pgid)) => {
                     live.remove(&pgid);
                 }
-                ("=", _) => run_id = Some(pgid.to_string()),
+                ("=", _) => session = Some(pgid.to_string()),
+                (".", _) => orderly = true,
                 _ => {}
             }
         }
@@ -193,11 +215,16 @@ pub fn supervise() -> u8 {
         // not twice a step.
         std::thread::sleep(BATCH);
     }
-    // Groups of the run's steps that ripcord had no time to tell of: led by a process of the
-    // run, not a session of its own.
-    if let Some(run_id) = &run_id {
-        for p in super::procs::of_run(run_id) {
-            if p.pgid == p.pid as i32 && p.sid != p.pid as i32 {
+    // ripcord died: groups of its steps it had no time to tell of (see the module's doc).
+    if let Some(session) = session.filter(|_| !orderly) {
+        let ours: Vec<super::procs::Proc> = super::procs::live()
+            .into_iter()
+            .filter(|p| p.env("RIPCORD_SESSION").as_deref() == Some(session.as_str()))
+            .collect();
+        let pids: HashSet<u32> = ours.iter().map(|p| p.pid).collect();
+        for p in &ours {
+            let leads = p.pgid == p.pid as i32 && p.sid != p.pid as i32;
+            if leads && !pids.contains(&p.ppid) {
                 live.insert(p.pgid);
             }
         }

@@ -537,42 +537,64 @@ fn after_kill_9_no_step_process_is_alive_two_seconds_later() {
 }
 
 /// ripcord tells the supervisor of a step's group just after spawning it: killed between the
-/// two, the group would be unknown to it. The supervisor knows the run, so at ripcord's end it
-/// also stops groups led by the run's processes that it was never told of, and still spares a
-/// process that left with `setsid` (a daemon a step meant to start).
+/// two, the group would be unknown to it. The supervisor knows its session's token, so when
+/// ripcord dies it also stops groups led by the session's children that it was never told of.
+/// It spares a process that left with `setsid` (a daemon a step meant to start), a daemon's
+/// worker in a group of its own, another session's processes (the next session of the same
+/// run, started at once, or another run), and, when ripcord ends in order, anything untold.
 #[test]
 fn the_supervisor_stops_a_step_group_it_was_never_told_of() {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
-    let run_id = format!("untold-{}", std::process::id());
-    let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_ripcord"))
-        .arg("__supervise")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = helper.stdin.take().unwrap();
-    writeln!(pipe, "={run_id}").unwrap();
-    let (step, daemon) = (format!("{run_id}-step"), format!("{run_id}-daemon"));
-    let mut untold = std::process::Command::new("sh")
-        .args(["-c", &format!("sleep 30; : {step}")])
-        .env("RIPCORD_RUN_ID", &run_id)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut escaped = std::process::Command::new("setsid")
-        .args(["sh", "-c", &format!("sleep 30; : {daemon}")])
-        .env("RIPCORD_RUN_ID", &run_id)
-        .spawn()
-        .unwrap();
-    wait_alive(&step);
-    wait_alive(&daemon);
-    drop(pipe); // as when ripcord dies
-    let _ = helper.wait();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while alive(&step) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = untold.wait();
+    let token = format!("untold-{}", std::process::id());
+    let spawn = |marker: &str, session: &str, how: &str| {
+        let script = format!("sleep 30; : {marker}");
+        let mut c = if how == "setsid" {
+            let mut c = std::process::Command::new("setsid");
+            c.args(["sh", "-c", &script]);
+            c
+        } else {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", &script]);
+            c.process_group(0);
+            c
+        };
+        c.env("RIPCORD_SESSION", session).spawn().unwrap()
+    };
+    let helper = |orderly: bool, markers: &[(&str, &str, &str)]| {
+        let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_ripcord"))
+            .arg("__supervise")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = helper.stdin.take().unwrap();
+        writeln!(pipe, "={token}").unwrap();
+        let children: Vec<_> = markers
+            .iter()
+            .map(|(m, session, how)| spawn(m, session, how))
+            .collect();
+        for (m, ..) in markers {
+            wait_alive(m);
+        }
+        if orderly {
+            writeln!(pipe, ".").unwrap();
+        }
+        drop(pipe); // as when ripcord ends, or dies
+        let _ = helper.wait();
+        std::thread::sleep(Duration::from_millis(1500));
+        children
+    };
+    let [step, daemon, other, worker] =
+        ["step", "daemon", "other", "worker"].map(|w| format!("{token}-{w}"));
+    let other_token = format!("{token}-next");
+    let mut children = helper(
+        false,
+        &[
+            (&step, &token, "group"),
+            (&daemon, &token, "setsid"),
+            (&other, &other_token, "group"),
+        ],
+    );
     assert!(
         !alive(&step),
         "a step group the supervisor was not told of outlived ripcord"
@@ -581,11 +603,40 @@ fn the_supervisor_stops_a_step_group_it_was_never_told_of() {
         alive(&daemon),
         "a process that left with setsid is not the supervisor's to stop"
     );
-    for pid in crate::support::live_processes(&daemon) {
-        // SAFETY: ending the test's own daemon.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(
+        alive(&other),
+        "another session's process is not this supervisor's to stop"
+    );
+    // A daemon (setsid) whose worker leads its own group: the worker's parent is the daemon.
+    let worker_script = format!("sh -c 'sleep 30; : {worker}' & wait");
+    let mut nested = std::process::Command::new("setsid")
+        .args(["sh", "-c", &format!("set -m; {worker_script}")])
+        .env("RIPCORD_SESSION", &token)
+        .spawn()
+        .unwrap();
+    wait_alive(&worker);
+    children.extend(helper(false, &[]));
+    assert!(
+        alive(&worker),
+        "a daemon's worker in a group of its own is the daemon's"
+    );
+    // An orderly end stops only what is listed.
+    let orderly = format!("{token}-orderly");
+    children.extend(helper(true, &[(&orderly, &token, "group")]));
+    assert!(
+        alive(&orderly),
+        "an orderly end stops only the groups still listed"
+    );
+    for marker in [&daemon, &other, &worker, &orderly] {
+        for pid in crate::support::live_processes(marker) {
+            // SAFETY: ending the test's own processes.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
     }
-    let _ = escaped.wait();
+    for mut c in children {
+        let _ = c.wait();
+    }
+    let _ = nested.wait();
 }
 
 /// A step's child that left its process group (`setsid`) is out of the supervisor's reach; it

@@ -174,8 +174,9 @@ impl Plan {
 
     /// The steps next to `step` in direction `way`, going through barrier nodes (a barrier of
     /// an empty for_each leads on to what that step waits for, another barrier perhaps). Each
-    /// path through barriers counts once, the same seen from either end, so a count of needs
-    /// and a count of dependents agree.
+    /// step once, each barrier visited once, so chains of barriers cost their size, not their
+    /// number of paths; seen from either end the relation is the same, so a count of needs and
+    /// a count of dependents agree.
     fn through_barriers(&self, step: usize, way: Direction) -> impl Iterator<Item = usize> + '_ {
         let n = self.steps.len();
         // Depth first, in petgraph's neighbour order (the stack holds them reversed).
@@ -189,8 +190,12 @@ impl Plan {
             v
         };
         let mut stack = next(step);
+        let mut seen = std::collections::HashSet::new();
         std::iter::from_fn(move || {
             while let Some(x) = stack.pop() {
+                if !seen.insert(x) {
+                    continue;
+                }
                 if x < n {
                     return Some(x);
                 }

@@ -197,6 +197,34 @@ fn for_each_needing_for_each_waits_through_one_barrier() {
     assert_eq!(p.critical_length(), secs(1 + 2 + 1 + 1));
 }
 
+/// Chains of empty for_each steps, two a layer each needing both of the layer before (2^40
+/// paths through 80 barriers): each barrier is visited once, so this plans at once, and the
+/// step at the end still waits for the fence at the start.
+#[test]
+fn chains_of_empty_for_each_cost_their_size_not_their_paths() {
+    let mut steps = vec![step("fence", 1, "")];
+    for layer in 0..40 {
+        let needs = if layer == 0 {
+            "fence".to_string()
+        } else {
+            format!("l{}a, l{}b", layer - 1, layer - 1)
+        };
+        for side in ["a", "b"] {
+            steps.push(step(
+                &format!("l{layer}{side}"),
+                1,
+                &format!(", for_each: [], needs: [{needs}]"),
+            ));
+        }
+    }
+    steps.push(step("promote", 1, ", needs: [l39a, l39b]"));
+    let p = plan(&runbook("", &steps));
+    let promote = p.steps.iter().position(|s| s.id == "promote").unwrap();
+    assert_eq!(ids(&p, &p.needs(promote).collect::<Vec<_>>()), ["fence"]);
+    assert_eq!(ids(&p, &p.dependents(0).collect::<Vec<_>>()), ["promote"]);
+    assert_eq!(p.critical_length(), secs(2));
+}
+
 #[test]
 fn references_add_edges() {
     let p = plan(

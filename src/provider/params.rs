@@ -96,7 +96,7 @@ fn explain(
 ) {
     let subschema = parent_schema(&spec.params, err.schema_path().as_str());
     let presence = subschema.is_some_and(presence_only);
-    if how == Unrendered::Skipped && touches_expression(with, err, presence) {
+    if how == Unrendered::Skipped && touches_expression(&spec.params, with, err, presence) {
         return;
     }
     let path = segments(err.instance_path());
@@ -460,8 +460,15 @@ fn contains_expression(v: &Value) -> bool {
 /// Whether an error may be about a value not known until run time: it is located at or inside
 /// an expression, or it is a combination (`oneOf`, `anyOf`, `not`...) over a value that holds
 /// one (which alternative fits can depend on it) — unless the combination only judges which
-/// names are present (`presence`).
-fn touches_expression(with: &Value, err: &jsonschema::ValidationError, presence: bool) -> bool {
+/// names are present (`presence`) —, or a rule that holds or not by which branch an `if`, a
+/// `oneOf`... took (`then`/`else`, `unevaluatedProperties`) when a name the branch reads is an
+/// expression. A literal mistake beside an unrelated expression is still reported.
+fn touches_expression(
+    root: &Json,
+    with: &Value,
+    err: &jsonschema::ValidationError,
+    presence: bool,
+) -> bool {
     let (value, _) = locate(with, &segments(err.instance_path()));
     if is_expression(value) {
         return true;
@@ -477,18 +484,77 @@ fn touches_expression(with: &Value, err: &jsonschema::ValidationError, presence:
             | ValidationErrorKind::Constant { .. }
             | ValidationErrorKind::Enum { .. }
     );
-    // Which branch of an `if`, or what counts as evaluated, can hang on an expression's value
-    // anywhere in the value the rule judges.
-    let conditional = matches!(
+    if combination && !presence && contains_expression(value) {
+        return true;
+    }
+    let schema_path = err.schema_path().as_str();
+    let segments: Vec<&str> = schema_path.split('/').collect();
+    // The schema whose branches decide, and the branches' keywords.
+    let deciding = if matches!(
         err.kind(),
         ValidationErrorKind::UnevaluatedProperties { .. }
             | ValidationErrorKind::UnevaluatedItems { .. }
-    ) || err
-        .evaluation_path()
-        .as_str()
-        .split('/')
-        .any(|s| matches!(s, "if" | "then" | "else" | "dependentSchemas"));
-    (combination && !presence || conditional) && contains_expression(value)
+    ) {
+        Some((parent_schema(root, schema_path), BRANCHES))
+    } else {
+        segments
+            .iter()
+            .rposition(|s| matches!(*s, "then" | "else" | "if"))
+            .map(|i| (root.pointer(&segments[..i].join("/")), &["if"][..]))
+    };
+    let Some((level, keywords)) = deciding else {
+        return false;
+    };
+    // Where the instance object of that level holds expressions.
+    let keys_with_expressions: Vec<&str> = match &value.kind {
+        ValueKind::Map(entries) => entries
+            .iter()
+            .filter(|(_, v)| contains_expression(v))
+            .map(|(k, _)| k.name.as_str())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if keys_with_expressions.is_empty() {
+        return false;
+    }
+    let Some(level) = level.filter(|l| l.is_object()) else {
+        return true; // reached through a `$ref`: not known here, so not judged
+    };
+    let mut read = Vec::new();
+    let known = keywords
+        .iter()
+        .filter_map(|k| level.get(*k))
+        .all(|branch| names_read(branch, &mut read));
+    !known || keys_with_expressions.iter().any(|k| read.contains(k))
+}
+
+/// The keywords whose branches decide which properties count as evaluated.
+const BRANCHES: &[&str] = &["if", "oneOf", "anyOf", "allOf", "dependentSchemas"];
+
+/// The property names a branch reads at its own level (into `read`); false when it refers
+/// elsewhere (`$ref`) and cannot be known here.
+fn names_read<'s>(schema: &'s Json, read: &mut Vec<&'s str>) -> bool {
+    match schema {
+        Json::Array(items) => items.iter().all(|i| names_read(i, read)),
+        Json::Object(map) => {
+            if map.contains_key("$ref") || map.contains_key("$dynamicRef") {
+                return false;
+            }
+            for key in ["properties", "dependentRequired", "dependentSchemas"] {
+                if let Some(Json::Object(names)) = map.get(key) {
+                    read.extend(names.keys().map(String::as_str));
+                }
+            }
+            if let Some(Json::Array(names)) = map.get("required") {
+                read.extend(names.iter().filter_map(Json::as_str));
+            }
+            ["allOf", "anyOf", "oneOf", "not", "if", "then", "else"]
+                .iter()
+                .filter_map(|k| map.get(*k))
+                .all(|b| names_read(b, read))
+        }
+        _ => true,
+    }
 }
 
 /// How many schema nodes a params schema may expand to, its references followed (each path
@@ -496,7 +562,7 @@ fn touches_expression(with: &Value, err: &jsonschema::ValidationError, presence:
 /// deep. What checking a value costs grows with this, so a schema of `anyOf` over references
 /// that double at each level (2^40 paths from a few lines) is refused when its plugin is
 /// described, instead of taking minutes and gigabytes at validate and before each step.
-pub const MAX_SCHEMA_NODES: usize = 10_000;
+pub const MAX_SCHEMA_NODES: usize = 50_000;
 pub const MAX_SCHEMA_DEPTH: usize = 64;
 
 /// Why `schema` is too costly to check, or references what ripcord does not follow.
@@ -534,6 +600,19 @@ fn collect_anchors<'s>(node: &'s Json, anchors: &mut std::collections::HashMap<&
 /// Keywords whose values are data, not schemas (a `$ref` inside a `const` is text).
 const DATA_KEYWORDS: &[&str] = &["const", "enum", "default", "examples"];
 
+/// Keywords not walked for the cost: data, and definitions (reached through their `$ref`s).
+const NOT_WALKED: &[&str] = &[
+    "const",
+    "enum",
+    "default",
+    "examples",
+    "$defs",
+    "definitions",
+    "description",
+    "title",
+    "$comment",
+];
+
 struct Walk<'s> {
     root: &'s Json,
     anchors: std::collections::HashMap<&'s str, &'s Json>,
@@ -560,7 +639,7 @@ impl<'s> Walk<'s> {
         match node {
             Json::Object(map) => {
                 for (k, v) in map {
-                    if DATA_KEYWORDS.contains(&k.as_str()) {
+                    if NOT_WALKED.contains(&k.as_str()) {
                         continue;
                     }
                     if matches!(k.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef") {
@@ -598,11 +677,32 @@ impl<'s> Walk<'s> {
         if fragment.is_empty() {
             Some(self.root)
         } else if fragment.starts_with('/') {
-            self.root.pointer(fragment)
+            self.root.pointer(&percent_decoded(fragment)?)
         } else {
             self.anchors.get(fragment).copied()
         }
     }
+}
+
+/// A URI fragment's `%XX` escapes decoded (`#/$defs/my%20def`); `None` when they do not make
+/// UTF-8.
+fn percent_decoded(fragment: &str) -> Option<String> {
+    let bytes = fragment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = fragment.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The schema object holding the keyword at the end of `pointer` (`/properties/port/type` →
@@ -809,6 +909,32 @@ mod tests {
             literal(&tree, deep),
             ["param `root.children[0].children[0].name` must be a string, not an integer"]
         );
+        // Reuse without branching is what real schemas do: an endpoint used 5 times in a
+        // server used 60 times, with descriptions, and a percent-encoded pointer.
+        let endpoint = json!({ "type": "object", "description": "an endpoint of a server",
+            "properties": { "host": { "type": "string", "description": "its host" },
+                            "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                            "tls": { "type": "object", "properties": {
+                                "ca": { "type": "string" }, "verify": { "type": "boolean" } } } },
+            "required": ["host", "port"], "additionalProperties": false });
+        let server: serde_json::Map<String, Json> = (0..5)
+            .map(|i| (format!("e{i}"), json!({ "$ref": "#/$defs/my%20endpoint" })))
+            .collect();
+        let servers: serde_json::Map<String, Json> = (0..60)
+            .map(|i| (format!("s{i}"), json!({ "$ref": "#/$defs/server" })))
+            .collect();
+        let reused = spec(json!({
+            "$defs": { "my endpoint": endpoint,
+                       "server": { "type": "object", "properties": server } },
+            "type": "object", "properties": servers
+        }));
+        assert_eq!(
+            check_rendered(
+                &reused,
+                &json!({ "s7": { "e2": { "host": "db", "port": 0 } } })
+            ),
+            ["a value inside param `s7` must be at least 1"]
+        );
         let outside = spec(
             json!({ "type": "object", "properties": { "x": { "$ref": "https://example.com/s.json" } } }),
         );
@@ -847,6 +973,32 @@ mod tests {
         assert!(check(&tagged, Some(&literal), at).is_empty());
         let wrong = with(json!({ "kind": "tcp", "path": "/x" }));
         assert!(!check(&tagged, Some(&wrong), at).is_empty());
+        // An expression the branches do not read leaves literal mistakes reported: an
+        // unknown param, a missing one on the branch a literal chose.
+        let both = spec(json!({
+            "type": "object",
+            "properties": {
+                "dsn": { "type": "string" }, "mode": { "enum": ["plain", "tls"] },
+                "ca": { "type": "string" }
+            },
+            "if": { "properties": { "mode": { "const": "plain" } }, "required": ["mode"] },
+            "else": { "required": ["ca"] },
+            "unevaluatedProperties": false
+        }));
+        let literal_mistakes =
+            with(json!({ "dsn": "${{ inputs.dsn }}", "prot": 5432, "mode": "tls" }));
+        let found: Vec<String> = check(&both, Some(&literal_mistakes), at)
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
+        assert!(
+            found.contains(&"missing required param `ca`".to_string()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"unknown param `prot`".to_string()),
+            "{found:?}"
+        );
     }
 
     /// A rendered value may be a secret map: its keys (part of the secret) are never named in

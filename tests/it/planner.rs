@@ -144,7 +144,8 @@ fn report_index(p: &Plan) -> usize {
 
 /// A for_each step that needs another waits through one barrier node: 3 × 4 instances make
 /// 3 + 4 edges, not 12, and each instance still waits for every instance it needs (an empty
-/// for_each is waited for at once). `needs_ids` writes the barrier as `up[*]`.
+/// for_each with no needs is waited for at once; one with needs holds back what needs it
+/// until those are done). `needs_ids` writes the barrier as `up[*]`.
 #[test]
 fn for_each_needing_for_each_waits_through_one_barrier() {
     let p = plan(&runbook(

@@ -71,7 +71,7 @@ pub fn installed(plugin_dirs: &[PathBuf]) -> Vec<String> {
                 .strip_prefix("ripcord-plugin-")
                 .map(str::to_string)
         })
-        .filter(|n| crate::compile::is_name(n))
+        .filter(|n| crate::runbook::is_name(n))
         .collect();
     names.sort();
     names.dedup();

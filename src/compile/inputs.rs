@@ -209,8 +209,8 @@ pub fn check_value(v: &Value, ty: InputType) -> Result<Json, String> {
         Ok(v.to_json())
     } else {
         Err(format!(
-            "is a {}, but the input is declared {}",
-            v.type_name(),
+            "is {}, but the input is declared {}",
+            v.a_type(),
             ty.as_str()
         ))
     }

@@ -61,7 +61,7 @@ impl Compiler<'_> {
             _ => {
                 self.error(
                     "ripcord::for-each",
-                    format!("for_each must be a list, not a {}", v.type_name()),
+                    format!("for_each must be a list, not {}", v.a_type()),
                     v.span,
                     "expected a list",
                 );
@@ -150,7 +150,7 @@ impl Compiler<'_> {
             } else {
                 self.error(
                     "ripcord::sim",
-                    format!("sim.outputs must be a map, not a {}", o.type_name()),
+                    format!("sim.outputs must be a map, not {}", o.a_type()),
                     o.span,
                     "expected KEY: VALUE pairs",
                 );

@@ -129,8 +129,8 @@ impl Condition {
             }
             _ => Err(ExprError {
                 message: format!(
-                    "`when` must be a boolean or an expression, not a {}",
-                    value.type_name()
+                    "`when` must be a boolean or an expression, not {}",
+                    value.a_type()
                 ),
                 span: value.span,
             }),

@@ -2,8 +2,10 @@
 //! so that `inputs.host + ':' + inputs.port` (a string and an integer) is an error at its
 //! file:line:col instead of a failed render in the middle of a failover. An input with a value
 //! (a default, `--input`, its `env:`) is evaluated with it; one without, with a placeholder of its
-//! type. Expressions that read step results, `item` or a map or list input with no value are
-//! left to run time: their values are not known well enough here to judge without false alarms.
+//! type. A step's `status`, and an output its `sim.outputs` gives, are judged too, as a dry-run
+//! would evaluate them. Expressions that read `item`, a for_each step, an output no `sim`
+//! gives, or a map or list input with no value are left to run time: their values are not known
+//! well enough here to judge without false alarms.
 
 use std::collections::HashMap;
 
@@ -176,8 +178,7 @@ pub fn check<'a>(
                     _ => continue,
                 };
                 let ty = v.as_ref().map_or("unknown", type_name);
-                let article = if ty == "integer" { "an" } else { "a" };
-                let line = format!("{shown} is {article} {ty}");
+                let line = format!("{shown} is {}", crate::runbook::value::with_article(ty));
                 if !operands.contains(&line) {
                     operands.push(line);
                 }

@@ -63,7 +63,7 @@ fn check_params(
         Some(w) => {
             return vec![Problem {
                 span: w.span,
-                message: format!("`with` must be a map of params, not a {}", w.type_name()),
+                message: format!("`with` must be a map of params, not {}", w.a_type()),
                 help: None,
             }];
         }
@@ -187,7 +187,7 @@ fn explain(
                     problems.push(problem(format!(
                         "{subject} must be {}, not {}",
                         kinds.join(" or "),
-                        a_type(value)
+                        value.a_type()
                     )));
                 }
                 [i] if context.get(*i).is_some_and(|c| !c.is_empty()) => {
@@ -236,16 +236,6 @@ fn describe(schema: &Json) -> String {
     }
 }
 
-/// "a string", "an integer".
-fn a_type(v: &Value) -> String {
-    let article = if v.type_name() == "integer" {
-        "an"
-    } else {
-        "a"
-    };
-    format!("{article} {}", v.type_name())
-}
-
 /// What broke, as a sentence about `subject` (never quoting its value).
 fn rule(kind: &ValidationErrorKind, subject: &str, schema: Option<&Json>, v: &Value) -> String {
     use ValidationErrorKind as K;
@@ -265,15 +255,7 @@ fn rule(kind: &ValidationErrorKind, subject: &str, schema: Option<&Json>, v: &Va
                     .collect::<Vec<_>>()
                     .join(" or "),
             };
-            let article = if v.type_name() == "integer" {
-                "an"
-            } else {
-                "a"
-            };
-            format!(
-                "{subject} must be {wanted}, not {article} {}",
-                v.type_name()
-            )
+            format!("{subject} must be {wanted}, not {}", v.a_type())
         }
         K::Enum { options } => format!("{subject} must be one of {}", list(options)),
         K::Constant { expected_value } => format!("{subject} must be {expected_value}"),

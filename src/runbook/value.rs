@@ -66,6 +66,11 @@ pub struct Key {
 }
 
 impl Value {
+    /// "a string", "an integer": the type's name with its article.
+    pub fn a_type(&self) -> String {
+        with_article(self.type_name())
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self.kind {
             ValueKind::Null => "null",
@@ -248,4 +253,10 @@ impl schemars::JsonSchema for Value {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({ "description": "Any YAML value; strings may contain ${{ expressions }}." })
     }
+}
+
+/// `name` with its indefinite article: "a string", "an integer", "an unknown".
+pub fn with_article(name: &str) -> String {
+    let vowel = name.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {name}", if vowel { "an" } else { "a" })
 }

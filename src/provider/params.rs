@@ -582,18 +582,9 @@ fn collect_anchors<'s>(node: &'s Json, anchors: &mut std::collections::HashMap<&
 /// Keywords whose values are data, not schemas (a `$ref` inside a `const` is text).
 const DATA_KEYWORDS: &[&str] = &["const", "enum", "default", "examples"];
 
-/// Keywords not walked for the cost: data, and definitions (reached through their `$ref`s).
-const NOT_WALKED: &[&str] = &[
-    "const",
-    "enum",
-    "default",
-    "examples",
-    "$defs",
-    "definitions",
-    "description",
-    "title",
-    "$comment",
-];
+/// Keywords not walked for the cost beside the data ones: definitions (reached through their
+/// `$ref`s) and words for people.
+const NOT_WALKED: &[&str] = &["$defs", "definitions", "description", "title", "$comment"];
 
 struct Walk<'s> {
     root: &'s Json,
@@ -621,7 +612,7 @@ impl<'s> Walk<'s> {
         match node {
             Json::Object(map) => {
                 for (k, v) in map {
-                    if NOT_WALKED.contains(&k.as_str()) {
+                    if DATA_KEYWORDS.contains(&k.as_str()) || NOT_WALKED.contains(&k.as_str()) {
                         continue;
                     }
                     if matches!(k.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef") {

@@ -4,8 +4,9 @@
 use super::*;
 
 impl Compiler<'_> {
-    /// A secret input in `shell.run`'s `argv` or `script` would be readable by every user in
-    /// /proc/PID/cmdline: secrets go through `env:` or `stdin:`.
+    /// A secret input in `shell.run`'s or `ssh.run`'s `argv` or `script` would be readable by
+    /// every user in /proc/PID/cmdline (of this host or the remote one): secrets go through
+    /// `env:` or `stdin:`.
     pub(super) fn check_secrets_stay_off_command_lines<'d>(
         &mut self,
         decls: impl Iterator<Item = &'d Decl>,
@@ -60,7 +61,7 @@ impl Compiler<'_> {
         }
     }
 
-    /// Each `${{ }}` in `shell.run`'s `script:` is quoted for where it stands (see
+    /// Each `${{ }}` in `shell.run`'s (or `ssh.run`'s) `script:` is quoted for where it stands (see
     /// [`script`]); where that cannot be known, the runbook is refused.
     pub(super) fn check_script_quoting<'d>(&mut self, decls: impl Iterator<Item = &'d Decl>) {
         for d in decls {
@@ -247,7 +248,8 @@ impl Compiler<'_> {
 
 /// The `with:` of a step and of its undo, where they run `shell.run`.
 fn shell_params(d: &Decl) -> Vec<&Param> {
-    let shell = |a: &ActionRef| a.provider == "shell" && a.action == "run";
+    let shell =
+        |a: &ActionRef| a.builtin && crate::provider::catalog::runs_command(&a.provider, &a.action);
     let mut params: Vec<&Param> = Vec::new();
     if d.action.as_ref().is_some_and(shell) {
         params.extend(d.with.as_ref());

@@ -1010,7 +1010,17 @@ impl Task {
             check: self.check,
             groups: self.groups.clone(),
         };
-        provider.invoke(request).await
+        let outcome = provider.invoke(request).await;
+        if !self.check {
+            return outcome;
+        }
+        // A check probes (connects, reads) and may give fewer outputs than a run: the rest
+        // are the step's `sim.outputs` over placeholders, as for a step without a check.
+        outcome.map(|probed| {
+            let mut outputs = provider::sim::outputs(&self.step, self.spec.as_deref());
+            outputs.extend(probed);
+            outputs
+        })
     }
 
     async fn approval(&self, how: &Approval) -> Report {

@@ -100,14 +100,16 @@ pub fn render_script(
     Ok(Json::String(out))
 }
 
-/// A step's (or undo's) `with:`: as [`render_param`], with `shell.run`'s `script` quoted.
+/// A step's (or undo's) `with:`: as [`render_param`], with `shell.run`'s and `ssh.run`'s
+/// `script` quoted.
 pub fn render_with(
     env: &Environment,
     action: &crate::plan::ActionRef,
     p: &Param,
     ctx: &minijinja::Value,
 ) -> Result<Json, String> {
-    let shell = action.builtin && action.provider == "shell" && action.action == "run";
+    let shell =
+        action.builtin && crate::provider::catalog::runs_command(&action.provider, &action.action);
     match p {
         Param::Map(entries) if shell => Ok(Json::Object(
             entries

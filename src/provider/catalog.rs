@@ -134,6 +134,36 @@ static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
             Duration::from_secs(1),
         ),
         spec(
+            "ssh",
+            "run",
+            "run a command on another host through the system OpenSSH client: one \
+             connection per host, host keys checked strictly, `env` sent over the connection \
+             (never on a command line)",
+            json!({
+                "type": "object",
+                "properties": {
+                    "host": { "type": "string", "pattern": "^[^-\\s][^\\s]*$" },
+                    "user": { "type": "string", "pattern": "^[^-\\s][^\\s]*$" },
+                    "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                    "identity": { "type": "string", "minLength": 1 },
+                    "known_hosts": { "type": "string", "minLength": 1 },
+                    "argv": { "type": "array", "items": scalar, "minItems": 1 },
+                    "script": { "type": "string" },
+                    "env": {
+                        "type": "object",
+                        "additionalProperties": scalar,
+                        "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }
+                    },
+                    "stdin": { "type": "string" }
+                },
+                "required": ["host"],
+                "oneOf": [ { "required": ["argv"] }, { "required": ["script"] } ],
+                "additionalProperties": false
+            }),
+            Outputs::Open(keys(&["exit_code", "stdout", "stderr"])),
+            Duration::from_secs(1),
+        ),
+        spec(
             "http",
             "request",
             "an HTTP request; fails unless the status is expected",
@@ -242,11 +272,12 @@ pub fn placeholder(key: &str) -> Json {
     }
 }
 
-/// Whether a built-in action has a read-only check for these params: connecting is one, and so
-/// is an HTTP GET or HEAD; everything else changes something (or waits, or asks) and has none.
+/// Whether a built-in action has a read-only check for these params: connecting is one (a TCP
+/// connection, an SSH login), and so is an HTTP GET or HEAD; everything else changes something (or waits, or asks) and has none.
 pub fn has_check(provider: &str, action: &str, params: &Json) -> bool {
     match (provider, action) {
-        ("tcp", "connect") => true,
+        // Connects and authenticates (host key checked), runs nothing.
+        ("tcp", "connect") | ("ssh", "run") => true,
         ("http", "request") => matches!(
             params
                 .get("method")
@@ -276,4 +307,11 @@ pub fn builtin(provider: &str, action: &str) -> Option<Arc<ActionSpec>> {
 /// Whether `provider` names a built-in provider (as opposed to an external plugin).
 pub fn is_builtin_provider(provider: &str) -> bool {
     BUILTIN.iter().any(|a| a.provider == provider)
+}
+
+/// Whether a built-in action runs a command whose `argv` and `script` end up on a command
+/// line (`shell.run` here, `ssh.run` on another host): secrets stay out of them, and a
+/// `script:` is quoted for the shell.
+pub fn runs_command(provider: &str, action: &str) -> bool {
+    matches!((provider, action), ("shell", "run") | ("ssh", "run"))
 }

@@ -1,6 +1,6 @@
 //! Providers: what `uses: provider.action` runs. One object-safe trait, [`Providers`] that
 //! resolves names (built in, or an external plugin), the built-in providers with real effects
-//! (shell, http, tcp, sleep), external [`plugin`]s, and the simulator
+//! (shell, ssh, http, tcp, sleep), external [`plugin`]s, and the simulator
 //! that stands in for all of them in a dry-run. `approval.ask` and `assert.that` are decided by
 //! the executor itself (they need the operator and the run's values), not by a provider.
 
@@ -13,6 +13,7 @@ pub mod providers;
 pub mod shell;
 pub mod sim;
 pub mod sleep;
+pub mod ssh;
 pub mod tcp;
 
 use std::future::Future;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::catalog::{self, ActionSpec};
 use super::plugin::{self, Plugin};
-use super::{Provider, http, shell, sleep, tcp};
+use super::{Provider, http, shell, sleep, ssh, tcp};
 
 /// What `provider.action` resolves to.
 pub enum Lookup {
@@ -22,6 +22,7 @@ pub struct Providers {
     plugin_dirs: Vec<PathBuf>,
     plugins: Mutex<HashMap<String, Result<Arc<Plugin>, String>>>,
     shell: shell::Shell,
+    ssh: ssh::Ssh,
     http: http::Http,
 }
 
@@ -31,6 +32,7 @@ impl Providers {
             plugin_dirs: plugin_dirs.to_vec(),
             plugins: Mutex::new(HashMap::new()),
             shell: shell::Shell::default(),
+            ssh: ssh::Ssh::default(),
             http: http::Http::default(),
         }
     }
@@ -99,11 +101,18 @@ impl Providers {
     pub fn builtin(&self, provider: &str) -> Option<&dyn Provider> {
         match provider {
             "shell" => Some(&self.shell),
+            "ssh" => Some(&self.ssh),
             "http" => Some(&self.http),
             "tcp" => Some(&tcp::Tcp),
             "sleep" => Some(&sleep::Sleep),
             _ => None,
         }
+    }
+
+    /// Ends what the session's providers hold open (ssh connections). Also done when they are
+    /// dropped; called where a session ends, so nothing waits for the last reference.
+    pub fn close(&self) {
+        self.ssh.close();
     }
 
     /// Every plugin looked up so far, found or not.

@@ -186,15 +186,7 @@ async fn run(
         }
         Err(e) => return Err(Failure::permanent(e)),
     };
-    let mut outputs = OutputMap::new();
-    let text = output_file.read();
-    for line in text.lines() {
-        if let Some((k, v)) = line.split_once('=')
-            && !k.trim().is_empty()
-        {
-            outputs.insert(k.trim().to_string(), json!(v));
-        }
-    }
+    let mut outputs = output_lines(&output_file.read());
     let code = finished.code();
     outputs.insert("exit_code".into(), json!(code));
     outputs.insert("stdout".into(), json!(finished.stdout));
@@ -218,4 +210,17 @@ async fn run(
         retryable: true,
         outputs,
     })
+}
+
+/// The `key=value` lines a step wrote to `$RIPCORD_OUTPUT`, as outputs.
+pub fn output_lines(text: &str) -> OutputMap {
+    let mut outputs = OutputMap::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=')
+            && !k.trim().is_empty()
+        {
+            outputs.insert(k.trim().to_string(), json!(v));
+        }
+    }
+    outputs
 }

@@ -251,6 +251,8 @@ impl Drop for Session {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+        // Connections the steps shared (ssh masters) are closed in order, before the kill.
+        self.providers.close();
         self.groups.kill_all();
         self.groups.close();
     }

@@ -151,7 +151,7 @@ fn hostile_strings_in_script_reach_the_command_byte_for_byte() {
 }
 
 /// Every file under `dir`, read.
-fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+pub fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         if path.is_dir() {

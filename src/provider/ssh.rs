@@ -1,0 +1,647 @@
+//! `ssh.run`: a command on another host, through the system OpenSSH client, so the operator's
+//! `~/.ssh/config`, agent, jump hosts and certificates keep working.
+//!
+//! - **One connection per host per session.** The first step for a target (host, user, port,
+//!   identity, known_hosts) starts a master (`ssh -N -M`) whose control socket lives in a private
+//!   (0700) directory of the session; every step for that target is a client of it
+//!   (`ControlMaster=no`). The master is a child of ripcord in a process group told to the
+//!   supervisor, so it ends with the session: closed when the providers are dropped (a normal
+//!   end, an interrupt), killed with the step groups after `kill -9`.
+//! - **Host keys are checked strictly** (`StrictHostKeyChecking=yes`, `BatchMode=yes`,
+//!   `UpdateHostKeys=no`): an unknown or changed key fails the master, so the step fails
+//!   before anything runs on the host. With `known_hosts`, that file is the only one consulted.
+//! - **Nothing secret on a command line.** The remote command line is a fixed bootstrap (see
+//!   [`BOOTSTRAP`]) and the step's argv. `env` travels on the connection's stdin, ahead of the
+//!   step's own `stdin`, each value written as octal escapes on one line; the bootstrap reads
+//!   those lines, exports them, and hands the rest of stdin to the command.
+//! - **Outputs as for local steps.** The bootstrap gives the command a fresh private directory
+//!   for `$RIPCORD_OUTPUT` and, once it has ended, prints a per-attempt random boundary, the
+//!   exit code, and the output file's `key=value` lines after the command's stdout. No boundary
+//!   means the command never ran or its end was not seen (ssh's own error is on stderr).
+//! - **Cancellation** (timeout, interrupt) sends SIGTERM to the bootstrap over the master; it
+//!   passes SIGTERM to its process group (the command and its children), then SIGKILL a second
+//!   later.
+//! - **Check mode** (`run --check`) connects and authenticates, and runs nothing.
+//!
+//! The remote account's login shell must be POSIX (sh, bash, dash, ksh, zsh): it reads the
+//! single-quoted command line.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+use tokio::process::Command;
+
+use super::process::{self, Ended};
+use super::shell::{self, MAX_CAPTURE};
+use super::{BoxFuture, Failure, OutputMap, Provider, Request, param_str, scalar_text};
+use crate::cli::shell_word;
+use crate::session::supervisor::{Groups, signal_group};
+
+/// Bytes of the remote `$RIPCORD_OUTPUT` file read back.
+const MAX_OUTPUT_FILE: usize = 64 * 1024;
+
+/// How long a cancelled command's process group has between SIGTERM and SIGKILL.
+const REMOTE_GRACE_S: u32 = 1;
+
+/// The remote side of one attempt, run by `sh -c` with `$1` the attempt's boundary and the
+/// rest the command. Claims the attempt's directory (a directory already there means the
+/// attempt was cancelled before it began: nothing runs), reads `NAME=escaped` lines up to `.`
+/// (an input that ends before it means the client is gone: nothing runs), then runs the
+/// command in the background (so a SIGTERM can be acted on while it runs) with the rest of
+/// stdin.
+const BOOTSTRAP: &str = r#"d="${TMPDIR:-/tmp}/ripcord-$1"; b=$1; shift
+mkdir -m 700 "$d" 2>/dev/null || { rmdir "$d" 2>/dev/null; echo "ripcord: cancelled, or cannot create $d" >&2; exit 255; }
+trap 'rm -rf "$d"' EXIT
+trap 'trap "" TERM; kill -TERM 0; sleep GRACE; rm -rf "$d"; kill -KILL 0' TERM
+echo $$ >"$d/pid"
+ok=
+while IFS= read -r l; do
+  [ "$l" = . ] && { ok=1; break; }
+  v=$(printf '%bx' "${l#*=}"); export "${l%%=*}=${v%x}"
+done
+[ "$ok" ] || { echo "ripcord: the connection ended before the command was sent" >&2; exit 255; }
+export RIPCORD_OUTPUT="$d/out"
+exec 3<&0
+"$@" <&3 3<&- &
+wait $!; rc=$?
+printf '%s%s\n' "$b" "$rc"
+head -c MAXOUT "$d/out" 2>/dev/null
+exit $rc"#;
+
+/// Who to connect to: one master each.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Target {
+    host: String,
+    user: Option<String>,
+    port: Option<u16>,
+    identity: Option<String>,
+    known_hosts: Option<String>,
+}
+
+impl Target {
+    fn of(p: &Json) -> Result<Target, Failure> {
+        let text = |k: &str| param_str(p, k).map(str::to_string);
+        let host = text("host").unwrap_or_default();
+        // The schema refuses these too; a value rendered at run time is checked again here,
+        // since ssh would read a leading `-` as an option.
+        for (what, v) in [("host", Some(&host)), ("user", text("user").as_ref())] {
+            if let Some(v) = v
+                && (v.is_empty() || v.starts_with('-') || v.chars().any(char::is_whitespace))
+            {
+                return Err(Failure::permanent(format!(
+                    "ssh.run: `{what}` must be a name, not empty, without spaces, not starting with `-`"
+                )));
+            }
+        }
+        let port =
+            match p.get("port").and_then(Json::as_u64) {
+                Some(n) => Some(u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Failure::permanent(format!("ssh.run: port {n} out of range"))
+                })?),
+                None => None,
+            };
+        Ok(Target {
+            host,
+            user: text("user"),
+            port,
+            identity: text("identity"),
+            known_hosts: text("known_hosts"),
+        })
+    }
+
+    /// The options every ssh process for this target takes (master and clients).
+    fn options(&self, socket: &Path) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-T",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "UpdateHostKeys=no",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(user) = &self.user {
+            args.extend(["-l".into(), user.clone()]);
+        }
+        if let Some(port) = self.port {
+            args.extend(["-p".into(), port.to_string()]);
+        }
+        if let Some(identity) = &self.identity {
+            args.extend([
+                "-i".into(),
+                identity.clone(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
+        }
+        if let Some(file) = &self.known_hosts {
+            args.extend([
+                "-o".into(),
+                format!("UserKnownHostsFile={}", ssh_config_word(file)),
+                "-o".into(),
+                "GlobalKnownHostsFile=/dev/null".into(),
+            ]);
+        }
+        args.extend([
+            "-o".into(),
+            format!("ControlPath={}", ssh_config_word(&socket.to_string_lossy())),
+        ]);
+        args
+    }
+
+    fn describe(&self) -> String {
+        let user = self
+            .user
+            .as_ref()
+            .map_or(String::new(), |u| format!("{u}@"));
+        let port = self.port.map_or(String::new(), |p| format!(":{p}"));
+        format!("{user}{}{port}", self.host)
+    }
+}
+
+/// A value for an ssh `-o` option: ssh splits option values on spaces unless quoted, and
+/// expands `%` tokens in some of them.
+fn ssh_config_word(value: &str) -> String {
+    let value = value.replace('%', "%%");
+    if value.contains([' ', '"', '\t']) {
+        format!("\"{}\"", value.replace('"', ""))
+    } else {
+        value
+    }
+}
+
+/// A running master: its process (leading its own group) and control socket.
+struct Master {
+    child: std::process::Child,
+    socket: PathBuf,
+    groups: Groups,
+}
+
+impl Drop for Master {
+    /// Asks the master to end (SIGTERM closes the connection and removes the socket), then
+    /// SIGKILL if it has not within a second.
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        signal_group(pid, libc::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        signal_group(pid, libc::SIGKILL);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.groups.ended(pid);
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Master>>>;
+
+/// The ssh provider of one session: its masters, and the private directory of their sockets.
+#[derive(Default)]
+pub struct Ssh {
+    masters: Arc<Mutex<Masters>>,
+}
+
+#[derive(Default)]
+struct Masters {
+    dir: Option<tempfile::TempDir>,
+    slots: HashMap<Target, Slot>,
+}
+
+impl Masters {
+    /// Closes every master now (they are also closed when dropped).
+    fn close(&mut self) {
+        self.slots.clear();
+    }
+}
+
+impl Ssh {
+    /// Ends every master: the session is over.
+    pub fn close(&self) {
+        lock(&self.masters).close();
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Provider for Ssh {
+    fn invoke(&self, request: Request) -> BoxFuture {
+        let masters = self.masters.clone();
+        Box::pin(async move { run(request, &masters).await })
+    }
+}
+
+/// The control socket of a live master for `target`, started if there is none.
+async fn connect(
+    target: &Target,
+    masters: &Mutex<Masters>,
+    request: &Request,
+) -> Result<PathBuf, Failure> {
+    let (slot, socket) = {
+        let mut all = lock(masters);
+        if all.dir.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("ripcord-ssh-")
+                .tempdir()
+                .map_err(|e| {
+                    Failure::new(format!("cannot create the ssh socket directory: {e}"))
+                })?;
+            all.dir = Some(dir);
+        }
+        let n = all.slots.len();
+        let socket = all
+            .dir
+            .as_ref()
+            .expect("created above")
+            .path()
+            .join(n.to_string());
+        let slot = all.slots.entry(target.clone()).or_default().clone();
+        (slot, socket)
+    };
+    // One step per target connects; the others wait for it, then share the connection.
+    let mut master = slot.lock().await;
+    if let Some(m) = master.as_mut() {
+        match m.child.try_wait() {
+            Ok(None) => return Ok(m.socket.clone()),
+            // The connection dropped (the host rebooted): a new one.
+            _ => *master = None,
+        }
+    }
+    let started = start_master(target, &socket, request).await?;
+    let socket = started.socket.clone();
+    *master = Some(started);
+    Ok(socket)
+}
+
+async fn start_master(
+    target: &Target,
+    socket: &Path,
+    request: &Request,
+) -> Result<Master, Failure> {
+    use std::os::unix::process::CommandExt;
+    if let Some(file) = &target.known_hosts
+        && let Err(e) = std::fs::metadata(file)
+    {
+        return Err(Failure::permanent(format!(
+            "ssh.run: known_hosts file {file}: {e}"
+        )));
+    }
+    let _ = std::fs::remove_file(socket);
+    let stderr = tempfile::tempfile()
+        .map_err(|e| Failure::new(format!("cannot create a file for ssh's errors: {e}")))?;
+    let mut command = std::process::Command::new("ssh");
+    command
+        .args([
+            "-N",
+            "-M",
+            "-o",
+            "ControlPersist=no",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args(target.options(socket))
+        .arg("--")
+        .arg(&target.host)
+        .env("RIPCORD_RUN_ID", &request.run_id)
+        .env("RIPCORD_SESSION", request.groups.session())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            stderr
+                .try_clone()
+                .map_err(|e| Failure::new(format!("ssh's error file: {e}")))?,
+        )
+        // Away from the terminal's Ctrl-C: the session closes it when it ends.
+        .process_group(0);
+    let child = command
+        .spawn()
+        .map_err(|e| Failure::permanent(format!("cannot run `ssh`: {e}")))?;
+    request.groups.started(child.id() as i32);
+    let mut master = Master {
+        child,
+        socket: socket.to_path_buf(),
+        groups: request.groups.clone(),
+    };
+    let mut wait = Duration::from_millis(1);
+    loop {
+        if let Ok(Some(status)) = master.child.try_wait() {
+            let why = last_line(&read_all(stderr));
+            let why = if why.is_empty() {
+                format!("ssh exited with {status}")
+            } else {
+                why
+            };
+            // A host key problem or a refused login will not mend by itself.
+            let permanent = why.contains("Host key verification failed")
+                || why.contains("host key")
+                || why.contains("HOST IDENTIFICATION")
+                || why.contains("Permission denied");
+            let message = format!(
+                "ssh.run: cannot connect to {}: {why}; nothing ran",
+                target.describe()
+            );
+            return Err(if permanent {
+                Failure::permanent(message)
+            } else {
+                Failure::new(message)
+            });
+        }
+        if socket.exists() {
+            return Ok(master);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = request.cancel.cancelled() => {
+                return Err(Failure::new(format!(
+                    "cancelled while connecting to {}", target.describe()
+                )));
+            }
+        }
+        wait = (wait * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn read_all(mut file: std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut text);
+    text
+}
+
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// A random token naming one attempt on the remote host.
+fn boundary() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos ^ u128::from(std::process::id()) << 64).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("RIPCORD-{hex}-")
+}
+
+/// `NAME=value` with every byte of the value as a `printf %b` octal escape: one line whatever
+/// the value holds.
+fn env_line(name: &str, value: &str) -> String {
+    let mut line = String::with_capacity(name.len() + 1 + value.len() * 5 + 1);
+    line.push_str(name);
+    line.push('=');
+    for b in value.bytes() {
+        line.push_str(&format!("\\0{b:03o}"));
+    }
+    line.push('\n');
+    line
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Failure> {
+    let p = &request.params;
+    let target = Target::of(p)?;
+    let command: Vec<String> = if let Some(argv) = p.get("argv").and_then(Json::as_array) {
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| scalar_text(a).unwrap_or_default())
+            .collect();
+        if argv.is_empty() {
+            return Err(Failure::permanent("argv is empty"));
+        }
+        argv
+    } else if let Some(script) = param_str(p, "script") {
+        vec!["sh".into(), "-c".into(), script.into()]
+    } else {
+        return Err(Failure::permanent("ssh.run needs `argv` or `script`"));
+    };
+    let mut input = String::new();
+    if let Some(env) = p.get("env").and_then(Json::as_object) {
+        for (k, v) in env {
+            let value = scalar_text(v).unwrap_or_default();
+            if !is_env_name(k) {
+                return Err(Failure::permanent(format!(
+                    "ssh.run: env name `{k}` is not a variable name"
+                )));
+            }
+            if value.contains('\0') {
+                return Err(Failure::permanent(format!(
+                    "ssh.run: env `{k}` holds a NUL byte, which no environment can carry"
+                )));
+            }
+            input.push_str(&env_line(k, &value));
+        }
+    }
+    input.push_str(&env_line("RIPCORD_RUN_ID", &request.run_id));
+    input.push_str(&env_line("RIPCORD_STEP", &request.step));
+    input.push_str(&env_line("RIPCORD_ATTEMPT", &request.attempt.to_string()));
+    input.push_str(".\n");
+    if let Some(stdin) = param_str(p, "stdin") {
+        input.push_str(stdin);
+    }
+
+    let socket = connect(&target, masters, &request).await?;
+    if request.check {
+        // Connected and authenticated, host key checked: the check is done, nothing runs.
+        return Ok(OutputMap::new());
+    }
+    let boundary = boundary();
+    let bootstrap = BOOTSTRAP
+        .replace("GRACE", &REMOTE_GRACE_S.to_string())
+        .replace("MAXOUT", &MAX_OUTPUT_FILE.to_string());
+    let mut remote = format!(
+        "sh -c {} ripcord-ssh {}",
+        shell_word(&bootstrap),
+        shell_word(&boundary)
+    );
+    for word in &command {
+        remote.push(' ');
+        remote.push_str(&shell_word(word));
+    }
+    let mut ssh = Command::new("ssh");
+    ssh.args([
+        "-o",
+        "ControlMaster=no",
+        "-o",
+        "RemoteCommand=none",
+        "-o",
+        "LogLevel=ERROR",
+    ])
+    .args(target.options(&socket))
+    .arg("--")
+    .arg(&target.host)
+    .arg(&remote);
+    let program = command[0].clone();
+    let ended = process::run(
+        ssh,
+        Some(input.into_bytes()),
+        MAX_CAPTURE + MAX_OUTPUT_FILE + 128,
+        &request,
+    )
+    .await;
+    let finished = match ended {
+        Ok(Ended::Exited(f)) => f,
+        Ok(Ended::Cancelled) => {
+            stop_remote(&target, &socket, &boundary).await;
+            return Err(Failure::new(
+                "cancelled: the remote command was sent SIGTERM, then SIGKILL",
+            ));
+        }
+        Err(e) => return Err(Failure::permanent(e)),
+    };
+    let Some(at) = finished.stdout.rfind(&boundary) else {
+        let why = last_line(&finished.stderr);
+        return Err(Failure::new(format!(
+            "ssh.run on {}: the command's end was not seen (ssh exited with code {}){}",
+            target.describe(),
+            finished.code(),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        )));
+    };
+    let stdout = tail(&finished.stdout[..at], MAX_CAPTURE);
+    let rest = &finished.stdout[at + boundary.len()..];
+    let (code, written) = rest.split_once('\n').unwrap_or((rest, ""));
+    let code: i64 = code.trim().parse().unwrap_or(-1);
+    let mut outputs = shell::output_lines(written);
+    outputs.insert("exit_code".into(), json!(code));
+    outputs.insert("stdout".into(), json!(stdout));
+    outputs.insert("stderr".into(), json!(finished.stderr));
+    if code == 0 {
+        return Ok(outputs);
+    }
+    let last = last_line(&finished.stderr);
+    let message = if last.is_empty() {
+        format!(
+            "`{program}` on {} exited with code {code}",
+            target.describe()
+        )
+    } else {
+        format!(
+            "`{program}` on {} exited with code {code}: {last}",
+            target.describe()
+        )
+    };
+    Err(Failure {
+        message,
+        retryable: true,
+        outputs,
+    })
+}
+
+/// The last `max` bytes of `text`, cut at a character boundary.
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// Stops a cancelled attempt on the host, through the master: SIGTERM to its bootstrap, or,
+/// when it has not begun, keeps it from beginning (bounded: a dead connection must not hold up
+/// the interrupt).
+async fn stop_remote(target: &Target, socket: &Path, boundary: &str) {
+    // The attempt may not have begun on the host yet: claiming its directory first stops it
+    // from beginning (the bootstrap finds it there and leaves). Otherwise it has begun, and its
+    // pid is written a moment after the directory.
+    let remote = format!(
+        "d=\"${{TMPDIR:-/tmp}}/ripcord-{boundary}\"; mkdir -m 700 \"$d\" 2>/dev/null && exit 0; \
+         for i in 1 2 3 4 5 6 7 8 9 10; do [ -s \"$d/pid\" ] && break; sleep 0.1 2>/dev/null || sleep 1; done; \
+         kill -TERM \"$(cat \"$d/pid\")\""
+    );
+    let mut ssh = Command::new("ssh");
+    ssh.args([
+        "-o",
+        "ControlMaster=no",
+        "-o",
+        "RemoteCommand=none",
+        "-o",
+        "LogLevel=ERROR",
+    ])
+    .args(target.options(socket))
+    .arg("--")
+    .arg(&target.host)
+    .arg(remote)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
+    if let Ok(mut child) = ssh.spawn() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_lines_carry_any_bytes_on_one_line() {
+        let line = env_line("A", "x\n'$");
+        assert_eq!(line, "A=\\0170\\0012\\0047\\0044\n");
+        assert_eq!(line.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn env_names_are_variable_names() {
+        assert!(is_env_name("PGPASSWORD"));
+        assert!(is_env_name("_x1"));
+        assert!(!is_env_name("1x"));
+        assert!(!is_env_name("A-B"));
+        assert!(!is_env_name("A=B"));
+        assert!(!is_env_name(""));
+    }
+
+    #[test]
+    fn a_host_that_would_be_an_option_is_refused() {
+        for host in ["-oProxyCommand=touch /tmp/x", "", "a b"] {
+            assert!(Target::of(&json!({ "host": host, "argv": ["true"] })).is_err());
+        }
+        assert!(Target::of(&json!({ "host": "db1", "user": "-x" })).is_err());
+        assert!(Target::of(&json!({ "host": "db1", "port": 70000 })).is_err());
+        assert!(Target::of(&json!({ "host": "db1.example", "user": "pg", "port": 22 })).is_ok());
+    }
+
+    #[test]
+    fn option_values_keep_spaces_and_percent_signs() {
+        assert_eq!(ssh_config_word("/tmp/a b/%h"), "\"/tmp/a b/%%h\"");
+        assert_eq!(ssh_config_word("/plain"), "/plain");
+    }
+}

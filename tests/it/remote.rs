@@ -1,0 +1,464 @@
+//! `ssh.run` against a real OpenSSH server on loopback (see [`crate::sshd`]): commands, outputs,
+//! env that never reaches a command line, strict host keys, one connection for many steps, and
+//! the connection closed on every way a session ends.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::sshd::Sshd;
+use crate::support::{Ripcord, alive, write};
+
+/// A directory the server's account can write into, for commands to leave evidence in.
+fn drop_box(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("box");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The temp dir above it is 0700: let the account through.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    path
+}
+
+fn report(state: &Path, run_id: &str) -> serde_json::Value {
+    let out = Ripcord::new()
+        .state(state)
+        .args(["report", run_id, "--format", "json"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report}"))
+}
+
+/// Processes whose command line mentions `needle`.
+fn ssh_processes(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.starts_with("ssh ") && text.contains(needle) {
+                found.push(text);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn ssh_run_gives_outputs_and_exit_codes_over_one_connection() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "remote.yaml",
+        &format!(
+            r#"version: 1
+name: remote
+inputs:
+  hosts: {{ type: list, default: [a, b, c, d, e, f] }}
+defaults: {{ retry: {{ attempts: 1 }} }}
+steps:
+  - id: each
+    for_each: "${{{{ inputs.hosts }}}}"
+    uses: ssh.run
+    with: {{ {p}, argv: [sh, -c, 'echo "on $1 as $(id -un)"; echo "item=$1" >> "$RIPCORD_OUTPUT"; echo "step=$RIPCORD_STEP" >> "$RIPCORD_OUTPUT"', x, "${{{{ item }}}}"] }}
+  - id: script
+    uses: ssh.run
+    with:
+{block}
+      script: |
+        printf '%s\n' ${{{{ inputs.hosts[0] }}}} "it's" | tr a-z A-Z
+        printf 'no newline at the end'
+  - id: stdin
+    uses: ssh.run
+    with: {{ {p}, argv: [sh, -c, 'wc -l; cat >/dev/null'], stdin: "one\ntwo\nthree\n" }}
+  - id: fails
+    uses: ssh.run
+    on_failure: continue
+    with: {{ {p}, argv: [sh, -c, 'echo partial; echo "it broke" >&2; exit 7'] }}
+"#,
+            p = sshd.params(),
+            block = sshd.params_block(6)
+        ),
+    );
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", &file, "--json", "--concurrency", "4"])
+        .run();
+    assert_eq!(
+        out.code,
+        0,
+        "`fails` may fail (on_failure: continue)\n{}",
+        out.transcript()
+    );
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let report = report(&state, &run_id);
+    for item in ["a", "b", "c", "d", "e", "f"] {
+        let s = step(&report, &format!("each[{item}]"));
+        assert_eq!(s["status"], "succeeded", "{s}");
+        let outputs = &s["outputs"];
+        assert_eq!(outputs["stdout"], format!("on {item} as {}\n", sshd.user));
+        assert_eq!(outputs["item"], item);
+        assert_eq!(outputs["step"], format!("each[{item}]"));
+        assert_eq!(outputs["exit_code"], 0);
+    }
+    let script = &step(&report, "script")["outputs"];
+    assert_eq!(
+        script["stdout"], "A\nIT'S\nno newline at the end",
+        "{script}"
+    );
+    assert_eq!(
+        step(&report, "stdin")["outputs"]["stdout"]
+            .as_str()
+            .unwrap()
+            .trim(),
+        "3"
+    );
+    let fails = step(&report, "fails");
+    assert_eq!(fails["status"], "failed");
+    assert_eq!(fails["outputs"]["exit_code"], 7);
+    assert_eq!(fails["outputs"]["stdout"], "partial\n");
+    let error = fails["tries"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("exited with code 7") && error.contains("it broke"),
+        "{error}"
+    );
+    // Nine steps, four at a time, on one host: one login.
+    assert_eq!(sshd.logins(), 1, "{}", sshd.log_text());
+    // The connection was closed with the session.
+    assert!(ssh_processes(&format!("-p {}", sshd.port)).is_empty());
+}
+
+#[test]
+fn env_reaches_the_remote_command_and_no_command_line() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = drop_box(dir.path());
+    let state = dir.path().join("state");
+    // Quotes, a newline, `$`, a backslash and non-ASCII: every byte arrives as it was.
+    let canary = format!("ssh-canary-{}-'q\"\n$HOME\\x é", std::process::id());
+    let file = write(
+        dir.path(),
+        "env.yaml",
+        &format!(
+            r#"version: 1
+name: remote-env
+inputs:
+  token: {{ type: string, secret: true, env: SSH_CANARY }}
+steps:
+  - id: use
+    uses: ssh.run
+    with:
+{p}
+      argv: [sh, -c, 'printf %s "$TOKEN" > {evidence}/token; printf %s "$(cat)" > {evidence}/stdin; echo "seen=$TOKEN" >> "$RIPCORD_OUTPUT"; sleep 2']
+      env: {{ TOKEN: "${{{{ inputs.token }}}}", PLAIN: 5 }}
+      stdin: "${{{{ inputs.token }}}}"
+"#,
+            p = sshd.params_block(6),
+            evidence = evidence.display()
+        ),
+    );
+    let child = Ripcord::new()
+        .state(&state)
+        .env("SSH_CANARY", &canary)
+        .args(["run", &file, "--json"])
+        .spawn();
+    let first_line = canary.lines().next().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_millis(1800);
+    let (mut looked, mut in_environ) = (0, false);
+    while Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                looked += 1;
+                let text = String::from_utf8_lossy(&cmdline);
+                assert!(
+                    !text.contains(&first_line),
+                    "secret on a command line: {text}"
+                );
+            }
+            // The remote command has it in its environment: it did arrive, by another way.
+            if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
+                in_environ |= String::from_utf8_lossy(&environ).contains(&first_line);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(looked > 0);
+    assert!(
+        in_environ,
+        "the remote command's environment holds the token"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(evidence.join("token")).unwrap(),
+        canary
+    );
+    assert_eq!(
+        std::fs::read_to_string(evidence.join("stdin")).unwrap(),
+        canary
+    );
+    assert!(!stdout.contains(&first_line), "{stdout}");
+    // Nothing recorded holds it either.
+    let mut all = Vec::new();
+    crate::secrets::files(&state, &mut all);
+    assert!(!all.is_empty());
+    for (name, bytes) in &all {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(&first_line),
+            "secret in {name}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_or_changed_host_key_is_refused_before_anything_runs() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = drop_box(dir.path());
+    let state = dir.path().join("state");
+    // A known_hosts that names another key for this host (a changed key), and an empty one
+    // (an unknown host).
+    let other = dir.path().join("other_key");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let mut fields = other_pub.split_whitespace();
+    let changed = dir.path().join("changed_hosts");
+    std::fs::write(
+        &changed,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            fields.next().unwrap(),
+            fields.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let unknown = dir.path().join("empty_hosts");
+    std::fs::write(&unknown, "").unwrap();
+    for (name, known) in [("changed", &changed), ("unknown", &unknown)] {
+        let params = sshd.params().replace(
+            &format!("known_hosts: {}", sshd.known_hosts.display()),
+            &format!("known_hosts: {}", known.display()),
+        );
+        let file = write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "version: 1\nname: hostkey\nsteps:\n  - {{ id: touch, uses: ssh.run, retry: {{ attempts: 3, delay: 10ms }}, with: {{ {params}, argv: [touch, {}/{name}] }} }}\n",
+                evidence.display()
+            ),
+        );
+        let out = Ripcord::new().state(&state).args(["run", &file]).run();
+        assert_eq!(out.code, 1, "{}", out.transcript());
+        let text = out.transcript();
+        assert!(
+            text.contains("Host key verification failed") && text.contains("nothing ran"),
+            "{text}"
+        );
+        // Not retried: a host key does not mend by itself.
+        assert!(
+            !text.contains("attempt 2") && !text.contains("retry"),
+            "{text}"
+        );
+        assert!(
+            !evidence.join(name).exists(),
+            "the command ran on a {name} host key"
+        );
+        // `run --check` finds it too.
+        let check = Ripcord::new()
+            .state(&state)
+            .args(["run", &file, "--check"])
+            .run();
+        assert_eq!(check.code, 1, "{}", check.transcript());
+    }
+    assert_eq!(sshd.logins(), 0, "{}", sshd.log_text());
+}
+
+#[test]
+fn check_mode_connects_and_runs_nothing() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = drop_box(dir.path());
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "check.yaml",
+        &format!(
+            "version: 1\nname: check\nsteps:\n  - {{ id: touch, uses: ssh.run, with: {{ {}, argv: [touch, {}/ran] }} }}\n",
+            sshd.params(),
+            evidence.display()
+        ),
+    );
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", &file, "--check"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(!evidence.join("ran").exists());
+    assert_eq!(sshd.logins(), 1, "the check logged in");
+    // A port nobody listens on fails the check.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(&format!("port: {}", sshd.port), &format!("port: {port}")),
+    );
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", &bad, "--check"])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.transcript().contains("cannot connect"),
+        "{}",
+        out.transcript()
+    );
+}
+
+/// A remote command that outlives its step's timeout is stopped on the host, not left running.
+#[test]
+fn a_timed_out_remote_command_is_stopped_on_the_host() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let marker = format!("{}.{}", 40, std::process::id() % 1000);
+    let file = write(
+        dir.path(),
+        "timeout.yaml",
+        &format!(
+            "version: 1\nname: timeout\nsteps:\n  - {{ id: hang, uses: ssh.run, timeout: 1s, retry: {{ attempts: 1 }}, with: {{ {}, argv: [sh, -c, 'sleep {marker}; echo late'] }} }}\n",
+            sshd.params()
+        ),
+    );
+    let out = Ripcord::new().state(&state).args(["run", &file]).run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while alive(&format!("-c sleep {marker}")) {
+        assert!(
+            Instant::now() < deadline,
+            "the remote sleep outlived its step"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An interrupt stops the remote command and closes the connection; so does `kill -9` of
+/// ripcord (the supervisor ends the master).
+#[test]
+fn an_interrupt_or_kill_closes_the_connection() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    // 1: an interrupt while the command runs; 2: an interrupt as the client starts, before the
+    // command may have begun on the host; 3: kill -9 of ripcord.
+    for (n, signal) in [(1, libc::SIGINT), (2, libc::SIGINT), (3, libc::SIGKILL)] {
+        let state = dir.path().join(format!("state{n}"));
+        let marker = format!("{}.{}{n}", 50, std::process::id() % 1000);
+        let file = write(
+            dir.path(),
+            &format!("int{n}.yaml"),
+            &format!(
+                "version: 1\nname: interrupt\nsteps:\n  - {{ id: hang, uses: ssh.run, with: {{ {}, argv: [sh, -c, 'sleep {marker}'] }} }}\n",
+                sshd.params()
+            ),
+        );
+        let child = Ripcord::new().state(&state).args(["run", &file]).spawn();
+        if n == 2 {
+            // The client's own command line names the remote command (quoted).
+            crate::support::wait_alive(&format!("'sleep {marker}'"));
+        } else {
+            // The remote shell's (unquoted).
+            crate::support::wait_alive(&format!("-c sleep {marker}"));
+        }
+        let port = format!("-p {}", sshd.port);
+        if n != 2 {
+            assert!(!ssh_processes(&port).is_empty(), "a master is up");
+        }
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let out = child.wait_with_output().unwrap();
+        if signal == libc::SIGINT {
+            assert_eq!(out.status.code(), Some(3));
+        }
+        let deadline =
+            Instant::now() + Duration::from_secs(if signal == libc::SIGINT { 3 } else { 4 });
+        while !ssh_processes(&port).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "ssh processes left after {signal}: {:?}",
+                ssh_processes(&port)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if signal == libc::SIGKILL {
+            // Nothing is left on this side to stop the remote command after a `kill -9`: it
+            // runs to its own end (docs/remote.md says so, and resume finds the step in doubt).
+            let _ = std::process::Command::new("pkill")
+                .args(["-f", &format!("-c sleep {marker}")])
+                .status();
+        } else {
+            // The remote command was stopped, not just disconnected.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while alive(&format!("-c sleep {marker}")) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the remote sleep outlived the interrupt"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[test]
+fn ssh_params_are_checked_at_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "bad.yaml",
+        "version: 1\nname: bad\ninputs:\n  token: { type: string, secret: true, env: T }\nsteps:\n\
+         - { id: a, uses: ssh.run, with: { host: -oProxyCommand=x, argv: [true] } }\n\
+         - { id: b, uses: ssh.run, with: { host: db1, argv: [echo, \"${{ inputs.token }}\"] } }\n\
+         - { id: c, uses: ssh.run, with: { host: db1, argv: [true], env: { \"A-B\": x } } }\n\
+         - { id: d, uses: ssh.run, with: { argv: [true] } }\n",
+    );
+    let out = Ripcord::new().args(["validate", &file]).run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    for (line, what) in [(6, "host"), (7, "token"), (8, "env"), (9, "host")] {
+        assert!(
+            out.stderr.contains(&format!("bad.yaml:{line}:")),
+            "no error at line {line} ({what}):\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains("secret input `token`"),
+        "{}",
+        out.stderr
+    );
+}

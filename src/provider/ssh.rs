@@ -4,7 +4,7 @@
 //! - **One connection per host per session.** The first step for a target (host, user, port,
 //!   identity, known_hosts) starts a master (`ssh -N -M`) whose control socket lives in a private
 //!   (0700) directory of the session; every step for that target is a client of it
-//!   (`ControlMaster=no`). The master is a child of ripcord in a process group told to the
+//!   (`ControlMaster=no`), at most [`MAX_SESSIONS`] at once. The master is a child of ripcord in a process group told to the
 //!   supervisor, so it ends with the session: closed when the providers are dropped (a normal
 //!   end, an interrupt), killed with the step groups after `kill -9`.
 //! - **Host keys are checked strictly** (`StrictHostKeyChecking=yes`, `BatchMode=yes`,
@@ -203,7 +203,24 @@ impl Drop for Master {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Master>>>;
+/// Sessions open at once on one connection: sshd's `MaxSessions` default. A step beyond it
+/// waits for one to close rather than being refused by the server.
+const MAX_SESSIONS: usize = 10;
+
+/// A target's master (once connected) and its sessions.
+struct Slot {
+    master: tokio::sync::Mutex<Option<Master>>,
+    sessions: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            master: tokio::sync::Mutex::new(None),
+            sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+        }
+    }
+}
 
 /// The ssh provider of one session: its masters, and the private directory of their sockets.
 #[derive(Default)]
@@ -214,7 +231,7 @@ pub struct Ssh {
 #[derive(Default)]
 struct Masters {
     dir: Option<tempfile::TempDir>,
-    slots: HashMap<Target, Slot>,
+    slots: HashMap<Target, Arc<Slot>>,
 }
 
 impl Masters {
@@ -248,12 +265,13 @@ impl Provider for Ssh {
     }
 }
 
-/// The control socket of a live master for `target`, started if there is none.
+/// The control socket of a live master for `target`, started if there is none, and a session
+/// on it.
 async fn connect(
     target: &Target,
     masters: &Mutex<Masters>,
     request: &Request,
-) -> Result<PathBuf, Failure> {
+) -> Result<(PathBuf, tokio::sync::OwnedSemaphorePermit), Failure> {
     let (slot, socket) = {
         let mut all = lock(masters);
         if all.dir.is_none() {
@@ -272,14 +290,24 @@ async fn connect(
             .expect("created above")
             .path()
             .join(n.to_string());
-        let slot = all.slots.entry(target.clone()).or_default().clone();
+        let slot = all
+            .slots
+            .entry(target.clone())
+            .or_insert_with(|| Arc::new(Slot::new()))
+            .clone();
         (slot, socket)
     };
+    let session = tokio::select! {
+        permit = slot.sessions.clone().acquire_owned() => {
+            permit.map_err(|_| Failure::new("the session is closing"))?
+        }
+        () = request.cancel.cancelled() => return Err(Failure::new("cancelled")),
+    };
     // One step per target connects; the others wait for it, then share the connection.
-    let mut master = slot.lock().await;
+    let mut master = slot.master.lock().await;
     if let Some(m) = master.as_mut() {
         match m.child.try_wait() {
-            Ok(None) => return Ok(m.socket.clone()),
+            Ok(None) => return Ok((m.socket.clone(), session)),
             // The connection dropped (the host rebooted): a new one.
             _ => *master = None,
         }
@@ -287,7 +315,7 @@ async fn connect(
     let started = start_master(target, &socket, request).await?;
     let socket = started.socket.clone();
     *master = Some(started);
-    Ok(socket)
+    Ok((socket, session))
 }
 
 async fn start_master(
@@ -473,7 +501,8 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
         input.push_str(stdin);
     }
 
-    let socket = connect(&target, masters, &request).await?;
+    // Held until the attempt is over, its cancellation included.
+    let (socket, _session) = connect(&target, masters, &request).await?;
     if request.check {
         // Connected and authenticated, host key checked: the check is done, nothing runs.
         return Ok(OutputMap::new());

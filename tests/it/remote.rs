@@ -63,13 +63,13 @@ fn ssh_run_gives_outputs_and_exit_codes_over_one_connection() {
             r#"version: 1
 name: remote
 inputs:
-  hosts: {{ type: list, default: [a, b, c, d, e, f] }}
+  hosts: {{ type: list, default: [a, b, c, d, e, f, g, h, i, j, k, l] }}
 defaults: {{ retry: {{ attempts: 1 }} }}
 steps:
   - id: each
     for_each: "${{{{ inputs.hosts }}}}"
     uses: ssh.run
-    with: {{ {p}, argv: [sh, -c, 'echo "on $1 as $(id -un)"; echo "item=$1" >> "$RIPCORD_OUTPUT"; echo "step=$RIPCORD_STEP" >> "$RIPCORD_OUTPUT"', x, "${{{{ item }}}}"] }}
+    with: {{ {p}, argv: [sh, -c, 'echo "on $1 as $(id -un)"; echo "item=$1" >> "$RIPCORD_OUTPUT"; echo "step=$RIPCORD_STEP" >> "$RIPCORD_OUTPUT"; sleep 0.3', x, "${{{{ item }}}}"] }}
   - id: script
     uses: ssh.run
     with:
@@ -91,7 +91,7 @@ steps:
     );
     let out = Ripcord::new()
         .state(&state)
-        .args(["run", &file, "--json", "--concurrency", "4"])
+        .args(["run", &file, "--json", "--concurrency", "16"])
         .run();
     assert_eq!(
         out.code,
@@ -101,7 +101,7 @@ steps:
     );
     let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
     let report = report(&state, &run_id);
-    for item in ["a", "b", "c", "d", "e", "f"] {
+    for item in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"] {
         let s = step(&report, &format!("each[{item}]"));
         assert_eq!(s["status"], "succeeded", "{s}");
         let outputs = &s["outputs"];
@@ -131,7 +131,8 @@ steps:
         error.contains("exited with code 7") && error.contains("it broke"),
         "{error}"
     );
-    // Nine steps, four at a time, on one host: one login.
+    // Fifteen steps, twelve of them at once (more than sshd's ten sessions a connection), on
+    // one host: one login.
     assert_eq!(sshd.logins(), 1, "{}", sshd.log_text());
     // The connection was closed with the session.
     assert!(ssh_processes(&format!("-p {}", sshd.port)).is_empty());

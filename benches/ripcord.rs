@@ -81,6 +81,7 @@ fn compile_text(text: &str, providers: &Providers) -> Plan {
     let options = CompileOptions {
         inputs: &[],
         require_inputs: true,
+        run_commands: false,
         providers,
     };
     match compile(source, &options) {

@@ -19,6 +19,7 @@ pub fn run(args: &GraphArgs) -> CommandResult {
         providers: &providers,
         inputs: &args.inputs.inputs,
         require_inputs: false,
+        run_commands: false,
     };
     let compiled = compile_one(&args.file, &options)?;
     let plan = &compiled.plan;

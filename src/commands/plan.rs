@@ -23,6 +23,7 @@ pub fn run(args: &PlanArgs) -> CommandResult {
         providers: &providers,
         inputs: &args.inputs.inputs,
         require_inputs: true,
+        run_commands: false,
     };
     let mut compiled = compile_one(&args.file, &options)?;
     let mut history_line = None;

@@ -73,6 +73,7 @@ pub fn recompile(
     let options = CompileOptions {
         inputs: &inputs,
         require_inputs: true,
+        run_commands: true,
         providers,
     };
     let changed = || {

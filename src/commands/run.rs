@@ -35,6 +35,7 @@ pub fn run(args: &RunArgs) -> CommandResult {
     let options = CompileOptions {
         inputs: &args.inputs.inputs,
         require_inputs: true,
+        run_commands: !args.dry_run,
         providers: &providers,
     };
     let state: Arc<dyn StateBackend> = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));

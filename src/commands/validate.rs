@@ -27,6 +27,7 @@ pub fn run(args: &ValidateArgs) -> CommandResult {
         providers: &providers,
         inputs: &args.inputs.inputs,
         require_inputs: false,
+        run_commands: false,
     };
     let mut results = Vec::new();
     let (mut errors, mut invalid_files) = (0, 0);

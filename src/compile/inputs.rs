@@ -1,5 +1,5 @@
 //! Typed inputs: checking declarations and defaults, and resolving each input's value from
-//! `--input`, then its `env:` variable, then its default.
+//! `--input`, then its `env:` variable, then its `command:`, then its default.
 
 use serde_json::Value as Json;
 
@@ -10,12 +10,15 @@ use crate::runbook::{InputType, Runbook, Span, Value, ValueKind, duration};
 use super::suggest;
 
 /// Checks declarations and resolves values. With `require_values`, a required input without a
-/// value is an error (plan, run); without, it stays unknown (validate).
+/// value is an error (plan, run); without, it stays unknown (validate). With `run_commands`,
+/// an input's `command:` runs when it is where the value comes from; without, that value stays
+/// unknown (validate) or is a stand-in of its type (plan, graph, dry-run).
 pub fn resolve(
     runbook: &Runbook,
     file: &SourceFile,
     given: &[(String, String)],
     require_values: bool,
+    run_commands: bool,
     diags: &mut Vec<Diag>,
 ) -> Vec<ResolvedInput> {
     let mut out: Vec<ResolvedInput> = Vec::new();
@@ -106,6 +109,46 @@ pub fn resolve(
                     (None, InputOrigin::Env)
                 }
             }
+        } else if let Some(command) = &decl.command {
+            if command.value.is_empty() {
+                diags.push(
+                    Diag::error(
+                        "ripcord::input-command",
+                        format!("input `{}`: `command` is empty", name.value),
+                    )
+                    .in_file(file)
+                    .label(Span::of(command), "a program and its arguments"),
+                );
+                (None, InputOrigin::Command)
+            } else if !run_commands {
+                // Not run here: unknown to validate; a stand-in of its type for a plan, a
+                // graph or a dry-run, which must work without the secret store.
+                (require_values.then(|| stand_in(ty)), InputOrigin::Command)
+            } else {
+                let argv: Vec<&str> = command.value.iter().map(|a| a.value.as_str()).collect();
+                match source_command(&argv, COMMAND_TIMEOUT).and_then(|raw| coerce(&raw, ty)) {
+                    Ok(v) => (Some(v), InputOrigin::Command),
+                    Err(msg) => {
+                        diags.push(
+                            Diag::error(
+                                "ripcord::input-command",
+                                format!(
+                                    "input `{}`: its command `{}` {msg}",
+                                    name.value,
+                                    argv[0]
+                                ),
+                            )
+                            .in_file(file)
+                            .label(Span::of(command), "the value's command")
+                            .help(format!(
+                                "nothing has started; fix the command (try it in a shell) or give the value with --input {}=…",
+                                name.value
+                            )),
+                        );
+                        (None, InputOrigin::Command)
+                    }
+                }
+            }
         } else if default.is_some() {
             (default, InputOrigin::Default)
         } else {
@@ -182,6 +225,109 @@ pub fn resolve(
         }
     }
     out
+}
+
+/// The value of an input whose `command:` is not run (plan, dry-run): of its type, and plainly
+/// not a real value.
+fn stand_in(ty: InputType) -> Json {
+    match ty {
+        InputType::String => Json::String("(from its command)".into()),
+        InputType::Integer | InputType::Number => Json::from(0),
+        InputType::Boolean => Json::Bool(false),
+        InputType::Duration => Json::String("0s".into()),
+        InputType::List => Json::Array(Vec::new()),
+        InputType::Map => Json::Object(serde_json::Map::new()),
+    }
+}
+
+/// How long an input's command may take (a secret store that does not answer).
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs an input's command (no shell; stdin /dev/null; in its own process group, killed whole
+/// on timeout) and gives its trimmed stdout. A failure says what went wrong with the command,
+/// never what it printed on stdout (a secret store may print half a secret before failing).
+fn source_command(argv: &[&str], timeout: std::time::Duration) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let (program, args) = argv.split_first().ok_or("is empty")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot be run: {e}"))?;
+    let pid = child.id() as i32;
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                // At most 1 MiB: a value, not a download.
+                let _ = pipe.by_ref().take(1 << 20).read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                crate::session::supervisor::signal_group(pid, libc::SIGKILL);
+                let _ = child.wait();
+                return Err(format!(
+                    "did not finish within {}",
+                    crate::runbook::duration::format(timeout)
+                ));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(e) => return Err(format!("could not be waited for: {e}")),
+        }
+    };
+    // Whatever it left in its group goes too, so the pipes close.
+    crate::session::supervisor::signal_group(pid, libc::SIGKILL);
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        let last: String = last.chars().take(200).collect();
+        let how = match status.code() {
+            Some(code) => format!("failed with exit code {code}"),
+            None => format!("was killed ({status})"),
+        };
+        return Err(if last.is_empty() {
+            how
+        } else {
+            format!("{how}: {last}")
+        });
+    }
+    let text =
+        String::from_utf8(stdout).map_err(|_| "printed bytes that are not UTF-8".to_string())?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err("printed nothing".into());
+    }
+    Ok(value.to_string())
 }
 
 pub fn is_identifier(s: &str) -> bool {

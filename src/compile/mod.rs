@@ -68,6 +68,9 @@ pub struct CompileOptions<'a> {
     /// Whether a required input without a value is an error (plan, run) or stays unknown
     /// (validate).
     pub require_inputs: bool,
+    /// Whether inputs' `command:`s run (sessions that run steps) or their values stay unknown
+    /// (validate, plan, graph, dry-run).
+    pub run_commands: bool,
     /// Built-in actions and external plugins, whose descriptions check params and outputs.
     pub providers: &'a Providers,
 }
@@ -105,6 +108,7 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
         &cx.file,
         options.inputs,
         options.require_inputs,
+        options.run_commands,
         &mut cx.diags,
     );
     let body = cx.body(runbook, &inputs, &pools);

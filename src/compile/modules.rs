@@ -161,7 +161,27 @@ impl Compiler<'_> {
         // pools matter once included (its rto and concurrency are the including runbook's).
         self.header(runbook);
         let pools = self.pools(runbook);
-        let inputs = inputs::resolve(runbook, &self.file, &[], false, &mut self.diags);
+        let inputs = inputs::resolve(runbook, &self.file, &[], false, false, &mut self.diags);
+        let decls = runbook
+            .inputs
+            .as_ref()
+            .map_or(&[][..], |s| s.value.0.as_slice());
+        for (name, decl) in decls {
+            if let Some(command) = &decl.command {
+                self.diags.push(
+                    Diag::error(
+                        "ripcord::input-command",
+                        format!(
+                            "module input `{}` has a `command`: a module's inputs come from the runbook that includes it",
+                            name.value
+                        ),
+                    )
+                    .in_file(&self.file)
+                    .label(Span::of(command), "only a runbook's own inputs run commands")
+                    .help("declare the `command:` on an input of the including runbook, and pass that input in the include's `with:`"),
+                );
+            }
+        }
         let body = self.body(runbook, &inputs, &pools);
         self.chain.pop();
         self.file = includer;

@@ -410,6 +410,8 @@ pub struct ResolvedInput {
 pub enum InputOrigin {
     Given,
     Env,
+    /// Printed by the input's `command:` (or, where commands are not run, to be).
+    Command,
     Default,
     Missing,
 }

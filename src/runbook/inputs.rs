@@ -27,6 +27,12 @@ pub struct InputDecl {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub env: Option<Spanned<String>>,
+    /// A command (argv, no shell) whose trimmed stdout is the value, run once at the start of
+    /// each session that runs steps (run, run --check, resume, rollback) when neither
+    /// `--input` nor `env:` gives one: `[vault, kv, get, -field=token, secret/dns]`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]

@@ -14,6 +14,7 @@ fn plan(yaml: &str) -> Plan {
     let options = CompileOptions {
         inputs: &[],
         require_inputs: true,
+        run_commands: false,
         providers: &providers,
     };
     match compile(source, &options) {

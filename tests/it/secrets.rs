@@ -509,3 +509,112 @@ fn the_type_check_does_not_refuse_what_depends_on_the_value() {
         .run();
     assert_eq!(out.code, 0, "{}", out.transcript());
 }
+
+/// A secret input whose value comes from a command (a secret store's CLI): the command runs
+/// once, at the start of a session that runs steps, never for validate, plan or a dry-run; its
+/// trimmed stdout is the value, masked everywhere.
+#[test]
+fn a_secret_from_a_command_is_read_once_and_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let calls = dir.path().join("calls");
+    let seen = dir.path().join("seen");
+    let canary = format!("store-canary-{}-Xk2", std::process::id());
+    let file = dir.path().join("store.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1\nname: store\ninputs:\n  token: {{ type: string, secret: true, command: [sh, -c, 'echo call >> {calls}; printf \"  %s\\n\\n\" {canary}'] }}\n\
+             steps:\n\
+             - {{ id: a, uses: shell.run, with: {{ argv: [sh, -c, 'printf %s \"$T\" > {seen}; echo \"token=$T\"'], env: {{ T: \"${{{{ inputs.token }}}}\" }} }} }}\n\
+             - {{ id: b, uses: shell.run, with: {{ argv: [sh, -c, 'echo \"again=$T\"'], env: {{ T: \"${{{{ inputs.token }}}}\" }} }} }}\n",
+            calls = calls.display(),
+            seen = seen.display(),
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["validate", file],
+        vec!["plan", file],
+        vec!["graph", file],
+        vec!["run", file, "--dry-run"],
+    ] {
+        let out = Ripcord::new().state(&state).args(&args).run();
+        assert_eq!(out.code, 0, "{args:?}\n{}", out.transcript());
+        assert!(!calls.exists(), "`{}` ran the secret's command", args[0]);
+    }
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", file, "--json"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "call\n",
+        "run once"
+    );
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), canary, "trimmed");
+    assert!(!out.stdout.contains(&canary), "{}", out.stdout);
+    assert!(out.stdout.contains("token=***"), "{}", out.stdout);
+    let mut all = Vec::new();
+    files(&state, &mut all);
+    assert!(!all.is_empty());
+    for (name, bytes) in &all {
+        assert!(!contains(bytes, &canary), "secret in {name}");
+    }
+    // `--input` wins over the command, which then does not run.
+    let given = Ripcord::new()
+        .state(&state)
+        .args(["run", file, "-i", "token=given-value-123"])
+        .run();
+    assert_eq!(given.code, 0, "{}", given.transcript());
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "call\n");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "given-value-123");
+}
+
+/// A secret store that fails (no login, no such path, nothing printed, hung) stops the run
+/// before any step, naming the input; what it printed on stdout is never shown.
+#[test]
+fn a_failing_secret_command_stops_the_run_before_any_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let touched = dir.path().join("touched");
+    for (n, command, expect) in [
+        (
+            1,
+            "[sh, -c, 'echo half-$((6*7))-zz; echo \"permission denied\" >&2; exit 3']",
+            "failed with exit code 3: permission denied",
+        ),
+        (2, "[sh, -c, 'true']", "printed nothing"),
+        (3, "[/nonexistent/vault, kv, get]", "cannot be run"),
+    ] {
+        let file = dir.path().join(format!("fail{n}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "version: 1\nname: store-fails\ninputs:\n  token: {{ type: string, secret: true, command: {command} }}\n\
+                 steps:\n\
+                 - {{ id: first, uses: shell.run, with: {{ argv: [touch, {}] }} }}\n\
+                 - {{ id: use, uses: shell.run, with: {{ argv: [sh, -c, 'true'], env: {{ T: \"${{{{ inputs.token }}}}\" }} }} }}\n",
+                touched.display()
+            ),
+        )
+        .unwrap();
+        for extra in [None, Some("--check")] {
+            let mut args = vec!["run", file.to_str().unwrap()];
+            args.extend(extra);
+            let out = Ripcord::new().state(&state).args(&args).run();
+            assert_eq!(out.code, 2, "{}", out.transcript());
+            let text = out.transcript();
+            assert!(
+                text.contains("input `token`") && text.contains(expect),
+                "{text}"
+            );
+            assert!(text.contains(&format!("fail{n}.yaml:4:")), "{text}");
+            assert!(!text.contains("half-42-zz"), "{text}");
+            assert!(!touched.exists(), "a step ran");
+            assert!(!state.join("runs").exists(), "nothing recorded");
+        }
+    }
+}

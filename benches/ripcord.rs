@@ -80,6 +80,7 @@ fn compile_text(text: &str, providers: &Providers) -> Plan {
     let source = load_str("bench.yaml", text.to_string()).expect("the generated runbook parses");
     let options = CompileOptions {
         inputs: &[],
+        input_files: &[],
         require_inputs: true,
         run_commands: false,
         providers,

@@ -334,6 +334,29 @@ pub struct InputArgs {
     /// An input value, `key=value` (repeatable; lists as `a,b` or JSON, maps as JSON).
     #[arg(long = "input", short = 'i', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub inputs: Vec<(String, String)>,
+    /// A YAML file of input values, `name: value` a line (repeatable; a later file wins, and
+    /// `--input` wins over any file): an environment's DSNs and sockets, an inventory of hosts.
+    #[arg(long = "input-file", value_name = "FILE")]
+    pub input_files: Vec<PathBuf>,
+}
+
+impl InputArgs {
+    /// The `--input-file`s read; their problems printed (exit 2).
+    pub fn files(&self) -> crate::error::CommandResult<Vec<crate::compile::inputs::InputFile>> {
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for path in &self.input_files {
+            match crate::compile::inputs::InputFile::read(path) {
+                Ok(f) => files.push(f),
+                Err(diags) => problems.extend(diags),
+            }
+        }
+        if problems.is_empty() {
+            return Ok(files);
+        }
+        crate::commands::print_diags(&problems);
+        Err(crate::error::CommandError::Reported(crate::exit::INVALID))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -15,9 +15,11 @@ use super::compile_one;
 pub fn run(args: &GraphArgs) -> CommandResult {
     // A graph is structure: required inputs without a value do not stop it.
     let providers = Providers::new(&args.plugins.plugin_dirs);
+    let input_files = args.inputs.files()?;
     let options = CompileOptions {
         providers: &providers,
         inputs: &args.inputs.inputs,
+        input_files: &input_files,
         require_inputs: false,
         run_commands: false,
     };

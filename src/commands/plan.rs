@@ -19,9 +19,11 @@ use super::compile_one;
 
 pub fn run(args: &PlanArgs) -> CommandResult {
     let providers = Providers::new(&args.plugins.plugin_dirs);
+    let input_files = args.inputs.files()?;
     let options = CompileOptions {
         providers: &providers,
         inputs: &args.inputs.inputs,
+        input_files: &input_files,
         require_inputs: true,
         run_commands: false,
     };

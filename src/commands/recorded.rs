@@ -51,6 +51,7 @@ pub use crate::session::read_recorded as read_run;
 pub fn recompile(
     header: &Header,
     given: &[(String, String)],
+    files: &[crate::compile::inputs::InputFile],
     force: bool,
     providers: &crate::provider::Providers,
 ) -> CommandResult<Arc<Plan>> {
@@ -72,6 +73,7 @@ pub fn recompile(
     inputs.extend(given.iter().cloned());
     let options = CompileOptions {
         inputs: &inputs,
+        input_files: files,
         require_inputs: true,
         run_commands: true,
         providers,

@@ -58,7 +58,13 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         return Ok(exit::OK);
     }
     let providers = std::sync::Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
-    let plan = recompile(header, &args.inputs.inputs, args.force, &providers)?;
+    let plan = recompile(
+        header,
+        &args.inputs.inputs,
+        &args.inputs.files()?,
+        args.force,
+        &providers,
+    )?;
     let mut replayed = replay(&plan, &read.records);
     let mut notes = Vec::new();
     let mut taken_as_done = Vec::new();

@@ -33,7 +33,13 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
         return Ok(exit::OK);
     }
     let providers = Arc::new(crate::provider::Providers::new(&args.plugins.plugin_dirs));
-    let plan = recompile(&header, &args.inputs.inputs, args.force, &providers)?;
+    let plan = recompile(
+        &header,
+        &args.inputs.inputs,
+        &args.inputs.files()?,
+        args.force,
+        &providers,
+    )?;
     let replayed = replay(&plan, &claim.read.records);
     // What a rollback would go past.
     let mut past = Vec::new();

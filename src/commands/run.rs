@@ -32,8 +32,10 @@ use super::recorded::fingerprint;
 
 pub fn run(args: &RunArgs) -> CommandResult {
     let providers = Arc::new(Providers::new(&args.plugins.plugin_dirs));
+    let input_files = args.inputs.files()?;
     let options = CompileOptions {
         inputs: &args.inputs.inputs,
+        input_files: &input_files,
         require_inputs: true,
         run_commands: !args.dry_run,
         providers: &providers,

@@ -23,9 +23,11 @@ struct FileResult {
 
 pub fn run(args: &ValidateArgs) -> CommandResult {
     let providers = Providers::new(&args.plugins.plugin_dirs);
+    let input_files = args.inputs.files()?;
     let options = CompileOptions {
         providers: &providers,
         inputs: &args.inputs.inputs,
+        input_files: &input_files,
         require_inputs: false,
         run_commands: false,
     };

@@ -213,6 +213,13 @@ pub(super) fn item_key(item: &Json, position: usize) -> String {
         Json::String(s) => s.clone(),
         Json::Number(n) => n.to_string(),
         Json::Bool(b) => b.to_string(),
+        // A host of an inventory list (`{name: app1, host: 10.0.0.5}`): named by its name,
+        // else its host.
+        Json::Object(map) => ["name", "host"]
+            .iter()
+            .find_map(|k| map.get(*k).and_then(Json::as_str))
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| position.to_string(), str::to_string),
         _ => position.to_string(),
     }
 }

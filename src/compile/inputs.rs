@@ -1,13 +1,45 @@
 //! Typed inputs: checking declarations and defaults, and resolving each input's value from
-//! `--input`, then its `env:` variable, then its `command:`, then its default.
+//! `--input`, then `--input-file`s (the last first), then its `env:` variable, then its
+//! `command:`, then its default.
 
 use serde_json::Value as Json;
 
 use crate::diag::{Diag, SourceFile};
 use crate::plan::{InputOrigin, ResolvedInput};
-use crate::runbook::{InputType, Runbook, Span, Value, ValueKind, duration};
+use crate::runbook::{InputType, Key, Runbook, Span, Value, ValueKind, duration};
 
 use super::suggest;
+
+/// A file of input values (`--input-file`): a mapping of input names to values of their types
+/// (lists and maps as YAML), e.g. an inventory of hosts and groups.
+pub struct InputFile {
+    pub file: SourceFile,
+    pub entries: Vec<(Key, Value)>,
+}
+
+impl InputFile {
+    pub fn read(path: &std::path::Path) -> Result<InputFile, Vec<Diag>> {
+        let (file, value) = crate::runbook::load::load_values(path)?;
+        match value.kind {
+            ValueKind::Map(entries) => Ok(InputFile { file, entries }),
+            ValueKind::Null => Ok(InputFile {
+                file,
+                entries: Vec::new(),
+            }),
+            _ => {
+                Err(vec![
+                Diag::error(
+                    "ripcord::input-file",
+                    format!("{} is not a mapping of input names to values", path.display()),
+                )
+                .in_file(&file)
+                .label(value.span, format!("{} here", value.a_type()))
+                .help("write one `name: value` line per input, e.g. `standby: host=db2 port=5432`"),
+            ])
+            }
+        }
+    }
+}
 
 /// Checks declarations and resolves values. With `require_values`, a required input without a
 /// value is an error (plan, run); without, it stays unknown (validate). With `run_commands`,
@@ -17,6 +49,7 @@ pub fn resolve(
     runbook: &Runbook,
     file: &SourceFile,
     given: &[(String, String)],
+    files: &[InputFile],
     require_values: bool,
     run_commands: bool,
     diags: &mut Vec<Diag>,
@@ -58,6 +91,13 @@ pub fn resolve(
                 }
             });
         let from_arg = given.iter().rev().find(|(k, _)| *k == name.value);
+        let from_file = files.iter().rev().find_map(|f| {
+            f.entries
+                .iter()
+                .rev()
+                .find(|(k, _)| k.name == name.value)
+                .map(|(_, v)| (f, v))
+        });
         let from_env = decl
             .env
             .as_ref()
@@ -87,6 +127,29 @@ pub fn resolve(
                         )
                         .in_file(file)
                         .label(Span::of(&decl.ty), format!("declared as {}", ty.as_str())),
+                    );
+                    (None, InputOrigin::Given)
+                }
+            }
+        } else if let Some((f, v)) = from_file {
+            match check_value(v, ty) {
+                Ok(v) => (Some(v), InputOrigin::Given),
+                Err(msg) => {
+                    let msg = if secret {
+                        format!(
+                            "is not {} (not shown: the input is secret)",
+                            crate::runbook::value::with_article(ty.as_str())
+                        )
+                    } else {
+                        msg
+                    };
+                    diags.push(
+                        Diag::error(
+                            "ripcord::input-value",
+                            format!("input `{}` {msg}", name.value),
+                        )
+                        .in_file(&f.file)
+                        .label(v.span, format!("declared as {}", ty.as_str())),
                     );
                     (None, InputOrigin::Given)
                 }
@@ -208,6 +271,25 @@ pub fn resolve(
             origin,
             span,
         });
+    }
+    for f in files {
+        for (key, _) in &f.entries {
+            if !out.iter().any(|i| i.name == key.name) {
+                let names: Vec<&str> = out.iter().map(|i| i.name.as_str()).collect();
+                let mut d = Diag::error(
+                    "ripcord::input-unknown",
+                    format!("the runbook has no input `{}`", key.name),
+                )
+                .in_file(&f.file)
+                .label(key.span, "not an input of the runbook");
+                d = match suggest(&key.name, names.iter().copied()) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None if names.is_empty() => d.help("this runbook declares no inputs"),
+                    None => d.help(format!("declared inputs: {}", names.join(", "))),
+                };
+                diags.push(d);
+            }
+        }
     }
     for (key, _) in given {
         if !out.iter().any(|i| &i.name == key) {

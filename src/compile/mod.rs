@@ -65,6 +65,8 @@ const JINJA_GLOBALS: &[&str] = &["range", "dict", "namespace", "debug"];
 pub struct CompileOptions<'a> {
     /// `--input key=value` pairs, in command-line order (the last one wins).
     pub inputs: &'a [(String, String)],
+    /// `--input-file`s, in command-line order (a later file wins; `--input` wins over all).
+    pub input_files: &'a [inputs::InputFile],
     /// Whether a required input without a value is an error (plan, run) or stays unknown
     /// (validate).
     pub require_inputs: bool,
@@ -107,6 +109,7 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
         runbook,
         &cx.file,
         options.inputs,
+        options.input_files,
         options.require_inputs,
         options.run_commands,
         &mut cx.diags,

@@ -161,7 +161,7 @@ impl Compiler<'_> {
         // pools matter once included (its rto and concurrency are the including runbook's).
         self.header(runbook);
         let pools = self.pools(runbook);
-        let inputs = inputs::resolve(runbook, &self.file, &[], false, false, &mut self.diags);
+        let inputs = inputs::resolve(runbook, &self.file, &[], &[], false, false, &mut self.diags);
         let decls = runbook
             .inputs
             .as_ref()

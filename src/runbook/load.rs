@@ -305,3 +305,23 @@ fn offset_of(text: &str, line: u64, column: u64) -> usize {
             .nth(column.saturating_sub(1) as usize)
             .map_or(rest.len(), |(i, _)| i)
 }
+
+/// Reads a YAML file of values (`--input-file`): a mapping, every node with its span.
+pub fn load_values(path: &Path) -> Result<(SourceFile, super::Value), LoadError> {
+    let display = path.display().to_string();
+    let fail = |msg: String| vec![Diag::error("ripcord::io", msg)];
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read {display}: {e}")))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(&display, meta.len()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read {display}: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| not_utf8(&display, e))?;
+    let file = source_file(&display, text);
+    match serde_saphyr::from_str_with_options::<super::Value>(
+        file.inner(),
+        options(file.inner().len()),
+    ) {
+        Ok(value) => Ok((file, value)),
+        Err(e) => Err(vec![yaml_error(&file, &e)]),
+    }
+}

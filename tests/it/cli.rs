@@ -290,3 +290,122 @@ fn runs_are_listed_strictly_newest_first() {
         "not newest first: {started:?}"
     );
 }
+
+/// `--input-file`: a YAML file of values, typed as declared (lists and maps as YAML), a later
+/// file over an earlier one, `--input` over any file; its mistakes at file:line:col.
+#[test]
+fn input_files_carry_typed_values_and_inventories() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = crate::support::write(
+        dir.path(),
+        "inv.yaml",
+        "version: 1\nname: inv\ninputs:\n  hosts: { type: map }\n  groups: { type: map }\n  \
+         standby: { type: string, default: none }\n  port: { type: integer, default: 22 }\n\
+         steps:\n  - id: restart\n    for_each: \"${{ inputs.groups.app }}\"\n    uses: ssh.run\n    \
+         with: { host: \"${{ inputs.hosts[item].address }}\", port: \"${{ inputs.port }}\", argv: [systemctl, restart, \"${{ inputs.hosts[item].service }}\"] }\n",
+    );
+    let prod = crate::support::write(
+        dir.path(),
+        "prod.yaml",
+        "# the production inventory\nhosts:\n  app1: { address: 10.0.0.11, service: orders }\n  \
+         app2: { address: 10.0.0.12, service: orders }\ngroups:\n  app: [app1, app2]\nstandby: host=db2\nport: 2222\n",
+    );
+    let lab = crate::support::write(dir.path(), "lab.yaml", "standby: host=lab-db2\n");
+    let out = Ripcord::new()
+        .args([
+            "plan",
+            "--json",
+            &runbook,
+            "--input-file",
+            &prod,
+            "--input-file",
+            &lab,
+            "-i",
+            "port=2200",
+        ])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["restart[app1]", "restart[app2]"], "{plan}");
+    let inputs = &plan["inputs"];
+    let value = |name: &str| {
+        inputs
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|i| i["name"] == name)
+                    .map(|i| i["value"].clone())
+            })
+            .unwrap_or_else(|| inputs[name].clone())
+    };
+    assert_eq!(
+        value("standby"),
+        "host=lab-db2",
+        "the later file wins: {inputs}"
+    );
+    assert_eq!(value("port"), 2200, "--input wins: {inputs}");
+    assert_eq!(
+        value("groups"),
+        serde_json::json!({ "app": ["app1", "app2"] })
+    );
+
+    // A dry-run renders each host's variables.
+    let state = dir.path().join("state");
+    let dry = Ripcord::new()
+        .state(&state)
+        .args([
+            "run",
+            "--dry-run",
+            "--json",
+            &runbook,
+            "--input-file",
+            &prod,
+        ])
+        .run();
+    assert_eq!(dry.code, 0, "{}", dry.transcript());
+
+    // Mistakes in a file point into it.
+    let bad = crate::support::write(
+        dir.path(),
+        "bad.yaml",
+        "hosts: [app1]\ngroups: {}\nprot: 22\n",
+    );
+    let out = Ripcord::new()
+        .args(["plan", &runbook, "--input-file", &bad])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(out.stderr.contains("bad.yaml:1:8"), "{}", out.stderr);
+    assert!(out.stderr.contains("bad.yaml:3:1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did you mean `port`?"),
+        "{}",
+        out.stderr
+    );
+    let list = crate::support::write(dir.path(), "list.yaml", "- a\n- b\n");
+    let out = Ripcord::new()
+        .args(["validate", &runbook, "--input-file", &list])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("not a mapping of input names"),
+        "{}",
+        out.stderr
+    );
+    let missing = dir.path().join("missing.yaml");
+    let out = Ripcord::new()
+        .args([
+            "validate",
+            &runbook,
+            "--input-file",
+            missing.to_str().unwrap(),
+        ])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
+}

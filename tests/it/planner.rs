@@ -13,6 +13,7 @@ fn plan(yaml: &str) -> Plan {
     let providers = ripcord::provider::Providers::new(&[]);
     let options = CompileOptions {
         inputs: &[],
+        input_files: &[],
         require_inputs: true,
         run_commands: false,
         providers: &providers,

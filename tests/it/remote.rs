@@ -463,3 +463,69 @@ fn ssh_params_are_checked_at_validate() {
         out.stderr
     );
 }
+
+/// An inventory in an input file (hosts with their variables, groups of host names) fans a step
+/// out over a group; each instance reaches its host with that host's variables.
+#[test]
+fn an_inventory_file_fans_ssh_steps_out_over_a_group() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let runbook = write(
+        dir.path(),
+        "fleet.yaml",
+        &format!(
+            r#"version: 1
+name: fleet
+inputs:
+  hosts: {{ type: map }}
+  groups: {{ type: map }}
+steps:
+  - id: greet
+    for_each: "${{{{ inputs.groups.app }}}}"
+    uses: ssh.run
+    with:
+      host: "${{{{ inputs.hosts[item].address }}}}"
+      port: "${{{{ inputs.hosts[item].port }}}}"
+      user: {user}
+      identity: {identity}
+      known_hosts: {known}
+      argv: [sh, -c, 'echo "$GREETING from $(id -un)"']
+      env: {{ GREETING: "${{{{ inputs.hosts[item].greeting }}}}" }}
+"#,
+            user = sshd.user,
+            identity = sshd.identity.display(),
+            known = sshd.known_hosts.display()
+        ),
+    );
+    let inventory = write(
+        dir.path(),
+        "inventory.yaml",
+        &format!(
+            "hosts:\n  app1: {{ address: 127.0.0.1, port: {p}, greeting: hello }}\n  \
+             app2: {{ address: 127.0.0.1, port: {p}, greeting: bonjour }}\n  \
+             db1: {{ address: 127.0.0.1, port: {p}, greeting: never }}\n\
+             groups:\n  app: [app1, app2]\n  db: [db1]\n",
+            p = sshd.port
+        ),
+    );
+    let plan = Ripcord::new()
+        .args(["plan", &runbook, "--input-file", &inventory])
+        .run();
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert!(plan.stdout.contains("greet[app1]") && plan.stdout.contains("greet[app2]"));
+    assert!(!plan.stdout.contains("db1]"), "{}", plan.stdout);
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--json", &runbook, "--input-file", &inventory])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let report = report(&state, &run_id);
+    for (host, greeting) in [("app1", "hello"), ("app2", "bonjour")] {
+        assert_eq!(
+            step(&report, &format!("greet[{host}]"))["outputs"]["stdout"],
+            format!("{greeting} from {}\n", sshd.user)
+        );
+    }
+}

@@ -143,10 +143,10 @@ static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
                 "type": "object",
                 "properties": {
                     "host": { "type": "string", "pattern": "^[^-\\s][^\\s]*$" },
-                    "user": { "type": "string", "pattern": "^[^-\\s][^\\s]*$" },
+                    "user": { "type": "string", "pattern": "^([^-\\s][^\\s]*)?$" },
                     "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
-                    "identity": { "type": "string", "minLength": 1 },
-                    "known_hosts": { "type": "string", "minLength": 1 },
+                    "identity": { "type": "string" },
+                    "known_hosts": { "type": "string" },
                     "argv": { "type": "array", "items": scalar, "minItems": 1 },
                     "script": { "type": "string" },
                     "env": {

@@ -84,8 +84,14 @@ struct Target {
 
 impl Target {
     fn of(p: &Json) -> Result<Target, Failure> {
-        let text = |k: &str| param_str(p, k).map(str::to_string);
-        let host = text("host").unwrap_or_default();
+        // An empty `user`, `identity` or `known_hosts` leaves it to ssh (its config, the agent,
+        // ~/.ssh/known_hosts): a runbook input cannot be absent, but it can be ''.
+        let text = |k: &str| {
+            param_str(p, k)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let host = param_str(p, "host").unwrap_or_default().to_string();
         // The schema refuses these too; a value rendered at run time is checked again here,
         // since ssh would read a leading `-` as an option.
         for (what, v) in [("host", Some(&host)), ("user", text("user").as_ref())] {
@@ -94,6 +100,13 @@ impl Target {
             {
                 return Err(Failure::permanent(format!(
                     "ssh.run: `{what}` must be a name, not empty, without spaces, not starting with `-`"
+                )));
+            }
+        }
+        for what in ["identity", "known_hosts"] {
+            if text(what).is_some_and(|v| v.contains(['"', '\n', '\r'])) {
+                return Err(Failure::permanent(format!(
+                    "ssh.run: `{what}` is a file name without quotes or line breaks"
                 )));
             }
         }
@@ -169,8 +182,8 @@ impl Target {
 /// expands `%` tokens in some of them.
 fn ssh_config_word(value: &str) -> String {
     let value = value.replace('%', "%%");
-    if value.contains([' ', '"', '\t']) {
-        format!("\"{}\"", value.replace('"', ""))
+    if value.contains([' ', '\t']) {
+        format!("\"{value}\"")
     } else {
         value
     }
@@ -207,16 +220,19 @@ impl Drop for Master {
 /// waits for one to close rather than being refused by the server.
 const MAX_SESSIONS: usize = 10;
 
-/// A target's master (once connected) and its sessions.
+/// A target's master (once connected), its control socket's path (the same for every master
+/// the target has, as the connection is opened again after a drop), and its sessions.
 struct Slot {
     master: tokio::sync::Mutex<Option<Master>>,
+    socket: PathBuf,
     sessions: Arc<tokio::sync::Semaphore>,
 }
 
 impl Slot {
-    fn new() -> Slot {
+    fn new(socket: PathBuf) -> Slot {
         Slot {
             master: tokio::sync::Mutex::new(None),
+            socket,
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
         }
     }
@@ -272,7 +288,7 @@ async fn connect(
     masters: &Mutex<Masters>,
     request: &Request,
 ) -> Result<(PathBuf, tokio::sync::OwnedSemaphorePermit), Failure> {
-    let (slot, socket) = {
+    let slot = {
         let mut all = lock(masters);
         if all.dir.is_none() {
             let dir = tempfile::Builder::new()
@@ -283,19 +299,16 @@ async fn connect(
                 })?;
             all.dir = Some(dir);
         }
-        let n = all.slots.len();
         let socket = all
             .dir
             .as_ref()
             .expect("created above")
             .path()
-            .join(n.to_string());
-        let slot = all
-            .slots
+            .join(all.slots.len().to_string());
+        all.slots
             .entry(target.clone())
-            .or_insert_with(|| Arc::new(Slot::new()))
-            .clone();
-        (slot, socket)
+            .or_insert_with(|| Arc::new(Slot::new(socket)))
+            .clone()
     };
     let session = tokio::select! {
         permit = slot.sessions.clone().acquire_owned() => {
@@ -312,7 +325,7 @@ async fn connect(
             _ => *master = None,
         }
     }
-    let started = start_master(target, &socket, request).await?;
+    let started = start_master(target, &slot.socket, request).await?;
     let socket = started.socket.clone();
     *master = Some(started);
     Ok((socket, session))

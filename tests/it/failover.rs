@@ -9,27 +9,36 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::Cluster;
+use crate::sshd::Sshd;
 use crate::support::{Ripcord, repo};
 
 const RUNBOOK: &str = "runbooks/postgres-switchover.yaml";
 
-fn inputs(c: &Cluster) -> Vec<String> {
+/// The lab's values, the standby's host being the loopback sshd.
+fn inputs(c: &Cluster, s: &Sshd) -> Vec<String> {
     [
         format!("primary={}", c.dsn(c.primary)),
         format!("standby={}", c.dsn(c.standby)),
         format!("proxy={}", c.dsn(c.proxy)),
         format!("haproxy={}", c.socket.display()),
         "reason=end-to-end test".to_string(),
+        "standby_host=127.0.0.1".to_string(),
+        format!("ssh_port={}", s.port),
+        format!("ssh_user={}", s.user),
+        format!("ssh_identity={}", s.identity.display()),
+        format!("ssh_known_hosts={}", s.known_hosts.display()),
+        "standby_data_dir=/tmp".to_string(),
+        "min_free_mb=1".to_string(),
     ]
     .into_iter()
     .flat_map(|i| ["-i".to_string(), i])
     .collect()
 }
 
-fn ripcord(c: &Cluster, args: &[&str]) -> Ripcord {
+fn ripcord(c: &Cluster, s: &Sshd, args: &[&str]) -> Ripcord {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     if matches!(args.first(), Some(&"run")) {
-        all.extend(inputs(c));
+        all.extend(inputs(c, s));
         all.push(repo().join(RUNBOOK).display().to_string());
     }
     Ripcord::new().state(&c.dir.path().join("state")).args(all)
@@ -112,13 +121,14 @@ impl Writer {
 #[test]
 fn switchover_under_writes_loses_nothing_and_reports_actual_beside_predicted() {
     let c = Cluster::start();
+    let s = Sshd::start();
     c.sql(c.primary, "CREATE TABLE writes (n int PRIMARY KEY)");
     c.wait_for(
         || c.sql(c.proxy, "SELECT 1") == "1",
         "HAProxy to route to the primary",
     );
 
-    let dry = ripcord(&c, &["run", "--dry-run", "--json"]).run();
+    let dry = ripcord(&c, &s, &["run", "--dry-run", "--json"]).run();
     assert_eq!(dry.code, 0, "{}", dry.transcript());
     let predicted = dry.summary()["duration_ms"].as_u64().unwrap();
 
@@ -126,7 +136,7 @@ fn switchover_under_writes_loses_nothing_and_reports_actual_beside_predicted() {
     wait_until("the writer's first rows", || writer.acked().len() >= 20);
     let report = c.dir.path().join("report.json");
     let report_arg = format!("json:{}", report.display());
-    let out = ripcord(&c, &["run", "--yes", "--json", "--report", &report_arg]).run();
+    let out = ripcord(&c, &s, &["run", "--yes", "--json", "--report", &report_arg]).run();
     assert_eq!(out.code, 0, "{}", out.transcript());
     // Writes through HAProxy succeed again after the switchover.
     let after_run = writer.acked().len();
@@ -181,11 +191,12 @@ fn switchover_under_writes_loses_nothing_and_reports_actual_beside_predicted() {
 #[test]
 fn killed_right_after_promotion_resume_finishes_the_cut_over_without_promoting_again() {
     let c = Cluster::start();
+    let s = Sshd::start();
     c.wait_for(
         || c.sql(c.proxy, "SELECT 1") == "1",
         "HAProxy to route to the primary",
     );
-    let mut child = ripcord(&c, &["run", "--yes"]).spawn();
+    let mut child = ripcord(&c, &s, &["run", "--yes"]).spawn();
     wait_until("promotion", || {
         has(&journal(&c), "step_finished", "promote.promote")
     });
@@ -201,9 +212,9 @@ fn killed_right_after_promotion_resume_finishes_the_cut_over_without_promoting_a
     // report must count that time.
     std::thread::sleep(Duration::from_secs(2));
     // Every step after promotion is idempotent: resume needs no flag.
-    let out = ripcord(&c, &["resume", &run_id]).run();
+    let out = ripcord(&c, &s, &["resume", &run_id]).run();
     assert_eq!(out.code, 0, "{}", out.transcript());
-    let report = ripcord(&c, &["report", &run_id, "--format", "json"]).run();
+    let report = ripcord(&c, &s, &["report", &run_id, "--format", "json"]).run();
     let report: Value = serde_json::from_str(&report.stdout).unwrap();
     let sessions = report["sessions"].as_array().unwrap();
     assert_eq!(sessions[0]["end"], "crashed", "{sessions:?}");
@@ -214,7 +225,7 @@ fn killed_right_after_promotion_resume_finishes_the_cut_over_without_promoting_a
         report["wall_ms"].as_u64().unwrap() >= gap + sessions[0]["end_ms"].as_u64().unwrap(),
         "{report}"
     );
-    let text = ripcord(&c, &["report", &run_id]).run().stdout;
+    let text = ripcord(&c, &s, &["report", &run_id]).run().stdout;
     assert!(text.contains("2 sessions (1 crashed)"), "{text}");
     let records = journal(&c);
     let promotions = records
@@ -283,6 +294,7 @@ impl Checker {
 #[test]
 fn haproxy_lost_after_promotion_refuses_rollback_and_resume_ends_without_split_brain() {
     let c = Cluster::start();
+    let s = Sshd::start();
     c.sql(c.primary, "CREATE TABLE writes (n int PRIMARY KEY)");
     c.wait_for(
         || c.sql(c.proxy, "SELECT 1") == "1",
@@ -292,7 +304,7 @@ fn haproxy_lost_after_promotion_refuses_rollback_and_resume_ends_without_split_b
     let checker = Checker::start(bin.clone(), [c.primary, c.standby]);
     let writer = Writer::start(bin, c.proxy);
     wait_until("writes to flow", || writer.acked().len() >= 10);
-    let child = ripcord(&c, &["run", "--yes", "--json"]).spawn();
+    let child = ripcord(&c, &s, &["run", "--yes", "--json"]).spawn();
     // The runtime API goes away while the standby is promoted.
     wait_until("promotion to start", || {
         has(&journal(&c), "step_started", "promote.promote")
@@ -325,7 +337,7 @@ fn haproxy_lost_after_promotion_refuses_rollback_and_resume_ends_without_split_b
     assert!(!stdout.contains("ripcord rollback"), "{stdout}");
 
     // Rollback would undo the read-only and the drain of the old primary: refused.
-    let back = ripcord(&c, &["rollback", &run_id]).run();
+    let back = ripcord(&c, &s, &["rollback", &run_id]).run();
     assert_eq!(back.code, 2, "{}", back.transcript());
     assert!(
         back.stderr.contains("irreversible step promote.promote"),
@@ -340,7 +352,7 @@ fn haproxy_lost_after_promotion_refuses_rollback_and_resume_ends_without_split_b
 
     // HAProxy is back: go forward.
     std::fs::rename(&away, &c.socket).unwrap();
-    let resumed = ripcord(&c, &["resume", &run_id]).run();
+    let resumed = ripcord(&c, &s, &["resume", &run_id]).run();
     assert_eq!(resumed.code, 0, "{}", resumed.transcript());
     c.wait_for(
         || c.sql(c.proxy, "SELECT inet_server_port()") == c.standby.to_string(),
@@ -375,6 +387,7 @@ fn haproxy_lost_after_promotion_refuses_rollback_and_resume_ends_without_split_b
 #[test]
 fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
     let c = Cluster::start();
+    let s = Sshd::start();
     c.sql(
         c.primary,
         "CREATE TABLE writes (n int); INSERT INTO writes SELECT generate_series(1, 500)",
@@ -388,7 +401,7 @@ fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
         .display()
         .to_string();
     let mut args: Vec<String> = vec!["run".into(), "--yes".into(), "--json".into(), file.clone()];
-    args.extend(inputs(&c));
+    args.extend(inputs(&c, &s));
     // A live primary is never failed over.
     let refused = Ripcord::new()
         .state(&c.dir.path().join("state"))

@@ -529,3 +529,35 @@ steps:
         );
     }
 }
+
+/// A connection that drops between steps (the host rebooted, a firewall cut it) is opened again
+/// by the next step for that host.
+#[test]
+fn a_dropped_connection_is_opened_again() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "drop.yaml",
+        &format!(
+            "version: 1\nname: drop\nsteps:\n\
+             - {{ id: first, uses: ssh.run, with: {{ {p}, argv: [\"true\"] }} }}\n\
+             - {{ id: cut, needs: [first], uses: shell.run, with: {{ argv: [pkill, -f, 'ssh -N -M .*-p {port} '] }} }}\n\
+             - {{ id: again, needs: [cut], uses: ssh.run, with: {{ {p}, argv: [echo, back] }} }}\n",
+            p = sshd.params(),
+            port = sshd.port
+        ),
+    );
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(
+        out.stdout.contains(r#""stdout":"back\n""#),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(sshd.logins(), 2, "{}", sshd.log_text());
+}

@@ -217,9 +217,14 @@ pub(super) fn item_key(item: &Json, position: usize) -> String {
         // else its host.
         Json::Object(map) => ["name", "host"]
             .iter()
-            .find_map(|k| map.get(*k).and_then(Json::as_str))
+            .find_map(|k| match map.get(*k) {
+                Some(v @ (Json::String(_) | Json::Number(_) | Json::Bool(_))) => {
+                    Some(item_key(v, position))
+                }
+                _ => None,
+            })
             .filter(|s| !s.is_empty())
-            .map_or_else(|| position.to_string(), str::to_string),
+            .unwrap_or_else(|| position.to_string()),
         _ => position.to_string(),
     }
 }

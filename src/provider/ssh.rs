@@ -168,6 +168,19 @@ impl Target {
         args
     }
 
+    /// A session on the master at `socket` running `remote` (a command line for the remote
+    /// login shell).
+    fn client(&self, socket: &Path, remote: &str) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args(["-o", "ControlMaster=no", "-o", "RemoteCommand=none"])
+            .args(["-o", "LogLevel=ERROR"])
+            .args(self.options(socket))
+            .arg("--")
+            .arg(&self.host)
+            .arg(remote);
+        ssh
+    }
+
     fn describe(&self) -> String {
         let user = self
             .user
@@ -533,19 +546,7 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
         remote.push(' ');
         remote.push_str(&shell_word(word));
     }
-    let mut ssh = Command::new("ssh");
-    ssh.args([
-        "-o",
-        "ControlMaster=no",
-        "-o",
-        "RemoteCommand=none",
-        "-o",
-        "LogLevel=ERROR",
-    ])
-    .args(target.options(&socket))
-    .arg("--")
-    .arg(&target.host)
-    .arg(&remote);
+    let ssh = target.client(&socket, &remote);
     let program = command[0].clone();
     let ended = process::run(
         ssh,
@@ -628,23 +629,11 @@ async fn stop_remote(target: &Target, socket: &Path, boundary: &str) {
          for i in 1 2 3 4 5 6 7 8 9 10; do [ -s \"$d/pid\" ] && break; sleep 0.1 2>/dev/null || sleep 1; done; \
          kill -TERM \"$(cat \"$d/pid\")\""
     );
-    let mut ssh = Command::new("ssh");
-    ssh.args([
-        "-o",
-        "ControlMaster=no",
-        "-o",
-        "RemoteCommand=none",
-        "-o",
-        "LogLevel=ERROR",
-    ])
-    .args(target.options(socket))
-    .arg("--")
-    .arg(&target.host)
-    .arg(remote)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .kill_on_drop(true);
+    let mut ssh = target.client(socket, &remote);
+    ssh.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
     if let Ok(mut child) = ssh.spawn() {
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     }

@@ -52,41 +52,17 @@ fn keygen(path: &Path) {
         .arg(path));
 }
 
-/// The account the server runs as, made once (tests run in parallel: another may make it first).
+/// The account the server runs as: as root, one made for the purpose.
 fn account() -> String {
     if !is_root() {
-        return support_whoami();
+        return crate::support::whoami();
     }
-    let exists = || {
-        Command::new("id")
-            .arg(SSH_USER)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !exists() {
-        // A POSIX login shell (steps' command lines go through it) and a home that exists, so
-        // sshd has nowhere to complain about.
-        let _ = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--home-dir",
-                "/tmp",
-                "--shell",
-                "/bin/sh",
-            ])
-            .arg(SSH_USER)
-            .status();
-        assert!(exists(), "cannot create the user {SSH_USER}");
-    }
+    // A POSIX login shell (steps' command lines go through it) and a home that exists, so sshd
+    // has nothing to complain about.
+    crate::support::system_account(SSH_USER, "/bin/sh", "/tmp");
     // A `!` password is a locked account, and sshd without PAM refuses a locked account's keys.
     run(Command::new("usermod").args(["-p", "*", SSH_USER]));
     SSH_USER.to_string()
-}
-
-fn support_whoami() -> String {
-    let out = Command::new("id").arg("-un").output().expect("id runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Sshd {

@@ -189,7 +189,9 @@ pub fn resolve(
                 (require_values.then(|| stand_in(ty)), InputOrigin::Command)
             } else {
                 let argv: Vec<&str> = command.value.iter().map(|a| a.value.as_str()).collect();
-                match source_command(&argv, COMMAND_TIMEOUT).and_then(|raw| coerce(&raw, ty)) {
+                match source_command(&name.value, &argv, COMMAND_TIMEOUT)
+                    .and_then(|raw| coerce(&raw, ty))
+                {
                     Ok(v) => (Some(v), InputOrigin::Command),
                     Err(msg) => {
                         diags.push(
@@ -203,10 +205,13 @@ pub fn resolve(
                             )
                             .in_file(file)
                             .label(Span::of(command), "the value's command")
-                            .help(format!(
-                                "nothing has started; fix the command (try it in a shell) or give the value with --input {}=…",
-                                name.value
-                            )),
+                            .help(match &decl.env {
+                                Some(var) => format!(
+                                    "nothing has started; fix the command (try it in a shell), or set {} to give the value another way",
+                                    var.value
+                                ),
+                                None => "nothing has started; fix the command (try it in a shell), or give the value in an --input-file (not on the command line, where `ps` shows it)".to_string(),
+                            }),
                         );
                         (None, InputOrigin::Command)
                     }
@@ -322,13 +327,26 @@ fn stand_in(ty: InputType) -> Json {
     }
 }
 
+/// Clears the early handler's group when an input's command is over, however it ends.
+struct Forget;
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        crate::session::signals::early_group(0);
+    }
+}
+
 /// How long an input's command may take (a secret store that does not answer).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs an input's command (no shell; stdin /dev/null; in its own process group, killed whole
 /// on timeout) and gives its trimmed stdout. A failure says what went wrong with the command,
 /// never what it printed on stdout (a secret store may print half a secret before failing).
-fn source_command(argv: &[&str], timeout: std::time::Duration) -> Result<String, String> {
+fn source_command(
+    input: &str,
+    argv: &[&str],
+    timeout: std::time::Duration,
+) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
@@ -342,6 +360,9 @@ fn source_command(argv: &[&str], timeout: std::time::Duration) -> Result<String,
         .spawn()
         .map_err(|e| format!("cannot be run: {e}"))?;
     let pid = child.id() as i32;
+    // An interrupt now ends ripcord at once: the command's group goes with it.
+    crate::session::signals::early_group(pid);
+    let _forget = Forget;
     let read = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -364,8 +385,18 @@ fn source_command(argv: &[&str], timeout: std::time::Duration) -> Result<String,
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let deadline = std::time::Instant::now() + timeout;
+    let started = std::time::Instant::now();
+    let deadline = started + timeout;
+    let mut told = false;
     let status = loop {
+        if !told && started.elapsed() > std::time::Duration::from_secs(1) {
+            crate::eprintln_quiet!(
+                "waiting for input `{input}` from its command `{}` (up to {})…",
+                argv[0],
+                crate::runbook::duration::format(timeout)
+            );
+            told = true;
+        }
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if std::time::Instant::now() >= deadline => {
@@ -453,13 +484,17 @@ pub fn coerce(raw: &str, ty: InputType) -> Result<Json, String> {
             .parse::<i64>()
             .map(Json::from)
             .map_err(|_| format!("`{raw}` is not an integer")),
-        InputType::Number => raw
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Json::Number)
-            .ok_or_else(|| format!("`{raw}` is not a number")),
+        // A whole number stays an integer (`5432`, not `5432.0`): a port, a count.
+        InputType::Number => match raw.trim().parse::<i64>() {
+            Ok(n) => Ok(Json::from(n)),
+            Err(_) => raw
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Json::Number)
+                .ok_or_else(|| format!("`{raw}` is not a number")),
+        },
         InputType::Boolean => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "yes" | "on" | "1" => Ok(Json::Bool(true)),
             "false" | "no" | "off" | "0" => Ok(Json::Bool(false)),

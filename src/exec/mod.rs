@@ -664,9 +664,10 @@ impl Executor<'_> {
     fn finished(&mut self, i: usize, report: Report) -> io::Result<()> {
         let (status, outputs, error) = match report.result {
             Ok(outputs) => (StepStatus::Succeeded, outputs, None),
-            Err(_) if report.cancelled => (
+            // What it had written before it was stopped is kept as evidence.
+            Err(f) if report.cancelled => (
                 StepStatus::Cancelled,
-                OutputMap::new(),
+                f.outputs,
                 Some("cancelled by interrupt".to_string()),
             ),
             Err(f) => (StepStatus::Failed, f.outputs, Some(f.message)),
@@ -851,8 +852,13 @@ pub async fn with_timeout(
         result = &mut attempt => result,
         () = tokio::time::sleep(timeout) => {
             cancel.cancel();
-            let _ = tokio::time::timeout(provider::process::GRACE + Duration::from_secs(1), attempt).await;
-            Err(Failure::new(format!("timed out after {}", dur(timeout))))
+            let late = tokio::time::timeout(provider::process::GRACE + Duration::from_secs(1), attempt).await;
+            // What the stopped attempt had written is the timeout's evidence.
+            let outputs = match late {
+                Ok(Err(f)) => f.outputs,
+                _ => provider::OutputMap::new(),
+            };
+            Err(Failure { outputs, ..Failure::new(format!("timed out after {}", dur(timeout))) })
         }
     }
 }

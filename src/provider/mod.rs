@@ -66,6 +66,17 @@ impl Failure {
         }
     }
 
+    /// With what a stopped process had written (a timeout's evidence).
+    pub fn with_output(mut self, stdout: String, stderr: String) -> Failure {
+        if !stdout.is_empty() {
+            self.outputs.insert("stdout".into(), Json::String(stdout));
+        }
+        if !stderr.is_empty() {
+            self.outputs.insert("stderr".into(), Json::String(stderr));
+        }
+        self
+    }
+
     pub fn permanent(message: impl Into<String>) -> Failure {
         Failure {
             retryable: false,

@@ -207,10 +207,12 @@ async fn invoke(path: &Path, request: Request) -> Result<OutputMap, Failure> {
     let stdin = serde_json::to_vec(&body).expect("requests serialize");
     let finished = match process::run(command, Some(stdin), MAX_RESULT + 1, &request).await {
         Ok(Ended::Exited(f)) => f,
-        Ok(Ended::Cancelled) => {
-            return Err(Failure::new(format!(
-                "{name} was stopped (its process group killed)"
-            )));
+        Ok(Ended::Cancelled { stderr, .. }) => {
+            // Its stdout is a half-written result; its stderr is its log.
+            return Err(
+                Failure::new(format!("{name} was stopped (its process group killed)"))
+                    .with_output(String::new(), stderr),
+            );
         }
         Err(e) => return Err(Failure::permanent(e)),
     };

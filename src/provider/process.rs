@@ -37,7 +37,11 @@ impl Finished {
 
 pub enum Ended {
     Exited(Finished),
-    Cancelled,
+    /// Cancelled (timeout, interrupt): the group was stopped; what it had written so far.
+    Cancelled {
+        stdout: String,
+        stderr: String,
+    },
 }
 
 /// Runs `command` for `request` in its own process group, feeding it `stdin`, keeping the last
@@ -73,14 +77,17 @@ pub async fn run(
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let pid = child.id().map(|id| id as i32);
     let mut group = GroupGuard::new(pid, &request.groups);
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    // Read in tasks of their own, so that what a cancelled child wrote is kept too.
+    let (out, err) = (Kept::default(), Kept::default());
+    let stdout = tokio::spawn(tail(child.stdout.take(), max_capture, out.clone()));
+    let stderr = tokio::spawn(tail(child.stderr.take(), max_capture, err.clone()));
     let feed = stdin.zip(child.stdin.take());
     // stdin is written while stdout and stderr are read and the child runs (a child that
     // writes before it has read all of its input would otherwise stall both sides), all under
     // the cancellation, in this same task.
     let ended = tokio::select! {
         ended = async {
-            let ((), status, out, err) = tokio::join!(
+            let ((), status) = tokio::join!(
                 async {
                     if let Some((bytes, mut pipe)) = feed {
                         // A child that exits without reading its stdin is not an error.
@@ -95,14 +102,12 @@ pub async fn run(
                     group.kill();
                     status
                 },
-                tail(stdout, max_capture),
-                tail(stderr, max_capture),
             );
-            (status, out, err)
+            status
         } => Some(ended),
         () = cancel.cancelled() => None,
     };
-    let Some((status, stdout, stderr)) = ended else {
+    let Some(status) = ended else {
         let pid = pid.unwrap_or(0);
         signal_group(pid, libc::SIGTERM);
         if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
@@ -110,9 +115,20 @@ pub async fn run(
             let _ = child.wait().await;
         }
         group.kill();
-        return Ok(Ended::Cancelled);
+        // The group is gone, so the pipes have ended, unless a process that left the group
+        // holds them: what was read by then is enough.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = tokio::join!(stdout, stderr);
+        })
+        .await;
+        return Ok(Ended::Cancelled {
+            stdout: text(&out, max_capture),
+            stderr: text(&err, max_capture),
+        });
     };
     let status = status.map_err(|e| format!("waiting for `{program}`: {e}"))?;
+    let _ = tokio::join!(stdout, stderr);
+    let (stdout, stderr) = (text(&out, max_capture), text(&err, max_capture));
     Ok(Ended::Exited(Finished {
         status,
         stdout,
@@ -130,26 +146,35 @@ fn dev_null() -> Stdio {
         .map_or_else(Stdio::null, Stdio::from)
 }
 
-/// Reads a pipe to its end, keeping the last `max` bytes.
-async fn tail(pipe: Option<impl AsyncRead + Unpin>, max: usize) -> String {
+/// What a pipe gave so far, shared with the task reading it (so a reader given up on still
+/// leaves what it read).
+type Kept = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Reads a pipe to its end into `kept`, keeping the last `max` bytes (up to twice that while
+/// reading, to trim in batches).
+async fn tail(pipe: Option<impl AsyncRead + Unpin>, max: usize, kept: Kept) {
     let Some(mut pipe) = pipe else {
-        return String::new();
+        return;
     };
-    let mut kept: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     while let Ok(n) = pipe.read(&mut buf).await {
         if n == 0 {
             break;
         }
+        let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.extend_from_slice(&buf[..n]);
         if kept.len() > 2 * max {
-            kept.drain(..kept.len() - max);
+            let cut = kept.len() - max;
+            kept.drain(..cut);
         }
     }
-    if kept.len() > max {
-        kept.drain(..kept.len() - max);
-    }
-    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// The last `max` bytes kept, as text.
+fn text(kept: &Kept, max: usize) -> String {
+    let kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+    let from = kept.len().saturating_sub(max);
+    String::from_utf8_lossy(&kept[from..]).into_owned()
 }
 
 /// Kills the process group if the attempt's future is dropped mid-way (the executor gave up on

@@ -181,8 +181,9 @@ async fn run(
     let stdin = param_str(p, "stdin").map(|s| s.as_bytes().to_vec());
     let finished = match process::run(command, stdin, MAX_CAPTURE, &request).await {
         Ok(Ended::Exited(f)) => f,
-        Ok(Ended::Cancelled) => {
-            return Err(Failure::new("cancelled: the process group was terminated"));
+        Ok(Ended::Cancelled { stdout, stderr }) => {
+            return Err(Failure::new("cancelled: the process group was terminated")
+                .with_output(stdout, stderr));
         }
         Err(e) => return Err(Failure::permanent(e)),
     };

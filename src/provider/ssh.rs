@@ -110,13 +110,19 @@ impl Target {
                 )));
             }
         }
-        let port =
-            match p.get("port").and_then(Json::as_u64) {
-                Some(n) => Some(u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
-                    Failure::permanent(format!("ssh.run: port {n} out of range"))
-                })?),
-                None => None,
-            };
+        // A port from a `number` input may arrive as 2222.0: whole, it is that port; anything
+        // else is refused, never left to ssh's default.
+        let port = match p.get("port") {
+            None | Some(Json::Null) => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .filter(|n| n.fract() == 0.0 && (1.0..=65535.0).contains(n))
+                    .map(|n| n as u16)
+                    .ok_or_else(|| {
+                        Failure::permanent(format!("ssh.run: port {v} is not a port (1-65535)"))
+                    })?,
+            ),
+        };
         Ok(Target {
             host,
             user: text("user"),
@@ -557,11 +563,12 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
     .await;
     let finished = match ended {
         Ok(Ended::Exited(f)) => f,
-        Ok(Ended::Cancelled) => {
+        Ok(Ended::Cancelled { stdout, stderr }) => {
             stop_remote(&target, &socket, &boundary).await;
             return Err(Failure::new(
                 "cancelled: the remote command was sent SIGTERM, then SIGKILL",
-            ));
+            )
+            .with_output(stdout, stderr));
         }
         Err(e) => return Err(Failure::permanent(e)),
     };
@@ -667,6 +674,14 @@ mod tests {
         }
         assert!(Target::of(&json!({ "host": "db1", "user": "-x" })).is_err());
         assert!(Target::of(&json!({ "host": "db1", "port": 70000 })).is_err());
+        assert!(Target::of(&json!({ "host": "db1", "port": 22.5 })).is_err());
+        assert!(Target::of(&json!({ "host": "db1", "port": "22" })).is_err());
+        assert_eq!(
+            Target::of(&json!({ "host": "db1", "port": 2222.0 }))
+                .unwrap()
+                .port,
+            Some(2222)
+        );
         assert!(Target::of(&json!({ "host": "db1.example", "user": "pg", "port": 22 })).is_ok());
     }
 

@@ -12,13 +12,19 @@ impl Provider for Tcp {
             let host = param_str(&request.params, "host")
                 .unwrap_or_default()
                 .to_string();
+            // Whole numbers only (a `number` input may give 5432.0); never a default port.
             let port = request
                 .params
                 .get("port")
-                .and_then(|p| p.as_u64())
-                .unwrap_or(0);
-            let port = u16::try_from(port)
-                .map_err(|_| Failure::permanent(format!("port {port} out of range")))?;
+                .and_then(|p| p.as_f64())
+                .filter(|n| n.fract() == 0.0 && (1.0..=65535.0).contains(n))
+                .map(|n| n as u16)
+                .ok_or_else(|| {
+                    Failure::permanent(format!(
+                        "port {} is not a port (1-65535)",
+                        request.params.get("port").unwrap_or(&json!(null))
+                    ))
+                })?;
             let connect = tokio::net::TcpStream::connect((host.as_str(), port));
             let stream = tokio::select! {
                 r = connect => r.map_err(|e| Failure::new(format!("cannot connect to {host}:{port}: {e}")))?,

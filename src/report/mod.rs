@@ -390,7 +390,7 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
                 s.duration_ms = Some(end - start);
                 s.error = error.clone();
                 s.outputs = outputs.clone();
-                s.log_tail = (*st == StepStatus::Failed)
+                s.log_tail = matches!(st, StepStatus::Failed | StepStatus::Cancelled)
                     .then(|| output_tail(outputs))
                     .flatten();
                 // The try this ends (a retry's failure was recorded by AttemptFailed already).

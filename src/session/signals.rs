@@ -19,8 +19,16 @@ const STOPPING: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 /// recorded yet, and no step runs.
 pub fn exit_early() {
     extern "C" fn exit_3(_: libc::c_int) {
-        // SAFETY: _exit is async-signal-safe; nothing else runs in the handler.
-        unsafe { libc::_exit(i32::from(crate::exit::INTERRUPTED)) }
+        // A command reading an input's value (a secret store's CLI) goes first.
+        let group = EARLY_GROUP.load(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: kill and _exit are async-signal-safe, and an atomic load is lock-free;
+        // nothing else runs in the handler.
+        unsafe {
+            if group > 0 {
+                libc::kill(-group, libc::SIGKILL);
+            }
+            libc::_exit(i32::from(crate::exit::INTERRUPTED))
+        }
     }
     for sig in STOPPING {
         // SAFETY: installs a handler that only calls _exit.
@@ -28,6 +36,15 @@ pub fn exit_early() {
             libc::signal(sig, exit_3 as *const () as libc::sighandler_t);
         }
     }
+}
+
+/// The process group of a command that runs before the session's handlers are installed (an
+/// input's `command:`), killed by the early handler: 0 when there is none.
+static EARLY_GROUP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Tells the early handler of a process group to kill on a signal (0: none any more).
+pub fn early_group(pgid: i32) {
+    EARLY_GROUP.store(pgid, std::sync::atomic::Ordering::SeqCst);
 }
 
 #[derive(Clone, Debug)]

@@ -301,36 +301,46 @@ fn check_mode_connects_and_runs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let evidence = drop_box(dir.path());
     let state = dir.path().join("state");
+    // The port comes from a `number` input given with -i: a whole number is that port (it was
+    // once read as 2222.0 and dropped for ssh's default, 22).
+    let params = sshd.params().replace(
+        &format!("port: {}", sshd.port),
+        "port: \"${{ inputs.port }}\"",
+    );
     let file = write(
         dir.path(),
         "check.yaml",
         &format!(
-            "version: 1\nname: check\nsteps:\n  - {{ id: touch, uses: ssh.run, with: {{ {}, argv: [touch, {}/ran] }} }}\n",
-            sshd.params(),
+            "version: 1\nname: check\ninputs:\n  port: {{ type: number, default: 1 }}\nsteps:\n  - {{ id: touch, uses: ssh.run, with: {{ {params}, argv: [touch, {}/ran] }} }}\n",
             evidence.display()
         ),
     );
     let out = Ripcord::new()
         .state(&state)
-        .args(["run", &file, "--check"])
+        .args([
+            "run",
+            &file,
+            "--check",
+            "-i",
+            &format!("port={}", sshd.port),
+        ])
         .run();
     assert_eq!(out.code, 0, "{}", out.transcript());
     assert!(!evidence.join("ran").exists());
     assert_eq!(sshd.logins(), 1, "the check logged in");
     // A port nobody listens on fails the check.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
+    let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
-    let bad = write(
-        dir.path(),
-        "bad.yaml",
-        &std::fs::read_to_string(&file)
-            .unwrap()
-            .replace(&format!("port: {}", sshd.port), &format!("port: {port}")),
-    );
     let out = Ripcord::new()
         .state(&state)
-        .args(["run", &bad, "--check"])
+        .args([
+            "run",
+            &file,
+            "--check",
+            "-i",
+            &format!("port={closed_port}"),
+        ])
         .run();
     assert_eq!(out.code, 1, "{}", out.transcript());
     assert!(
@@ -338,6 +348,14 @@ fn check_mode_connects_and_runs_nothing() {
         "{}",
         out.transcript()
     );
+    // A port that is not whole is refused, never replaced by ssh's default.
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", &file, "--check", "-i", "port=2222.5"])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(out.transcript().contains("port"), "{}", out.transcript());
+    assert_eq!(sshd.logins(), 1);
 }
 
 /// A remote command that outlives its step's timeout is stopped on the host, not left running.
@@ -351,12 +369,21 @@ fn a_timed_out_remote_command_is_stopped_on_the_host() {
         dir.path(),
         "timeout.yaml",
         &format!(
-            "version: 1\nname: timeout\nsteps:\n  - {{ id: hang, uses: ssh.run, timeout: 1s, retry: {{ attempts: 1 }}, with: {{ {}, argv: [sh, -c, 'sleep {marker}; echo late'] }} }}\n",
+            "version: 1\nname: timeout\nsteps:\n  - {{ id: hang, uses: ssh.run, timeout: 1s, retry: {{ attempts: 1 }}, with: {{ {}, argv: [sh, -c, 'echo started-hanging >&2; sleep {marker}; echo late'] }} }}\n",
             sshd.params()
         ),
     );
-    let out = Ripcord::new().state(&state).args(["run", &file]).run();
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", &file, "--json"])
+        .run();
     assert_eq!(out.code, 1, "{}", out.transcript());
+    // What it wrote before it was stopped is the timeout's evidence.
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let report = report(&state, &run_id);
+    let tried = &step(&report, "hang")["tries"][0];
+    assert_eq!(tried["error"], "timed out after 1s", "{tried}");
+    assert_eq!(tried["stderr_tail"], "started-hanging", "{tried}");
     let deadline = Instant::now() + Duration::from_secs(3);
     while alive(&format!("-c sleep {marker}")) {
         assert!(

@@ -41,34 +41,54 @@ use super::{BoxFuture, Failure, OutputMap, Provider, Request, param_str, scalar_
 use crate::cli::shell_word;
 use crate::session::supervisor::{Groups, signal_group};
 
-/// Bytes of the remote `$RIPCORD_OUTPUT` file read back.
-const MAX_OUTPUT_FILE: usize = 64 * 1024;
+/// Bytes of the remote `$RIPCORD_OUTPUT` file read back; a larger file fails the step (its
+/// last keys would be lost).
+const MAX_OUTPUT_FILE: usize = 1024 * 1024;
 
 /// How long a cancelled command's process group has between SIGTERM and SIGKILL.
 const REMOTE_GRACE_S: u32 = 1;
 
-/// The remote side of one attempt, run by `sh -c` with `$1` the attempt's boundary and the
-/// rest the command. Claims the attempt's directory (a directory already there means the
-/// attempt was cancelled before it began: nothing runs), reads `NAME=escaped` lines up to `.`
-/// (an input that ends before it means the client is gone: nothing runs), then runs the
-/// command in the background (so a SIGTERM can be acted on while it runs) with the rest of
-/// stdin.
-const BOOTSTRAP: &str = r#"d="${TMPDIR:-/tmp}/ripcord-$1"; b=$1; shift
+/// The remote side of one attempt, run by `sh -c` with `$1` the attempt's directory token and
+/// the rest the command; its stdin is the attempt's boundary (a line), the `env` block
+/// (`NAME=escaped` lines up to `.`), then the step's own stdin.
+///
+/// - Claims the attempt's directory: one already there means the attempt was cancelled before
+///   it began, and nothing runs.
+/// - Reads the boundary into a variable of its own: not on any command line, not in the
+///   command's environment or files, so the command cannot forge its end.
+/// - Reads and exports `env` in a subshell that then becomes the command: the bootstrap's own
+///   variables (and `PATH`) are untouched by whatever names `env` has. An input that ends before
+///   `.` means the client is gone, and nothing runs.
+/// - Runs the command in the background (so a SIGTERM can be acted on while it runs), in a new
+///   session when `setsid` exists, so that what it leaves behind when it exits is killed, as
+///   `shell.run` does, and a SIGTERM reaches all of it.
+/// - Prints the boundary, the exit code and the output file's size, then the file (at most
+///   MAXOUT bytes).
+const BOOTSTRAP: &str = r#"d="${TMPDIR:-/tmp}/ripcord-$1"; shift
 mkdir -m 700 "$d" 2>/dev/null || { rmdir "$d" 2>/dev/null; echo "ripcord: cancelled, or cannot create $d" >&2; exit 255; }
 trap 'rm -rf "$d"' EXIT
-trap 'trap "" TERM; kill -TERM 0; sleep GRACE; rm -rf "$d"; kill -KILL 0' TERM
-echo $$ >"$d/pid"
-ok=
-while IFS= read -r l; do
-  [ "$l" = . ] && { ok=1; break; }
-  v=$(printf '%bx' "${l#*=}"); export "${l%%=*}=${v%x}"
-done
-[ "$ok" ] || { echo "ripcord: the connection ended before the command was sent" >&2; exit 255; }
-export RIPCORD_OUTPUT="$d/out"
+IFS= read -r b || { echo "ripcord: the connection ended before the command was sent" >&2; exit 255; }
+s=$(command -v setsid)
 exec 3<&0
-"$@" <&3 3<&- &
-wait $!; rc=$?
-printf '%s%s\n' "$b" "$rc"
+(
+  __rc_o="$d/out"; __rc_ok=
+  while IFS= read -r __rc_l; do
+    [ "$__rc_l" = . ] && { __rc_ok=1; break; }
+    __rc_v=$(printf '%bx' "${__rc_l#*=}"); export "${__rc_l%%=*}=${__rc_v%x}"
+  done
+  [ "$__rc_ok" ] || { echo "ripcord: the connection ended before the command was sent" >&2; exit 255; }
+  export RIPCORD_OUTPUT="$__rc_o"
+  unset __rc_o __rc_ok __rc_l __rc_v
+  exec $s "$@"
+) <&3 3<&- &
+c=$!
+trap 'trap "" TERM; if [ "$s" ]; then kill -TERM -$c; else kill -TERM $c; fi 2>/dev/null; sleep GRACE; if [ "$s" ]; then kill -KILL -$c; else kill -KILL $c; fi 2>/dev/null; rm -rf "$d"; exit 143' TERM
+echo $$ >"$d/pid"
+wait $c; rc=$?
+[ "$s" ] && kill -KILL -$c 2>/dev/null
+trap '' PIPE
+n=0; [ -f "$d/out" ] && n=$(wc -c <"$d/out")
+printf '%s%s %s\n' "$b" "$rc" $n
 head -c MAXOUT "$d/out" 2>/dev/null
 exit $rc"#;
 
@@ -104,9 +124,9 @@ impl Target {
             }
         }
         for what in ["identity", "known_hosts"] {
-            if text(what).is_some_and(|v| v.contains(['"', '\n', '\r'])) {
+            if text(what).is_some_and(|v| v.contains(['"', '\\', '\n', '\r'])) {
                 return Err(Failure::permanent(format!(
-                    "ssh.run: `{what}` is a file name without quotes or line breaks"
+                    "ssh.run: `{what}` is a file name without double quotes, backslashes or line breaks"
                 )));
             }
         }
@@ -152,9 +172,10 @@ impl Target {
             args.extend(["-p".into(), port.to_string()]);
         }
         if let Some(identity) = &self.identity {
+            // As an option, not `-i`: its value is quoted and its `%` kept literally.
             args.extend([
-                "-i".into(),
-                identity.clone(),
+                "-o".into(),
+                format!("IdentityFile={}", ssh_config_word(identity)),
                 "-o".into(),
                 "IdentitiesOnly=yes".into(),
             ]);
@@ -187,6 +208,46 @@ impl Target {
         ssh
     }
 
+    /// Why ssh refused the host's key: unknown (no line for it) or changed (a line with another
+    /// key), and in which file, read with `ssh-keygen -F` (which reads hashed lines too).
+    fn host_key_problem(&self) -> String {
+        let name = match self.port {
+            Some(port) if port != 22 => format!("[{}]:{port}", self.host),
+            _ => self.host.clone(),
+        };
+        let files: Vec<String> = match &self.known_hosts {
+            Some(file) => vec![file.clone()],
+            None => std::env::var("HOME")
+                .map(|home| format!("{home}/.ssh/known_hosts"))
+                .into_iter()
+                .chain(["/etc/ssh/ssh_known_hosts".to_string()])
+                .collect(),
+        };
+        let listed = files.iter().find(|file| {
+            std::process::Command::new("ssh-keygen")
+                .args(["-F", &name, "-f", file])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        match listed {
+            Some(file) => format!(
+                "the host key of {} is not the one {file} has for `{name}`: a changed key (a \
+                 reinstalled host, or a machine in the middle). Check the new key's fingerprint \
+                 with the host's owner before replacing the line (ssh-keygen -R '{name}' -f {file}; \
+                 docs/remote.md)",
+                self.describe()
+            ),
+            None => format!(
+                "`{name}` is not in {}: an unknown host key, never accepted on first use. Add \
+                 its key after checking its fingerprint (ssh-keyscan; docs/remote.md)",
+                files.join(" or ")
+            ),
+        }
+    }
+
     fn describe(&self) -> String {
         let user = self
             .user
@@ -197,11 +258,12 @@ impl Target {
     }
 }
 
-/// A value for an ssh `-o` option: ssh splits option values on spaces unless quoted, and
-/// expands `%` tokens in some of them.
+/// A value for an ssh `-o` option: ssh splits option values on spaces and reads quotes unless
+/// the value is quoted, and expands `%` tokens in some of them. (`"`, `\\` and line breaks are
+/// refused before.)
 fn ssh_config_word(value: &str) -> String {
     let value = value.replace('%', "%%");
-    if value.contains([' ', '\t']) {
+    if value.contains([' ', '\t', '\'']) {
         format!("\"{value}\"")
     } else {
         value
@@ -248,6 +310,33 @@ struct Slot {
 }
 
 impl Slot {
+    /// After an attempt that timed out or lost its end: a master that does not answer within
+    /// 2 s (frozen, or stuck on a dead connection) is ended, so the next step opens a new one.
+    /// One that answers is kept: other steps may be using it.
+    async fn drop_if_stuck(&self, target: &Target) {
+        let mut check = Command::new("ssh");
+        check
+            .args(["-O", "check", "-o", "LogLevel=ERROR"])
+            .args(target.options(&self.socket))
+            .arg("--")
+            .arg(&target.host)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let alive = match check.spawn() {
+            Ok(mut child) => matches!(
+                tokio::time::timeout(Duration::from_secs(2), child.wait()).await,
+                Ok(Ok(status)) if status.success()
+            ),
+            Err(_) => true,
+        };
+        if !alive {
+            // Dropping the master ends it (SIGTERM, then SIGKILL).
+            self.master.lock().await.take();
+        }
+    }
+
     fn new(socket: PathBuf) -> Slot {
         Slot {
             master: tokio::sync::Mutex::new(None),
@@ -306,13 +395,23 @@ async fn connect(
     target: &Target,
     masters: &Mutex<Masters>,
     request: &Request,
-) -> Result<(PathBuf, tokio::sync::OwnedSemaphorePermit), Failure> {
+) -> Result<(Arc<Slot>, tokio::sync::OwnedSemaphorePermit), Failure> {
     let slot = {
         let mut all = lock(masters);
         if all.dir.is_none() {
+            use std::os::unix::fs::PermissionsExt;
+            // A control socket's path must fit a unix socket's 108 bytes: a long $TMPDIR is
+            // passed over for /tmp.
+            let base = std::env::temp_dir();
+            let base = if base.as_os_str().len() > 60 {
+                PathBuf::from("/tmp")
+            } else {
+                base
+            };
             let dir = tempfile::Builder::new()
                 .prefix("ripcord-ssh-")
-                .tempdir()
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir_in(base)
                 .map_err(|e| {
                     Failure::new(format!("cannot create the ssh socket directory: {e}"))
                 })?;
@@ -339,15 +438,14 @@ async fn connect(
     let mut master = slot.master.lock().await;
     if let Some(m) = master.as_mut() {
         match m.child.try_wait() {
-            Ok(None) => return Ok((m.socket.clone(), session)),
+            Ok(None) => return Ok((slot.clone(), session)),
             // The connection dropped (the host rebooted): a new one.
             _ => *master = None,
         }
     }
-    let started = start_master(target, &slot.socket, request).await?;
-    let socket = started.socket.clone();
-    *master = Some(started);
-    Ok((socket, session))
+    *master = Some(start_master(target, &slot.socket, request).await?);
+    drop(master);
+    Ok((slot, session))
 }
 
 async fn start_master(
@@ -376,6 +474,9 @@ async fn start_master(
             "-o",
             "LogLevel=ERROR",
         ])
+        // A connection that stops answering (a partition, a frozen host) ends within 15 s, so
+        // the next step opens a new one instead of waiting on it.
+        .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
         .args(target.options(socket))
         .arg("--")
         .arg(&target.host)
@@ -412,11 +513,16 @@ async fn start_master(
             let permanent = why.contains("Host key verification failed")
                 || why.contains("host key")
                 || why.contains("HOST IDENTIFICATION")
-                || why.contains("Permission denied");
-            let message = format!(
-                "ssh.run: cannot connect to {}: {why}; nothing ran",
-                target.describe()
-            );
+                || why.contains("Permission denied")
+                || why.contains("too long for Unix domain socket");
+            let message = if why.contains("Host key verification failed") {
+                format!("ssh.run: {}; nothing ran", target.host_key_problem())
+            } else {
+                format!(
+                    "ssh.run: cannot connect to {}: {why}; nothing ran",
+                    target.describe()
+                )
+            };
             return Err(if permanent {
                 Failure::permanent(message)
             } else {
@@ -455,19 +561,22 @@ fn last_line(text: &str) -> String {
         .to_string()
 }
 
-/// A random token naming one attempt on the remote host.
-fn boundary() -> String {
+/// `prefix` and `bytes` random bytes in hex.
+fn token(prefix: &str, bytes: usize) -> String {
     use std::io::Read;
-    let mut bytes = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    let mut random = vec![0u8; bytes];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random));
     if read.is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        bytes = (nanos ^ u128::from(std::process::id()) << 64).to_le_bytes();
+        let seed = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+        for (i, b) in random.iter_mut().enumerate() {
+            *b = seed[i % seed.len()];
+        }
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("RIPCORD-{hex}-")
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
 }
 
 /// `NAME=value` with every byte of the value as a `printf %b` octal escape: one line whatever
@@ -508,13 +617,14 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
     } else {
         return Err(Failure::permanent("ssh.run needs `argv` or `script`"));
     };
-    let mut input = String::new();
+    let boundary = token("RIPCORD-END-", 16);
+    let mut input = format!("{boundary}\n");
     if let Some(env) = p.get("env").and_then(Json::as_object) {
         for (k, v) in env {
             let value = scalar_text(v).unwrap_or_default();
-            if !is_env_name(k) {
+            if !is_env_name(k) || k.starts_with("__rc_") {
                 return Err(Failure::permanent(format!(
-                    "ssh.run: env name `{k}` is not a variable name"
+                    "ssh.run: env name `{k}` is not a variable name (or is one of ripcord's, `__rc_*`)"
                 )));
             }
             if value.contains('\0') {
@@ -534,19 +644,21 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
     }
 
     // Held until the attempt is over, its cancellation included.
-    let (socket, _session) = connect(&target, masters, &request).await?;
+    let (slot, _session) = connect(&target, masters, &request).await?;
+    let socket = slot.socket.clone();
     if request.check {
         // Connected and authenticated, host key checked: the check is done, nothing runs.
         return Ok(OutputMap::new());
     }
-    let boundary = boundary();
+    // Names the attempt's directory on the host (not a secret: the boundary is).
+    let attempt = token("", 8);
     let bootstrap = BOOTSTRAP
         .replace("GRACE", &REMOTE_GRACE_S.to_string())
-        .replace("MAXOUT", &MAX_OUTPUT_FILE.to_string());
+        .replace("MAXOUT", &(MAX_OUTPUT_FILE + 1).to_string());
     let mut remote = format!(
         "sh -c {} ripcord-ssh {}",
         shell_word(&bootstrap),
-        shell_word(&boundary)
+        shell_word(&attempt)
     );
     for word in &command {
         remote.push(' ');
@@ -557,14 +669,15 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
     let ended = process::run(
         ssh,
         Some(input.into_bytes()),
-        MAX_CAPTURE + MAX_OUTPUT_FILE + 128,
+        MAX_CAPTURE + MAX_OUTPUT_FILE + 256,
         &request,
     )
     .await;
     let finished = match ended {
         Ok(Ended::Exited(f)) => f,
         Ok(Ended::Cancelled { stdout, stderr }) => {
-            stop_remote(&target, &socket, &boundary).await;
+            stop_remote(&target, &socket, &attempt).await;
+            slot.drop_if_stuck(&target).await;
             return Err(Failure::new(
                 "cancelled: the remote command was sent SIGTERM, then SIGKILL",
             )
@@ -572,31 +685,65 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
         }
         Err(e) => return Err(Failure::permanent(e)),
     };
-    let Some(at) = finished.stdout.rfind(&boundary) else {
-        let why = last_line(&finished.stderr);
-        return Err(Failure::new(format!(
-            "ssh.run on {}: the command's end was not seen (ssh exited with code {}){}",
-            target.describe(),
-            finished.code(),
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(": {why}")
+    let end = End::parse(&finished.stdout, &boundary);
+    let stderr = tail(&finished.stderr, MAX_CAPTURE).to_string();
+    let (code, written) = match end {
+        // The remote exit code, confirmed by ssh's own (a connection lost after the command
+        // ended makes ssh exit 255), and the output file whole.
+        Some(End {
+            code,
+            size,
+            written,
+            ..
+        }) if i64::from(finished.code()) == code
+            // (Bytes that are not UTF-8 were read as U+FFFD: their count cannot be compared.)
+            && (written.len() == size.min(MAX_OUTPUT_FILE + 1) || written.contains('\u{FFFD}')) =>
+        {
+            if size > MAX_OUTPUT_FILE {
+                return Err(Failure::permanent(format!(
+                    "ssh.run on {}: the command wrote {size} bytes to $RIPCORD_OUTPUT, more than {} KiB",
+                    target.describe(),
+                    MAX_OUTPUT_FILE / 1024
+                ))
+                .with_output(tail(end_stdout(&finished.stdout, &boundary), MAX_CAPTURE).to_string(), stderr));
             }
-        )));
+            (code, written)
+        }
+        _ => {
+            slot.drop_if_stuck(&target).await;
+            let why = last_line(&finished.stderr);
+            let saw_end = end.is_some();
+            return Err(Failure::new(format!(
+                "ssh.run on {}: {} (ssh exited with code {}){}",
+                target.describe(),
+                if saw_end {
+                    "the connection was lost while the command's outputs came back"
+                } else {
+                    "the command's end was not seen"
+                },
+                finished.code(),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ))
+            .with_output(
+                tail(end_stdout(&finished.stdout, &boundary), MAX_CAPTURE).to_string(),
+                stderr,
+            ));
+        }
     };
-    let stdout = tail(&finished.stdout[..at], MAX_CAPTURE);
-    let rest = &finished.stdout[at + boundary.len()..];
-    let (code, written) = rest.split_once('\n').unwrap_or((rest, ""));
-    let code: i64 = code.trim().parse().unwrap_or(-1);
+    let stdout = tail(end_stdout(&finished.stdout, &boundary), MAX_CAPTURE);
     let mut outputs = shell::output_lines(written);
     outputs.insert("exit_code".into(), json!(code));
     outputs.insert("stdout".into(), json!(stdout));
-    outputs.insert("stderr".into(), json!(finished.stderr));
+    outputs.insert("stderr".into(), json!(stderr));
+    outputs.insert("target".into(), json!(target.describe()));
     if code == 0 {
         return Ok(outputs);
     }
-    let last = last_line(&finished.stderr);
+    let last = last_line(&stderr);
     let message = if last.is_empty() {
         format!(
             "`{program}` on {} exited with code {code}",
@@ -613,6 +760,35 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
         retryable: true,
         outputs,
     })
+}
+
+/// What the bootstrap printed after the command ended: `BOUNDARY<code> <size>\n` and then the
+/// output file (at most one byte past the limit, to tell an oversized file).
+struct End<'a> {
+    code: i64,
+    size: usize,
+    written: &'a str,
+}
+
+impl<'a> End<'a> {
+    /// The end in `stdout`, at the boundary's first place (the command cannot know it, so
+    /// what it printed cannot hold it).
+    fn parse(stdout: &'a str, boundary: &str) -> Option<End<'a>> {
+        let at = stdout.find(boundary)?;
+        let rest = &stdout[at + boundary.len()..];
+        let (head, written) = rest.split_once('\n')?;
+        let (code, size) = head.split_once(' ')?;
+        Some(End {
+            code: code.trim().parse().ok()?,
+            size: size.trim().parse().ok()?,
+            written,
+        })
+    }
+}
+
+/// The command's own stdout: what came before the end.
+fn end_stdout<'a>(stdout: &'a str, boundary: &str) -> &'a str {
+    stdout.find(boundary).map_or(stdout, |at| &stdout[..at])
 }
 
 /// The last `max` bytes of `text`, cut at a character boundary.
@@ -689,5 +865,6 @@ mod tests {
     fn option_values_keep_spaces_and_percent_signs() {
         assert_eq!(ssh_config_word("/tmp/a b/%h"), "\"/tmp/a b/%%h\"");
         assert_eq!(ssh_config_word("/plain"), "/plain");
+        assert_eq!(ssh_config_word("/tmp/kh'q"), "\"/tmp/kh'q\"");
     }
 }

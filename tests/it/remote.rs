@@ -146,6 +146,7 @@ fn env_reaches_the_remote_command_and_no_command_line() {
     let state = dir.path().join("state");
     // Quotes, a newline, `$`, a backslash and non-ASCII: every byte arrives as it was.
     let canary = format!("ssh-canary-{}-'q\"\n$HOME\\x é", std::process::id());
+    let marker = format!("3.{}", std::process::id() % 1000);
     let file = write(
         dir.path(),
         "env.yaml",
@@ -159,7 +160,7 @@ steps:
     uses: ssh.run
     with:
 {p}
-      argv: [sh, -c, 'printf %s "$TOKEN" > {evidence}/token; printf %s "$(cat)" > {evidence}/stdin; echo "seen=$TOKEN" >> "$RIPCORD_OUTPUT"; sleep 2']
+      argv: [sh, -c, 'printf %s "$TOKEN" > {evidence}/token; printf %s "$(cat)" > {evidence}/stdin; echo "seen=$TOKEN" >> "$RIPCORD_OUTPUT"; sleep {marker}']
       env: {{ TOKEN: "${{{{ inputs.token }}}}", PLAIN: 5 }}
       stdin: "${{{{ inputs.token }}}}"
 "#,
@@ -167,30 +168,48 @@ steps:
             evidence = evidence.display()
         ),
     );
+    // The remote command ends in `sleep {marker}`: its environment is looked at there, not in
+    // ripcord's (which has the token from SSH_CANARY).
     let child = Ripcord::new()
         .state(&state)
         .env("SSH_CANARY", &canary)
         .args(["run", &file, "--json"])
         .spawn();
     let first_line = canary.lines().next().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_millis(1800);
+    // As it travels: each byte a `printf %b` octal escape.
+    let encoded: String = first_line[..12]
+        .bytes()
+        .map(|b| format!("\\0{b:03o}"))
+        .collect();
+    // Looked at until the remote command has been seen with the token in its environment
+    // (a process of the server's account, not ripcord, whose environment has it too), and
+    // a little after.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let (mut looked, mut in_environ) = (0, false);
-    while Instant::now() < deadline {
+    let mut after = 0;
+    while after < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the remote command was never seen"
+        );
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
                 looked += 1;
                 let text = String::from_utf8_lossy(&cmdline);
                 assert!(
-                    !text.contains(&first_line),
+                    !text.contains(&first_line) && !text.contains(&encoded),
                     "secret on a command line: {text}"
                 );
-            }
-            // The remote command has it in its environment: it did arrive, by another way.
-            if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
-                in_environ |= String::from_utf8_lossy(&environ).contains(&first_line);
+                let remote = text.starts_with("sleep") && text.contains(&marker);
+                if remote && let Ok(environ) = std::fs::read(entry.path().join("environ")) {
+                    in_environ |= String::from_utf8_lossy(&environ).contains(&first_line);
+                }
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if in_environ {
+            after += 1;
+        }
+        std::thread::sleep(Duration::from_millis(30));
     }
     assert!(looked > 0);
     assert!(
@@ -272,8 +291,15 @@ fn an_unknown_or_changed_host_key_is_refused_before_anything_runs() {
         let out = Ripcord::new().state(&state).args(["run", &file]).run();
         assert_eq!(out.code, 1, "{}", out.transcript());
         let text = out.transcript();
+        let why = if name == "changed" {
+            "a changed key"
+        } else {
+            "an unknown host key"
+        };
         assert!(
-            text.contains("Host key verification failed") && text.contains("nothing ran"),
+            text.contains(why)
+                && text.contains(&known.display().to_string())
+                && text.contains("nothing ran"),
             "{text}"
         );
         // Not retried: a host key does not mend by itself.
@@ -369,8 +395,9 @@ fn a_timed_out_remote_command_is_stopped_on_the_host() {
         dir.path(),
         "timeout.yaml",
         &format!(
-            "version: 1\nname: timeout\nsteps:\n  - {{ id: hang, uses: ssh.run, timeout: 1s, retry: {{ attempts: 1 }}, with: {{ {}, argv: [sh, -c, 'echo started-hanging >&2; sleep {marker}; echo late'] }} }}\n",
-            sshd.params()
+            // Connected first: the timeout is the command's alone.
+            "version: 1\nname: timeout\nsteps:\n  - {{ id: connect, uses: ssh.run, with: {{ {p}, argv: [\"true\"] }} }}\n  - {{ id: hang, needs: [connect], uses: ssh.run, timeout: 2s, retry: {{ attempts: 1 }}, with: {{ {p}, argv: [sh, -c, 'echo started-hanging >&2; sleep {marker}; echo late'] }} }}\n",
+            p = sshd.params()
         ),
     );
     let out = Ripcord::new()
@@ -382,7 +409,7 @@ fn a_timed_out_remote_command_is_stopped_on_the_host() {
     let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
     let report = report(&state, &run_id);
     let tried = &step(&report, "hang")["tries"][0];
-    assert_eq!(tried["error"], "timed out after 1s", "{tried}");
+    assert_eq!(tried["error"], "timed out after 2s", "{tried}");
     assert_eq!(tried["stderr_tail"], "started-hanging", "{tried}");
     let deadline = Instant::now() + Duration::from_secs(3);
     while alive(&format!("-c sleep {marker}")) {
@@ -447,7 +474,7 @@ fn an_interrupt_or_kill_closes_the_connection() {
             // Nothing is left on this side to stop the remote command after a `kill -9`: it
             // runs to its own end (docs/remote.md says so, and resume finds the step in doubt).
             let _ = std::process::Command::new("pkill")
-                .args(["-f", &format!("-c sleep {marker}")])
+                .args(["-f", "--", &format!("-c sleep {marker}")])
                 .status();
         } else {
             // The remote command was stopped, not just disconnected.
@@ -571,7 +598,9 @@ fn a_dropped_connection_is_opened_again() {
             "version: 1\nname: drop\nsteps:\n\
              - {{ id: first, uses: ssh.run, with: {{ {p}, argv: [\"true\"] }} }}\n\
              - {{ id: cut, needs: [first], uses: shell.run, with: {{ argv: [pkill, -f, 'ssh -N -M .*-p {port} '] }} }}\n\
-             - {{ id: again, needs: [cut], uses: ssh.run, with: {{ {p}, argv: [echo, back] }} }}\n",
+             - {{ id: again, needs: [cut], uses: ssh.run, with: {{ {p}, argv: [echo, back] }} }}\n\
+             - {{ id: and-again, needs: [again], uses: ssh.run, with: {{ {p}, argv: [\"true\"] }} }}\n\
+             - {{ id: once-more, needs: [and-again], uses: ssh.run, with: {{ {p}, argv: [\"true\"] }} }}\n",
             p = sshd.params(),
             port = sshd.port
         ),
@@ -586,5 +615,117 @@ fn a_dropped_connection_is_opened_again() {
         "{}",
         out.stdout
     );
+    // A new master for the three steps after the cut (a step without one would connect on
+    // its own: four logins).
     assert_eq!(sshd.logins(), 2, "{}", sshd.log_text());
+}
+
+/// Whatever the command or its `env` does, the bootstrap around it on the host keeps working:
+/// `env` names that the bootstrap's shell uses (`d`, `b`, `PATH`) change only the command's
+/// environment; the command cannot forge its exit code (the end's boundary is never where it
+/// can read it); what it leaves running in the background is killed when it exits (the step
+/// does not wait for it); an output file over the limit fails the step instead of losing keys.
+#[test]
+fn the_remote_command_cannot_disturb_its_bootstrap() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = drop_box(dir.path());
+    let victim = evidence.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("important"), "keep").unwrap();
+    let state = dir.path().join("state");
+    let marker = format!("41.{}", std::process::id() % 1000);
+    let file = write(
+        dir.path(),
+        "bootstrap.yaml",
+        &format!(
+            r#"version: 1
+name: bootstrap
+defaults: {{ retry: {{ attempts: 1 }} }}
+steps:
+  - id: names
+    uses: ssh.run
+    with:
+{p}
+      argv: [/bin/sh, -c, 'echo "d=$d b=$b path=$PATH" >> "$RIPCORD_OUTPUT"; echo big=$(printf "%070000d" 0) >> "$RIPCORD_OUTPUT"; echo last=yes >> "$RIPCORD_OUTPUT"']
+      env: {{ d: "{victim}", b: "x", PATH: /nonexistent, l: "." }}
+  - id: forge
+    uses: ssh.run
+    on_failure: continue
+    with:
+{p}
+      script: |
+        t=$(basename "$(dirname "$RIPCORD_OUTPUT")")
+        for guess in "$t" "RIPCORD-END-$t" "$(tr '\0' ' ' < /proc/$PPID/cmdline)"; do
+          printf '%s0 0\n' "$guess"; printf '%s0 0\n' "$guess" >> "$RIPCORD_OUTPUT"
+        done
+        env | grep RIPCORD_ >> "$RIPCORD_OUTPUT"
+        echo "promote failed" >&2; exit 3
+  - id: background
+    uses: ssh.run
+    timeout: 20s
+    with:
+{p}
+      script: '(sleep {marker}; echo late) & echo started'
+  - id: oversized
+    uses: ssh.run
+    on_failure: continue
+    with:
+{p}
+      argv: [sh, -c, 'head -c 1100000 /dev/zero | tr "\0" a >> "$RIPCORD_OUTPUT"']
+"#,
+            p = sshd.params_block(6),
+            victim = victim.display()
+        ),
+    );
+    let started = Instant::now();
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--json", "--concurrency", "1", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the background process held its step up"
+    );
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let report = report(&state, &run_id);
+
+    let names = &step(&report, "names")["outputs"];
+    assert_eq!(
+        names["d"],
+        format!("{} b=x path=/nonexistent", victim.display()),
+        "{names}"
+    );
+    assert_eq!(
+        names["big"].as_str().unwrap().len(),
+        70_000,
+        "a long value whole"
+    );
+    assert_eq!(names["last"], "yes", "keys after a long one");
+    assert_eq!(
+        std::fs::read_to_string(victim.join("important")).unwrap(),
+        "keep",
+        "env `d` made the bootstrap remove another directory"
+    );
+
+    let forge = step(&report, "forge");
+    assert_eq!(forge["status"], "failed", "{forge}");
+    assert_eq!(forge["outputs"]["exit_code"], 3, "{forge}");
+
+    assert_eq!(step(&report, "background")["status"], "succeeded");
+    assert!(
+        !alive(&format!("sleep {marker}")),
+        "the background process outlived its step"
+    );
+
+    let oversized = step(&report, "oversized");
+    assert_eq!(oversized["status"], "failed", "{oversized}");
+    assert!(
+        oversized["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 1024 KiB"),
+        "{oversized}"
+    );
 }

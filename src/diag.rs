@@ -45,6 +45,8 @@ pub struct Diag {
     pub help: Option<String>,
     /// Further diagnostics shown beneath this one (e.g. a location in another file).
     pub related: Vec<Diag>,
+    /// Never quote the file's text (a file of input values may hold secrets): positions only.
+    pub unquoted: bool,
 }
 
 impl Diag {
@@ -57,6 +59,7 @@ impl Diag {
             labels: Vec::new(),
             help: None,
             related: Vec::new(),
+            unquoted: false,
         }
     }
 
@@ -72,6 +75,12 @@ impl Diag {
             severity: Severity::Note,
             ..Diag::error(code, message)
         }
+    }
+
+    /// Shown with its file:line:col but without the file's text (see [`Diag::unquoted`]).
+    pub fn unquoted(mut self) -> Self {
+        self.unquoted = true;
+        self
     }
 
     pub fn in_file(mut self, source: &SourceFile) -> Self {
@@ -151,7 +160,7 @@ impl Diag {
 
     /// Renders rustc-style, with colour when `color` is set.
     pub fn render(&self, color: bool) -> String {
-        if self.has_long_line() {
+        if self.unquoted || self.has_long_line() {
             return self.without_snippet().render(color);
         }
         let theme = if color {
@@ -198,6 +207,7 @@ impl Diag {
         }
         plain.source = None;
         plain.labels.clear();
+        plain.unquoted = false;
         plain.related = self.related.iter().map(Diag::without_snippet).collect();
         plain
     }

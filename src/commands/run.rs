@@ -280,15 +280,28 @@ pub fn context(
     concurrency: Option<u32>,
     started_by: Option<Identity>,
 ) -> RunContext {
+    // A dry-run needs no secret nor any value it is not given (CI has none): an input without
+    // one is a stand-in of its type there. A real run never gets this far without them.
     let inputs: Map<String, Json> = plan
         .inputs
         .iter()
-        .filter_map(|i| Some((i.name.clone(), i.value.clone()?)))
+        .filter_map(|i| match &i.value {
+            Some(v) => Some((i.name.clone(), v.clone())),
+            None if session.mode == Mode::DryRun => Some((
+                i.name.clone(),
+                crate::compile::inputs::stand_in(i.ty, "(not given)"),
+            )),
+            None => None,
+        })
         .collect();
+    // A dry-run's stand-in for a command's value (`0`, "(from its command)") is no secret.
+    let stand_in = |i: &&crate::plan::ResolvedInput| {
+        i.origin == crate::plan::InputOrigin::Command && session.mode == Mode::DryRun
+    };
     let masker = Masker::new(
         plan.inputs
             .iter()
-            .filter(|i| i.secret)
+            .filter(|i| i.secret && !stand_in(i))
             .filter_map(|i| i.value.as_ref()),
     );
     RunContext {

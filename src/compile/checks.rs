@@ -32,9 +32,9 @@ impl Compiler<'_> {
                     }
                 }
             }
-            for p in shell_params(d) {
+            for (action, p) in shell_params(d) {
                 let Param::Map(entries) = p else { continue };
-                for (key, value) in entries.iter().filter(|(k, _)| k == "argv" || k == "script") {
+                for (key, value) in entries.iter().filter(|(k, _)| on_command_line(action, k)) {
                     let mut exprs = Vec::new();
                     value.exprs(&mut exprs);
                     for e in exprs {
@@ -49,9 +49,13 @@ impl Compiler<'_> {
                                     )
                                     .in_file(&d.file)
                                     .label(e.span, "on the command line")
-                                    .help(format!(
-                                        "pass it through `env:` (e.g. `env: {{ TOKEN: \"${{{{ inputs.{name} }}}}\" }}` and use $TOKEN) or `stdin:`"
-                                    )),
+                                    .help(if key == "argv" || key == "script" {
+                                        format!(
+                                            "pass it through `env:` (e.g. `env: {{ TOKEN: \"${{{{ inputs.{name} }}}}\" }}` and use $TOKEN) or `stdin:`"
+                                        )
+                                    } else {
+                                        "`ssh` is run with it as an argument: take host names, users, ports and file names from inputs that are not secret".to_string()
+                                    }),
                                 );
                             }
                         }
@@ -65,7 +69,7 @@ impl Compiler<'_> {
     /// [`script`]); where that cannot be known, the runbook is refused.
     pub(super) fn check_script_quoting<'d>(&mut self, decls: impl Iterator<Item = &'d Decl>) {
         for d in decls {
-            for p in shell_params(d) {
+            for (_, p) in shell_params(d) {
                 let Param::Map(entries) = p else { continue };
                 let Some((_, Param::Str(t))) = entries.iter().find(|(k, _)| k == "script") else {
                     continue;
@@ -200,6 +204,42 @@ impl Compiler<'_> {
         compiled
     }
 
+    /// In a session that runs steps, an input that has no value (none given, no `env:`
+    /// variable set, no default) but that a step uses stops the run before anything starts,
+    /// rather than failing that step half-way through (an unset token, a forgotten
+    /// `--input-file`).
+    pub(super) fn refuse_valueless_inputs(&mut self, decls: &[Decl], inputs: &[ResolvedInput]) {
+        let mut told: HashSet<&str> = HashSet::new();
+        for d in decls {
+            for e in decl_exprs(d) {
+                for r in &e.refs {
+                    let Ref::Input(name) = r else { continue };
+                    let Some(input) = inputs
+                        .iter()
+                        .find(|i| &i.name == name && i.value.is_none() && i.origin == crate::plan::InputOrigin::Missing)
+                    else {
+                        continue;
+                    };
+                    if !told.insert(input.name.as_str()) {
+                        continue;
+                    }
+                    self.diags.push(
+                        Diag::error(
+                            "ripcord::input-missing",
+                            format!("input `{name}` has no value, and step `{}` uses it", d.id),
+                        )
+                        .in_file(&d.file)
+                        .label(e.span, "used here")
+                        .help(format!(
+                            "give it with --input {name}=… or in an --input-file{}, or declare a default; nothing has started",
+                            if input.secret { " (a secret: better its `env:` variable or `command:`)" } else { "" }
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
     pub(super) fn warn_unused_inputs(&mut self, runbook: &Runbook, decls: &[Decl]) {
         let mut used: HashSet<String> = HashSet::new();
         let mut note = |e: &Expr| {
@@ -210,19 +250,7 @@ impl Compiler<'_> {
             }
         };
         for d in decls {
-            let mut exprs = Vec::new();
-            if let Some(w) = &d.with {
-                w.exprs(&mut exprs);
-            }
-            if let Some(w) = d.undo.as_ref().and_then(|u| u.with.as_ref()) {
-                w.exprs(&mut exprs);
-            }
-            exprs.extend(d.undo.as_ref().and_then(|u| u.when.as_ref()?.expr()));
-            exprs.extend(d.when.as_ref().and_then(Condition::expr));
-            if let Some(ForEach::Expr(e)) = &d.for_each {
-                exprs.push(e);
-            }
-            exprs.into_iter().for_each(&mut note);
+            decl_exprs(d).into_iter().for_each(&mut note);
         }
         for (_, value) in runbook.outputs.iter().flat_map(|o| o.iter()) {
             if let Ok(template) =
@@ -246,16 +274,44 @@ impl Compiler<'_> {
     }
 }
 
-/// The `with:` of a step and of its undo, where they run `shell.run`.
-fn shell_params(d: &Decl) -> Vec<&Param> {
+/// The `with:` of a step and of its undo where the action runs a command (`shell.run`,
+/// `ssh.run`), each with its action.
+fn shell_params(d: &Decl) -> Vec<(&ActionRef, &Param)> {
     let shell =
         |a: &ActionRef| a.builtin && crate::provider::catalog::runs_command(&a.provider, &a.action);
-    let mut params: Vec<&Param> = Vec::new();
-    if d.action.as_ref().is_some_and(shell) {
-        params.extend(d.with.as_ref());
+    let mut params: Vec<(&ActionRef, &Param)> = Vec::new();
+    if let Some(a) = d.action.as_ref().filter(|a| shell(a)) {
+        params.extend(d.with.as_ref().map(|p| (a, p)));
     }
     if let Some(u) = d.undo.as_ref().filter(|u| shell(&u.action)) {
-        params.extend(u.with.as_ref());
+        params.extend(u.with.as_ref().map(|p| (&u.action, p)));
     }
     params
+}
+
+/// The params of a command-running action that end up on a command line: its argv or script,
+/// and for `ssh.run` also the `ssh` command line's host, user, port and file names.
+fn on_command_line(action: &ActionRef, key: &str) -> bool {
+    match key {
+        "argv" | "script" => true,
+        "host" | "user" | "port" | "identity" | "known_hosts" => action.provider == "ssh",
+        _ => false,
+    }
+}
+
+/// Every expression of a step: its `with:`, `when:`, `for_each:`, and its undo's.
+fn decl_exprs(d: &Decl) -> Vec<&Expr> {
+    let mut exprs = Vec::new();
+    if let Some(w) = &d.with {
+        w.exprs(&mut exprs);
+    }
+    if let Some(w) = d.undo.as_ref().and_then(|u| u.with.as_ref()) {
+        w.exprs(&mut exprs);
+    }
+    exprs.extend(d.undo.as_ref().and_then(|u| u.when.as_ref()?.expr()));
+    exprs.extend(d.when.as_ref().and_then(Condition::expr));
+    if let Some(ForEach::Expr(e)) = &d.for_each {
+        exprs.push(e);
+    }
+    exprs
 }

@@ -51,11 +51,12 @@ impl Compiler<'_> {
             }
             let mut keys: HashSet<String> = HashSet::new();
             let mut ids = Vec::with_capacity(items.len());
+            let by_host = hosts_are_unique(&items);
             for (n, item) in items.iter().enumerate() {
                 ids.push(match item {
                     None => d.id.clone(),
                     Some(item) => {
-                        let key = item_key(item, n);
+                        let key = item_key(item, n, by_host);
                         if !keys.insert(key.clone()) {
                             self.diags.push(
                                 Diag::error(
@@ -208,23 +209,33 @@ impl Compiler<'_> {
 }
 
 /// The name of a for_each instance: the item itself when it is a scalar, else its position.
-pub(super) fn item_key(item: &Json, position: usize) -> String {
+pub(super) fn item_key(item: &Json, position: usize, by_host: bool) -> String {
+    let scalar = |v: &Json| match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
     match item {
-        Json::String(s) => s.clone(),
-        Json::Number(n) => n.to_string(),
-        Json::Bool(b) => b.to_string(),
         // A host of an inventory list (`{name: app1, host: 10.0.0.5}`): named by its name,
-        // else its host.
-        Json::Object(map) => ["name", "host"]
-            .iter()
-            .find_map(|k| match map.get(*k) {
-                Some(v @ (Json::String(_) | Json::Number(_) | Json::Bool(_))) => {
-                    Some(item_key(v, position))
-                }
-                _ => None,
-            })
+        // else by its host when no two items share one (several ports on one host).
+        Json::Object(map) => map
+            .get("name")
+            .and_then(scalar)
+            .or_else(|| map.get("host").filter(|_| by_host).and_then(scalar))
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| position.to_string()),
-        _ => position.to_string(),
+        other => scalar(other).unwrap_or_else(|| position.to_string()),
     }
+}
+
+/// Whether the `host`s of a for_each's map items without a `name` are all different.
+fn hosts_are_unique(items: &[Option<Json>]) -> bool {
+    let mut seen = HashSet::new();
+    items
+        .iter()
+        .flatten()
+        .filter(|i| i.get("name").is_none())
+        .filter_map(|i| i.get("host").map(Json::to_string))
+        .all(|h| seen.insert(h))
 }

@@ -34,7 +34,8 @@ impl InputFile {
                 )
                 .in_file(&file)
                 .label(value.span, format!("{} here", value.a_type()))
-                .help("write one `name: value` line per input, e.g. `standby: host=db2 port=5432`"),
+                .help("write one `name: value` line per input, e.g. `standby: host=db2 port=5432`")
+                .unquoted(),
             ])
             }
         }
@@ -149,7 +150,8 @@ pub fn resolve(
                             format!("input `{}` {msg}", name.value),
                         )
                         .in_file(&f.file)
-                        .label(v.span, format!("declared as {}", ty.as_str())),
+                        .label(v.span, format!("declared as {}", ty.as_str()))
+                        .unquoted(),
                     );
                     (None, InputOrigin::Given)
                 }
@@ -186,7 +188,7 @@ pub fn resolve(
             } else if !run_commands {
                 // Not run here: unknown to validate; a stand-in of its type for a plan, a
                 // graph or a dry-run, which must work without the secret store.
-                (require_values.then(|| stand_in(ty)), InputOrigin::Command)
+                (require_values.then(|| stand_in(ty, "(from its command)")), InputOrigin::Command)
             } else {
                 let argv: Vec<&str> = command.value.iter().map(|a| a.value.as_str()).collect();
                 match source_command(&name.value, &argv, COMMAND_TIMEOUT)
@@ -243,7 +245,10 @@ pub fn resolve(
         }
         // A secret is masked by its value wherever it would be printed; a value this short
         // cannot be (it would hide ordinary text, or show through): refused.
+        // (A stand-in for a command's value is not a secret: it is not checked.)
+        let stand_in = origin == InputOrigin::Command && !run_commands;
         if secret
+            && !stand_in
             && let Some(v) = &value
             && let Some(short) = crate::exec::mask::too_short(v)
         {
@@ -277,22 +282,34 @@ pub fn resolve(
             span,
         });
     }
+    // A file may be shared by several runbooks (one site's values, an inventory): a key that
+    // no input of this runbook is near is left for the others, with a warning; one that looks
+    // like a misspelt input is an error (its input would silently keep its default).
     for f in files {
         for (key, _) in &f.entries {
             if !out.iter().any(|i| i.name == key.name) {
                 let names: Vec<&str> = out.iter().map(|i| i.name.as_str()).collect();
-                let mut d = Diag::error(
-                    "ripcord::input-unknown",
-                    format!("the runbook has no input `{}`", key.name),
-                )
-                .in_file(&f.file)
-                .label(key.span, "not an input of the runbook");
-                d = match suggest(&key.name, names.iter().copied()) {
-                    Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None if names.is_empty() => d.help("this runbook declares no inputs"),
-                    None => d.help(format!("declared inputs: {}", names.join(", "))),
+                let d = match suggest(&key.name, names.iter().copied()) {
+                    Some(s) => Diag::error(
+                        "ripcord::input-unknown",
+                        format!("the runbook has no input `{}`", key.name),
+                    )
+                    .help(format!("did you mean `{s}`?")),
+                    None => Diag::warning(
+                        "ripcord::input-unused",
+                        format!("`{}` is not an input of this runbook; not used", key.name),
+                    )
+                    .help(if names.is_empty() {
+                        "this runbook declares no inputs".to_string()
+                    } else {
+                        format!("declared inputs: {}", names.join(", "))
+                    }),
                 };
-                diags.push(d);
+                diags.push(
+                    d.in_file(&f.file)
+                        .label(key.span, "not an input of the runbook")
+                        .unquoted(),
+                );
             }
         }
     }
@@ -314,11 +331,11 @@ pub fn resolve(
     out
 }
 
-/// The value of an input whose `command:` is not run (plan, dry-run): of its type, and plainly
-/// not a real value.
-fn stand_in(ty: InputType) -> Json {
+/// A value of type `ty` that is plainly not a real one (`text` for a string): for an input
+/// whose `command:` is not run (plan, dry-run), or that has no value in a dry-run.
+pub fn stand_in(ty: InputType, text: &str) -> Json {
     match ty {
-        InputType::String => Json::String("(from its command)".into()),
+        InputType::String => Json::String(text.into()),
         InputType::Integer | InputType::Number => Json::from(0),
         InputType::Boolean => Json::Bool(false),
         InputType::Duration => Json::String("0s".into()),
@@ -335,6 +352,9 @@ impl Drop for Forget {
         crate::session::signals::early_group(0);
     }
 }
+
+/// What an input's command may print.
+const MAX_COMMAND_OUTPUT: u64 = 1 << 20;
 
 /// How long an input's command may take (a secret store that does not answer).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -363,27 +383,35 @@ fn source_command(
     // An interrupt now ends ripcord at once: the command's group goes with it.
     crate::session::signals::early_group(pid);
     let _forget = Forget;
-    let read = |pipe: Option<Box<dyn Read + Send>>| {
+    // Read by threads into shared buffers, so that a process it left behind holding the
+    // pipes (a daemon) cannot hold ripcord up: what was read by the command's end is enough.
+    type Kept = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+    let read = |pipe: Option<Box<dyn Read + Send>>, kept: Kept| {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                // At most 1 MiB: a value, not a download.
-                let _ = pipe.by_ref().take(1 << 20).read_to_end(&mut bytes);
+            if let Some(pipe) = pipe {
+                // At most 1 MiB and a byte: a value, not a download.
+                let mut pipe = pipe.take(MAX_COMMAND_OUTPUT + 1);
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buf[..n]);
+                }
             }
-            bytes
-        })
+            let _ = done.send(());
+        });
+        finished
     };
+    let (out, err) = (Kept::default(), Kept::default());
     let stdout = read(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        out.clone(),
     );
     let stderr = read(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        err.clone(),
     );
     let started = std::time::Instant::now();
     let deadline = started + timeout;
@@ -413,8 +441,15 @@ fn source_command(
     };
     // Whatever it left in its group goes too, so the pipes close.
     crate::session::supervisor::signal_group(pid, libc::SIGKILL);
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    for finished in [stdout, stderr] {
+        let _ = finished.recv_timeout(until.saturating_duration_since(std::time::Instant::now()));
+    }
+    let take = |kept: &Kept| std::mem::take(&mut *kept.lock().unwrap_or_else(|e| e.into_inner()));
+    let (stdout, stderr) = (take(&out), take(&err));
+    if stdout.len() as u64 > MAX_COMMAND_OUTPUT {
+        return Err("printed more than 1 MiB: not a value".into());
+    }
     if !status.success() {
         let stderr = String::from_utf8_lossy(&stderr);
         let last = stderr

@@ -70,8 +70,9 @@ pub struct CompileOptions<'a> {
     /// Whether a required input without a value is an error (plan, run) or stays unknown
     /// (validate).
     pub require_inputs: bool,
-    /// Whether inputs' `command:`s run (sessions that run steps) or their values stay unknown
-    /// (validate, plan, graph, dry-run).
+    /// Whether this is for a session that runs steps (run, run --check, resume, rollback):
+    /// inputs' `command:`s run, and an input a step uses must have a value. Otherwise
+    /// (validate, plan, graph, dry-run) a command's value is a stand-in or unknown.
     pub run_commands: bool,
     /// Built-in actions and external plugins, whose descriptions check params and outputs.
     pub providers: &'a Providers,
@@ -115,6 +116,9 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
         &mut cx.diags,
     );
     let body = cx.body(runbook, &inputs, &pools);
+    if options.run_commands {
+        cx.refuse_valueless_inputs(&body.decls, &inputs);
+    }
     if cx.diags.iter().any(Diag::is_error) {
         return Err(cx.diags);
     }

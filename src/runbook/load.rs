@@ -322,6 +322,7 @@ pub fn load_values(path: &Path) -> Result<(SourceFile, super::Value), LoadError>
         options(file.inner().len()),
     ) {
         Ok(value) => Ok((file, value)),
-        Err(e) => Err(vec![yaml_error(&file, &e)]),
+        // Quoting the file could show a secret value beside the error.
+        Err(e) => Err(vec![yaml_error(&file, &e).unquoted()]),
     }
 }

@@ -409,3 +409,75 @@ fn input_files_carry_typed_values_and_inventories() {
     assert_eq!(out.code, 2, "{}", out.transcript());
     assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
 }
+
+/// A for_each item that is a map is named by its `name`, else its `host` when no two items share
+/// one (two ports on one host are two items, named by position), else its position.
+#[test]
+fn for_each_maps_are_named_by_name_or_a_unique_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = crate::support::write(
+        dir.path(),
+        "names.yaml",
+        "version: 1\nname: names\nsteps:\n\
+         - { id: named, for_each: [{ name: app1, host: h }, { name: app2, host: h }], uses: sleep.for, with: { duration: 1s } }\n\
+         - { id: hosts, for_each: [{ host: 10.0.0.1 }, { host: 10.0.0.2 }], uses: sleep.for, with: { duration: 1s } }\n\
+         - { id: ports, for_each: [{ host: 10.0.0.1, port: 22 }, { host: 10.0.0.1, port: 2222 }], uses: sleep.for, with: { duration: 1s } }\n",
+    );
+    let out = Ripcord::new().args(["plan", "--json", &runbook]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["named[app1]", "named[app2]", "hosts[10.0.0.1]", "hosts[10.0.0.2]", "ports[0]", "ports[1]"]
+    );
+}
+
+/// A run whose step uses an input that has no value (a forgotten --input-file, an unset token)
+/// stops before anything starts, with exit 2; plan and dry-run still work without it (CI has no
+/// secrets).
+#[test]
+fn a_run_refuses_an_input_a_step_uses_without_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let touched = dir.path().join("touched");
+    let runbook = crate::support::write(
+        dir.path(),
+        "valueless.yaml",
+        &format!(
+            "version: 1\nname: valueless\ninputs:\n  token: {{ type: string, secret: true, env: VALUELESS_TOKEN_UNSET }}\n\
+             steps:\n  - {{ id: first, uses: shell.run, with: {{ argv: [touch, {}] }} }}\n  \
+             - {{ id: use, needs: [first], uses: shell.run, with: {{ argv: [\"true\"], env: {{ T: \"${{{{ inputs.token }}}}\" }} }} }}\n",
+            touched.display()
+        ),
+    );
+    for args in [vec!["plan", &runbook], vec!["run", "--dry-run", &runbook]] {
+        let out = Ripcord::new().state(&state).args(&args).run();
+        assert_eq!(out.code, 0, "{args:?}: {}", out.transcript());
+    }
+    for args in [vec!["run", &runbook], vec!["run", "--check", &runbook]] {
+        let out = Ripcord::new()
+            .state(&state)
+            .env_remove("VALUELESS_TOKEN_UNSET")
+            .args(&args)
+            .run();
+        assert_eq!(out.code, 2, "{}", out.transcript());
+        assert!(
+            out.stderr
+                .contains("input `token` has no value, and step `use` uses it"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("valueless.yaml:7:"), "{}", out.stderr);
+        assert!(!touched.exists(), "a step ran");
+    }
+    let runs = std::fs::read_dir(state.join("runs"))
+        .map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().contains("-dry-")).count())
+        .unwrap_or(0);
+    assert_eq!(runs, 0, "nothing but the dry-run recorded");
+}

@@ -4,12 +4,17 @@
 //!     cargo build --release && cargo run --release --example failover-lab
 //!
 //! It prints the commands to run in another terminal and tears everything down on Enter.
-//! Needs PostgreSQL and HAProxy (Debian: `apt-get install postgresql haproxy`).
+//! Needs PostgreSQL, HAProxy and an OpenSSH server (Debian: `apt-get install postgresql haproxy
+//! openssh-server`; the sshd runs on a loopback port as its own account, for the runbook's
+//! SSH pre-flight on the standby's host).
 
 // The tests' harness, shared as is; this example uses part of it.
 #[allow(dead_code)]
 #[path = "../tests/it/cluster.rs"]
 mod cluster;
+#[allow(dead_code)]
+#[path = "../tests/it/sshd.rs"]
+mod sshd;
 
 fn main() {
     let c = cluster::Cluster::start();
@@ -17,12 +22,20 @@ fn main() {
         c.primary,
         "CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, at timestamptz DEFAULT now())",
     );
+    // The standby's "host", reached over SSH by the runbook's pre-flight: an sshd on loopback.
+    let s = sshd::Sshd::start();
     let inputs = format!(
-        "-i primary='{}' -i standby='{}' -i proxy='{}' -i haproxy={} -i reason='trying it out'",
+        "-i primary='{}' -i standby='{}' -i proxy='{}' -i haproxy={} -i reason='trying it out' \\\n    \
+         -i standby_host=127.0.0.1 -i ssh_port={} -i ssh_user={} -i ssh_identity={} \\\n    \
+         -i ssh_known_hosts={} -i standby_data_dir=/tmp -i min_free_mb=1",
         c.dsn(c.primary),
         c.dsn(c.standby),
         c.dsn(c.proxy),
-        c.socket.display()
+        c.socket.display(),
+        s.port,
+        s.user,
+        s.identity.display(),
+        s.known_hosts.display()
     );
     let state = c.dir.path().join("state");
     println!(

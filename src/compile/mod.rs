@@ -126,6 +126,9 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
     let inlined: Vec<&Decl> = body.decls.iter().filter(|d| d.group.is_some()).collect();
     cx.check_secrets_stay_off_command_lines(inlined.into_iter(), &inputs);
     let plan = cx.expand(header, inputs, body);
+    if options.require_inputs && !cx.diags.iter().any(Diag::is_error) {
+        cx.render_fan_outs(&plan);
+    }
     if cx.diags.iter().any(Diag::is_error) {
         return Err(cx.diags);
     }
@@ -282,5 +285,73 @@ impl Compiler<'_> {
             return Body::default();
         }
         self.inline(decls, outputs)
+    }
+}
+
+impl Compiler<'_> {
+    /// Each instance of a `for_each` whose `with:` reads only inputs (that have values), the
+    /// item and the run is rendered and checked against its action's params now: a host
+    /// missing from an inventory, a misspelt variable, is found before anything runs, not
+    /// when the run reaches that host after changing the others. (Nothing rendered is shown.)
+    fn render_fan_outs(&mut self, plan: &Plan) {
+        let env = expr::render::environment();
+        let inputs: serde_json::Map<String, Json> = plan
+            .inputs
+            .iter()
+            .filter_map(|i| Some((i.name.clone(), i.value.clone()?)))
+            .collect();
+        let run = serde_json::json!({
+            "id": "00000000-000000-0000", "dry_run": false, "name": plan.name, "mode": "real",
+        });
+        // Five items a step at most: a wrong inventory can have thousands.
+        let mut reported: HashMap<&str, usize> = HashMap::new();
+        for step in &plan.steps {
+            let (Some(item), Some(with)) = (&step.item, &step.with) else {
+                continue;
+            };
+            if reported.get(step.base.as_str()).is_some_and(|n| *n >= 5) {
+                continue;
+            }
+            let mut exprs = Vec::new();
+            with.exprs(&mut exprs);
+            let knowable = exprs.iter().flat_map(|e| &e.refs).all(|r| match r {
+                Ref::Input(name) => inputs.contains_key(name),
+                Ref::Item | Ref::Run(_) => true,
+                Ref::Step { .. } | Ref::Unknown(_) => false,
+            });
+            if !knowable {
+                continue;
+            }
+            let ctx = minijinja::context! {
+                inputs => minijinja::Value::from(minijinja::value::Serde(&inputs)),
+                item => minijinja::Value::from(minijinja::value::Serde(item)),
+                run => minijinja::Value::from(minijinja::value::Serde(&run)),
+            };
+            let problem = match expr::render::render_with(&env, &step.action, with, &ctx) {
+                Err(e) => Some(format!("cannot render `with`: {e}")),
+                Ok(params) => self
+                    .providers
+                    .spec(&step.action.provider, &step.action.action)
+                    .map(|spec| crate::provider::params::check_rendered(&spec, &params))
+                    .filter(|problems| !problems.is_empty())
+                    .map(|problems| problems.join("; ")),
+            };
+            let Some(problem) = problem else { continue };
+            *reported.entry(step.base.as_str()).or_default() += 1;
+            let file = step
+                .group
+                .and_then(|g| plan.groups.get(g))
+                .and_then(|g| plan.sources.iter().find(|f| f.name() == g.file))
+                .unwrap_or(&plan.file);
+            self.diags.push(
+                Diag::error(
+                    "ripcord::for-each-params",
+                    format!("step `{}` (one of `{}`'s items): {problem}", step.id, step.base),
+                )
+                .in_file(file)
+                .label(step.span, "its `with:` does not fit this item")
+                .help("check the item's entry in the inputs (an inventory host without the variable, a group naming a host that is not listed); nothing has started"),
+            );
+        }
     }
 }

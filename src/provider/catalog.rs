@@ -68,6 +68,15 @@ fn spec(
     })
 }
 
+/// A built-in action that always has a read-only check (shown by `ripcord plugins`; the
+/// executor asks [`has_check`]).
+fn checked(spec: Arc<ActionSpec>) -> Arc<ActionSpec> {
+    Arc::new(ActionSpec {
+        check: true,
+        ..(*spec).clone()
+    })
+}
+
 impl ActionSpec {
     pub fn name(&self) -> String {
         format!("{}.{}", self.provider, self.action)
@@ -133,7 +142,7 @@ static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
             Outputs::Open(keys(&["exit_code", "stdout", "stderr"])),
             Duration::from_secs(1),
         ),
-        spec(
+        checked(spec(
             "ssh",
             "run",
             "run a command on another host through the system OpenSSH client: one \
@@ -160,9 +169,9 @@ static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
                 "oneOf": [ { "required": ["argv"] }, { "required": ["script"] } ],
                 "additionalProperties": false
             }),
-            Outputs::Open(keys(&["exit_code", "stdout", "stderr"])),
+            Outputs::Open(keys(&["exit_code", "stdout", "stderr", "target"])),
             Duration::from_secs(1),
-        ),
+        )),
         spec(
             "http",
             "request",
@@ -189,7 +198,7 @@ static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
             Outputs::Closed(keys(&["status", "body", "json"])),
             Duration::from_millis(500),
         ),
-        spec(
+        checked(spec(
             "tcp",
             "connect",
             "succeeds when a TCP connection to host:port opens",
@@ -204,7 +213,7 @@ static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
             }),
             Outputs::Closed(keys(&["address"])),
             Duration::from_millis(100),
-        ),
+        )),
         spec(
             "sleep",
             "for",

@@ -481,3 +481,42 @@ fn a_run_refuses_an_input_a_step_uses_without_a_value() {
         .unwrap_or(0);
     assert_eq!(runs, 0, "nothing but the dry-run recorded");
 }
+
+/// A mistake in an inventory (a host without the variable a step reads, a group naming a host
+/// that is not listed) is found by `plan` and before a run starts, not when the run reaches
+/// that host after changing the others.
+#[test]
+fn an_inventory_mistake_is_found_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let runbook = crate::support::write(
+        dir.path(),
+        "fleet.yaml",
+        "version: 1\nname: fleet\ninputs:\n  hosts: { type: map }\n  groups: { type: map }\nsteps:\n  \
+         - id: restart\n    for_each: \"${{ inputs.groups.app }}\"\n    uses: ssh.run\n    \
+         with: { host: \"${{ inputs.hosts[item].address }}\", argv: [systemctl, restart, orders] }\n",
+    );
+    let inventory = crate::support::write(
+        dir.path(),
+        "inventory.yaml",
+        "hosts:\n  app1: { address: 10.0.0.11 }\n  app2: { adress: 10.0.0.12 }\ngroups:\n  app: [app1, app2, ap3]\n",
+    );
+    for args in [vec!["plan"], vec!["run"], vec!["run", "--check"]] {
+        let mut args: Vec<&str> = args;
+        args.extend([runbook.as_str(), "--input-file", inventory.as_str()]);
+        let out = Ripcord::new().state(&state).args(&args).run();
+        assert_eq!(out.code, 2, "{args:?}: {}", out.transcript());
+        assert!(
+            out.stderr.contains("step `restart[app2]`") && out.stderr.contains("param `host` must be a string"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("step `restart[ap3]`") && out.stderr.contains("is undefined"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("restart[app1]"), "{}", out.stderr);
+    }
+    assert!(!state.join("runs").exists(), "nothing ran");
+}

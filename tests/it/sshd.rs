@@ -52,14 +52,29 @@ fn keygen(path: &Path) {
         .arg(path));
 }
 
-/// The account the server runs as: as root, one made for the purpose.
+/// The account the server runs as: as root, one made for the purpose (tests run in parallel:
+/// another may make it first). Self-contained: examples/failover-lab.rs includes this file.
 fn account() -> String {
+    let id = |args: &[&str]| {
+        Command::new("id")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
     if !is_root() {
-        return crate::support::whoami();
+        return id(&["-un"]).expect("id -un works");
     }
-    // A POSIX login shell (steps' command lines go through it) and a home that exists, so sshd
-    // has nothing to complain about.
-    crate::support::system_account(SSH_USER, "/bin/sh", "/tmp");
+    if id(&[SSH_USER]).is_none() {
+        // A POSIX login shell (steps' command lines go through it) and a home that exists, so
+        // sshd has nothing to complain about.
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--home-dir", "/tmp", "--shell", "/bin/sh"])
+            .arg(SSH_USER)
+            .status();
+        assert!(id(&[SSH_USER]).is_some(), "cannot create the user {SSH_USER}");
+    }
     // A `!` password is a locked account, and sshd without PAM refuses a locked account's keys.
     run(Command::new("usermod").args(["-p", "*", SSH_USER]));
     SSH_USER.to_string()

@@ -266,28 +266,3 @@ pub fn wait_alive(pattern: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
-
-/// A system account `name` with `shell` and `home`, made when missing (tests run in parallel:
-/// another may make it first).
-pub fn system_account(name: &str, shell: &str, home: &str) {
-    let exists = || {
-        Command::new("id")
-            .arg(name)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !exists() {
-        let _ = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--home-dir",
-                home,
-                "--shell",
-                shell,
-                name,
-            ])
-            .status();
-        assert!(exists(), "cannot create the user {name}");
-    }
-}

@@ -214,10 +214,11 @@ impl Compiler<'_> {
             for e in decl_exprs(d) {
                 for r in &e.refs {
                     let Ref::Input(name) = r else { continue };
-                    let Some(input) = inputs
-                        .iter()
-                        .find(|i| &i.name == name && i.value.is_none() && i.origin == crate::plan::InputOrigin::Missing)
-                    else {
+                    let Some(input) = inputs.iter().find(|i| {
+                        &i.name == name
+                            && i.value.is_none()
+                            && i.origin == crate::plan::InputOrigin::Missing
+                    }) else {
                         continue;
                     };
                     if !told.insert(input.name.as_str()) {

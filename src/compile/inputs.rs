@@ -188,7 +188,10 @@ pub fn resolve(
             } else if !run_commands {
                 // Not run here: unknown to validate; a stand-in of its type for a plan, a
                 // graph or a dry-run, which must work without the secret store.
-                (require_values.then(|| stand_in(ty, "(from its command)")), InputOrigin::Command)
+                (
+                    require_values.then(|| stand_in(ty, "(from its command)")),
+                    InputOrigin::Command,
+                )
             } else {
                 let argv: Vec<&str> = command.value.iter().map(|a| a.value.as_str()).collect();
                 match source_command(&name.value, &argv, COMMAND_TIMEOUT)
@@ -397,7 +400,9 @@ fn source_command(
                     if n == 0 {
                         break;
                     }
-                    kept.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buf[..n]);
+                    kept.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]);
                 }
             }
             let _ = done.send(());
@@ -406,11 +411,17 @@ fn source_command(
     };
     let (out, err) = (Kept::default(), Kept::default());
     let stdout = read(
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
         out.clone(),
     );
     let stderr = read(
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
         err.clone(),
     );
     let started = std::time::Instant::now();

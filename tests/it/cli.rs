@@ -434,7 +434,14 @@ fn for_each_maps_are_named_by_name_or_a_unique_host() {
         .collect();
     assert_eq!(
         ids,
-        ["named[app1]", "named[app2]", "hosts[10.0.0.1]", "hosts[10.0.0.2]", "ports[0]", "ports[1]"]
+        [
+            "named[app1]",
+            "named[app2]",
+            "hosts[10.0.0.1]",
+            "hosts[10.0.0.2]",
+            "ports[0]",
+            "ports[1]"
+        ]
     );
 }
 
@@ -477,7 +484,11 @@ fn a_run_refuses_an_input_a_step_uses_without_a_value() {
         assert!(!touched.exists(), "a step ran");
     }
     let runs = std::fs::read_dir(state.join("runs"))
-        .map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().contains("-dry-")).count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().contains("-dry-"))
+                .count()
+        })
         .unwrap_or(0);
     assert_eq!(runs, 0, "nothing but the dry-run recorded");
 }
@@ -507,7 +518,8 @@ fn an_inventory_mistake_is_found_before_anything_runs() {
         let out = Ripcord::new().state(&state).args(&args).run();
         assert_eq!(out.code, 2, "{args:?}: {}", out.transcript());
         assert!(
-            out.stderr.contains("step `restart[app2]`") && out.stderr.contains("param `host` must be a string"),
+            out.stderr.contains("step `restart[app2]`")
+                && out.stderr.contains("param `host` must be a string"),
             "{}",
             out.stderr
         );

@@ -70,10 +70,20 @@ fn account() -> String {
         // A POSIX login shell (steps' command lines go through it) and a home that exists, so
         // sshd has nothing to complain about.
         let _ = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--home-dir", "/tmp", "--shell", "/bin/sh"])
+            .args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/tmp",
+                "--shell",
+                "/bin/sh",
+            ])
             .arg(SSH_USER)
             .status();
-        assert!(id(&[SSH_USER]).is_some(), "cannot create the user {SSH_USER}");
+        assert!(
+            id(&[SSH_USER]).is_some(),
+            "cannot create the user {SSH_USER}"
+        );
     }
     // A `!` password is a locked account, and sshd without PAM refuses a locked account's keys.
     run(Command::new("usermod").args(["-p", "*", SSH_USER]));

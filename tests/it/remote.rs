@@ -597,7 +597,7 @@ fn a_dropped_connection_is_opened_again() {
         &format!(
             "version: 1\nname: drop\nsteps:\n\
              - {{ id: first, uses: ssh.run, with: {{ {p}, argv: [\"true\"] }} }}\n\
-             - {{ id: cut, needs: [first], uses: shell.run, with: {{ argv: [pkill, -f, 'ssh -N -M .*-p {port} '] }} }}\n\
+             - {{ id: cut, needs: [first], uses: shell.run, with: {{ argv: [sh, -c, 'pkill -f \"$M\"; while pgrep -f \"$M\" >/dev/null; do sleep 0.05; done'], env: {{ M: 'ssh -N -M .*-p {port} ' }} }} }}\n\
              - {{ id: again, needs: [cut], uses: ssh.run, with: {{ {p}, argv: [echo, back] }} }}\n\
              - {{ id: and-again, needs: [again], uses: ssh.run, with: {{ {p}, argv: [\"true\"] }} }}\n\
              - {{ id: once-more, needs: [and-again], uses: ssh.run, with: {{ {p}, argv: [\"true\"] }} }}\n",
@@ -615,8 +615,9 @@ fn a_dropped_connection_is_opened_again() {
         "{}",
         out.stdout
     );
-    // A new master for the three steps after the cut (a step without one would connect on
-    // its own: four logins).
+    // A new master for the three steps after the cut (gone when `again` starts: a master that
+    // is still dying could be taken for alive by one step, which then connects on its own);
+    // without one, each would connect on its own: four logins.
     assert_eq!(sshd.logins(), 2, "{}", sshd.log_text());
 }
 

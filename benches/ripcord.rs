@@ -83,6 +83,7 @@ fn compile_text(text: &str, providers: &Providers) -> Plan {
         input_files: &[],
         require_inputs: true,
         run_commands: false,
+        mode: None,
         providers,
     };
     match compile(source, &options) {

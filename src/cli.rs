@@ -55,6 +55,10 @@ pub struct PluginsArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// One of the runbook's `modes:` (default: the first); steps with `modes:` run only in
+    /// theirs.
+    #[arg(long, value_name = "NAME")]
+    pub mode: Option<String>,
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     #[command(flatten)]
@@ -291,6 +295,10 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// One of the runbook's `modes:` (default: the first); steps with `modes:` run only in
+    /// theirs.
+    #[arg(long, value_name = "NAME")]
+    pub mode: Option<String>,
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     #[command(flatten)]
@@ -313,6 +321,10 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct GraphArgs {
+    /// One of the runbook's `modes:` (default: the first); steps with `modes:` run only in
+    /// theirs.
+    #[arg(long, value_name = "NAME")]
+    pub mode: Option<String>,
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]

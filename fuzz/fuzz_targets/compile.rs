@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let providers = Providers::new(&[]);
-    let options = CompileOptions { inputs: &[], input_files: &[], require_inputs: false, run_commands: false, providers: &providers };
+    let options = CompileOptions { inputs: &[], input_files: &[], require_inputs: false, run_commands: false, mode: None, providers: &providers };
     match compile(source, &options) {
         Ok(c) => {
             let _ = c.plan.predicted(None);

@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         Err(d) => panic!("generated YAML is valid: {}", d[0].render(false)),
     };
     let providers = Providers::new(&[]);
-    let options = CompileOptions { inputs: &[], input_files: &[], require_inputs: false, run_commands: false, providers: &providers };
+    let options = CompileOptions { inputs: &[], input_files: &[], require_inputs: false, run_commands: false, mode: None, providers: &providers };
     match compile(source, &options) {
         Ok(c) => {
             assert!(c.plan.steps.len() <= MAX_STEPS);

@@ -22,6 +22,7 @@ pub fn run(args: &GraphArgs) -> CommandResult {
         input_files: &input_files,
         require_inputs: false,
         run_commands: false,
+        mode: args.mode.as_deref(),
     };
     let compiled = compile_one(&args.file, &options)?;
     let plan = &compiled.plan;

@@ -26,6 +26,7 @@ pub fn run(args: &PlanArgs) -> CommandResult {
         input_files: &input_files,
         require_inputs: true,
         run_commands: false,
+        mode: args.mode.as_deref(),
     };
     let mut compiled = compile_one(&args.file, &options)?;
     let mut history_line = None;
@@ -88,6 +89,26 @@ pub fn render(plan: &Plan, concurrency: Option<usize>) -> String {
     );
     if let Some(d) = &plan.description {
         let _ = writeln!(out, "  {}", d.trim());
+    }
+    if let Some(mode) = &plan.mode {
+        let out_of_mode = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s.when, Some(crate::expr::param::Condition::Always(false))))
+            .count();
+        let _ = writeln!(
+            out,
+            "  mode {mode} (of {}; --mode to choose){}",
+            plan.modes.join(", "),
+            if out_of_mode > 0 {
+                format!(
+                    ", {} skipped in it",
+                    crate::report::text::count(out_of_mode, "step")
+                )
+            } else {
+                String::new()
+            }
+        );
     }
     if !plan.inputs.is_empty() {
         let _ = writeln!(out, "\ninputs:");
@@ -249,6 +270,8 @@ pub fn to_json(plan: &Plan, concurrency: Option<usize>) -> serde_json::Value {
         .collect();
     json!({
         "name": plan.name,
+        "mode": plan.mode,
+        "modes": plan.modes,
         "concurrency": limit,
         "pools": plan.pools.iter().map(|p| json!({"name": p.name, "size": p.size})).collect::<Vec<_>>(),
         "inputs": plan.inputs.iter().map(|i| json!({

@@ -76,6 +76,7 @@ pub fn recompile(
         input_files: files,
         require_inputs: true,
         run_commands: true,
+        mode: header.run_mode.as_deref(),
         providers,
     };
     let changed = || {

@@ -38,6 +38,7 @@ pub fn run(args: &RunArgs) -> CommandResult {
         input_files: &input_files,
         require_inputs: true,
         run_commands: !args.dry_run,
+        mode: args.mode.as_deref(),
         providers: &providers,
     };
     let state: Arc<dyn StateBackend> = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
@@ -107,6 +108,7 @@ pub fn run(args: &RunArgs) -> CommandResult {
         file: file.display().to_string(),
         hash: fingerprint(&plan),
         mode,
+        run_mode: plan.mode.clone(),
         seed,
         fail_rate: args.fail_rate,
         inputs: masked_inputs,

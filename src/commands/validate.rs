@@ -30,6 +30,7 @@ pub fn run(args: &ValidateArgs) -> CommandResult {
         input_files: &input_files,
         require_inputs: false,
         run_commands: false,
+        mode: None,
     };
     let mut results = Vec::new();
     let (mut errors, mut invalid_files) = (0, 0);

@@ -79,6 +79,38 @@ impl Compiler<'_> {
     }
 
     /// The checks of one step that need nothing but the step, its defaults and the pools.
+    /// Whether `step` runs in the run's mode; its `modes:` checked against the runbook's.
+    pub(super) fn in_mode(&mut self, step: &Step) -> bool {
+        let Some(modes) = &step.modes else {
+            return true;
+        };
+        if self.modes.is_empty() {
+            self.error(
+                "ripcord::modes",
+                "`modes:` on a step needs the runbook's own `modes:` (e.g. `modes: [planned, unplanned, test]`)",
+                Span::of(modes),
+                "the runbook declares no modes",
+            );
+            return true;
+        }
+        for m in &modes.value {
+            if !self.modes.contains(&m.value) {
+                let known: Vec<&str> = self.modes.iter().map(String::as_str).collect();
+                let mut diag = Diag::error("ripcord::modes", format!("unknown mode `{}`", m.value))
+                    .label(Span::of(m), "not one of the runbook's `modes:`");
+                diag = match suggest(&m.value, known.iter().copied()) {
+                    Some(s) => diag.help(format!("did you mean `{s}`?")),
+                    None => diag.help(format!("the runbook's modes: {}", known.join(", "))),
+                };
+                self.push(diag);
+            }
+        }
+        match &self.mode {
+            Some(mode) => modes.value.iter().any(|m| &m.value == mode),
+            None => true,
+        }
+    }
+
     pub(super) fn step(
         &mut self,
         step: &Step,
@@ -126,6 +158,13 @@ impl Compiler<'_> {
                     .map_err(|e| expr_errors.push(e))
                     .ok()
             });
+        // Not in the run's mode: skipped, as a `when` that is false.
+        let in_mode = self.in_mode(step);
+        let when = if in_mode {
+            when
+        } else {
+            Some(Condition::Always(false))
+        };
         let for_each = step
             .for_each
             .as_ref()
@@ -194,7 +233,12 @@ impl Compiler<'_> {
                 None => timeout,
             };
         }
-        let sim = self.sim(step, d, spec.as_deref(), action.as_ref());
+        let mut sim = self.sim(step, d, spec.as_deref(), action.as_ref());
+        if !in_mode {
+            // Takes no time in this mode's plan.
+            sim.duration = Duration::ZERO;
+            sim.explicit = true;
+        }
         // A dry-run simulates one attempt of the estimated duration, under the step's timeout.
         if sim.explicit && sim.duration >= timeout {
             self.diags.push(
@@ -242,6 +286,7 @@ impl Compiler<'_> {
             .unwrap_or_default();
         let needs = needs_of(step);
         Decl {
+            check: step.check.as_ref().map(|c| c.value),
             id: step.id.value.clone(),
             span: id_span,
             name: step.name.clone(),

@@ -93,6 +93,7 @@ impl Compiler<'_> {
                 undo: d.undo,
                 span: d.span,
                 group: d.group,
+                check: d.check,
             };
             let mut pairs = ids.into_iter().zip(items);
             let last = pairs.next_back();
@@ -149,6 +150,8 @@ impl Compiler<'_> {
             concurrency: header.concurrency,
             pools: std::mem::take(&mut self.pools),
             rollback: Default::default(),
+            modes: Vec::new(),
+            mode: None,
             inputs,
             steps,
             graph,

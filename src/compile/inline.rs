@@ -207,6 +207,10 @@ impl Compiler<'_> {
             if let Some(when) = &d.when {
                 m.when = self.both(when, m.when.take());
             }
+            // The include's `check:` holds for each of its steps that says nothing itself.
+            if m.check.is_none() {
+                m.check = d.check;
+            }
             steps.push(m);
         }
         let mut exposed = HashMap::new();

@@ -58,7 +58,7 @@ pub const DEFAULT_CONCURRENCY: usize = 10;
 /// The timeout of a step that sets none (and has no `defaults.timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Names `run.X` may use in expressions.
-pub const RUN_FIELDS: &[&str] = &["id", "dry_run", "name", "mode"];
+pub const RUN_FIELDS: &[&str] = &["id", "dry_run", "check", "name", "mode"];
 /// Jinja globals an expression may call without declaring them.
 const JINJA_GLOBALS: &[&str] = &["range", "dict", "namespace", "debug"];
 
@@ -74,6 +74,8 @@ pub struct CompileOptions<'a> {
     /// inputs' `command:`s run, and an input a step uses must have a value. Otherwise
     /// (validate, plan, graph, dry-run) a command's value is a stand-in or unknown.
     pub run_commands: bool,
+    /// `--mode`: one of the runbook's `modes:` (default: the first).
+    pub mode: Option<&'a str>,
     /// Built-in actions and external plugins, whose descriptions check params and outputs.
     pub providers: &'a Providers,
 }
@@ -101,10 +103,13 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
             source.file.name().to_string(),
         )],
         sources: vec![source.file.clone()],
+        modes: Vec::new(),
+        mode: None,
     };
     let mut source = source;
     let runbook = &mut source.runbook;
     let header = cx.header(runbook);
+    cx.choose_mode(runbook, options.mode);
     let pools = cx.pools(runbook);
     let inputs = inputs::resolve(
         runbook,
@@ -134,6 +139,8 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
     }
     let mut plan = plan;
     plan.description = runbook.description.clone();
+    plan.modes = cx.modes.clone();
+    plan.mode = cx.mode.clone();
     plan.rollback = runbook.rollback.unwrap_or_default();
     plan.finish();
     Ok(Compiled {
@@ -151,6 +158,8 @@ struct Header {
 /// A declared step after the per-step checks, before expansion.
 #[derive(Clone)]
 struct Decl {
+    /// `check:` as written: `false` leaves it out of `run --check`, `true` runs it for real there.
+    check: Option<bool>,
     id: String,
     span: Span,
     name: Option<String>,
@@ -221,6 +230,10 @@ struct Compiler<'a> {
     /// The files being compiled, outermost first, to report include cycles.
     chain: Vec<(PathBuf, String)>,
     sources: Vec<SourceFile>,
+    /// The runbook's `modes:` (modules' steps name them too).
+    modes: Vec<String>,
+    /// The run's mode: `--mode`, else the first of `modes:`.
+    mode: Option<String>,
 }
 
 impl Compiler<'_> {
@@ -301,7 +314,8 @@ impl Compiler<'_> {
             .filter_map(|i| Some((i.name.clone(), i.value.clone()?)))
             .collect();
         let run = serde_json::json!({
-            "id": "00000000-000000-0000", "dry_run": false, "name": plan.name, "mode": "real",
+            "id": "00000000-000000-0000", "dry_run": false, "check": false, "name": plan.name,
+            "mode": self.mode.clone().unwrap_or_default(),
         });
         // Five items a step at most: a wrong inventory can have thousands.
         let mut reported: HashMap<&str, usize> = HashMap::new();
@@ -353,5 +367,63 @@ impl Compiler<'_> {
                 .help("check the item's entry in the inputs (an inventory host without the variable, a group naming a host that is not listed); nothing has started"),
             );
         }
+    }
+}
+
+impl Compiler<'_> {
+    /// The runbook's `modes:` (names, no repeats) and the run's: `--mode` (an unknown one is an
+    /// error, exit 2), else the first.
+    fn choose_mode(&mut self, runbook: &Runbook, wanted: Option<&str>) {
+        let mut modes: Vec<String> = Vec::new();
+        if let Some(declared) = &runbook.modes {
+            if declared.value.is_empty() {
+                self.error(
+                    "ripcord::modes",
+                    "`modes:` is empty",
+                    Span::of(declared),
+                    "list the ways to run it, the default first",
+                );
+            }
+            for m in &declared.value {
+                if !crate::runbook::is_name(&m.value) {
+                    self.error(
+                        "ripcord::modes",
+                        format!("invalid mode name `{}`", m.value),
+                        Span::of(m),
+                        "mode names are [a-z0-9][a-z0-9_-]*",
+                    );
+                } else if modes.contains(&m.value) {
+                    self.error(
+                        "ripcord::modes",
+                        format!("mode `{}` is listed twice", m.value),
+                        Span::of(m),
+                        "again here",
+                    );
+                } else {
+                    modes.push(m.value.clone());
+                }
+            }
+        }
+        self.mode = match wanted {
+            None => modes.first().cloned(),
+            Some(w) if modes.iter().any(|m| m == w) => Some(w.to_string()),
+            Some(w) => {
+                let mut diag = Diag::error(
+                    "ripcord::mode-unknown",
+                    format!("--mode {w}: the runbook has no mode `{w}`"),
+                );
+                diag = match (
+                    modes.is_empty(),
+                    suggest(w, modes.iter().map(String::as_str)),
+                ) {
+                    (true, _) => diag.help("this runbook declares no `modes:`"),
+                    (false, Some(s)) => diag.help(format!("did you mean `{s}`?")),
+                    (false, None) => diag.help(format!("its modes: {}", modes.join(", "))),
+                };
+                self.diags.push(diag);
+                None
+            }
+        };
+        self.modes = modes;
     }
 }

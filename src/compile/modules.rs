@@ -54,7 +54,14 @@ impl Compiler<'_> {
         if let Some(module) = &module {
             self.check_module_inputs(step, include, module);
         }
+        // Not in the run's mode: none of the module's steps runs.
+        let when = if self.in_mode(step) {
+            when
+        } else {
+            Some(Condition::Always(false))
+        };
         Decl {
+            check: step.check.as_ref().map(|c| c.value),
             id: step.id.value.clone(),
             span: id_span,
             name: step.name.clone(),

@@ -153,12 +153,15 @@ pub fn instances(plan: &Plan) -> HashMap<String, Vec<usize>> {
     map
 }
 
+/// `run` in expressions: `mode` is the runbook's mode this run is in (`""` when it has no
+/// `modes:`); `dry_run` and `check` say how it runs.
 pub fn run_json(cx: &RunContext) -> Json {
     json!({
         "id": cx.run_id,
         "dry_run": cx.mode == Mode::DryRun,
+        "check": cx.mode == Mode::Check,
         "name": cx.plan.name,
-        "mode": cx.mode.as_str(),
+        "mode": cx.plan.mode.clone().unwrap_or_default(),
     })
 }
 
@@ -552,9 +555,12 @@ impl Executor<'_> {
                 return fail(self, format!("{}: {}", spec.name(), problems.join("; ")));
             }
         }
-        let checkable = match &spec {
-            Some(spec) if !action.builtin => spec.check,
-            _ => catalog::has_check(&action.provider, &action.action, &params),
+        // `check: false` keeps a step out of a pre-flight; `check: true` runs it for real there
+        // (it only reads); otherwise its action's read-only check, where it has one.
+        let checkable = match (step.check, &spec) {
+            (Some(written), _) => written,
+            (None, Some(spec)) if !action.builtin => spec.check,
+            (None, _) => catalog::has_check(&action.provider, &action.action, &params),
         };
         if self.cx.mode == Mode::Check && !checkable {
             return Prepared::NoCheck(provider::sim::outputs(step, spec.as_deref()));
@@ -576,7 +582,8 @@ impl Executor<'_> {
             seed: self.cx.seed,
             fail_rate: if dry { self.cx.fail_rate } else { 0.0 },
             spec,
-            check: self.cx.mode == Mode::Check,
+            // Asked for its probe, unless it runs for real in a pre-flight (`check: true`).
+            check: self.cx.mode == Mode::Check && step.check != Some(true),
             providers: self.cx.providers.clone(),
             groups: self.cx.groups.clone(),
             cancel: self.cancel.child_token(),

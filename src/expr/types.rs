@@ -114,10 +114,10 @@ pub fn check<'a>(
             _ => None,
         }
     };
-    let run = json!({ "id": "20260101-000000-0000", "dry_run": false, "name": "runbook", "mode": "real" });
+    let run = json!({ "id": "20260101-000000-0000", "dry_run": false, "check": false, "name": "runbook", "mode": "planned" });
     // Simulated outputs exist only in a dry-run: an expression reading them is judged as a
     // dry-run would evaluate it.
-    let dry_run = json!({ "id": "20260101-000000-0000", "dry_run": true, "name": "runbook", "mode": "dry-run" });
+    let dry_run = json!({ "id": "20260101-000000-0000", "dry_run": true, "check": false, "name": "runbook", "mode": "planned" });
     let mut out = Vec::new();
     for &e in exprs {
         let judged = e.refs.iter().all(|r| match r {

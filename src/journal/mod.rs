@@ -165,6 +165,8 @@ pub struct RunHeader {
     pub file: String,
     pub hash: String,
     pub mode: record::Mode,
+    /// The runbook's mode the run is in (see [`Record::RunStarted`]).
+    pub run_mode: Option<String>,
     pub seed: u64,
     pub fail_rate: Option<f64>,
     pub inputs: serde_json::Map<String, serde_json::Value>,
@@ -186,6 +188,7 @@ impl ReadJournal {
                 file,
                 hash,
                 mode,
+                run_mode,
                 seed,
                 fail_rate,
                 inputs,
@@ -196,6 +199,7 @@ impl ReadJournal {
                 predicted_ms,
                 ..
             } => Some(RunHeader {
+                run_mode: run_mode.clone(),
                 fail_rate: *fail_rate,
                 run_id: run_id.clone(),
                 runbook: runbook.clone(),

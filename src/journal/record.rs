@@ -67,6 +67,9 @@ pub enum Record {
         /// SHA-256 of the runbook text: resume refuses a changed file without --force.
         hash: String,
         mode: Mode,
+        /// The runbook's mode this run is in (`--mode`, else its first), when it has `modes:`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_mode: Option<String>,
         seed: u64,
         /// `--fail-rate` of a dry-run.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,6 +30,9 @@ pub struct Plan {
     pub concurrency: usize,
     pub pools: Vec<Pool>,
     pub rollback: RollbackPolicy,
+    /// The runbook's `modes:`, and the one this plan is for (`--mode`, else the first).
+    pub modes: Vec<String>,
+    pub mode: Option<String>,
     pub inputs: Vec<ResolvedInput>,
     /// Indexed like the graph's first nodes.
     pub steps: Vec<PlannedStep>,
@@ -109,6 +112,8 @@ pub struct PlannedStep {
     pub span: Span,
     /// The innermost module inclusion the step came from.
     pub group: Option<usize>,
+    /// `check:` as written (see [`crate::runbook::Step::check`]).
+    pub check: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

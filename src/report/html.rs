@@ -50,7 +50,7 @@ pub fn render(r: &Report) -> String {
         "<h1>DR run report: {} <small>run <code>{}</code> ({})</small></h1>",
         escape(&r.runbook),
         escape(&r.run_id),
-        escape(&r.mode)
+        escape(&r.how())
     );
     verdict(&mut o, r);
     let _ = writeln!(o, "<h2>Timeline</h2>\n{}", super::gantt::render(r));

@@ -67,6 +67,7 @@ pub fn render(r: &Report) -> String {
     let mut props: Vec<(String, String)> = vec![
         ("run_id".into(), r.run_id.clone()),
         ("mode".into(), r.mode.clone()),
+        ("run_mode".into(), r.run_mode.clone().unwrap_or_default()),
         ("status".into(), r.status.clone()),
         ("result".into(), r.headline()),
         ("operator".into(), r.operator.clone()),

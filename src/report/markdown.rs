@@ -56,7 +56,7 @@ pub fn render(r: &Report) -> String {
     if let Some(line) = rto_line(r) {
         let _ = writeln!(o, "| RTO | {} |", cell(&line));
     }
-    let _ = writeln!(o, "| Run | {} ({}) |", code(&r.run_id), cell(&r.mode));
+    let _ = writeln!(o, "| Run | {} ({}) |", code(&r.run_id), cell(&r.how()));
     let _ = writeln!(
         o,
         "| Runbook | {} (sha256 {}) |",

@@ -30,6 +30,8 @@ pub struct Report {
     pub file: String,
     pub hash: String,
     pub mode: String,
+    /// The runbook's mode the run was in (`planned`, `test`...), when it has `modes:`.
+    pub run_mode: Option<String>,
     pub seed: u64,
     /// Who started the run.
     pub operator: String,
@@ -564,6 +566,7 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
         file: header.file,
         hash: header.hash,
         mode: header.mode.as_str().into(),
+        run_mode: header.run_mode,
         seed: header.seed,
         operator: header.operator,
         started_at: header.started_at,
@@ -710,5 +713,15 @@ impl Report {
             }
         }
         self.rto_met = None;
+    }
+}
+
+impl Report {
+    /// How it ran, and in which of the runbook's modes: `real`, `real, mode test`.
+    pub fn how(&self) -> String {
+        match &self.run_mode {
+            Some(m) => format!("{}, mode {m}", self.mode),
+            None => self.mode.clone(),
+        }
     }
 }

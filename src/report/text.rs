@@ -246,7 +246,7 @@ pub fn render(r: &Report) -> String {
 
 fn render_raw(r: &Report) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "{} — run {} ({})", r.runbook, r.run_id, r.mode);
+    let _ = writeln!(o, "{} — run {} ({})", r.runbook, r.run_id, r.how());
     let _ = writeln!(o, "  result     {}", r.headline());
     if let Some(line) = rto_line(r) {
         let _ = writeln!(o, "  rto        {line}");

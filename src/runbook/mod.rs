@@ -64,6 +64,11 @@ pub struct Runbook {
     /// `manual` (default) or `auto`: on a failed run, undo completed steps.
     #[serde(default)]
     pub rollback: Option<RollbackPolicy>,
+    /// The ways this runbook can be run (`planned`, `unplanned`, `test`): chosen with `--mode`,
+    /// the first by default; a step with `modes:` runs only in those.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub modes: Option<Spanned<Vec<Spanned<String>>>>,
     /// The steps; order does not matter except as a tie-break.
     #[schemars(with = "Vec<Step>", length(min = 1))]
     pub steps: Spanned<Vec<Step>>,

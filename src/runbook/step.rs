@@ -69,6 +69,17 @@ pub struct Step {
     /// An expression; when false the step is skipped (and satisfies its dependents).
     #[serde(default)]
     pub when: Option<Value>,
+    /// The runbook's modes this step runs in; in any other it is skipped (and satisfies its
+    /// dependents). On an include, for each of the module's steps.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub modes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `run --check`: `false` leaves the step out (a post-condition that only holds after the
+    /// real change); `true` runs it for real there (it only reads: `df`, a query). Default: its
+    /// action's read-only check where it has one, else left out.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub check: Option<Spanned<bool>>,
 }
 
 /// Settings every step inherits unless it sets them.

@@ -9,6 +9,7 @@ mod evidence;
 mod exec;
 mod failover;
 mod fixtures;
+mod modes;
 mod modules;
 mod planner;
 mod plugins;

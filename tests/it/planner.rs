@@ -16,6 +16,7 @@ fn plan(yaml: &str) -> Plan {
         input_files: &[],
         require_inputs: true,
         run_commands: false,
+        mode: None,
         providers: &providers,
     };
     match compile(source, &options) {

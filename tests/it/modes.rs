@@ -1,0 +1,224 @@
+//! DR modes (`modes:`, `--mode`, step `modes:`, `run.mode`, `run_mode`) and what a pre-flight
+//! runs (`check: false`, `check: true`).
+
+use crate::support::{Ripcord, write};
+
+const DR: &str = r#"version: 1
+name: dr
+modes: [planned, unplanned, test]
+steps:
+  - { id: pre, uses: shell.run, check: true, with: { argv: [sh, -c, 'echo free=100 >> "$RIPCORD_OUTPUT"'] } }
+  - { id: enough, needs: [pre], uses: assert.that, check: true, with: { that: "${{ steps.pre.outputs.free | int > 50 }}" } }
+  - { id: switch, needs: [enough], modes: [planned], uses: shell.run, with: { argv: [sh, -c, 'echo "mode=$M" >> "$RIPCORD_OUTPUT"; test ! -e "$GATE"'], env: { M: "${{ run.mode }}", GATE: GATE_FILE } } }
+  - { id: failover, needs: [enough], modes: [unplanned], uses: shell.run, with: { argv: ["true"] } }
+  - { id: clone, needs: [enough], modes: [test, planned], uses: shell.run, with: { argv: [sh, -c, 'echo "mode=$M" >> "$RIPCORD_OUTPUT"; test ! -e "$GATE"'], env: { M: "${{ run.mode }}", GATE: GATE_FILE } } }
+  - { id: after, needs: [switch, failover, clone], check: false, uses: shell.run, with: { argv: ["true"] } }
+"#;
+
+fn report(state: &std::path::Path, run_id: &str) -> serde_json::Value {
+    let out = Ripcord::new()
+        .state(state)
+        .args(["report", run_id, "--format", "json"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn status(report: &serde_json::Value, id: &str) -> String {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .map(|s| s["status"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no step {id}"))
+}
+
+#[test]
+fn a_mode_runs_its_steps_and_skips_the_others_in_every_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let gate = dir.path().join("gate");
+    let file = write(
+        dir.path(),
+        "dr.yaml",
+        &DR.replace("GATE_FILE", &gate.display().to_string()),
+    );
+    // The default is the first mode; plan says which, and what it skips.
+    let plan = Ripcord::new().args(["plan", &file]).run();
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert!(
+        plan.stdout
+            .contains("mode planned (of planned, unplanned, test")
+            && plan.stdout.contains("1 step skipped in it"),
+        "{}",
+        plan.stdout
+    );
+    let plan = Ripcord::new()
+        .args(["plan", "--json", "--mode", "test", &file])
+        .run();
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["mode"], "test");
+
+    // A test-mode run, stopped by a failure in its clone step, then resumed: the mode holds.
+    std::fs::write(&gate, "").unwrap();
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--json", "--mode", "test", &file])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert_eq!(out.events()[0]["run_mode"], "test", "{}", out.stdout);
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    std::fs::remove_file(&gate).unwrap();
+    let resumed = Ripcord::new().state(&state).args(["resume", &run_id]).run();
+    assert_eq!(resumed.code, 0, "{}", resumed.transcript());
+    let r = report(&state, &run_id);
+    assert_eq!(r["run_mode"], "test");
+    assert_eq!(status(&r, "clone"), "succeeded");
+    assert_eq!(status(&r, "switch"), "skipped");
+    assert_eq!(status(&r, "failover"), "skipped");
+    assert_eq!(status(&r, "after"), "succeeded");
+    let clone = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "clone")
+        .unwrap();
+    assert_eq!(clone["outputs"]["mode"], "test", "run.mode: {clone}");
+    for format in ["text", "md", "html"] {
+        let out = Ripcord::new()
+            .state(&state)
+            .args(["report", &run_id, "--format", format])
+            .run();
+        assert!(out.stdout.contains("mode test"), "{format}: {}", out.stdout);
+    }
+
+    // The default mode, for real: both of its steps, not the others.
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let r = report(&state, &run_id);
+    assert_eq!(r["run_mode"], "planned");
+    assert_eq!(status(&r, "switch"), "succeeded");
+    assert_eq!(status(&r, "clone"), "succeeded");
+    assert_eq!(status(&r, "failover"), "skipped");
+}
+
+#[test]
+fn an_unknown_mode_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "dr.yaml",
+        &DR.replace("GATE_FILE", "/nonexistent"),
+    );
+    for args in [
+        vec!["run", "--mode", "tset"],
+        vec!["run", "--dry-run", "--mode", "tset"],
+        vec!["plan", "--mode", "tset"],
+        vec!["graph", "--mode", "tset"],
+    ] {
+        let mut args = args;
+        args.push(&file);
+        let out = Ripcord::new()
+            .state(&dir.path().join("state"))
+            .args(&args)
+            .run();
+        assert_eq!(out.code, 2, "{args:?}: {}", out.transcript());
+        assert!(
+            out.stderr.contains("no mode `tset`") && out.stderr.contains("did you mean `test`?"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(!dir.path().join("state/runs").exists());
+    // A step naming a mode the runbook does not declare, and modes on a runbook without any.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "version: 1\nname: bad\nmodes: [planned, test]\nsteps:\n  - { id: a, modes: [tets], uses: sleep.for, with: { duration: 1s } }\n",
+    );
+    let out = Ripcord::new().args(["validate", &bad]).run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("unknown mode `tets`") && out.stderr.contains("bad.yaml:5:"),
+        "{}",
+        out.stderr
+    );
+    let none = write(
+        dir.path(),
+        "none.yaml",
+        "version: 1\nname: none\nsteps:\n  - { id: a, modes: [test], uses: sleep.for, with: { duration: 1s } }\n",
+    );
+    let out = Ripcord::new().args(["validate", &none]).run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("needs the runbook's own `modes:`"),
+        "{}",
+        out.stderr
+    );
+    let out = Ripcord::new().args(["plan", "--mode", "test", &none]).run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+}
+
+/// `run --check`: `check: true` runs a read-only step for real (a disk check and the assertion
+/// on it), `check: false` leaves a post-condition out; a failed check fails the pre-flight.
+#[test]
+fn check_true_runs_a_read_only_step_in_a_pre_flight_and_check_false_leaves_one_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "pre.yaml",
+        r#"version: 1
+name: pre
+inputs:
+  need: { type: integer, default: 50 }
+steps:
+  - { id: disk, uses: shell.run, check: true, with: { argv: [sh, -c, 'echo free=100 >> "$RIPCORD_OUTPUT"'] } }
+  - { id: room, needs: [disk], uses: assert.that, check: true, with: { that: "${{ steps.disk.outputs.free | int > inputs.need }}" } }
+  - { id: change, needs: [room], uses: shell.run, with: { argv: [touch, CHANGED] } }
+  - { id: post, needs: [change], uses: tcp.connect, check: false, with: { host: 127.0.0.1, port: 1 } }
+"#
+        .replace("CHANGED", &dir.path().join("changed").display().to_string())
+        .as_str(),
+    );
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--check", "--json", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let finished: Vec<(String, String)> = out
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "step_finished")
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let of = |id: &str| {
+        finished
+            .iter()
+            .find(|(s, _)| s == id)
+            .map(|(_, st)| st.as_str())
+    };
+    assert_eq!(of("disk"), Some("succeeded"));
+    assert_eq!(of("room"), Some("succeeded"));
+    assert_eq!(of("change"), Some("skipped"));
+    // Port 1 refuses: a check of it would fail; `check: false` leaves it out.
+    assert_eq!(of("post"), Some("skipped"));
+    assert!(!dir.path().join("changed").exists());
+    // Not enough room: the pre-flight fails, naming the assertion.
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--check", &file, "-i", "need=500"])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(out.stdout.contains("FAILED   room"), "{}", out.stdout);
+}

@@ -460,3 +460,49 @@ fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
         assert!(out.stdout.contains(wanted), "{format}: {}", out.stdout);
     }
 }
+
+/// `run --check` is the nightly pre-flight: on a healthy cluster it passes for both runbooks
+/// (post-conditions carry `check: false`); a misspelt HAProxy server fails it, naming the
+/// server, before any real run; a typo in the primary's DSN stops a failover as a configuration
+/// error, never read as "the primary is down".
+#[test]
+fn dr_test_pre_flight_passes_on_a_healthy_cluster_and_catches_mistakes() {
+    let c = Cluster::start();
+    let s = Sshd::start();
+    let state = c.dir.path().join("state");
+    for runbook in ["runbooks/postgres-switchover.yaml", "runbooks/postgres-failover.yaml"] {
+        let mut args: Vec<String> = vec!["run".into(), "--check".into()];
+        args.extend(inputs(&c, &s));
+        args.push(repo().join(runbook).display().to_string());
+        let out = Ripcord::new().state(&state).args(&args).run();
+        assert_eq!(out.code, 0, "{runbook}: {}", out.transcript());
+        // The SSH pre-flight ran for real: the standby's host answered with its free space.
+        assert!(out.stdout.contains("ok       standby-host"), "{}", out.stdout);
+    }
+    // A misspelt server: the pre-flight fails and says which.
+    let mut args: Vec<String> = vec!["run".into(), "--check".into()];
+    args.extend(inputs(&c, &s));
+    args.extend(["-i".into(), "new_server=stanby".into()]);
+    args.push(repo().join(RUNBOOK).display().to_string());
+    let out = Ripcord::new().state(&state).args(&args).run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(out.stdout.contains("stanby"), "{}", out.stdout);
+    // Nothing changed: still a primary and a standby.
+    assert_eq!(c.sql(c.primary, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(c.sql(c.standby, "SELECT pg_is_in_recovery()"), "t");
+
+    // A failover whose primary DSN has a typo: a configuration error, and no promotion.
+    let typo = c.dsn(c.primary).replace("user=", "usr=");
+    let mut args: Vec<String> = vec!["run".into(), "--yes".into()];
+    args.extend(inputs(&c, &s));
+    args.extend(["-i".into(), format!("primary={typo}")]);
+    args.push(repo().join("runbooks/postgres-failover.yaml").display().to_string());
+    let out = Ripcord::new().state(&state).args(&args).run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(out.stdout.contains("a configuration error"), "{}", out.stdout);
+    assert_eq!(
+        c.sql(c.standby, "SELECT pg_is_in_recovery()"),
+        "t",
+        "the standby was promoted on a typo"
+    );
+}

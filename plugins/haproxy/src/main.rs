@@ -44,6 +44,8 @@ fn actions() -> Vec<Action> {
             "additionalProperties": false
         }))
         .outputs(&["previous_state", "state", "weight"])
+        // A check finds the backend and server and changes nothing.
+        .check()
         .undo(),
         Action::new(
             "show_servers",

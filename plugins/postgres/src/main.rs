@@ -13,6 +13,11 @@
 //! - `standby_status {dsn}`: what the standby last received and when it last heard from its
 //!   primary — the data-loss window of an unplanned failover, as a `note` for the report.
 //! - `promote {dsn, wait}`: `pg_promote()`; an instance that is already primary is left alone.
+//! - `probe {dsn}`: whether the server is `up` (it answers a query) or `down` (nothing listens,
+//!   no route, a timeout, or it is starting up or shutting down); anything else — a connection
+//!   string that does not parse, a host name that does not resolve, a refused login, a missing
+//!   database — is a configuration error and fails the step, so a failover guard that asks "is
+//!   the primary down?" never reads a typo as "down" (check).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -72,6 +77,10 @@ fn actions() -> Vec<Action> {
         Action::new("standby_status", "what a standby last heard from its primary (for a failover)")
             .params(dsn_schema(json!({}), &["dsn"]))
             .outputs(&["receive_lsn", "replay_lsn", "last_contact", "seconds_since_contact", "streaming", "note"])
+            .check(),
+        Action::new("probe", "whether the server is up or down; a configuration error fails")
+            .params(dsn_schema(json!({}), &["dsn"]))
+            .outputs(&["state", "reason"])
             .check(),
         Action::new("promote", "promotes a standby with pg_promote()")
             .params(dsn_schema(json!({ "wait": { "type": "boolean" } }), &["dsn"]))
@@ -178,8 +187,75 @@ fn lag_reply(
     Ok(Reply::ok(outputs))
 }
 
+/// Up, down, or a configuration error (the `Err`): see `probe` above.
+async fn probe(dsn: &str) -> Result<(&'static str, String), String> {
+    let mut config =
+        Config::from_str(dsn).map_err(|e| format!("the connection string does not parse: {e}"))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    let connected = config.connect(NoTls).await;
+    let (client, connection) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(db) = e.as_db_error() {
+                // The server answered: starting up or shutting down is down; a refused login, a
+                // missing database, too many connections are not.
+                return if db.code() == &tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW {
+                    Ok(("down", db.message().to_string()))
+                } else {
+                    Err(format!("the server refused the connection: {}", db.message()))
+                };
+            }
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                    use std::io::ErrorKind::*;
+                    return match io.kind() {
+                        ConnectionRefused | TimedOut | HostUnreachable | NetworkUnreachable
+                        | ConnectionReset | ConnectionAborted | NotConnected | AddrNotAvailable => {
+                            Ok(("down", io.to_string()))
+                        }
+                        _ if io.to_string().contains("failed to lookup address")
+                            || io.to_string().contains("Name or service not known") =>
+                        {
+                            Err(format!("its host name does not resolve: {io}"))
+                        }
+                        _ => Err(format!("cannot connect: {io}")),
+                    };
+                }
+                source = inner.source();
+            }
+            if e.to_string().contains("timed out") {
+                return Ok(("down", e.to_string()));
+            }
+            return Err(format!("cannot connect: {e}"));
+        }
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    match client.simple_query("SELECT 1").await {
+        Ok(_) => Ok(("up", "it answers queries".into())),
+        Err(e) => Ok(("down", format!("connected, but a query failed: {e}"))),
+    }
+}
+
 async fn handle(req: Request) -> Outcome {
     match req.action.as_str() {
+        "probe" => {
+            let dsn = text(&req, "dsn");
+            match probe(dsn).await {
+                Ok((state, reason)) => {
+                    eprintln!("{}: {state} ({reason})", redact(dsn));
+                    Ok(Reply::ok(json!({ "state": state, "reason": reason })))
+                }
+                Err(why) => Err(Reply::fail(format!(
+                    "{}: a configuration error, neither up nor down: {why}",
+                    redact(dsn)
+                ))),
+            }
+        }
         "is_primary" => {
             let c = connect(text(&req, "dsn")).await?;
             let recovery = in_recovery(&c).await?;

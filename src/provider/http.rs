@@ -74,8 +74,20 @@ impl Provider for Http {
             if expected {
                 Ok(out)
             } else {
+                // The start of the body says why ("bad token"), in the message itself, not only
+                // in the journal's outputs.
+                let said: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                let said = if said.chars().count() > 200 {
+                    said.chars().take(200).collect::<String>() + "…"
+                } else {
+                    said
+                };
                 Err(Failure {
-                    message: format!("{url}: unexpected status {status}"),
+                    message: if said.is_empty() {
+                        format!("{url}: unexpected status {status}")
+                    } else {
+                        format!("{url}: unexpected status {status}: {said}")
+                    },
                     // A server error may pass; a 4xx will not.
                     retryable: status >= 500 || status == 429,
                     outputs: out,

@@ -66,8 +66,9 @@ pub struct RunArgs {
     /// Simulate every step in virtual time; nothing real is touched.
     #[arg(long, conflicts_with = "check")]
     pub dry_run: bool,
-    /// Pre-flight: run each step's read-only check (where its action has one) and change
-    /// nothing; steps without a check are skipped.
+    /// Pre-flight: run each step's read-only check (where its action has one); steps without
+    /// one are skipped, and steps marked `check: true` (read-only by the runbook's word) run
+    /// for real. Nothing else changes, and nothing is rolled back.
     #[arg(long)]
     pub check: bool,
     /// Seed of the dry-run's draws (`sim.jitter`, `--fail-rate`): the same seed, the same

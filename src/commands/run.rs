@@ -53,6 +53,13 @@ pub fn run(args: &RunArgs) -> CommandResult {
         history::apply(&mut plan, &medians);
     }
     let plan = Arc::new(plan);
+    if !args.dry_run {
+        let problems = crate::compile::refuse_valueless_inputs(&plan);
+        if !problems.is_empty() {
+            super::print_diags(&problems);
+            return Err(crate::error::CommandError::Reported(crate::exit::INVALID));
+        }
+    }
     check_step_names(&plan, "--fail", &args.fail)?;
     check_step_names(&plan, "--approve", &args.approvals.approve)?;
     if !args.dry_run {
@@ -355,7 +362,12 @@ pub fn drive(
         let clock = Clock::new(base_ms);
         let outcome = execute(cx, journal, sink, states, clock).await?;
         let mut after = AfterFailure::Nothing;
-        if outcome.status == RunStatus::Failed && cx.plan.rollback == RollbackPolicy::Auto {
+        // A pre-flight changed nothing to undo: `rollback: auto` is for real runs (and
+        // rehearsals of them).
+        if outcome.status == RunStatus::Failed
+            && cx.plan.rollback == RollbackPolicy::Auto
+            && cx.mode != Mode::Check
+        {
             let past = irreversible_past(&cx.plan, &outcome.states, recorded);
             if past.is_empty() {
                 let clock = Clock::new(outcome.end_ms);

@@ -204,43 +204,6 @@ impl Compiler<'_> {
         compiled
     }
 
-    /// In a session that runs steps, an input that has no value (none given, no `env:`
-    /// variable set, no default) but that a step uses stops the run before anything starts,
-    /// rather than failing that step half-way through (an unset token, a forgotten
-    /// `--input-file`).
-    pub(super) fn refuse_valueless_inputs(&mut self, decls: &[Decl], inputs: &[ResolvedInput]) {
-        let mut told: HashSet<&str> = HashSet::new();
-        for d in decls {
-            for e in decl_exprs(d) {
-                for r in &e.refs {
-                    let Ref::Input(name) = r else { continue };
-                    let Some(input) = inputs.iter().find(|i| {
-                        &i.name == name
-                            && i.value.is_none()
-                            && i.origin == crate::plan::InputOrigin::Missing
-                    }) else {
-                        continue;
-                    };
-                    if !told.insert(input.name.as_str()) {
-                        continue;
-                    }
-                    self.diags.push(
-                        Diag::error(
-                            "ripcord::input-missing",
-                            format!("input `{name}` has no value, and step `{}` uses it", d.id),
-                        )
-                        .in_file(&d.file)
-                        .label(e.span, "used here")
-                        .help(format!(
-                            "give it with --input {name}=… or in an --input-file{}, or declare a default; nothing has started",
-                            if input.secret { " (a secret: better its `env:` variable or `command:`)" } else { "" }
-                        )),
-                    );
-                }
-            }
-        }
-    }
-
     pub(super) fn warn_unused_inputs(&mut self, runbook: &Runbook, decls: &[Decl]) {
         let mut used: HashSet<String> = HashSet::new();
         let mut note = |e: &Expr| {

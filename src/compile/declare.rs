@@ -79,11 +79,58 @@ impl Compiler<'_> {
     }
 
     /// The checks of one step that need nothing but the step, its defaults and the pools.
+    /// `check: true` runs a step for real in `run --check`: only for a step that only reads.
+    /// Refused where that cannot be so, or where it would bypass a safer check: an approval, an
+    /// irreversible step, a step with an undo (it changes something), an action that has a
+    /// read-only probe of its own (a plugin's declared check, `tcp.connect`, `http.request`).
+    fn check_check_true(
+        &mut self,
+        step: &Step,
+        action: Option<&ActionRef>,
+        spec: Option<&ActionSpec>,
+        has_undo: bool,
+    ) {
+        let Some(check) = step.check.as_ref().filter(|c| c.value) else {
+            return;
+        };
+        let why = match action {
+            _ if step.irreversible == Some(true) => Some("an irreversible step changes something"),
+            _ if has_undo => Some("a step with an `undo:` changes something"),
+            Some(a) if a.builtin && a.provider == "approval" => {
+                Some("an approval is never given by a pre-flight")
+            }
+            Some(a) if a.builtin && matches!(a.provider.as_str(), "tcp" | "http") => {
+                Some("its action has a read-only check of its own, which `run --check` uses")
+            }
+            Some(a) if !a.builtin && spec.is_some_and(|s| s.check) => {
+                Some("its action has a read-only check of its own, which `run --check` uses")
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            self.error(
+                "ripcord::check-true",
+                format!("`check: true` on step `{}`: {why}", step.id.value),
+                Span::of(check),
+                "runs the step for real in `run --check`",
+            );
+        }
+    }
+
     /// Whether `step` runs in the run's mode; its `modes:` checked against the runbook's.
     pub(super) fn in_mode(&mut self, step: &Step) -> bool {
         let Some(modes) = &step.modes else {
             return true;
         };
+        if modes.value.is_empty() {
+            self.error(
+                "ripcord::modes",
+                "`modes: []` would never run the step",
+                Span::of(modes),
+                "list the modes it runs in, or remove the step",
+            );
+            return true;
+        }
         if self.modes.is_empty() {
             self.error(
                 "ripcord::modes",
@@ -285,6 +332,7 @@ impl Compiler<'_> {
             .map(|o| o.value)
             .unwrap_or_default();
         let needs = needs_of(step);
+        self.check_check_true(step, action.as_ref(), spec.as_deref(), undo.is_some());
         Decl {
             check: step.check.as_ref().map(|c| c.value),
             id: step.id.value.clone(),

@@ -207,9 +207,10 @@ impl Compiler<'_> {
             if let Some(when) = &d.when {
                 m.when = self.both(when, m.when.take());
             }
-            // The include's `check:` holds for each of its steps that says nothing itself.
-            if m.check.is_none() {
-                m.check = d.check;
+            // An include's `check: false` leaves all of its steps out of a pre-flight, even one
+            // that says `check: true` (`check: true` on an include is refused at validate).
+            if d.check == Some(false) {
+                m.check = Some(false);
             }
             steps.push(m);
         }

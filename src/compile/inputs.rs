@@ -286,28 +286,21 @@ pub fn resolve(
         });
     }
     // A file may be shared by several runbooks (one site's values, an inventory): a key that
-    // no input of this runbook is near is left for the others, with a warning; one that looks
-    // like a misspelt input is an error (its input would silently keep its default).
+    // is no input of this runbook is left for the others, with a warning (saying which input
+    // it looks like, for a misspelt one).
     for f in files {
         for (key, _) in &f.entries {
             if !out.iter().any(|i| i.name == key.name) {
                 let names: Vec<&str> = out.iter().map(|i| i.name.as_str()).collect();
-                let d = match suggest(&key.name, names.iter().copied()) {
-                    Some(s) => Diag::error(
-                        "ripcord::input-unknown",
-                        format!("the runbook has no input `{}`", key.name),
-                    )
-                    .help(format!("did you mean `{s}`?")),
-                    None => Diag::warning(
-                        "ripcord::input-unused",
-                        format!("`{}` is not an input of this runbook; not used", key.name),
-                    )
-                    .help(if names.is_empty() {
-                        "this runbook declares no inputs".to_string()
-                    } else {
-                        format!("declared inputs: {}", names.join(", "))
-                    }),
-                };
+                let d = Diag::warning(
+                    "ripcord::input-unused",
+                    format!("`{}` is not an input of this runbook; not used", key.name),
+                )
+                .help(match suggest(&key.name, names.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`? (if so, its value is not used)"),
+                    None if names.is_empty() => "this runbook declares no inputs".to_string(),
+                    None => format!("declared inputs: {}", names.join(", ")),
+                });
                 diags.push(
                     d.in_file(&f.file)
                         .label(key.span, "not an input of the runbook")
@@ -339,7 +332,8 @@ pub fn resolve(
 pub fn stand_in(ty: InputType, text: &str) -> Json {
     match ty {
         InputType::String => Json::String(text.into()),
-        InputType::Integer | InputType::Number => Json::from(0),
+        // 1, not 0: a port, a count, a size that a schema wants at least 1 of.
+        InputType::Integer | InputType::Number => Json::from(1),
         InputType::Boolean => Json::Bool(false),
         InputType::Duration => Json::String("0s".into()),
         InputType::List => Json::Array(Vec::new()),

@@ -121,9 +121,6 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
         &mut cx.diags,
     );
     let body = cx.body(runbook, &inputs, &pools);
-    if options.run_commands {
-        cx.refuse_valueless_inputs(&body.decls, &inputs);
-    }
     if cx.diags.iter().any(Diag::is_error) {
         return Err(cx.diags);
     }
@@ -131,8 +128,11 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
     let inlined: Vec<&Decl> = body.decls.iter().filter(|d| d.group.is_some()).collect();
     cx.check_secrets_stay_off_command_lines(inlined.into_iter(), &inputs);
     let plan = cx.expand(header, inputs, body);
+    if !cx.diags.iter().any(Diag::is_error) {
+        cx.refuse_outputs_of_skipped(&plan);
+    }
     if options.require_inputs && !cx.diags.iter().any(Diag::is_error) {
-        cx.render_fan_outs(&plan);
+        cx.render_fan_outs(&plan, options.run_commands);
     }
     if cx.diags.iter().any(Diag::is_error) {
         return Err(cx.diags);
@@ -306,23 +306,85 @@ impl Compiler<'_> {
     /// item and the run is rendered and checked against its action's params now: a host
     /// missing from an inventory, a misspelt variable, is found before anything runs, not
     /// when the run reaches that host after changing the others. (Nothing rendered is shown.)
-    fn render_fan_outs(&mut self, plan: &Plan) {
+    /// A step that reads the outputs of a step that never runs in this mode (or whose `when:`
+    /// is `false`) would fail half-way through the run: refused now, naming the mode.
+    fn refuse_outputs_of_skipped(&mut self, plan: &Plan) {
+        let never = |s: &PlannedStep| matches!(s.when, Some(Condition::Always(false)));
+        let mut skipped: HashMap<&str, bool> = HashMap::new();
+        for s in &plan.steps {
+            let all = skipped.entry(s.base.as_str()).or_insert(true);
+            *all &= never(s);
+        }
+        let mut told: HashSet<(&str, &str)> = HashSet::new();
+        for step in plan.steps.iter().filter(|s| !never(s)) {
+            let mut exprs = Vec::new();
+            if let Some(w) = &step.with {
+                w.exprs(&mut exprs);
+            }
+            exprs.extend(step.when.as_ref().and_then(Condition::expr));
+            // (`| default(...)` says the step may not have run.)
+            for e in exprs.into_iter().filter(|e| !e.source.contains("default")) {
+                for r in &e.refs {
+                    let Ref::Step { id, path } = r else { continue };
+                    if path.first().map(String::as_str) != Some("outputs")
+                        || skipped.get(id.as_str()) != Some(&true)
+                        || !told.insert((step.base.as_str(), id.as_str()))
+                    {
+                        continue;
+                    }
+                    let file = step
+                        .group
+                        .and_then(|g| plan.groups.get(g))
+                        .and_then(|g| plan.sources.iter().find(|f| f.name() == g.file))
+                        .unwrap_or(&plan.file);
+                    let when = match &self.mode {
+                        Some(mode) => format!("in mode `{mode}`"),
+                        None => "ever".to_string(),
+                    };
+                    self.diags.push(
+                        Diag::error(
+                            "ripcord::outputs-of-skipped",
+                            format!(
+                                "step `{}` reads the outputs of `{id}`, which does not run {when}",
+                                step.base
+                            ),
+                        )
+                        .in_file(file)
+                        .label(e.span, "read here")
+                        .help("give the reading step the same `modes:`, or read the outputs with `| default(...)` where the step may not have run"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn render_fan_outs(&mut self, plan: &Plan, real: bool) {
         let env = expr::render::environment();
+        // Inputs whose values are known here: not a command's stand-in (plan, dry-run).
         let inputs: serde_json::Map<String, Json> = plan
             .inputs
             .iter()
+            .filter(|i| real || i.origin != crate::plan::InputOrigin::Command)
             .filter_map(|i| Some((i.name.clone(), i.value.clone()?)))
             .collect();
+        // Made once: an inventory of thousands of hosts is not copied per instance.
+        let inputs_value = minijinja::Value::from(minijinja::value::Serde(&inputs));
         let run = serde_json::json!({
             "id": "00000000-000000-0000", "dry_run": false, "check": false, "name": plan.name,
             "mode": self.mode.clone().unwrap_or_default(),
         });
+        let run_value = minijinja::Value::from(minijinja::value::Serde(&run));
         // Five items a step at most: a wrong inventory can have thousands.
         let mut reported: HashMap<&str, usize> = HashMap::new();
         for step in &plan.steps {
             let (Some(item), Some(with)) = (&step.item, &step.with) else {
                 continue;
             };
+            // An instance with a `when:` may be skipped at run time (a host without the
+            // variable, guarded by `is defined`); one out of the run's mode never runs.
+            if !matches!(step.when, None | Some(Condition::Always(true))) {
+                continue;
+            }
             if reported.get(step.base.as_str()).is_some_and(|n| *n >= 5) {
                 continue;
             }
@@ -337,9 +399,9 @@ impl Compiler<'_> {
                 continue;
             }
             let ctx = minijinja::context! {
-                inputs => minijinja::Value::from(minijinja::value::Serde(&inputs)),
+                inputs => inputs_value.clone(),
                 item => minijinja::Value::from(minijinja::value::Serde(item)),
-                run => minijinja::Value::from(minijinja::value::Serde(&run)),
+                run => run_value.clone(),
             };
             let problem = match expr::render::render_with(&env, &step.action, with, &ctx) {
                 Err(e) => Some(format!("cannot render `with`: {e}")),
@@ -426,4 +488,85 @@ impl Compiler<'_> {
         };
         self.modes = modes;
     }
+}
+
+/// For a new run (real or a pre-flight): an input without a value (none given, no `env:`
+/// variable set, no default) that a step of this mode uses stops the run before anything
+/// starts, rather than failing that step half-way (an unset token, a forgotten
+/// `--input-file`). Not counted: uses in an `undo:` (a rollback takes its values again), in
+/// steps out of the run's mode (or `when: false`), and expressions that test for the value
+/// themselves (`is defined`, `default(...)`). Resume and rollback do not ask: the steps that
+/// remain may not need it.
+pub fn refuse_valueless_inputs(plan: &Plan) -> Vec<Diag> {
+    let valueless: HashSet<&str> = plan
+        .inputs
+        .iter()
+        .filter(|i| i.value.is_none() && i.origin == crate::plan::InputOrigin::Missing)
+        .map(|i| i.name.as_str())
+        .collect();
+    let mut diags = Vec::new();
+    if valueless.is_empty() {
+        return diags;
+    }
+    let mut told: HashSet<&str> = HashSet::new();
+    for step in &plan.steps {
+        if matches!(step.when, Some(Condition::Always(false))) {
+            continue;
+        }
+        let mut exprs = Vec::new();
+        if let Some(w) = &step.with {
+            w.exprs(&mut exprs);
+        }
+        // A `when:` that tests for an input guards the whole step's use of it.
+        let when = step.when.as_ref().and_then(Condition::expr);
+        let guarded: HashSet<&str> = when
+            .filter(|w| w.source.contains("is defined") || w.source.contains("default"))
+            .map(|w| {
+                w.refs
+                    .iter()
+                    .filter_map(|r| match r {
+                        Ref::Input(n) => Some(n.as_str()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        exprs.extend(when);
+        for e in exprs {
+            if e.source.contains("is defined") || e.source.contains("default") {
+                continue;
+            }
+            for r in &e.refs {
+                let Ref::Input(name) = r else { continue };
+                if guarded.contains(name.as_str()) {
+                    continue;
+                }
+                let Some(name) = valueless.get(name.as_str()) else {
+                    continue;
+                };
+                if !told.insert(name) {
+                    continue;
+                }
+                let secret = plan.inputs.iter().any(|i| i.name == *name && i.secret);
+                let file = step
+                    .group
+                    .and_then(|g| plan.groups.get(g))
+                    .and_then(|g| plan.sources.iter().find(|f| f.name() == g.file))
+                    .unwrap_or(&plan.file);
+                diags.push(
+                    Diag::error(
+                        "ripcord::input-missing",
+                        format!("input `{name}` has no value, and step `{}` uses it", step.id),
+                    )
+                    .in_file(file)
+                    .label(e.span, "used here")
+                    .help(format!(
+                        "give it with --input {name}=… or in an --input-file{}, or declare a default; nothing has started",
+                        if secret { " (a secret: better its `env:` variable or `command:`)" } else { "" }
+                    )),
+                );
+            }
+        }
+    }
+    diags
 }

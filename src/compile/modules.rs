@@ -54,6 +54,17 @@ impl Compiler<'_> {
         if let Some(module) = &module {
             self.check_module_inputs(step, include, module);
         }
+        if let Some(check) = step.check.as_ref().filter(|c| c.value) {
+            self.error(
+                "ripcord::check-true",
+                format!(
+                    "`check: true` on the include `{}` would run every step of the module for real in `run --check`",
+                    step.id.value
+                ),
+                Span::of(check),
+                "set it on the module's read-only steps instead",
+            );
+        }
         // Not in the run's mode: none of the module's steps runs.
         let when = if self.in_mode(step) {
             when
@@ -167,6 +178,14 @@ impl Compiler<'_> {
         // A module is a runbook: the same checks, though only its steps, inputs, outputs and
         // pools matter once included (its rto and concurrency are the including runbook's).
         self.header(runbook);
+        if let Some(modes) = &runbook.modes {
+            self.error(
+                "ripcord::modes",
+                "a module has no `modes:` of its own: its steps' `modes:` name the including runbook's",
+                Span::of(modes),
+                "declare the modes in the runbook that includes this module",
+            );
+        }
         let pools = self.pools(runbook);
         let inputs = inputs::resolve(runbook, &self.file, &[], &[], false, false, &mut self.diags);
         let decls = runbook

@@ -110,7 +110,7 @@ impl Compiler<'_> {
         ids: &HashMap<String, usize>,
         inputs: &[ResolvedInput],
     ) -> Option<usize> {
-        const USABLE: &str = "expressions can use inputs.NAME, steps.ID.outputs.KEY, steps.ID.status, item (in for_each) and run.id, run.dry_run";
+        const USABLE: &str = "expressions can use inputs.NAME, steps.ID.outputs.KEY, steps.ID.status, item (in for_each) and run.id, run.dry_run, run.check, run.name, run.mode";
         match r {
             Ref::Input(name) => {
                 if !inputs.iter().any(|i| &i.name == name) {

@@ -1023,17 +1023,9 @@ impl Task {
             check: self.check,
             groups: self.groups.clone(),
         };
-        let outcome = provider.invoke(request).await;
-        if !self.check {
-            return outcome;
-        }
-        // A check probes (connects, reads) and may give fewer outputs than a run: the rest
-        // are the step's `sim.outputs` over placeholders, as for a step without a check.
-        outcome.map(|probed| {
-            let mut outputs = provider::sim::outputs(&self.step, self.spec.as_deref());
-            outputs.extend(probed);
-            outputs
-        })
+        // A probe's outputs are what it found, nothing simulated: a `check: true` step that
+        // reads an output the probe does not give fails rather than judge a made-up value.
+        provider.invoke(request).await
     }
 
     async fn approval(&self, how: &Approval) -> Report {

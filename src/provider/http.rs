@@ -74,13 +74,18 @@ impl Provider for Http {
             if expected {
                 Ok(out)
             } else {
-                // The start of the body says why ("bad token"), in the message itself, not only
-                // in the journal's outputs.
-                let said: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-                let said = if said.chars().count() > 200 {
-                    said.chars().take(200).collect::<String>() + "…"
+                // The body's first line says why ("bad token"), in the message itself, not only
+                // in the journal's outputs. Whole or not at all: a line cut or re-spaced here
+                // could hold part of a secret that masking (later, by value) no longer finds.
+                let first = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim();
+                let said = if first.len() <= 300 {
+                    first.to_string()
                 } else {
-                    said
+                    format!("({} bytes of body: in the step's outputs)", text.len())
                 };
                 Err(Failure {
                     message: if said.is_empty() {

@@ -434,7 +434,7 @@ fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
     assert!(
         report
             .stdout
-            .contains("recorded by steps\n  last-known: data-loss window: WAL after"),
+            .contains("\n  last-known: data-loss window: WAL after"),
         "{}",
         report.stdout
     );
@@ -446,12 +446,9 @@ fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
         ),
         (
             "html",
-            "<dd id=\"step-notes\"><ul><li><code>last-known</code>: <strong>data-loss window: WAL after",
+            "<li><code>last-known</code>: <strong>data-loss window: WAL after",
         ),
-        (
-            "md",
-            "## Recorded by steps\n\n- ` last-known `: data-loss window: WAL after",
-        ),
+        ("md", "- ` last-known `: data-loss window: WAL after"),
     ] {
         let out = Ripcord::new()
             .state(&c.dir.path().join("state"))
@@ -470,14 +467,21 @@ fn dr_test_pre_flight_passes_on_a_healthy_cluster_and_catches_mistakes() {
     let c = Cluster::start();
     let s = Sshd::start();
     let state = c.dir.path().join("state");
-    for runbook in ["runbooks/postgres-switchover.yaml", "runbooks/postgres-failover.yaml"] {
+    for runbook in [
+        "runbooks/postgres-switchover.yaml",
+        "runbooks/postgres-failover.yaml",
+    ] {
         let mut args: Vec<String> = vec!["run".into(), "--check".into()];
         args.extend(inputs(&c, &s));
         args.push(repo().join(runbook).display().to_string());
         let out = Ripcord::new().state(&state).args(&args).run();
         assert_eq!(out.code, 0, "{runbook}: {}", out.transcript());
         // The SSH pre-flight ran for real: the standby's host answered with its free space.
-        assert!(out.stdout.contains("ok       standby-host"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("ok       standby-host"),
+            "{}",
+            out.stdout
+        );
     }
     // A misspelt server: the pre-flight fails and says which.
     let mut args: Vec<String> = vec!["run".into(), "--check".into()];
@@ -496,13 +500,55 @@ fn dr_test_pre_flight_passes_on_a_healthy_cluster_and_catches_mistakes() {
     let mut args: Vec<String> = vec!["run".into(), "--yes".into()];
     args.extend(inputs(&c, &s));
     args.extend(["-i".into(), format!("primary={typo}")]);
-    args.push(repo().join("runbooks/postgres-failover.yaml").display().to_string());
+    args.push(
+        repo()
+            .join("runbooks/postgres-failover.yaml")
+            .display()
+            .to_string(),
+    );
     let out = Ripcord::new().state(&state).args(&args).run();
     assert_eq!(out.code, 1, "{}", out.transcript());
-    assert!(out.stdout.contains("a configuration error"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("a configuration error"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(
         c.sql(c.standby, "SELECT pg_is_in_recovery()"),
         "t",
         "the standby was promoted on a typo"
     );
+    // A wrong port reads as "down" to the probe; the standby, still streaming from the real
+    // primary, is the second witness, and nothing is promoted.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let wrong = c.dsn(c.primary).replace(
+        &format!("port={}", c.primary),
+        &format!("port={}", closed.local_addr().unwrap().port()),
+    );
+    drop(closed);
+    let mut args: Vec<String> = vec!["run".into(), "--yes".into()];
+    args.extend(inputs(&c, &s));
+    args.extend(["-i".into(), format!("primary={wrong}")]);
+    args.push(
+        repo()
+            .join("runbooks/postgres-failover.yaml")
+            .display()
+            .to_string(),
+    );
+    let out = Ripcord::new().state(&state).args(&args).run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("standby streaming: true"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(c.sql(c.standby, "SELECT pg_is_in_recovery()"), "t");
+    // The pre-flight's disk check ran for real: too little room fails it.
+    let mut args: Vec<String> = vec!["run".into(), "--check".into()];
+    args.extend(inputs(&c, &s));
+    args.extend(["-i".into(), "min_free_mb=999999999".into()]);
+    args.push(repo().join(RUNBOOK).display().to_string());
+    let out = Ripcord::new().state(&state).args(&args).run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(out.stdout.contains("FAILED   preflight"), "{}", out.stdout);
 }

@@ -222,3 +222,142 @@ steps:
     assert_eq!(out.code, 1, "{}", out.transcript());
     assert!(out.stdout.contains("FAILED   room"), "{}", out.stdout);
 }
+
+/// `check: true` runs a step for real in a pre-flight: refused where that could change
+/// something or bypass a safer check (an include, an approval, an irreversible step, a step
+/// with an undo, an action with a read-only check of its own).
+#[test]
+fn check_true_is_refused_where_a_pre_flight_could_change_something() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "module.yaml",
+        "version: 1\nname: module\nsteps:\n  - { id: change, uses: shell.run, with: { argv: [\"true\"] } }\n",
+    );
+    for (n, step) in [
+        "{ id: s, include: ./module.yaml, check: true }",
+        "{ id: s, uses: approval.ask, check: true, with: { prompt: ok? } }",
+        "{ id: s, uses: shell.run, irreversible: true, check: true, with: { argv: [\"true\"] } }",
+        "{ id: s, uses: shell.run, check: true, with: { argv: [\"true\"] }, undo: { uses: shell.run, with: { argv: [\"true\"] } } }",
+        "{ id: s, uses: tcp.connect, check: true, with: { host: 127.0.0.1, port: 1 } }",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = write(
+            dir.path(),
+            &format!("r{n}.yaml"),
+            &format!("version: 1\nname: r\nsteps:\n  - {step}\n"),
+        );
+        let out = Ripcord::new().args(["validate", &file]).run();
+        assert_eq!(out.code, 2, "{step}: {}", out.transcript());
+        assert!(out.stderr.contains("`check: true`"), "{}", out.stderr);
+    }
+}
+
+/// A pre-flight changes nothing, so `rollback: auto` does not run after a failed one.
+#[test]
+fn a_failed_pre_flight_rolls_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let undone = dir.path().join("undone");
+    let file = write(
+        dir.path(),
+        "auto.yaml",
+        &format!(
+            "version: 1\nname: auto\nrollback: auto\nsteps:\n  \
+             - {{ id: probe, uses: tcp.connect, with: {{ host: 127.0.0.1, port: 9 }}, undo: {{ uses: shell.run, with: {{ argv: [touch, {}] }} }} }}\n  \
+             - {{ id: fails, needs: [probe], uses: tcp.connect, with: {{ host: 127.0.0.1, port: 1 }} }}\n",
+            undone.display()
+        ),
+    );
+    let out = Ripcord::new()
+        .state(&dir.path().join("state"))
+        .args(["run", "--check", &file])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(!undone.exists(), "an undo ran after a pre-flight");
+}
+
+/// The refusal of inputs without a value counts only what this run would use: not an input
+/// tested with `is defined` or given a `default(...)`, not one read only by steps out of the
+/// mode or by an undo; and it is not asked again of a rollback.
+#[test]
+fn inputs_without_values_are_refused_only_where_the_run_needs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = write(
+        dir.path(),
+        "optional.yaml",
+        r#"version: 1
+name: optional
+modes: [test, planned]
+inputs:
+  extra: { type: string }
+  fallback: { type: string }
+  token: { type: string, secret: true, env: OPTIONAL_TOKEN_UNSET }
+  undo_only: { type: string }
+steps:
+  - { id: a, uses: shell.run, when: "${{ inputs.extra is defined }}", with: { argv: [echo, "${{ inputs.extra }}"] } }
+  - { id: b, uses: shell.run, with: { argv: [echo, "${{ inputs.fallback | default('none') }}"] } }
+  - { id: c, modes: [planned], uses: shell.run, with: { argv: ["true"], env: { T: "${{ inputs.token }}" } } }
+  - { id: d, uses: shell.run, with: { argv: ["true"] }, undo: { uses: shell.run, with: { argv: [echo, "${{ inputs.undo_only }}"] } } }
+"#,
+    );
+    let out = Ripcord::new()
+        .state(&state)
+        .env_remove("OPTIONAL_TOKEN_UNSET")
+        .args(["run", "--mode", "test", &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    // In the mode that uses it, the token is missing: refused before anything starts.
+    let out = Ripcord::new()
+        .state(&state)
+        .env_remove("OPTIONAL_TOKEN_UNSET")
+        .args(["run", "--mode", "planned", &file])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("input `token` has no value"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A step that reads the outputs of a step that does not run in this mode is refused before the
+/// run, not half-way through it.
+#[test]
+fn reading_the_outputs_of_a_step_out_of_the_mode_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "reads.yaml",
+        r#"version: 1
+name: reads
+modes: [planned, test]
+steps:
+  - { id: only-planned, modes: [planned], uses: shell.run, with: { argv: ["true"] } }
+  - { id: reader, needs: [only-planned], uses: shell.run, with: { argv: [echo, "${{ steps.only-planned.outputs.stdout }}"] } }
+  - { id: careful, needs: [only-planned], uses: shell.run, with: { argv: [echo, "${{ steps.only-planned.outputs.stdout | default('') }}"] } }
+"#,
+    );
+    let ok = Ripcord::new().args(["plan", &file]).run();
+    assert_eq!(ok.code, 0, "{}", ok.transcript());
+    for args in [
+        vec!["plan", "--mode", "test"],
+        vec!["run", "--dry-run", "--mode", "test"],
+    ] {
+        let mut args = args;
+        args.push(&file);
+        let out = Ripcord::new()
+            .state(&dir.path().join("state"))
+            .args(&args)
+            .run();
+        assert_eq!(out.code, 2, "{args:?}: {}", out.transcript());
+        assert!(
+            out.stderr.contains("step `reader` reads the outputs of `only-planned`, which does not run in mode `test`"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("`careful`"), "{}", out.stderr);
+    }
+}

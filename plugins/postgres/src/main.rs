@@ -14,10 +14,11 @@
 //!   primary — the data-loss window of an unplanned failover, as a `note` for the report.
 //! - `promote {dsn, wait}`: `pg_promote()`; an instance that is already primary is left alone.
 //! - `probe {dsn}`: whether the server is `up` (it answers a query) or `down` (nothing listens,
-//!   no route, a timeout, or it is starting up or shutting down); anything else — a connection
-//!   string that does not parse, a host name that does not resolve, a refused login, a missing
-//!   database — is a configuration error and fails the step, so a failover guard that asks "is
-//!   the primary down?" never reads a typo as "down" (check).
+//!   no route, no answer within 10 s); anything else — a connection string that does not
+//!   parse, a host name that does not resolve, a refused login, a missing database, a server
+//!   starting up, shutting down or recovering — fails the step, so a failover guard never reads
+//!   those as "down". A wrong port or host cannot be told from a dead server: a guard also
+//!   asks the standby whether it still hears its primary (check).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -201,11 +202,13 @@ async fn probe(dsn: &str) -> Result<(&'static str, String), String> {
             if let Some(db) = e.as_db_error() {
                 // The server answered: starting up or shutting down is down; a refused login, a
                 // missing database, too many connections are not.
-                return if db.code() == &tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW {
-                    Ok(("down", db.message().to_string()))
-                } else {
-                    Err(format!("the server refused the connection: {}", db.message()))
-                };
+                // The server answered: it is there. Starting up, shutting down or in crash
+                // recovery is neither up nor down (it may come back as a primary); a refused
+                // login or a missing database is a configuration error.
+                return Err(format!(
+                    "the server answered but refused the connection: {}",
+                    db.message()
+                ));
             }
             let mut source = std::error::Error::source(&e);
             while let Some(inner) = source {
@@ -245,7 +248,13 @@ async fn handle(req: Request) -> Outcome {
     match req.action.as_str() {
         "probe" => {
             let dsn = text(&req, "dsn");
-            match probe(dsn).await {
+            // A server that accepts the connection and then answers nothing (frozen) is down;
+            // connect_timeout covers only the connection.
+            let probed = match tokio::time::timeout(Duration::from_secs(10), probe(dsn)).await {
+                Ok(p) => p,
+                Err(_) => Ok(("down", "no answer within 10 s".to_string())),
+            };
+            match probed {
                 Ok((state, reason)) => {
                     eprintln!("{}: {state} ({reason})", redact(dsn));
                     Ok(Reply::ok(json!({ "state": state, "reason": reason })))

@@ -35,6 +35,26 @@ fn inputs(c: &Cluster, s: &Sshd) -> Vec<String> {
     .collect()
 }
 
+/// `ripcord ARGS... RUNBOOK` with the lab's inputs (see [`inputs`]) and `extra` ones after them.
+fn lab_run(
+    c: &Cluster,
+    s: &Sshd,
+    args: &[&str],
+    extra: &[String],
+    runbook: &str,
+) -> crate::support::Output {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(inputs(c, s));
+    for e in extra {
+        all.extend(["-i".to_string(), e.clone()]);
+    }
+    all.push(repo().join(runbook).display().to_string());
+    Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(all)
+        .run()
+}
+
 fn ripcord(c: &Cluster, s: &Sshd, args: &[&str]) -> Ripcord {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     if matches!(args.first(), Some(&"run")) {
@@ -466,17 +486,11 @@ fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
 fn dr_test_pre_flight_passes_on_a_healthy_cluster_and_catches_mistakes() {
     let c = Cluster::start();
     let s = Sshd::start();
-    let state = c.dir.path().join("state");
-    for runbook in [
-        "runbooks/postgres-switchover.yaml",
-        "runbooks/postgres-failover.yaml",
-    ] {
-        let mut args: Vec<String> = vec!["run".into(), "--check".into()];
-        args.extend(inputs(&c, &s));
-        args.push(repo().join(runbook).display().to_string());
-        let out = Ripcord::new().state(&state).args(&args).run();
+    const FAILOVER: &str = "runbooks/postgres-failover.yaml";
+    for runbook in [RUNBOOK, FAILOVER] {
+        let out = lab_run(&c, &s, &["run", "--check"], &[], runbook);
         assert_eq!(out.code, 0, "{runbook}: {}", out.transcript());
-        // The SSH pre-flight ran for real: the standby's host answered with its free space.
+        // The SSH pre-flight ran its `df` for real (`check: true`).
         assert!(
             out.stdout.contains("ok       standby-host"),
             "{}",
@@ -484,11 +498,13 @@ fn dr_test_pre_flight_passes_on_a_healthy_cluster_and_catches_mistakes() {
         );
     }
     // A misspelt server: the pre-flight fails and says which.
-    let mut args: Vec<String> = vec!["run".into(), "--check".into()];
-    args.extend(inputs(&c, &s));
-    args.extend(["-i".into(), "new_server=stanby".into()]);
-    args.push(repo().join(RUNBOOK).display().to_string());
-    let out = Ripcord::new().state(&state).args(&args).run();
+    let out = lab_run(
+        &c,
+        &s,
+        &["run", "--check"],
+        &["new_server=stanby".into()],
+        RUNBOOK,
+    );
     assert_eq!(out.code, 1, "{}", out.transcript());
     assert!(out.stdout.contains("stanby"), "{}", out.stdout);
     // Nothing changed: still a primary and a standby.
@@ -497,16 +513,13 @@ fn dr_test_pre_flight_passes_on_a_healthy_cluster_and_catches_mistakes() {
 
     // A failover whose primary DSN has a typo: a configuration error, and no promotion.
     let typo = c.dsn(c.primary).replace("user=", "usr=");
-    let mut args: Vec<String> = vec!["run".into(), "--yes".into()];
-    args.extend(inputs(&c, &s));
-    args.extend(["-i".into(), format!("primary={typo}")]);
-    args.push(
-        repo()
-            .join("runbooks/postgres-failover.yaml")
-            .display()
-            .to_string(),
+    let out = lab_run(
+        &c,
+        &s,
+        &["run", "--yes"],
+        &[format!("primary={typo}")],
+        FAILOVER,
     );
-    let out = Ripcord::new().state(&state).args(&args).run();
     assert_eq!(out.code, 1, "{}", out.transcript());
     assert!(
         out.stdout.contains("a configuration error"),
@@ -526,16 +539,13 @@ fn dr_test_pre_flight_passes_on_a_healthy_cluster_and_catches_mistakes() {
         &format!("port={}", closed.local_addr().unwrap().port()),
     );
     drop(closed);
-    let mut args: Vec<String> = vec!["run".into(), "--yes".into()];
-    args.extend(inputs(&c, &s));
-    args.extend(["-i".into(), format!("primary={wrong}")]);
-    args.push(
-        repo()
-            .join("runbooks/postgres-failover.yaml")
-            .display()
-            .to_string(),
+    let out = lab_run(
+        &c,
+        &s,
+        &["run", "--yes"],
+        &[format!("primary={wrong}")],
+        FAILOVER,
     );
-    let out = Ripcord::new().state(&state).args(&args).run();
     assert_eq!(out.code, 1, "{}", out.transcript());
     assert!(
         out.stdout.contains("standby streaming: true"),
@@ -544,11 +554,13 @@ fn dr_test_pre_flight_passes_on_a_healthy_cluster_and_catches_mistakes() {
     );
     assert_eq!(c.sql(c.standby, "SELECT pg_is_in_recovery()"), "t");
     // The pre-flight's disk check ran for real: too little room fails it.
-    let mut args: Vec<String> = vec!["run".into(), "--check".into()];
-    args.extend(inputs(&c, &s));
-    args.extend(["-i".into(), "min_free_mb=999999999".into()]);
-    args.push(repo().join(RUNBOOK).display().to_string());
-    let out = Ripcord::new().state(&state).args(&args).run();
+    let out = lab_run(
+        &c,
+        &s,
+        &["run", "--check"],
+        &["min_free_mb=999999999".into()],
+        RUNBOOK,
+    );
     assert_eq!(out.code, 1, "{}", out.transcript());
     assert!(out.stdout.contains("FAILED   preflight"), "{}", out.stdout);
 }

@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 use crate::sshd::Sshd;
 use crate::support::{Ripcord, alive, write};
 
+/// Waits up to 3 s for no live process to match `pattern`.
+fn wait_gone(pattern: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while alive(pattern) {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A directory the server's account can write into, for commands to leave evidence in.
 fn drop_box(dir: &Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -411,14 +420,10 @@ fn a_timed_out_remote_command_is_stopped_on_the_host() {
     let tried = &step(&report, "hang")["tries"][0];
     assert_eq!(tried["error"], "timed out after 2s", "{tried}");
     assert_eq!(tried["stderr_tail"], "started-hanging", "{tried}");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while alive(&format!("-c sleep {marker}")) {
-        assert!(
-            Instant::now() < deadline,
-            "the remote sleep outlived its step"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_gone(
+        &format!("-c sleep {marker}"),
+        "the remote sleep outlived its step",
+    );
 }
 
 /// An interrupt stops the remote command and closes the connection; so does `kill -9` of
@@ -478,14 +483,10 @@ fn an_interrupt_or_kill_closes_the_connection() {
                 .status();
         } else {
             // The remote command was stopped, not just disconnected.
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while alive(&format!("-c sleep {marker}")) {
-                assert!(
-                    Instant::now() < deadline,
-                    "the remote sleep outlived the interrupt"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_gone(
+                &format!("-c sleep {marker}"),
+                "the remote sleep outlived the interrupt",
+            );
         }
     }
 }

@@ -483,11 +483,7 @@ fn source_command(
     Ok(value.to_string())
 }
 
-pub fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+pub use crate::runbook::is_identifier;
 
 /// Checks a YAML default against the declared type.
 pub fn check_value(v: &Value, ty: InputType) -> Result<Json, String> {

@@ -592,14 +592,6 @@ fn env_line(name: &str, value: &str) -> String {
     line
 }
 
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Failure> {
     let p = &request.params;
     let target = Target::of(p)?;
@@ -622,7 +614,7 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
     if let Some(env) = p.get("env").and_then(Json::as_object) {
         for (k, v) in env {
             let value = scalar_text(v).unwrap_or_default();
-            if !is_env_name(k) || k.starts_with("__rc_") {
+            if !crate::runbook::is_identifier(k) || k.starts_with("__rc_") {
                 return Err(Failure::permanent(format!(
                     "ssh.run: env name `{k}` is not a variable name (or is one of ripcord's, `__rc_*`)"
                 )));
@@ -835,12 +827,12 @@ mod tests {
 
     #[test]
     fn env_names_are_variable_names() {
-        assert!(is_env_name("PGPASSWORD"));
-        assert!(is_env_name("_x1"));
-        assert!(!is_env_name("1x"));
-        assert!(!is_env_name("A-B"));
-        assert!(!is_env_name("A=B"));
-        assert!(!is_env_name(""));
+        assert!(crate::runbook::is_identifier("PGPASSWORD"));
+        assert!(crate::runbook::is_identifier("_x1"));
+        assert!(!crate::runbook::is_identifier("1x"));
+        assert!(!crate::runbook::is_identifier("A-B"));
+        assert!(!crate::runbook::is_identifier("A=B"));
+        assert!(!crate::runbook::is_identifier(""));
     }
 
     #[test]

@@ -82,6 +82,14 @@ pub enum RollbackPolicy {
     Auto,
 }
 
+/// Whether `s` is an identifier (an input's name, an environment variable's):
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Whether `s` is a valid step, runbook or pool name: `[a-z0-9][a-z0-9_-]*`.
 pub fn is_name(s: &str) -> bool {
     let mut bytes = s.bytes();

@@ -91,11 +91,7 @@ pub fn render(plan: &Plan, concurrency: Option<usize>) -> String {
         let _ = writeln!(out, "  {}", d.trim());
     }
     if let Some(mode) = &plan.mode {
-        let out_of_mode = plan
-            .steps
-            .iter()
-            .filter(|s| matches!(s.when, Some(crate::expr::param::Condition::Always(false))))
-            .count();
+        let out_of_mode = plan.steps.iter().filter(|s| s.out_of_mode).count();
         let _ = writeln!(
             out,
             "  mode {mode} (of {}; --mode to choose){}",

@@ -334,6 +334,7 @@ impl Compiler<'_> {
         let needs = needs_of(step);
         self.check_check_true(step, action.as_ref(), spec.as_deref(), undo.is_some());
         Decl {
+            out_of_mode: !in_mode,
             check: step.check.as_ref().map(|c| c.value),
             id: step.id.value.clone(),
             span: id_span,

@@ -94,6 +94,7 @@ impl Compiler<'_> {
                 span: d.span,
                 group: d.group,
                 check: d.check,
+                out_of_mode: d.out_of_mode,
             };
             let mut pairs = ids.into_iter().zip(items);
             let last = pairs.next_back();

@@ -212,6 +212,7 @@ impl Compiler<'_> {
             if d.check == Some(false) {
                 m.check = Some(false);
             }
+            m.out_of_mode |= d.out_of_mode;
             steps.push(m);
         }
         let mut exposed = HashMap::new();

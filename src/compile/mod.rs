@@ -160,6 +160,8 @@ struct Header {
 struct Decl {
     /// `check:` as written: `false` leaves it out of `run --check`, `true` runs it for real there.
     check: Option<bool>,
+    /// Not in the run's mode (its `when` is then `false`).
+    out_of_mode: bool,
     id: String,
     span: Span,
     name: Option<String>,

@@ -66,12 +66,14 @@ impl Compiler<'_> {
             );
         }
         // Not in the run's mode: none of the module's steps runs.
-        let when = if self.in_mode(step) {
+        let in_mode = self.in_mode(step);
+        let when = if in_mode {
             when
         } else {
             Some(Condition::Always(false))
         };
         Decl {
+            out_of_mode: !in_mode,
             check: step.check.as_ref().map(|c| c.value),
             id: step.id.value.clone(),
             span: id_span,

@@ -310,7 +310,14 @@ impl Executor<'_> {
                 while let Some(i) = self.ready.pop() {
                     match self.prepare(i) {
                         Prepared::Skip => {
-                            self.finish(i, StepStatus::Skipped, OutputMap::new(), None, 0)?
+                            // Why, when it is the mode: the evidence says so.
+                            let why = self.plan.steps[i].out_of_mode.then(|| {
+                                format!(
+                                    "not in mode {}",
+                                    self.plan.mode.as_deref().unwrap_or_default()
+                                )
+                            });
+                            self.finish(i, StepStatus::Skipped, OutputMap::new(), why, 0)?
                         }
                         Prepared::NoCheck(outputs) => {
                             self.finish(i, StepStatus::Skipped, outputs, None, 0)?

@@ -114,6 +114,8 @@ pub struct PlannedStep {
     pub group: Option<usize>,
     /// `check:` as written (see [`crate::runbook::Step::check`]).
     pub check: Option<bool>,
+    /// Not in the plan's mode: skipped (its `when` is `false`).
+    pub out_of_mode: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -166,6 +166,7 @@ pub fn render(r: &Report) -> String {
             }
             // Skipped by its `when`, or taken as done on resume (its error says by whom).
             "skipped" => {
+                // (A step out of the run's mode says so in its error.)
                 let why = s.error.as_deref().unwrap_or("`when` was false");
                 let _ = writeln!(o, ">\n      <skipped message=\"{}\"/>", escape(why));
             }

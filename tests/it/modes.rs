@@ -85,13 +85,25 @@ fn a_mode_runs_its_steps_and_skips_the_others_in_every_session() {
         .find(|s| s["id"] == "clone")
         .unwrap();
     assert_eq!(clone["outputs"]["mode"], "test", "run.mode: {clone}");
-    for format in ["text", "md", "html"] {
+    for format in ["text", "md", "html", "junit"] {
         let out = Ripcord::new()
             .state(&state)
             .args(["report", &run_id, "--format", format])
             .run();
         assert!(out.stdout.contains("mode test"), "{format}: {}", out.stdout);
     }
+    // Why a step was skipped: the mode, not a `when`.
+    let junit = Ripcord::new()
+        .state(&state)
+        .args(["report", &run_id, "--format", "junit"])
+        .run();
+    assert!(
+        junit
+            .stdout
+            .contains(r#"<skipped message="not in mode test"/>"#),
+        "{}",
+        junit.stdout
+    );
 
     // The default mode, for real: both of its steps, not the others.
     let out = Ripcord::new()

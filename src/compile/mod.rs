@@ -334,11 +334,7 @@ impl Compiler<'_> {
                     {
                         continue;
                     }
-                    let file = step
-                        .group
-                        .and_then(|g| plan.groups.get(g))
-                        .and_then(|g| plan.sources.iter().find(|f| f.name() == g.file))
-                        .unwrap_or(&plan.file);
+                    let file = plan.file_of(step);
                     let when = match &self.mode {
                         Some(mode) => format!("in mode `{mode}`"),
                         None => "ever".to_string(),
@@ -416,11 +412,7 @@ impl Compiler<'_> {
             };
             let Some(problem) = problem else { continue };
             *reported.entry(step.base.as_str()).or_default() += 1;
-            let file = step
-                .group
-                .and_then(|g| plan.groups.get(g))
-                .and_then(|g| plan.sources.iter().find(|f| f.name() == g.file))
-                .unwrap_or(&plan.file);
+            let file = plan.file_of(step);
             self.diags.push(
                 Diag::error(
                     "ripcord::for-each-params",
@@ -550,11 +542,7 @@ pub fn refuse_valueless_inputs(plan: &Plan) -> Vec<Diag> {
                     continue;
                 }
                 let secret = plan.inputs.iter().any(|i| i.name == *name && i.secret);
-                let file = step
-                    .group
-                    .and_then(|g| plan.groups.get(g))
-                    .and_then(|g| plan.sources.iter().find(|f| f.name() == g.file))
-                    .unwrap_or(&plan.file);
+                let file = plan.file_of(step);
                 diags.push(
                     Diag::error(
                         "ripcord::input-missing",

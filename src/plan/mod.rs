@@ -165,6 +165,14 @@ pub struct UndoSpec {
 }
 
 impl Plan {
+    /// The file `step` is declared in: its module's, or the runbook's.
+    pub fn file_of(&self, step: &PlannedStep) -> &SourceFile {
+        step.group
+            .and_then(|g| self.groups.get(g))
+            .and_then(|g| self.sources.iter().find(|f| f.name() == g.file))
+            .unwrap_or(&self.file)
+    }
+
     pub fn estimate(&self, step: usize) -> Duration {
         self.steps[step].sim.duration
     }

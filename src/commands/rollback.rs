@@ -3,7 +3,8 @@
 //! Refused (exit 2) when it would make things worse: past an irreversible step that completed
 //! or may have (undoing the drain and read-only before a promotion that stands makes two
 //! primaries), and for a run that succeeded (undoing a finished failover is a decision, not a
-//! repair). `--force --reason TEXT` overrides; who forced it, why, and past what is journaled
+//! repair) unless its mode is one of the runbook's `cleanup_modes:` (a DR test, whose rollback
+//! removes what it made). `--force --reason TEXT` overrides; who forced it, why, and past what is journaled
 //! and shown in every report.
 
 use std::sync::Arc;
@@ -54,7 +55,12 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
         // The undos that would run are the edited ones.
         past.push("the runbook changed since the run started".to_string());
     }
-    let succeeded = final_status(&claim.read) == Some(RunStatus::Succeeded);
+    // A run of a cleanup mode (a DR test) is undone when it is over: that is its cleanup.
+    let cleanup = plan
+        .mode
+        .as_ref()
+        .is_some_and(|m| plan.cleanup_modes.contains(m));
+    let succeeded = final_status(&claim.read) == Some(RunStatus::Succeeded) && !cleanup;
     if succeeded {
         past.push("the run succeeded".to_string());
     }

@@ -152,6 +152,7 @@ impl Compiler<'_> {
             pools: std::mem::take(&mut self.pools),
             rollback: Default::default(),
             modes: Vec::new(),
+            cleanup_modes: Vec::new(),
             mode: None,
             inputs,
             steps,

@@ -212,7 +212,12 @@ impl Compiler<'_> {
             if d.check == Some(false) {
                 m.check = Some(false);
             }
-            m.out_of_mode |= d.out_of_mode;
+            if d.out_of_mode {
+                // Takes no time in this mode's plan, as a step of the runbook's own.
+                m.out_of_mode = true;
+                m.sim.duration = std::time::Duration::ZERO;
+                m.sim.explicit = true;
+            }
             steps.push(m);
         }
         let mut exposed = HashMap::new();

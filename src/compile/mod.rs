@@ -104,6 +104,7 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
         )],
         sources: vec![source.file.clone()],
         modes: Vec::new(),
+        cleanup_modes: Vec::new(),
         mode: None,
     };
     let mut source = source;
@@ -140,6 +141,7 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
     let mut plan = plan;
     plan.description = runbook.description.clone();
     plan.modes = cx.modes.clone();
+    plan.cleanup_modes = cx.cleanup_modes.clone();
     plan.mode = cx.mode.clone();
     plan.rollback = runbook.rollback.unwrap_or_default();
     plan.finish();
@@ -234,6 +236,7 @@ struct Compiler<'a> {
     sources: Vec<SourceFile>,
     /// The runbook's `modes:` (modules' steps name them too).
     modes: Vec<String>,
+    cleanup_modes: Vec<String>,
     /// The run's mode: `--mode`, else the first of `modes:`.
     mode: Option<String>,
 }
@@ -480,6 +483,26 @@ impl Compiler<'_> {
                 None
             }
         };
+        let mut cleanup = Vec::new();
+        for m in runbook.cleanup_modes.iter().flat_map(|c| &c.value) {
+            if modes.contains(&m.value) {
+                cleanup.push(m.value.clone());
+            } else {
+                let mut diag = Diag::error(
+                    "ripcord::modes",
+                    format!(
+                        "`cleanup_modes:` names `{}`, which is not one of `modes:`",
+                        m.value
+                    ),
+                )
+                .label(Span::of(m), "not a mode of this runbook");
+                if let Some(s) = suggest(&m.value, modes.iter().map(String::as_str)) {
+                    diag = diag.help(format!("did you mean `{s}`?"));
+                }
+                self.diags.push(diag);
+            }
+        }
+        self.cleanup_modes = cleanup;
         self.modes = modes;
     }
 }

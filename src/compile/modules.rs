@@ -188,6 +188,14 @@ impl Compiler<'_> {
                 "declare the modes in the runbook that includes this module",
             );
         }
+        if let Some(cleanup) = &runbook.cleanup_modes {
+            self.error(
+                "ripcord::modes",
+                "a module has no `cleanup_modes:` of its own",
+                Span::of(cleanup),
+                "declare them in the runbook that includes this module",
+            );
+        }
         let pools = self.pools(runbook);
         let inputs = inputs::resolve(runbook, &self.file, &[], &[], false, false, &mut self.diags);
         let decls = runbook

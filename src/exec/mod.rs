@@ -511,6 +511,20 @@ impl Executor<'_> {
     /// Decides what a ready step does: skip, fail before starting, or run.
     fn prepare(&mut self, i: usize) -> Prepared {
         let step = &self.plan.steps[i];
+        // Left out of a pre-flight by its word or its action's (no read-only check): decided
+        // before anything is rendered, as what it reads may come from steps left out too.
+        if self.cx.mode == Mode::Check {
+            let action = &step.action;
+            let spec = self.cx.providers.spec(&action.provider, &action.action);
+            let known = match (step.check, &spec) {
+                (Some(written), _) => Some(written),
+                (None, Some(spec)) if !action.builtin => Some(spec.check),
+                _ => None,
+            };
+            if known == Some(false) {
+                return Prepared::NoCheck(provider::sim::outputs(step, spec.as_deref()));
+            }
+        }
         let mut exprs = Vec::new();
         if let Some(w) = &step.with {
             w.exprs(&mut exprs);

@@ -33,6 +33,8 @@ pub struct Plan {
     /// The runbook's `modes:`, and the one this plan is for (`--mode`, else the first).
     pub modes: Vec<String>,
     pub mode: Option<String>,
+    /// `cleanup_modes:`: modes whose succeeded runs `ripcord rollback` undoes without `--force`.
+    pub cleanup_modes: Vec<String>,
     pub inputs: Vec<ResolvedInput>,
     /// Indexed like the graph's first nodes.
     pub steps: Vec<PlannedStep>,
@@ -267,9 +269,16 @@ impl Plan {
     /// follow the dependent with the longest remaining path (ties: file order).
     pub fn critical_path(&self) -> Vec<usize> {
         let mut path = Vec::new();
+        // Ties go to a step of the run's mode; steps outside it (no time) are not shown.
         let start = (0..self.steps.len())
             .filter(|&i| self.needs(i).next().is_none())
-            .max_by_key(|&i| (self.remaining[i], std::cmp::Reverse(i)));
+            .max_by_key(|&i| {
+                (
+                    self.remaining[i],
+                    !self.steps[i].out_of_mode,
+                    std::cmp::Reverse(i),
+                )
+            });
         let mut at = start;
         while let Some(i) = at {
             path.push(i);
@@ -277,8 +286,9 @@ impl Plan {
             at = self
                 .dependents(i)
                 .filter(|&d| self.remaining[d] == want)
-                .min();
+                .min_by_key(|&d| (self.steps[d].out_of_mode, d));
         }
+        path.retain(|&i| !self.steps[i].out_of_mode);
         path
     }
 

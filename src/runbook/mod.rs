@@ -69,6 +69,11 @@ pub struct Runbook {
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>")]
     pub modes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Modes whose runs are undone when they are over (a DR test's clone): `ripcord rollback`
+    /// of such a run that succeeded is its cleanup, not a new decision, and needs no `--force`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub cleanup_modes: Option<Spanned<Vec<Spanned<String>>>>,
     /// The steps; order does not matter except as a tie-break.
     #[schemars(with = "Vec<Step>", length(min = 1))]
     pub steps: Spanned<Vec<Step>>,

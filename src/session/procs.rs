@@ -33,11 +33,16 @@ impl Proc {
 /// The live processes of a run's steps: every step's child carries `RIPCORD_RUN_ID` (and
 /// `RIPCORD_STEP`) in its environment, and its children inherit them, also those that left its
 /// process group (`setsid`). Only processes this user may read are seen, which is every process
-/// ripcord started as it; one that cleared its environment (`env -i`) is not.
+/// ripcord started as it; one that cleared its environment (`env -i`) is not. A process a
+/// remote step started on its host carries the run's id but no `RIPCORD_SESSION` (ssh.run does
+/// not send it): it is not ripcord's to wait for, even when that host is this machine (a
+/// server that `pg_ctl start` left running over SSH).
 pub fn of_run(run_id: &str) -> Vec<Proc> {
     live()
         .into_iter()
-        .filter(|p| p.env("RIPCORD_RUN_ID").as_deref() == Some(run_id))
+        .filter(|p| {
+            p.env("RIPCORD_RUN_ID").as_deref() == Some(run_id) && p.env("RIPCORD_SESSION").is_some()
+        })
         .collect()
 }
 

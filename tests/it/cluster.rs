@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PG_USER: &str = "ripcordpg";
+/// The servers' account when we are root (steps that run pg_ctl over SSH log in as it).
+pub const PG_USER: &str = "ripcordpg";
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -15,7 +16,7 @@ pub struct Cluster {
     pub standby: u16,
     pub proxy: u16,
     pub socket: PathBuf,
-    bin: PathBuf,
+    pub bin: PathBuf,
     /// None until started: a `Cluster` exists from its first server on, so a failure part-way
     /// through `start` (a panic included) drops it and stops whatever was started.
     haproxy: Option<Child>,
@@ -148,7 +149,7 @@ impl Cluster {
         );
         let conf = format!(
             "\nport = {primary}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\nfsync = off\nwal_keep_size = 64MB\n",
+             wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\nwal_log_hints = on\nfsync = off\nwal_keep_size = 64MB\n",
             d.display()
         );
         append(&primary_dir.join("postgresql.conf"), &conf);
@@ -237,6 +238,75 @@ impl Cluster {
         );
     }
 
+    /// A server's data directory: `primary`, `standby` (named for their first roles).
+    pub fn data(&self, node: &str) -> PathBuf {
+        self.dir.path().join(node)
+    }
+
+    /// `pg_ctl ARGS` on a node, as the servers' account; whether it succeeded.
+    pub fn pg_ctl(&self, node: &str, args: &[&str]) -> bool {
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", PG_USER, "--"]).arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let log = self.dir.path().join(format!("{node}.log"));
+        cmd.args([
+            "-D",
+            self.data(node).to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    }
+
+    /// An input file for runbooks/postgres-dr.yaml naming this cluster's two servers as sites
+    /// `a` (the first primary) and `b`, reached over SSH at `ssh` (port, user, identity,
+    /// known_hosts: an sshd that logs in as the servers' account), with a clone directory and
+    /// port for test mode; its path.
+    pub fn dr_inputs(&self, ssh: (u16, &str, &Path, &Path)) -> PathBuf {
+        let (port, user, identity, known_hosts) = ssh;
+        let site = |node: &str, server_port: u16, server: &str| {
+            format!(
+                "  {node}:\n    dsn: \"{}\"\n    host: 127.0.0.1\n    ssh_port: {port}\n    ssh_user: {user}\n    \
+                 identity: {}\n    known_hosts: {}\n    data_dir: {}\n    bin: {}\n    server: {server}\n    \
+                 log_file: {}\n",
+                self.dsn(server_port),
+                identity.display(),
+                known_hosts.display(),
+                self.data(if server_port == self.primary {
+                    "primary"
+                } else {
+                    "standby"
+                })
+                .display(),
+                self.bin.display(),
+                self.dir.path().join(format!("{server}.log")).display(),
+            )
+        };
+        let clone_port = free_port();
+        let text = format!(
+            "sites:\n{}{}proxy: \"{}\"\nhaproxy: {}\nclone_dir: {}\nclone_port: {clone_port}\n\
+             clone_dsn: \"{}\"\nmin_free_mb: 1\nreason: end-to-end test\n",
+            site("a", self.primary, "primary"),
+            site("b", self.standby, "standby"),
+            self.dsn(self.proxy),
+            self.socket.display(),
+            self.dir.path().join("clone").display(),
+            self.dsn(clone_port),
+        );
+        let path = self.dir.path().join("dr-inputs.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     pub fn dsn(&self, port: u16) -> String {
         format!("host=127.0.0.1 port={port} user=postgres dbname=postgres")
     }
@@ -317,7 +387,7 @@ impl Drop for Cluster {
             let _ = haproxy.kill();
             let _ = haproxy.wait();
         }
-        for node in ["primary", "standby"] {
+        for node in ["primary", "standby", "clone/data"] {
             let data = self.dir.path().join(node);
             if !data.join("postmaster.pid").exists() {
                 continue;

@@ -86,7 +86,7 @@ fn has(records: &[Value], kind: &str, step: &str) -> bool {
         .any(|r| r["kind"] == kind && r["step"] == step)
 }
 
-fn wait_until(what: &str, done: impl Fn() -> bool) {
+pub(crate) fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -95,14 +95,14 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 }
 
 /// Inserts numbered rows through HAProxy until stopped; the numbers PostgreSQL acknowledged.
-struct Writer {
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<u32>>>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Writer {
-    fn start(bin: PathBuf, port: u16) -> Writer {
+    pub(crate) fn start(bin: PathBuf, port: u16) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let (s, a) = (stop.clone(), acked.clone());
@@ -127,11 +127,11 @@ impl Writer {
         }
     }
 
-    fn acked(&self) -> Vec<u32> {
+    pub(crate) fn acked(&self) -> Vec<u32> {
         self.acked.lock().unwrap().clone()
     }
 
-    fn stop(self) -> Vec<u32> {
+    pub(crate) fn stop(self) -> Vec<u32> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap();
         self.acked.lock().unwrap().clone()
@@ -267,13 +267,13 @@ fn killed_right_after_promotion_resume_finishes_the_cut_over_without_promoting_a
 
 /// Samples both servers until stopped: how often each was writable (a primary not in
 /// read-only mode), and every sample in which both were.
-struct Checker {
+pub(crate) struct Checker {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<(usize, Vec<String>)>,
 }
 
 impl Checker {
-    fn start(bin: PathBuf, ports: [u16; 2]) -> Checker {
+    pub(crate) fn start(bin: PathBuf, ports: [u16; 2]) -> Checker {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -300,7 +300,7 @@ impl Checker {
         Checker { stop, thread }
     }
 
-    fn stop(self) -> (usize, Vec<String>) {
+    pub(crate) fn stop(self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap()
     }

@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod crash;
 mod docs;
+mod dr;
 mod evidence;
 mod exec;
 mod failover;

@@ -52,9 +52,10 @@ fn keygen(path: &Path) {
         .arg(path));
 }
 
-/// The account the server runs as: as root, one made for the purpose (tests run in parallel:
-/// another may make it first). Self-contained: examples/failover-lab.rs includes this file.
-fn account() -> String {
+/// The account the server runs as: as root, `name` (made for the purpose if missing: tests run
+/// in parallel, another may make it first); otherwise the current user. Self-contained:
+/// examples/failover-lab.rs includes this file.
+fn account(name: &str) -> String {
     let id = |args: &[&str]| {
         Command::new("id")
             .args(args)
@@ -66,7 +67,7 @@ fn account() -> String {
     if !is_root() {
         return id(&["-un"]).expect("id -un works");
     }
-    if id(&[SSH_USER]).is_none() {
+    if id(&[name]).is_none() {
         // A POSIX login shell (steps' command lines go through it) and a home that exists, so
         // sshd has nothing to complain about.
         let _ = Command::new("useradd")
@@ -78,25 +79,41 @@ fn account() -> String {
                 "--shell",
                 "/bin/sh",
             ])
-            .arg(SSH_USER)
+            .arg(name)
             .status();
-        assert!(
-            id(&[SSH_USER]).is_some(),
-            "cannot create the user {SSH_USER}"
-        );
+        assert!(id(&[name]).is_some(), "cannot create the user {name}");
     }
-    // A `!` password is a locked account, and sshd without PAM refuses a locked account's keys.
-    run(Command::new("usermod").args(["-p", "*", SSH_USER]));
-    SSH_USER.to_string()
+    // A `!` password is a locked account, and sshd without PAM refuses a locked account's keys;
+    // steps' command lines go through the login shell, which must not be nologin.
+    // Changed only when needed: parallel tests would contend for /etc/passwd's lock.
+    let entry = |db: &str| {
+        Command::new("getent")
+            .args([db, name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let ready =
+        entry("passwd").ends_with(":/bin/sh") && entry("shadow").split(':').nth(1) == Some("*");
+    if !ready {
+        run(Command::new("usermod").args(["-p", "*", "-s", "/bin/sh", name]));
+    }
+    name.to_string()
 }
 
 impl Sshd {
     pub fn start() -> Sshd {
+        Sshd::start_as(SSH_USER)
+    }
+
+    /// A server that logs steps in as `name` when we are root (the PostgreSQL servers' own
+    /// account, for steps that run pg_ctl), as the current user otherwise.
+    pub fn start_as(name: &str) -> Sshd {
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
             "sshd is installed (Debian package `openssh-server`; scripts/test installs it)"
         );
-        let user = account();
+        let user = account(name);
         let dir = tempfile::Builder::new()
             .prefix("ripcord-sshd-")
             .tempdir()

@@ -1,11 +1,15 @@
 //! ripcord-plugin-postgres: the PostgreSQL side of a switchover or failover.
 //!
-//! - `is_primary {dsn, require_writable}`: role, read-only state, timeline (check).
+//! - `is_primary {dsn, require_writable}`: role, read-only state, timeline, the database system
+//!   identifier (one per cluster: a primary and its standbys share it) (check).
 //! - `replication_lag {primary, standby, max_bytes}`: bytes between the primary's current WAL
 //!   position and the standby's replay position; fails (retryably) above `max_bytes` or when
 //!   the standby is not streaming (check).
 //! - `wait_caught_up {primary, standby}`: until the standby has replayed everything the primary
 //!   wrote (the step's timeout bounds the wait).
+//! - `wait_replayed {dsn, past}`: until the standby has replayed the WAL record at `past` (the
+//!   old primary's shutdown checkpoint, from `pg_controldata`: with it replayed, the standby has
+//!   everything the old primary ever wrote, and promoting it loses nothing).
 //! - `set_read_only {dsn, read_only, terminate_sessions}`: `default_transaction_read_only` via
 //!   ALTER SYSTEM and a reload, and optionally ends the other client sessions (undo: the
 //!   opposite value).
@@ -46,7 +50,7 @@ fn actions() -> Vec<Action> {
     vec![
         Action::new("is_primary", "whether the instance is a primary (not in recovery) and writable")
             .params(dsn_schema(json!({ "require_writable": { "type": "boolean" } }), &["dsn"]))
-            .outputs(&["primary", "in_recovery", "read_only", "timeline"])
+            .outputs(&["primary", "in_recovery", "read_only", "timeline", "system_id"])
             .check(),
         Action::new("replication_lag", "bytes the standby's replay is behind the primary")
             .params(json!({
@@ -65,6 +69,15 @@ fn actions() -> Vec<Action> {
         Action::new("wait_caught_up", "waits until the standby has replayed all the primary wrote")
             .params(dsn_schema(json!({}), &["primary", "standby"]))
             .outputs(&["lsn"]),
+        Action::new("wait_replayed", "waits until the standby has replayed the record at an LSN")
+            .params(dsn_schema(
+                json!({
+                    "past": { "type": "string", "pattern": "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$", "description": "an LSN, e.g. 0/3000148: the standby must replay past it" },
+                    "system_id": { "type": "string", "description": "the old primary's database system identifier (pg_controldata): refuse a standby of another cluster" }
+                }),
+                &["dsn", "past"],
+            ))
+            .outputs(&["replay_lsn", "receive_lsn"]),
         Action::new("set_read_only", "default_transaction_read_only on or off, optionally ending sessions")
             .params(dsn_schema(
                 json!({ "read_only": { "type": "boolean" }, "terminate_sessions": { "type": "boolean" } }),
@@ -277,7 +290,15 @@ async fn handle(req: Request) -> Outcome {
                 .map_err(|e| sql_error("read-only setting", e))?;
             let read_only: bool = row.get(0);
             let tl = timeline(&c).await?;
-            let outputs = json!({ "primary": !recovery, "in_recovery": recovery, "read_only": read_only, "timeline": tl });
+            let row = c
+                .query_one(
+                    "SELECT system_identifier::text FROM pg_control_system()",
+                    &[],
+                )
+                .await
+                .map_err(|e| sql_error("system identifier", e))?;
+            let system_id: String = row.get(0);
+            let outputs = json!({ "primary": !recovery, "in_recovery": recovery, "read_only": read_only, "timeline": tl, "system_id": system_id });
             if req.params["require_writable"] == json!(true) && (recovery || read_only) {
                 return Err(Reply::retry(format!(
                     "not writable yet ({})",
@@ -374,6 +395,65 @@ async fn handle(req: Request) -> Outcome {
                     return Ok(Reply::ok(json!({ "lsn": target })));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        "wait_replayed" => {
+            let past = text(&req, "past");
+            let standby = connect(text(&req, "dsn")).await?;
+            let expected = text(&req, "system_id");
+            if !expected.is_empty() {
+                let row = standby
+                    .query_one(
+                        "SELECT system_identifier::text FROM pg_control_system()",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| sql_error("system identifier", e))?;
+                let found: String = row.get(0);
+                if found != expected {
+                    return Err(Reply::fail(format!(
+                        "the standby is of another cluster (system identifier {found}, the old primary's is {expected}): check the data directory and the DSN"
+                    )));
+                }
+            }
+            let mut announced = false;
+            loop {
+                let row = standby
+                    .query_one(
+                        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
+                                pg_last_wal_receive_lsn()::text, \
+                                coalesce(pg_last_wal_replay_lsn() > $1::text::pg_lsn, false)",
+                        &[&past],
+                    )
+                    .await
+                    .map_err(|e| sql_error("standby replay position", e))?;
+                let recovery: bool = row.get(0);
+                let replay: Option<String> = row.get(1);
+                let receive: Option<String> = row.get(2);
+                if !recovery {
+                    // Promoted already (a resumed run): it can no longer replay anything.
+                    return Err(Reply::fail(
+                        "the instance is not in recovery: nothing to wait for (already promoted?)",
+                    ));
+                }
+                if row.get::<_, bool>(3) {
+                    eprintln!(
+                        "replayed past {past}: replay {}",
+                        replay.as_deref().unwrap_or("-")
+                    );
+                    return Ok(Reply::ok(
+                        json!({ "replay_lsn": replay, "receive_lsn": receive }),
+                    ));
+                }
+                if !announced {
+                    eprintln!(
+                        "waiting to replay past {past} (received {}, replayed {})",
+                        receive.as_deref().unwrap_or("-"),
+                        replay.as_deref().unwrap_or("-")
+                    );
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         "set_read_only" => {

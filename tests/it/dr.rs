@@ -1,0 +1,435 @@
+//! runbooks/postgres-dr.yaml in all its modes against a real primary + streaming standby behind
+//! HAProxy, with steps on the servers' hosts over a real sshd that logs in as the servers' own
+//! account (pg_ctl, pg_controldata, pg_rewind, pg_basebackup run for real).
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, PG_USER};
+use crate::failover::{Checker, Writer, wait_until};
+use crate::sshd::Sshd;
+use crate::support::{Output, Ripcord, repo};
+
+const RUNBOOK: &str = "runbooks/postgres-dr.yaml";
+
+struct Lab {
+    c: Cluster,
+    // Kept for its Drop (the server stops with the test).
+    _s: Sshd,
+    inputs: PathBuf,
+}
+
+impl Lab {
+    fn start() -> Lab {
+        let c = Cluster::start();
+        let s = Sshd::start_as(PG_USER);
+        let inputs = c.dr_inputs((s.port, &s.user, &s.identity, &s.known_hosts));
+        c.sql(c.primary, "CREATE TABLE writes (n int PRIMARY KEY)");
+        c.wait_for(
+            || c.sql(c.proxy, "SELECT 1") == "1",
+            "HAProxy to route to the primary",
+        );
+        Lab { c, _s: s, inputs }
+    }
+
+    /// `ripcord ARGS... --input-file LAB [-i EXTRA]... RUNBOOK`.
+    fn ripcord(&self, args: &[&str], extra: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if matches!(args.first(), Some(&"run")) {
+            all.extend(["--input-file".into(), self.inputs.display().to_string()]);
+            for e in extra {
+                all.extend(["-i".to_string(), e.to_string()]);
+            }
+            all.push(repo().join(RUNBOOK).display().to_string());
+        }
+        Ripcord::new()
+            .state(&self.c.dir.path().join("state"))
+            .args(all)
+            .run()
+    }
+
+    /// The servers' logs, for a failure's message.
+    fn logs(&self) -> String {
+        ["primary", "standby", "clone/server"]
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(self.c.dir.path().join(format!("{n}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                format!(
+                    "--- {n}.log\n{}\n",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect()
+    }
+
+    fn in_recovery(&self, port: u16) -> String {
+        self.c.sql(port, "SELECT pg_is_in_recovery()")
+    }
+
+    /// Whether the server on `port` streams from the one on `upstream`.
+    fn streams_from(&self, port: u16, upstream: u16) -> bool {
+        self.c
+            .sql(
+                port,
+                "SELECT status || ' ' || conninfo FROM pg_stat_wal_receiver",
+            )
+            .starts_with("streaming")
+            && self
+                .c
+                .sql(port, "SELECT conninfo FROM pg_stat_wal_receiver")
+                .contains(&format!("port={upstream}"))
+    }
+
+    fn rows(&self, port: u16) -> HashSet<u32> {
+        self.c
+            .sql(port, "SELECT n FROM writes")
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+
+    /// HAProxy's view of the backend: each server's name, operational and admin state.
+    fn haproxy(&self) -> Vec<String> {
+        let mut sock = std::os::unix::net::UnixStream::connect(&self.c.socket).unwrap();
+        sock.write_all(b"show servers state pg\n").unwrap();
+        let mut text = String::new();
+        sock.read_to_string(&mut text).unwrap();
+        // Fields: be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 6 && f[1] == "pg")
+                    .then(|| format!("{} op={} admin={}", f[3], f[5], f[6]))
+            })
+            .collect()
+    }
+
+    /// What a DR test must leave as it was: each server's role, timeline, system identifier and
+    /// replication, the rows, HAProxy's servers and the tables of the primary.
+    fn state(&self) -> Vec<String> {
+        let c = &self.c;
+        let mut state = Vec::new();
+        for port in [c.primary, c.standby] {
+            state.push(format!(
+                "{port}: recovery={} timeline={} system={} receiver={} senders={} tables={}",
+                self.in_recovery(port),
+                c.sql(port, "SELECT timeline_id FROM pg_control_checkpoint()"),
+                c.sql(port, "SELECT system_identifier FROM pg_control_system()"),
+                c.sql(port, "SELECT status FROM pg_stat_wal_receiver"),
+                c.sql(
+                    port,
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+                ),
+                c.sql(
+                    port,
+                    "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_stat_user_tables"
+                ),
+            ));
+        }
+        state.push(format!("rows on primary: {}", self.rows(c.primary).len()));
+        state.extend(self.haproxy());
+        state
+    }
+}
+
+fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report}"))
+}
+
+fn report(lab: &Lab, run_id: &str) -> Value {
+    let out = lab.ripcord(&["report", run_id, "--format", "json"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn run_id(out: &Output) -> String {
+    out.summary()["run_id"].as_str().unwrap().to_string()
+}
+
+/// A→B planned switchover, the old primary rejoining as a standby in the same run, then B→A
+/// (the failback) — under a writer through HAProxy and a checker sampling both servers: no
+/// acknowledged write lost, never two writable primaries, and after each run the old primary
+/// streams from the new one.
+#[test]
+fn failback_planned_switchover_both_ways_under_writes_loses_nothing_and_never_two_primaries() {
+    let lab = Lab::start();
+    let c = &lab.c;
+    let checker = Checker::start(c.bin.clone(), [c.primary, c.standby]);
+    let writer = Writer::start(c.bin.clone(), c.proxy);
+    wait_until("the writer's first rows", || writer.acked().len() >= 20);
+
+    let out = lab.ripcord(&["run", "--yes", "--json", "--mode", "planned"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    assert_eq!(lab.in_recovery(c.standby), "f");
+    // Redundancy is back within the run: the old primary streams from the new one.
+    assert_eq!(lab.in_recovery(c.primary), "t");
+    assert!(lab.streams_from(c.primary, c.standby));
+    let first = report(&lab, &run_id(&out));
+    assert_eq!(first["run_mode"], "planned");
+    assert_eq!(
+        step(&first, "fence.shutdown")["outputs"]["state"],
+        "shut down"
+    );
+    let after = writer.acked().len();
+    wait_until("writes through HAProxy after the switchover", || {
+        writer.acked().len() >= after + 20
+    });
+
+    // The failback: the same runbook the other way.
+    let out = lab.ripcord(
+        &["run", "--yes", "--json", "--mode", "planned"],
+        &["from=b", "to=a"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    let after = writer.acked().len();
+    wait_until("writes through HAProxy after the failback", || {
+        writer.acked().len() >= after + 20
+    });
+    let acked = writer.stop();
+    let (samples, both) = checker.stop();
+
+    assert_eq!(lab.in_recovery(c.primary), "f");
+    assert_eq!(lab.in_recovery(c.standby), "t");
+    assert!(lab.streams_from(c.standby, c.primary));
+    assert_eq!(
+        c.sql(c.proxy, "SELECT inet_server_port()"),
+        c.primary.to_string()
+    );
+    let on_a = lab.rows(c.primary);
+    let lost: Vec<&u32> = acked.iter().filter(|n| !on_a.contains(n)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged rows lost: {lost:?}",
+        lost.len()
+    );
+    assert!(acked.len() > 60, "{} rows", acked.len());
+    assert!(samples > 20, "the checker sampled {samples} times");
+    assert!(both.is_empty(), "two writable primaries at {both:?}");
+    // Every row is on the standby too, once it has replayed.
+    wait_until("the standby to replay every row", || {
+        lab.rows(c.standby).len() == on_a.len()
+    });
+}
+
+/// The primary is lost while its standby had stopped receiving: rows written then exist only
+/// on the old primary (the data-loss window). Unplanned failover to B; the old primary, started
+/// again by hand, is a second primary on the old timeline — reprotect rewinds it (pg_rewind
+/// discards those rows, and the report says from where) and it streams from B; then the
+/// failback to A loses nothing written since the failover.
+#[test]
+fn failback_after_unplanned_failover_rewinds_the_old_primary_and_switches_back() {
+    let lab = Lab::start();
+    let c = &lab.c;
+    for n in 1..=50 {
+        c.sql(c.proxy, &format!("INSERT INTO writes VALUES ({n})"));
+    }
+    wait_until("the standby to replay the first rows", || {
+        lab.rows(c.standby).len() == 50
+    });
+    // The standby stops receiving; the primary takes rows it will never see, then dies.
+    c.sql(c.standby, "ALTER SYSTEM SET primary_conninfo = ''");
+    c.sql(c.standby, "SELECT pg_reload_conf()");
+    wait_until("the standby to stop receiving", || {
+        c.sql(c.standby, "SELECT count(*) FROM pg_stat_wal_receiver") == "0"
+    });
+    for n in 51..=60 {
+        c.sql(c.primary, &format!("INSERT INTO writes VALUES ({n})"));
+    }
+    c.kill_primary();
+
+    let out = lab.ripcord(&["run", "--yes", "--json", "--mode", "unplanned"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    assert_eq!(lab.in_recovery(c.standby), "f");
+    let failover = report(&lab, &run_id(&out));
+    let window = step(&failover, "loss-window")["outputs"].to_string()
+        + &step(&failover, "to-hears")["outputs"]["note"].to_string();
+    assert!(window.contains("data-loss window"), "{window}");
+    for n in 61..=80 {
+        c.sql(c.proxy, &format!("INSERT INTO writes VALUES ({n})"));
+    }
+    assert_eq!(lab.rows(c.standby).len(), 70);
+
+    // The old site comes back: its server starts as the primary it was (timeline 1).
+    assert!(c.pg_ctl("primary", &["-w", "start"]));
+    assert_eq!(lab.in_recovery(c.primary), "f");
+    // Traffic stays on B: HAProxy has A in maintenance since the failover.
+    assert_eq!(
+        c.sql(c.proxy, "SELECT inet_server_port()"),
+        c.standby.to_string()
+    );
+
+    let out = lab.ripcord(&["run", "--yes", "--json", "--mode", "reprotect"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    let reprotect = report(&lab, &run_id(&out));
+    let rewind = &step(&reprotect, "rejoin.rewind")["outputs"];
+    assert_eq!(rewind["rewound"], "true", "{reprotect}");
+    assert!(
+        rewind["diverged_at"]
+            .as_str()
+            .is_some_and(|s| s.contains('/')),
+        "{rewind}"
+    );
+    assert_eq!(lab.in_recovery(c.primary), "t");
+    assert!(lab.streams_from(c.primary, c.standby));
+    // The rows only the old primary had are gone from it (rewound); B's are there.
+    wait_until("A to replay B's rows", || lab.rows(c.primary).len() == 70);
+    assert!(!lab.rows(c.primary).contains(&55));
+
+    // Failback: planned, B -> A.
+    let out = lab.ripcord(
+        &["run", "--yes", "--json", "--mode", "planned"],
+        &["from=b", "to=a"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    assert_eq!(lab.in_recovery(c.primary), "f");
+    assert!(lab.streams_from(c.standby, c.primary));
+    assert_eq!(
+        c.sql(c.proxy, "SELECT inet_server_port()"),
+        c.primary.to_string()
+    );
+    let rows = lab.rows(c.primary);
+    assert!(
+        (1..=50).chain(61..=80).all(|n| rows.contains(&n)),
+        "{rows:?}"
+    );
+}
+
+/// The quarterly DR test: a clone of the standby, promoted on its own port and smoke-tested,
+/// while the primary, the standby and HAProxy stay exactly as they were; its rollback removes
+/// the clone. A clone directory that is not one ripcord made is never touched.
+#[test]
+fn dr_test_mode_clones_the_standby_leaves_production_untouched_and_rollback_removes_the_clone() {
+    let lab = Lab::start();
+    let c = &lab.c;
+    for n in 1..=10 {
+        c.sql(c.proxy, &format!("INSERT INTO writes VALUES ({n})"));
+    }
+    wait_until("the standby to replay", || lab.rows(c.standby).len() == 10);
+    let before = lab.state();
+
+    let out = lab.ripcord(&["run", "--yes", "--json", "--mode", "test"], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    let id = run_id(&out);
+    let clone = c.dir.path().join("clone");
+    assert!(clone.join("ripcord-clone").exists());
+    let inputs = std::fs::read_to_string(&lab.inputs).unwrap();
+    let clone_port: u16 = inputs
+        .lines()
+        .find_map(|l| l.strip_prefix("clone_port: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The clone is a primary of its own, with production's rows and the smoke test's.
+    assert_eq!(lab.in_recovery(clone_port), "f");
+    assert_eq!(lab.rows(clone_port).len(), 10);
+    assert_eq!(
+        c.sql(clone_port, "SELECT count(*) FROM ripcord_dr_test"),
+        "1"
+    );
+    assert_eq!(
+        c.sql(clone_port, "SELECT count(*) FROM pg_stat_wal_receiver"),
+        "0"
+    );
+    let r = report(&lab, &id);
+    assert_eq!(r["run_mode"], "test");
+    assert_eq!(step(&r, "clone.smoke")["status"], "succeeded");
+    assert_eq!(lab.state(), before, "the DR test changed production");
+
+    // The cleanup.
+    let out = lab.ripcord(&["rollback", &id], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    assert!(!clone.exists(), "the clone's directory is still there");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", clone_port)).is_err(),
+        "the clone still listens"
+    );
+    assert_eq!(lab.state(), before, "the cleanup changed production");
+
+    // A clone_dir that exists and was not made by ripcord (a typo naming real data): refused,
+    // and left as it was.
+    let precious = c.dir.path().join("precious");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("PG_VERSION"), "15\n").unwrap();
+    let out = lab.ripcord(
+        &["run", "--yes", "--mode", "test"],
+        &[&format!("clone_dir={}", precious.display())],
+    );
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("not a clone this module made"),
+        "{}",
+        out.stdout
+    );
+    assert!(precious.join("PG_VERSION").exists());
+    assert_eq!(lab.state(), before);
+}
+
+/// The nightly pre-flight of the DR runbook: `run --check` passes on a healthy cluster in the
+/// modes that apply to it, and fails, naming it, on a misspelt HAProxy server or a data
+/// directory that is not the primary's — with nothing changed.
+#[test]
+fn dr_test_pre_flight_of_the_dr_runbook_passes_when_healthy_and_names_a_misspelt_server() {
+    let lab = Lab::start();
+    let c = &lab.c;
+    let before = lab.state();
+    for mode in ["planned", "unplanned", "test"] {
+        let out = lab.ripcord(&["run", "--check", "--mode", mode], &[]);
+        assert_eq!(out.code, 0, "{mode}: {}", out.transcript());
+    }
+    // The SSH steps ran for real (pg_controldata on the primary's host).
+    let out = lab.ripcord(&["run", "--check", "--json", "--mode", "planned"], &[]);
+    let r = report(&lab, &run_id(&out));
+    assert_eq!(step(&r, "from-host")["outputs"]["state"], "in production");
+
+    let misspelt = c.dir.path().join("misspelt.yaml");
+    let text = std::fs::read_to_string(&lab.inputs).unwrap();
+    std::fs::write(&misspelt, text.replace("server: standby", "server: stanby")).unwrap();
+    let out = Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(["run", "--check", "--mode", "planned", "--input-file"])
+        .args([
+            misspelt.to_str().unwrap(),
+            repo().join(RUNBOOK).to_str().unwrap(),
+        ])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("FAILED   names-known"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("stanby"), "{}", out.stdout);
+
+    // The standby's data directory given as the primary's: the pre-flight sees a cluster in
+    // recovery, not in production.
+    let swapped = c.dir.path().join("swapped.yaml");
+    let primary_dir = c.data("primary").display().to_string();
+    let standby_dir = c.data("standby").display().to_string();
+    std::fs::write(&swapped, text.replacen(&primary_dir, &standby_dir, 1)).unwrap();
+    let out = Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(["run", "--yes", "--mode", "planned", "--input-file"])
+        .args([
+            swapped.to_str().unwrap(),
+            repo().join(RUNBOOK).to_str().unwrap(),
+        ])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("FAILED   planned-ready"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lab.state(), before, "a failed pre-flight changed something");
+}

@@ -5,8 +5,8 @@
 //!
 //! It prints the commands to run in another terminal and tears everything down on Enter.
 //! Needs PostgreSQL, HAProxy and an OpenSSH server (Debian: `apt-get install postgresql haproxy
-//! openssh-server`; the sshd runs on a loopback port as its own account, for the runbook's
-//! SSH pre-flight on the standby's host).
+//! openssh-server`; the sshd runs on a loopback port as the servers' account, for the runbook's
+//! steps on the servers' hosts).
 
 // The tests' harness, shared as is; this example uses part of it.
 #[allow(dead_code)]
@@ -22,37 +22,37 @@ fn main() {
         c.primary,
         "CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, at timestamptz DEFAULT now())",
     );
-    // The standby's "host", reached over SSH by the runbook's pre-flight: an sshd on loopback.
-    let s = sshd::Sshd::start();
-    let inputs = format!(
-        "-i primary='{}' -i standby='{}' -i proxy='{}' -i haproxy={} -i reason='trying it out' \\\n    \
-         -i standby_host=127.0.0.1 -i ssh_port={} -i ssh_user={} -i ssh_identity={} \\\n    \
-         -i ssh_known_hosts={} -i standby_data_dir=/tmp -i min_free_mb=1",
-        c.dsn(c.primary),
-        c.dsn(c.standby),
-        c.dsn(c.proxy),
-        c.socket.display(),
-        s.port,
-        s.user,
-        s.identity.display(),
-        s.known_hosts.display()
-    );
+    // The servers' "hosts", reached over SSH by the runbook (pg_ctl, pg_controldata, pg_rewind,
+    // pg_basebackup run there as the servers' account): an sshd on loopback.
+    let s = sshd::Sshd::start_as(cluster::PG_USER);
+    let inputs = c.dr_inputs((s.port, &s.user, &s.identity, &s.known_hosts));
     let state = c.dir.path().join("state");
     println!(
-        "A primary (port {}) streams to a standby (port {}); HAProxy listens on {}.\n",
-        c.primary, c.standby, c.proxy
+        "A primary (site a, port {}) streams to a standby (site b, port {}); HAProxy listens on {}.\n\
+         The sites are described in {}.\n",
+        c.primary,
+        c.standby,
+        c.proxy,
+        inputs.display()
+    );
+    let dr = format!(
+        "runbooks/postgres-dr.yaml --input-file {}",
+        inputs.display()
     );
     println!("In another terminal, from the repository:\n");
     println!("  export RIPCORD_STATE_DIR={}", state.display());
     println!("  R=target/release/ripcord");
-    println!("  # keep writing through HAProxy while you fail over:");
+    println!("  # keep writing through HAProxy while you switch over:");
     println!(
         "  while :; do psql -h 127.0.0.1 -p {} -U postgres -qc 'INSERT INTO orders DEFAULT VALUES'; sleep 0.2; done &",
         c.proxy
     );
-    println!("  $R run runbooks/postgres-switchover.yaml --dry-run {inputs}   # rehearse");
+    println!("  $R run --check --mode planned {dr}            # the nightly pre-flight");
+    println!("  $R run --dry-run --mode planned {dr}          # rehearse");
+    println!("  $R run --mode planned {dr}                    # for real: approve at the prompt");
+    println!("  $R run --mode planned -i from=b -i to=a {dr}  # and back (the failback)");
     println!(
-        "  $R run runbooks/postgres-switchover.yaml {inputs}             # for real: approve at the prompt"
+        "  $R run --mode test {dr}                       # a DR test on a clone; then `$R rollback RUN_ID`"
     );
     println!(
         "  $R report $($R runs --json | jq -r '.[0].run_id') --format html -o switchover.html"

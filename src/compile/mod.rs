@@ -502,6 +502,10 @@ impl Compiler<'_> {
                 self.diags.push(diag);
             }
         }
+        // A test run's rollback is its cleanup, unless the runbook says otherwise.
+        if runbook.cleanup_modes.is_none() && modes.iter().any(|m| m == "test") {
+            cleanup.push("test".to_string());
+        }
         self.cleanup_modes = cleanup;
         self.modes = modes;
     }

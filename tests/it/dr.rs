@@ -15,15 +15,16 @@ use crate::support::{Output, Ripcord, repo};
 
 const RUNBOOK: &str = "runbooks/postgres-dr.yaml";
 
-struct Lab {
-    c: Cluster,
+/// A cluster, an sshd that logs in as its servers' account, and the input file naming them.
+pub(crate) struct Lab {
+    pub(crate) c: Cluster,
     // Kept for its Drop (the server stops with the test).
     _s: Sshd,
-    inputs: PathBuf,
+    pub(crate) inputs: PathBuf,
 }
 
 impl Lab {
-    fn start() -> Lab {
+    pub(crate) fn start() -> Lab {
         let c = Cluster::start();
         let s = Sshd::start_as(PG_USER);
         let inputs = c.dr_inputs((s.port, &s.user, &s.identity, &s.known_hosts));
@@ -35,8 +36,12 @@ impl Lab {
         Lab { c, _s: s, inputs }
     }
 
-    /// `ripcord ARGS... --input-file LAB [-i EXTRA]... RUNBOOK`.
-    fn ripcord(&self, args: &[&str], extra: &[&str]) -> Output {
+    /// `ripcord ARGS... --input-file LAB [-i EXTRA]... RUNBOOK` (the file and runbook for `run`).
+    pub(crate) fn ripcord(&self, args: &[&str], extra: &[&str]) -> Output {
+        self.command(args, extra).run()
+    }
+
+    pub(crate) fn command(&self, args: &[&str], extra: &[&str]) -> Ripcord {
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if matches!(args.first(), Some(&"run")) {
             all.extend(["--input-file".into(), self.inputs.display().to_string()]);
@@ -48,11 +53,35 @@ impl Lab {
         Ripcord::new()
             .state(&self.c.dir.path().join("state"))
             .args(all)
+    }
+
+    /// A copy of the input file with `from` replaced by `to` (which must change it).
+    pub(crate) fn variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.inputs).unwrap();
+        assert!(text.contains(from), "{from} is not in the input file");
+        let path = self.c.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        path
+    }
+
+    /// `ripcord ARGS... --input-file FILE RUNBOOK`.
+    pub(crate) fn ripcord_with(&self, file: &std::path::Path, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--input-file".into(), file.display().to_string()]);
+        all.push(repo().join(RUNBOOK).display().to_string());
+        Ripcord::new()
+            .state(&self.c.dir.path().join("state"))
+            .args(all)
             .run()
     }
 
+    /// The journal of the first run recorded (as JSON records).
+    pub(crate) fn journal(&self) -> Vec<Value> {
+        crate::support::records(&self.c.dir.path().join("state")).unwrap_or_default()
+    }
+
     /// The servers' logs, for a failure's message.
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         ["primary", "standby", "clone/server"]
             .iter()
             .map(|n| {
@@ -67,12 +96,12 @@ impl Lab {
             .collect()
     }
 
-    fn in_recovery(&self, port: u16) -> String {
+    pub(crate) fn in_recovery(&self, port: u16) -> String {
         self.c.sql(port, "SELECT pg_is_in_recovery()")
     }
 
     /// Whether the server on `port` streams from the one on `upstream`.
-    fn streams_from(&self, port: u16, upstream: u16) -> bool {
+    pub(crate) fn streams_from(&self, port: u16, upstream: u16) -> bool {
         self.c
             .sql(
                 port,
@@ -85,7 +114,7 @@ impl Lab {
                 .contains(&format!("port={upstream}"))
     }
 
-    fn rows(&self, port: u16) -> HashSet<u32> {
+    pub(crate) fn rows(&self, port: u16) -> HashSet<u32> {
         self.c
             .sql(port, "SELECT n FROM writes")
             .lines()
@@ -138,7 +167,7 @@ impl Lab {
     }
 }
 
-fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["steps"]
         .as_array()
         .unwrap()
@@ -147,13 +176,13 @@ fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {id} in {report}"))
 }
 
-fn report(lab: &Lab, run_id: &str) -> Value {
+pub(crate) fn report(lab: &Lab, run_id: &str) -> Value {
     let out = lab.ripcord(&["report", run_id, "--format", "json"], &[]);
     assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
     serde_json::from_str(&out.stdout).unwrap()
 }
 
-fn run_id(out: &Output) -> String {
+pub(crate) fn run_id(out: &Output) -> String {
     out.summary()["run_id"].as_str().unwrap().to_string()
 }
 
@@ -252,8 +281,7 @@ fn failback_after_unplanned_failover_rewinds_the_old_primary_and_switches_back()
     assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
     assert_eq!(lab.in_recovery(c.standby), "f");
     let failover = report(&lab, &run_id(&out));
-    let window = step(&failover, "loss-window")["outputs"].to_string()
-        + &step(&failover, "to-hears")["outputs"]["note"].to_string();
+    let window = step(&failover, "to-hears")["outputs"]["note"].to_string();
     assert!(window.contains("data-loss window"), "{window}");
     for n in 61..=80 {
         c.sql(c.proxy, &format!("INSERT INTO writes VALUES ({n})"));
@@ -376,8 +404,9 @@ fn dr_test_mode_clones_the_standby_leaves_production_untouched_and_rollback_remo
 }
 
 /// The nightly pre-flight of the DR runbook: `run --check` passes on a healthy cluster in the
-/// modes that apply to it, and fails, naming it, on a misspelt HAProxy server or a data
-/// directory that is not the primary's — with nothing changed.
+/// modes that apply to it, and fails, naming it, on a misspelt HAProxy server, a data directory
+/// that is not the primary's or too little room; an unplanned failover with a typo in the
+/// primary's DSN, or its wrong port, promotes nothing — with nothing changed throughout.
 #[test]
 fn dr_test_pre_flight_of_the_dr_runbook_passes_when_healthy_and_names_a_misspelt_server() {
     let lab = Lab::start();
@@ -392,17 +421,8 @@ fn dr_test_pre_flight_of_the_dr_runbook_passes_when_healthy_and_names_a_misspelt
     let r = report(&lab, &run_id(&out));
     assert_eq!(step(&r, "from-host")["outputs"]["state"], "in production");
 
-    let misspelt = c.dir.path().join("misspelt.yaml");
-    let text = std::fs::read_to_string(&lab.inputs).unwrap();
-    std::fs::write(&misspelt, text.replace("server: standby", "server: stanby")).unwrap();
-    let out = Ripcord::new()
-        .state(&c.dir.path().join("state"))
-        .args(["run", "--check", "--mode", "planned", "--input-file"])
-        .args([
-            misspelt.to_str().unwrap(),
-            repo().join(RUNBOOK).to_str().unwrap(),
-        ])
-        .run();
+    let misspelt = lab.variant("misspelt", "server: standby", "server: stanby");
+    let out = lab.ripcord_with(&misspelt, &["run", "--check", "--mode", "planned"]);
     assert_eq!(out.code, 1, "{}", out.transcript());
     assert!(
         out.stdout.contains("FAILED   names-known"),
@@ -413,18 +433,57 @@ fn dr_test_pre_flight_of_the_dr_runbook_passes_when_healthy_and_names_a_misspelt
 
     // The standby's data directory given as the primary's: the pre-flight sees a cluster in
     // recovery, not in production.
-    let swapped = c.dir.path().join("swapped.yaml");
     let primary_dir = c.data("primary").display().to_string();
     let standby_dir = c.data("standby").display().to_string();
-    std::fs::write(&swapped, text.replacen(&primary_dir, &standby_dir, 1)).unwrap();
-    let out = Ripcord::new()
-        .state(&c.dir.path().join("state"))
-        .args(["run", "--yes", "--mode", "planned", "--input-file"])
-        .args([
-            swapped.to_str().unwrap(),
-            repo().join(RUNBOOK).to_str().unwrap(),
-        ])
-        .run();
+    let swapped = lab.variant(
+        "swapped",
+        &format!("data_dir: {primary_dir}\n"),
+        &format!("data_dir: {standby_dir}\n"),
+    );
+    let out = lab.ripcord_with(&swapped, &["run", "--yes", "--mode", "planned"]);
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("FAILED   planned-ready"),
+        "{}",
+        out.stdout
+    );
+
+    // A failover whose primary DSN has a typo: a configuration error, and no promotion.
+    let dsn = c.dsn(c.primary);
+    let typo = lab.variant("typo", &dsn, &dsn.replace("user=", "usr="));
+    let out = lab.ripcord_with(&typo, &["run", "--yes", "--mode", "unplanned"]);
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("a configuration error"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        lab.in_recovery(c.standby),
+        "t",
+        "the standby was promoted on a typo"
+    );
+    // A wrong port reads as "down" to the probe; the standby, still streaming from the real
+    // primary, is the second witness, and nothing is promoted.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let wrong = lab.variant(
+        "wrong-port",
+        &dsn,
+        &dsn.replace(&format!("port={}", c.primary), &format!("port={port}")),
+    );
+    let out = lab.ripcord_with(&wrong, &["run", "--yes", "--mode", "unplanned"]);
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("standby streaming: true"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lab.in_recovery(c.standby), "t");
+    // The pre-flight's disk check ran for real: too little room fails it.
+    let full = lab.variant("full", "min_free_mb: 1\n", "min_free_mb: 999999999\n");
+    let out = lab.ripcord_with(&full, &["run", "--check", "--mode", "planned"]);
     assert_eq!(out.code, 1, "{}", out.transcript());
     assert!(
         out.stdout.contains("FAILED   planned-ready"),

@@ -373,3 +373,63 @@ steps:
         assert!(!out.stderr.contains("`careful`"), "{}", out.stderr);
     }
 }
+
+/// A test run's rollback is its cleanup: after it succeeded, `ripcord rollback` undoes it
+/// without `--force`; a run of another mode that succeeded is refused; `cleanup_modes:` names
+/// other modes, and a name that is not a mode is an error.
+#[test]
+fn a_test_run_that_succeeded_is_rolled_back_as_its_cleanup_and_other_modes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let made = dir.path().join("made");
+    let runbook = |cleanup: &str| {
+        format!(
+            "version: 1\nname: drill\nmodes: [live, test, rehearse]\n{cleanup}steps:\n  - id: make\n    uses: shell.run\n    with: {{ argv: [touch, {made}] }}\n    undo: {{ uses: shell.run, with: {{ argv: [rm, -f, {made}] }} }}\n",
+            made = made.display()
+        )
+    };
+    let file = write(dir.path(), "drill.yaml", &runbook(""));
+    let run = |mode: &str, file: &str| {
+        let out = Ripcord::new()
+            .state(&state)
+            .args(["run", "--json", "--mode", mode, file])
+            .run();
+        assert_eq!(out.code, 0, "{}", out.transcript());
+        assert!(made.exists());
+        out.summary()["run_id"].as_str().unwrap().to_string()
+    };
+    let rollback = |id: &str| Ripcord::new().state(&state).args(["rollback", id]).run();
+
+    let id = run("test", &file);
+    let out = rollback(&id);
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(!made.exists(), "the cleanup removed what the test made");
+
+    let id = run("live", &file);
+    let out = rollback(&id);
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(out.stderr.contains("the run succeeded"), "{}", out.stderr);
+    assert!(made.exists(), "a refused rollback undid something");
+
+    // Declared: `rehearse` is a cleanup mode, and `test` no longer is.
+    let file = write(
+        dir.path(),
+        "drill2.yaml",
+        &runbook("cleanup_modes: [rehearse]\n"),
+    );
+    let id = run("rehearse", &file);
+    assert_eq!(rollback(&id).code, 0);
+    assert!(!made.exists());
+    let id = run("test", &file);
+    assert_eq!(rollback(&id).code, 2);
+
+    let file = write(dir.path(), "bad.yaml", &runbook("cleanup_modes: [tset]\n"));
+    let out = Ripcord::new().args(["validate", &file]).run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("`cleanup_modes:` names `tset`")
+            && out.stderr.contains("did you mean `test`?"),
+        "{}",
+        out.stderr
+    );
+}

@@ -207,3 +207,258 @@ fn postgres_and_haproxy_plugins_against_real_servers() {
         .unwrap();
     assert_eq!(primary["state"], "maint", "{servers}");
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a certificate it signed for `localhost` and 127.0.0.1 that the primary serves;
+/// the primary then refuses connections that are not encrypted. Returns the CA's file and a
+/// second CA's that signed nothing.
+fn serve_tls(c: &Cluster) -> (String, String) {
+    let d = c.dir.path().join("tls");
+    std::fs::create_dir(&d).unwrap();
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            &d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=ripcord test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+        );
+    }
+    openssl(
+        &d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        &d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    if crate::cluster::is_root() {
+        let owned = std::process::Command::new("chown")
+            .args(["-R", crate::cluster::PG_USER])
+            .arg(&d)
+            .status()
+            .unwrap();
+        assert!(owned.success());
+    }
+    let hba = c.data("primary").join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n{old}"),
+    )
+    .unwrap();
+    for (key, value) in [
+        ("ssl_cert_file", d.join("server.pem")),
+        ("ssl_key_file", d.join("server.key")),
+    ] {
+        c.try_sql(
+            c.primary,
+            &format!("ALTER SYSTEM SET {key} = '{}'", value.display()),
+        )
+        .unwrap();
+    }
+    c.try_sql(c.primary, "ALTER SYSTEM SET ssl = on").unwrap();
+    c.try_sql(c.primary, "SELECT pg_reload_conf()").unwrap();
+    c.wait_for(
+        || {
+            c.sql(
+                c.primary,
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ) == "t"
+        },
+        "the primary to serve TLS",
+    );
+    (
+        d.join("ca.pem").display().to_string(),
+        d.join("other-ca.pem").display().to_string(),
+    )
+}
+
+/// The postgres plugin speaks TLS (rustls) as libpq's `sslmode` says: a server that refuses
+/// unencrypted connections is reached with `require` and verified with `verify-ca` /
+/// `verify-full` against `sslrootcert`; a certificate from another CA, or a name it does not
+/// cover, fails — and for `probe` that is a configuration error, never "down".
+#[test]
+fn postgres_plugin_speaks_tls_as_sslmode_says() {
+    let c = Cluster::start();
+    let (ca, other) = serve_tls(&c);
+    let at = |host: &str, tls: &str| {
+        format!(
+            "host={host} port={} user=postgres dbname=postgres {tls}",
+            c.primary
+        )
+    };
+    let cases = [
+        ("require", at("127.0.0.1", "sslmode=require"), true),
+        ("default-prefer", at("127.0.0.1", ""), true),
+        (
+            "full-by-name",
+            at(
+                "localhost",
+                &format!("sslmode=verify-full sslrootcert={ca}"),
+            ),
+            true,
+        ),
+        (
+            "full-by-ip",
+            at(
+                "127.0.0.1",
+                &format!("sslmode=verify-full sslrootcert='{ca}'"),
+            ),
+            true,
+        ),
+        (
+            "ca-only",
+            at("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")),
+            true,
+        ),
+        ("plain", at("127.0.0.1", "sslmode=disable"), false),
+        (
+            "other-ca",
+            at(
+                "127.0.0.1",
+                &format!("sslmode=verify-full sslrootcert={other}"),
+            ),
+            false,
+        ),
+        (
+            "other-ca-require",
+            at("127.0.0.1", &format!("sslmode=require sslrootcert={other}")),
+            false,
+        ),
+        ("bad-mode", at("127.0.0.1", "sslmode=verify-fulll"), false),
+        // The certificate does not name `db.invalid`: verify-full refuses, verify-ca does not
+        // compare names.
+        (
+            "wrong-name-full",
+            at(
+                "db.invalid hostaddr=127.0.0.1",
+                &format!("sslmode=verify-full sslrootcert={ca}"),
+            ),
+            false,
+        ),
+        (
+            "wrong-name-ca",
+            at(
+                "db.invalid hostaddr=127.0.0.1",
+                &format!("sslmode=verify-ca sslrootcert={ca}"),
+            ),
+            true,
+        ),
+    ];
+    let steps: String = cases
+        .iter()
+        .map(|(id, dsn, _)| {
+            format!(
+                "- {{ id: {id}, uses: postgres.is_primary, on_failure: continue, with: {{ dsn: \"{dsn}\" }} }}\n"
+            )
+        })
+        .collect();
+    let probe = format!(
+        "- {{ id: probe-other-ca, uses: postgres.probe, on_failure: continue, with: {{ dsn: \"{}\" }} }}\n",
+        at(
+            "127.0.0.1",
+            &format!("sslmode=verify-full sslrootcert={other}")
+        )
+    );
+    let out = run(&c, "tls", &(steps + &probe), &[]);
+    // Failures of `on_failure: continue` steps are recorded; the run goes on.
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let finished: Vec<Value> = out
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "step_finished")
+        .collect();
+    let of = |id: &str| {
+        finished
+            .iter()
+            .find(|e| e["step"] == id)
+            .unwrap_or_else(|| panic!("no {id}: {}", out.transcript()))
+            .clone()
+    };
+    for (id, _, ok) in &cases {
+        let e = of(id);
+        assert_eq!(e["status"] == "succeeded", *ok, "{id}: {e}");
+        if *ok {
+            assert_eq!(e["outputs"]["primary"], true, "{id}: {e}");
+        }
+    }
+    assert!(
+        of("plain")["error"]
+            .as_str()
+            .unwrap()
+            .contains("no encryption"),
+        "{}",
+        of("plain")
+    );
+    let wrong = of("other-ca")["error"].as_str().unwrap().to_string();
+    assert!(wrong.contains("certificate"), "{wrong}");
+    let name = of("wrong-name-full")["error"].as_str().unwrap().to_string();
+    assert!(name.contains("not valid for name \"db.invalid\""), "{name}");
+    let probe = of("probe-other-ca");
+    assert_eq!(probe["status"], "failed", "{probe}");
+    assert!(
+        probe["error"]
+            .as_str()
+            .unwrap()
+            .contains("a configuration error"),
+        "{probe}"
+    );
+}

@@ -1,5 +1,8 @@
 //! ripcord-plugin-postgres: the PostgreSQL side of a switchover or failover.
 //!
+//! Every connection string is libpq's, TLS included: `sslmode` (disable, allow, prefer,
+//! require, verify-ca, verify-full) and `sslrootcert` are honoured with rustls (see tls.rs).
+//!
 //! - `is_primary {dsn, require_writable}`: role, read-only state, timeline, the database system
 //!   identifier (one per cluster: a primary and its standbys share it) (check).
 //! - `replication_lag {primary, standby, max_bytes}`: bytes between the primary's current WAL
@@ -24,12 +27,13 @@
 //!   those as "down". A wrong port or host cannot be told from a dead server: a guard also
 //!   asks the standby whether it still hears its primary (check).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use ripcord_plugin_sdk::{Action, Mode, Reply, Request, serve};
 use serde_json::{Value, json};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::Client;
+
+mod tls;
 
 fn dsn_schema(extra: Value, required: &[&str]) -> Value {
     let mut props = json!({});
@@ -122,19 +126,29 @@ fn text<'a>(req: &'a Request, key: &str) -> &'a str {
 }
 
 async fn connect(dsn: &str) -> Result<Client, Reply> {
-    let mut config =
-        Config::from_str(dsn).map_err(|e| Reply::fail(format!("bad connection string: {e}")))?;
+    let (mut config, tls) =
+        tls::config(dsn).map_err(|e| Reply::fail(format!("bad connection string: {e}")))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    let (client, connection) = config
-        .connect(NoTls)
+    tls::connect(&config, &tls)
         .await
-        .map_err(|e| Reply::retry(format!("cannot connect ({}): {e}", redact(dsn))))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+        .map_err(|e| Reply::retry(format!("cannot connect ({}): {}", redact(dsn), chain(&e))))
+}
+
+/// An error with its causes (a TLS failure says why).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
 }
 
 /// The connection string without its password, for messages.
@@ -203,13 +217,13 @@ fn lag_reply(
 
 /// Up, down, or a configuration error (the `Err`): see `probe` above.
 async fn probe(dsn: &str) -> Result<(&'static str, String), String> {
-    let mut config =
-        Config::from_str(dsn).map_err(|e| format!("the connection string does not parse: {e}"))?;
+    let (mut config, tls) =
+        tls::config(dsn).map_err(|e| format!("the connection string does not parse: {e}"))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    let connected = config.connect(NoTls).await;
-    let (client, connection) = match connected {
+    let connected = tls::connect(&config, &tls).await;
+    let client = match connected {
         Ok(c) => c,
         Err(e) => {
             if let Some(db) = e.as_db_error() {
@@ -245,12 +259,9 @@ async fn probe(dsn: &str) -> Result<(&'static str, String), String> {
             if e.to_string().contains("timed out") {
                 return Ok(("down", e.to_string()));
             }
-            return Err(format!("cannot connect: {e}"));
+            return Err(format!("cannot connect: {}", chain(&e)));
         }
     };
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
     match client.simple_query("SELECT 1").await {
         Ok(_) => Ok(("up", "it answers queries".into())),
         Err(e) => Ok(("down", format!("connected, but a query failed: {e}"))),

@@ -245,6 +245,7 @@ impl Compiler<'_> {
                 // Filled in below, once the step's own are known.
                 retry: self.retry(None),
                 timeout: DEFAULT_TIMEOUT,
+                if_started: u.if_started.as_ref().is_some_and(|b| b.value),
             })
         });
         for e in expr_errors {

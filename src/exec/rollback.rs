@@ -67,7 +67,8 @@ pub struct Why {
     pub notes: Vec<String>,
 }
 
-/// Runs the undos of the `states` that succeeded, except those in `already_undone`.
+/// Runs the undos of the `states` that succeeded (and of those that started at all, when their
+/// undo says `if_started`), except those in `already_undone`.
 pub async fn rollback(
     cx: &RunContext,
     journal: &mut dyn JournalWriter,
@@ -86,9 +87,12 @@ pub async fn rollback(
     let n = plan.steps.len();
     let target: Vec<bool> = (0..n)
         .map(|i| {
-            states[i].status == Status::Done(StepStatus::Succeeded)
-                && plan.steps[i].undo.is_some()
-                && !already_undone.contains(&i)
+            let Some(undo) = &plan.steps[i].undo else {
+                return false;
+            };
+            let done = states[i].status == Status::Done(StepStatus::Succeeded)
+                || (undo.if_started && states[i].launched);
+            done && !already_undone.contains(&i)
         })
         .collect();
     let mut emit = |journal: &mut dyn JournalWriter, record: Record| -> io::Result<()> {

@@ -164,6 +164,8 @@ pub struct UndoSpec {
     /// The undo's own, else its step's.
     pub retry: RetryPolicy,
     pub timeout: Duration,
+    /// `if_started: true`: undone whenever an attempt started, not only after a success.
+    pub if_started: bool,
 }
 
 impl Plan {

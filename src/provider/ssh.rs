@@ -48,8 +48,8 @@ const MAX_OUTPUT_FILE: usize = 1024 * 1024;
 /// How long a cancelled command's process group has between SIGTERM and SIGKILL.
 const REMOTE_GRACE_S: u32 = 1;
 
-/// The remote side of one attempt, run by `sh -c` with `$1` the attempt's directory token and
-/// the rest the command; its stdin is the attempt's boundary (a line), the `env` block
+/// The remote side of one attempt, run by `sh -c` with `$1` the attempt's directory token, `$2`
+/// the step's lock and the rest the command; its stdin is the attempt's boundary (a line), the `env` block
 /// (`NAME=escaped` lines up to `.`), then the step's own stdin.
 ///
 /// - Claims the attempt's directory: one already there means the attempt was cancelled before
@@ -59,15 +59,29 @@ const REMOTE_GRACE_S: u32 = 1;
 /// - Reads and exports `env` in a subshell that then becomes the command: the bootstrap's own
 ///   variables (and `PATH`) are untouched by whatever names `env` has. An input that ends before
 ///   `.` means the client is gone, and nothing runs.
+/// - Takes the step's lock on the host (`$2`: a hash of the run's id and the step's), a
+///   directory holding the bootstrap's pid, waiting while a live process holds it: an attempt
+///   of a step (or its undo) started after `kill -9` of ripcord, by `resume` or `rollback`,
+///   waits on the host until the earlier attempt's command has ended (it runs on after its
+///   connection is gone) instead of running beside it. A holder that is gone is a stale lock.
 /// - Runs the command in the background (so a SIGTERM can be acted on while it runs), in a new
 ///   session when `setsid` exists, so that what it leaves behind when it exits is killed, as
 ///   `shell.run` does, and a SIGTERM reaches all of it.
 /// - Prints the boundary, the exit code and the output file's size, then the file (at most
 ///   MAXOUT bytes).
-const BOOTSTRAP: &str = r#"d="${TMPDIR:-/tmp}/ripcord-$1"; shift
+const BOOTSTRAP: &str = r#"d="${TMPDIR:-/tmp}/ripcord-$1"; l="${TMPDIR:-/tmp}/ripcord-step-$2"; shift 2
 mkdir -m 700 "$d" 2>/dev/null || { rmdir "$d" 2>/dev/null; echo "ripcord: cancelled, or cannot create $d" >&2; exit 255; }
 trap 'rm -rf "$d"' EXIT
 IFS= read -r b || { echo "ripcord: the connection ended before the command was sent" >&2; exit 255; }
+w=
+while ! mkdir -m 700 "$l" 2>/dev/null; do
+  p=$(cat "$l/pid" 2>/dev/null)
+  if [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null; then rm -rf "$l"; continue; fi
+  [ "$w" ] || { echo "ripcord: an earlier attempt of this step (or its undo) still runs on this host (pid ${p:-?}); waiting for it to end" >&2; w=1; }
+  sleep 1
+done
+echo $$ >"$l/pid"
+trap 'rm -rf "$d" "$l"' EXIT
 s=$(command -v setsid)
 exec 3<&0
 (
@@ -82,7 +96,7 @@ exec 3<&0
   exec $s "$@"
 ) <&3 3<&- &
 c=$!
-trap 'trap "" TERM; if [ "$s" ]; then kill -TERM -$c; else kill -TERM $c; fi 2>/dev/null; sleep GRACE; if [ "$s" ]; then kill -KILL -$c; else kill -KILL $c; fi 2>/dev/null; rm -rf "$d"; exit 143' TERM
+trap 'trap "" TERM; if [ "$s" ]; then kill -TERM -$c; else kill -TERM $c; fi 2>/dev/null; sleep GRACE; if [ "$s" ]; then kill -KILL -$c; else kill -KILL $c; fi 2>/dev/null; rm -rf "$d" "$l"; exit 143' TERM
 echo $$ >"$d/pid"
 wait $c; rc=$?
 [ "$s" ] && kill -KILL -$c 2>/dev/null
@@ -647,10 +661,17 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
     let bootstrap = BOOTSTRAP
         .replace("GRACE", &REMOTE_GRACE_S.to_string())
         .replace("MAXOUT", &(MAX_OUTPUT_FILE + 1).to_string());
+    // One command of a step of a run at a time on a host (see BOOTSTRAP).
+    let lock = format!(
+        "{:08x}{:08x}",
+        crc32fast::hash(request.run_id.as_bytes()),
+        crc32fast::hash(request.step.as_bytes())
+    );
     let mut remote = format!(
-        "sh -c {} ripcord-ssh {}",
+        "sh -c {} ripcord-ssh {} {}",
         shell_word(&bootstrap),
-        shell_word(&attempt)
+        shell_word(&attempt),
+        lock
     );
     for word in &command {
         remote.push(' ');

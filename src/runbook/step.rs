@@ -163,6 +163,12 @@ pub struct Undo {
     /// An expression evaluated when the undo is about to run; false: nothing to undo.
     #[serde(default)]
     pub when: Option<Value>,
+    /// Undo the step whenever an attempt of it started (it failed, timed out, was cancelled or
+    /// is in doubt after a crash), not only when it succeeded: for a step that may take effect
+    /// part-way, with an undo that is safe either way (start a server if it is not running).
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub if_started: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema, serde::Serialize)]

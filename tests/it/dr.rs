@@ -297,6 +297,41 @@ fn failback_after_unplanned_failover_rewinds_the_old_primary_and_switches_back()
         c.standby.to_string()
     );
 
+    // The operator swaps from and to: rewinding B onto A would discard B's acknowledged writes.
+    // Refused before anything changes: A is not ahead of B, and B takes traffic.
+    let out = lab.ripcord(
+        &["run", "--yes", "--mode", "reprotect"],
+        &["from=b", "to=a"],
+    );
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("FAILED   reprotect-ready"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("are from and to swapped?"),
+        "{}",
+        out.stdout
+    );
+    // B's data directory given as A's: the running primary is not rewound either.
+    let primary_dir = c.data("primary").display().to_string();
+    let standby_dir = c.data("standby").display().to_string();
+    let alias = lab.variant(
+        "alias",
+        &format!("data_dir: {primary_dir}\n"),
+        &format!("data_dir: {standby_dir}\n"),
+    );
+    let out = lab.ripcord_with(&alias, &["run", "--yes", "--mode", "reprotect"]);
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("FAILED   reprotect-ready"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lab.in_recovery(c.standby), "f");
+    assert_eq!(lab.rows(c.standby).len(), 70);
+
     let out = lab.ripcord(&["run", "--yes", "--json", "--mode", "reprotect"], &[]);
     assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
     let reprotect = report(&lab, &run_id(&out));
@@ -383,6 +418,32 @@ fn dr_test_mode_clones_the_standby_leaves_production_untouched_and_rollback_remo
         "the clone still listens"
     );
     assert_eq!(lab.state(), before, "the cleanup changed production");
+
+    // A clone_dsn that reaches the standby under another name: the copy is made, but the
+    // server at the DSN is not the clone, so nothing is promoted; the failed run is rolled back
+    // at once, which removes the copy.
+    let alias = c.dsn(c.standby).replace("127.0.0.1", "localhost");
+    let out = lab.ripcord(
+        &["run", "--yes", "--mode", "test"],
+        &[&format!("clone_dsn={alias}")],
+    );
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(
+        out.stdout.contains("FAILED   clone.clone-checked"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lab.in_recovery(c.standby), "t", "the standby was promoted");
+    assert!(!clone.exists(), "the failed test's copy is still there");
+    // A copy that fails half-way (its port is taken: the primary's) is removed as well.
+    let out = lab.ripcord(
+        &["run", "--yes", "--mode", "test"],
+        &[&format!("clone_port={}", c.primary)],
+    );
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(out.stdout.contains("FAILED   clone.copy"), "{}", out.stdout);
+    assert!(!clone.exists(), "the failed copy is still there");
+    assert_eq!(lab.state(), before);
 
     // A clone_dir that exists and was not made by ripcord (a typo naming real data): refused,
     // and left as it was.
@@ -491,4 +552,72 @@ fn dr_test_pre_flight_of_the_dr_runbook_passes_when_healthy_and_names_a_misspelt
         out.stdout
     );
     assert_eq!(lab.state(), before, "a failed pre-flight changed something");
+}
+
+/// ripcord dies (`kill -9`) while the old primary is being shut down, and the shutdown goes on
+/// on its host after the connection is gone. The rollback runs the shutdown's undo although the
+/// step never finished (`if_started`), and on the host the undo waits for the shutdown still
+/// under way (the step's lock): the old primary ends up running, writable and in rotation again,
+/// the standby untouched — not down behind a rollback that said it succeeded.
+#[test]
+fn dr_test_kill_9_during_the_fence_then_rollback_brings_the_old_primary_back() {
+    let lab = Lab::start();
+    let c = &lab.c;
+    // Site a's pg_ctl takes 3 s before it stops a server: a shutdown ripcord can die in.
+    let slow = c.dir.path().join("slowbin");
+    std::fs::create_dir(&slow).unwrap();
+    for entry in std::fs::read_dir(&c.bin).unwrap().flatten() {
+        if entry.file_name() != "pg_ctl" {
+            std::os::unix::fs::symlink(entry.path(), slow.join(entry.file_name())).unwrap();
+        }
+    }
+    let wrapper = slow.join("pg_ctl");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" stop \"*) sleep 3 ;; esac\nexec {} \"$@\"\n",
+            c.bin.join("pg_ctl").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = format!("bin: {}\n", c.bin.display());
+    let slow_inputs = lab.variant("slow", &bin, &format!("bin: {}\n", slow.display()));
+    let mut child = Ripcord::new()
+        .state(&c.dir.path().join("state"))
+        .args(["run", "--yes", "--mode", "planned", "--input-file"])
+        .args([
+            slow_inputs.display().to_string(),
+            repo().join(RUNBOOK).display().to_string(),
+        ])
+        .spawn();
+    wait_until("the shutdown to start", || {
+        lab.journal()
+            .iter()
+            .any(|r| r["kind"] == "step_started" && r["step"] == "fence.shutdown")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    child.kill().unwrap(); // SIGKILL: the shutdown goes on, on its host
+    child.wait().unwrap();
+    let id = lab.journal()[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        lab.in_recovery(c.primary),
+        "f",
+        "still up: its pg_ctl waits"
+    );
+
+    let out = lab.ripcord(&["rollback", &id], &[]);
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    // The undo ran after the shutdown had ended: the server is up again, and stays up.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(lab.in_recovery(c.primary), "f", "{}", lab.logs());
+    assert_eq!(lab.in_recovery(c.standby), "t");
+    c.wait_for(
+        || c.sql(c.proxy, "SELECT inet_server_port()") == c.primary.to_string(),
+        "HAProxy to route to the old primary again",
+    );
+    let r = report(&lab, &id);
+    let undo = r["rollback"].to_string();
+    assert!(undo.contains("fence.shutdown"), "{undo}");
 }

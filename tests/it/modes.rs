@@ -422,6 +422,7 @@ fn a_test_run_that_succeeded_is_rolled_back_as_its_cleanup_and_other_modes_are_r
     assert!(!made.exists());
     let id = run("test", &file);
     assert_eq!(rollback(&id).code, 2);
+    assert!(made.exists(), "a refused rollback undid something");
 
     let file = write(dir.path(), "bad.yaml", &runbook("cleanup_modes: [tset]\n"));
     let out = Ripcord::new().args(["validate", &file]).run();

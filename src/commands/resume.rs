@@ -47,8 +47,16 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
                 format!(" -i {}", crate::cli::shell_word(&format!("{k}={v}")))
             })
             .collect();
+        // In its mode: without `--mode`, a test run's new run would be the runbook's default
+        // mode (a real switchover, say).
+        let mode = header
+            .run_mode
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(|m| format!(" --mode {}", crate::cli::shell_word(m)))
+            .unwrap_or_default();
         return Err(crate::invalid!(
-            "{refused}\n  what it did was undone, in full or in part; start a new run with its inputs:\n  ripcord run {}{inputs}{}",
+            "{refused}\n  what it did was undone, in full or in part; start a new run with its inputs:\n  ripcord run {}{mode}{inputs}{}",
             crate::cli::shell_word(&header.file),
             claim.state_again()
         ));

@@ -60,6 +60,7 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
         .mode
         .as_ref()
         .is_some_and(|m| plan.cleanup_modes.contains(m));
+    let cleanup = cleanup && final_status(&claim.read) == Some(RunStatus::Succeeded);
     let succeeded = final_status(&claim.read) == Some(RunStatus::Succeeded) && !cleanup;
     if succeeded {
         past.push("the run succeeded".to_string());
@@ -154,6 +155,7 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
         clock,
         crate::exec::rollback::Why {
             forced,
+            cleanup,
             inputs,
             notes,
         },

@@ -11,7 +11,7 @@ use crate::cli::{ApprovalArgs, Estimates, RunArgs};
 use crate::compile::CompileOptions;
 use crate::error::CommandResult;
 use crate::exec::mask::{MASK, Masker};
-use crate::exec::rollback::{RollbackOutcome, irreversible_past, rollback};
+use crate::exec::rollback::{RollbackOutcome, anything_to_undo, irreversible_past, rollback};
 use crate::exec::state::Status;
 use crate::exec::ui::{JsonSink, PlainSink, Sink, TtySink};
 use crate::exec::{Clock, Outcome, RunContext, execute};
@@ -369,7 +369,10 @@ pub fn drive(
             && cx.mode != Mode::Check
         {
             let past = irreversible_past(&cx.plan, &outcome.states, recorded);
-            if past.is_empty() {
+            // Nothing changed that an undo would put back (a pre-flight step failed, the
+            // approval was refused): no rollback to start, nor to report.
+            if past.is_empty() && !anything_to_undo(&cx.plan, &outcome.states) {
+            } else if past.is_empty() {
                 let clock = Clock::new(outcome.end_ms);
                 let rolled = rollback(
                     cx,
@@ -517,7 +520,9 @@ fn summary(
         crate::println_quiet!("  critical path: {}", path.join(" -> "));
     }
     if let Some(rto) = plan.rto {
-        let verdict = if outcome.status == RunStatus::Succeeded && cx.mode == Mode::DryRun {
+        let verdict = if cx.mode == Mode::Check {
+            format!("{}: not judged (a pre-flight)", dur(rto))
+        } else if outcome.status == RunStatus::Succeeded && cx.mode == Mode::DryRun {
             super::plan::rto_verdict(rto, total)
         } else if outcome.status == RunStatus::Succeeded {
             // In the report's words: the actual time, since the run started, gaps included.
@@ -559,8 +564,36 @@ fn summary(
         );
     }
     let resume = session.command("resume");
+    let past = irreversible_past(plan, &outcome.states, recorded);
+    let undoable = anything_to_undo(plan, &outcome.states);
     match outcome.status {
+        RunStatus::Interrupted if !past.is_empty() => crate::println_quiet!(
+            "  irreversible step {} started: rollback is refused; continue with: {resume}",
+            ids(plan, &past)
+        ),
+        RunStatus::Interrupted if undoable => {
+            crate::println_quiet!("  continue with: {resume}");
+            crate::println_quiet!(
+                "  or undo what it did with: {}",
+                session.command("rollback")
+            );
+        }
         RunStatus::Interrupted => crate::println_quiet!("  continue with: {resume}"),
+        // A run whose rollback is its cleanup (a DR test) says how to clean up.
+        RunStatus::Succeeded
+            if cx.mode == Mode::Real
+                && undoable
+                && plan
+                    .mode
+                    .as_ref()
+                    .is_some_and(|m| plan.cleanup_modes.contains(m)) =>
+        {
+            crate::println_quiet!(
+                "  what this {} run made stays until its cleanup: {}",
+                plan.mode.as_deref().unwrap_or_default(),
+                session.command("rollback")
+            );
+        }
         RunStatus::Failed if cx.mode == Mode::Check => {
             crate::println_quiet!(
                 "  pre-flight failed: fix what the failed checks found before the real run"
@@ -570,8 +603,11 @@ fn summary(
             crate::println_quiet!("  fix the cause, then go forward with: {resume}");
         }
         RunStatus::Failed if rolled.is_none() => {
-            let past = irreversible_past(plan, &outcome.states, recorded);
-            if past.is_empty() {
+            if past.is_empty() && !undoable {
+                crate::println_quiet!(
+                    "  nothing was changed that a rollback would undo; fix the cause and continue with: {resume}"
+                );
+            } else if past.is_empty() {
                 crate::println_quiet!(
                     "  undo completed steps with: {}",
                     session.command("rollback")

@@ -65,7 +65,7 @@ pub fn run(args: &RunsArgs) -> CommandResult {
         return Ok(exit::OK);
     }
     println!(
-        "{:<30} {:<24} {:<8} {:<25} {:>9} {:>8}  {:<12} {:<18} RTO",
+        "{:<30} {:<24} {:<18} {:<25} {:>9} {:>8}  {:<12} {:<18} RTO",
         "RUN", "RUNBOOK", "MODE", "STARTED", "WALL", "SESSIONS", "STATUS", "ROLLED BACK"
     );
     for r in &rows {
@@ -76,10 +76,14 @@ pub fn run(args: &RunsArgs) -> CommandResult {
             _ => "-".into(),
         };
         println!(
-            "{:<30} {:<24} {:<8} {:<25} {:>9} {:>8}  {:<12} {:<18} {rto}",
+            "{:<30} {:<24} {:<18} {:<25} {:>9} {:>8}  {:<12} {:<18} {rto}",
             r["run_id"].as_str().unwrap_or(""),
             r["runbook"].as_str().unwrap_or(""),
-            r["mode"].as_str().unwrap_or(""),
+            // The execution kind, and the runbook's mode when it has modes: `real/test`.
+            match r["run_mode"].as_str().filter(|m| !m.is_empty()) {
+                Some(m) => format!("{}/{m}", r["mode"].as_str().unwrap_or("")),
+                None => r["mode"].as_str().unwrap_or("").to_string(),
+            },
             r["started_at"].as_str().unwrap_or(""),
             r["wall_ms"].as_u64().map_or_else(|| "-".into(), ms),
             sessions,
@@ -95,6 +99,7 @@ fn summary(r: &report::Report) -> Json {
     let rolled_back = r.rollback.as_ref().map(|rb| {
         let forced = if rb.forced.is_some() { ", forced" } else { "" };
         match rb.status.as_str() {
+            "succeeded" if rb.cleanup => "cleaned up".to_string(),
             "succeeded" => format!("yes{forced}"),
             other => format!("partly ({other}{forced})"),
         }
@@ -102,9 +107,12 @@ fn summary(r: &report::Report) -> Json {
     // The RTO is judged only for a real run that ended (succeeded or failed), in the report's
     // words: met, missed (it succeeded too late), not reached (it failed or was rolled back).
     let judged = r.mode == "real" && matches!(r.status.as_str(), "succeeded" | "failed");
+    let cleaned = r.rollback.as_ref().is_some_and(|rb| rb.cleanup);
     let rto = match (judged, r.rto_ms, r.rto_met) {
         (true, Some(_), Some(true)) => Some("met"),
-        (true, Some(_), _) if r.status == "succeeded" && r.rollback.is_none() => Some("missed"),
+        (true, Some(_), _) if r.status == "succeeded" && (r.rollback.is_none() || cleaned) => {
+            Some("missed")
+        }
         (true, Some(_), _) => Some("not reached"),
         _ => None,
     };
@@ -112,6 +120,7 @@ fn summary(r: &report::Report) -> Json {
         "run_id": r.run_id,
         "runbook": r.runbook,
         "mode": r.mode,
+        "run_mode": r.run_mode,
         "started_at": r.started_at,
         "wall_ms": r.wall_ms,
         "sessions": r.sessions.len(),
@@ -125,6 +134,7 @@ fn summary(r: &report::Report) -> Json {
         "duration_ms": r.wall_ms,
         "rollback": r.rollback.as_ref().map(|rb| rb.status.clone()),
         "result": match &r.rollback {
+            Some(rb) if rb.status == "succeeded" && rb.cleanup => format!("{} (cleaned up)", r.status),
             Some(rb) if rb.status == "succeeded" => format!("{} (rolled back)", r.status),
             Some(rb) => format!("{} (rollback {})", r.status, rb.status),
             None => r.status.clone(),

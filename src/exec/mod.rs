@@ -675,7 +675,21 @@ impl Executor<'_> {
                     (None, None) => "assertion failed".to_string(),
                 };
                 if let Some(e) = expr {
-                    let values = render::explain(&self.env, &e, ctx);
+                    // Each value the condition read, but not a whole inventory: a long one
+                    // (a map of sites, a list of servers) is cut, the message says the rest.
+                    let values: Vec<String> = render::explain(&self.env, &e, ctx)
+                        .into_iter()
+                        .map(|v| {
+                            // Masked before it is cut: a cut secret would not be recognised.
+                            let v = self.cx.masker.text(&v);
+                            if v.chars().count() > 160 {
+                                let cut: String = v.chars().take(150).collect();
+                                format!("{cut}…")
+                            } else {
+                                v
+                            }
+                        })
+                        .collect();
                     if !values.is_empty() {
                         text.push_str(&format!(" ({})", values.join(", ")));
                     }

@@ -57,11 +57,28 @@ pub fn irreversible_past(
         .collect()
 }
 
+/// Whether a rollback would run step `i`'s undo: it has one, and the step succeeded (or started
+/// at all, when the undo says `if_started`).
+pub fn to_undo(plan: &Plan, states: &[StepState], i: usize) -> bool {
+    let Some(undo) = &plan.steps[i].undo else {
+        return false;
+    };
+    states[i].status == Status::Done(StepStatus::Succeeded)
+        || (undo.if_started && states[i].launched)
+}
+
+/// Whether a rollback of these states would undo anything.
+pub fn anything_to_undo(plan: &Plan, states: &[StepState]) -> bool {
+    (0..plan.steps.len()).any(|i| to_undo(plan, states, i))
+}
+
 /// What the rollback's start records of why it runs: `--force --reason`, and the inputs given
 /// to it that change the recorded ones.
 #[derive(Debug, Default)]
 pub struct Why {
     pub forced: Option<Forced>,
+    /// The cleanup of a succeeded run of a cleanup mode (a DR test).
+    pub cleanup: bool,
     pub inputs: serde_json::Map<String, serde_json::Value>,
     /// Journaled right after the rollback's start (undos in doubt run again).
     pub notes: Vec<String>,
@@ -80,20 +97,14 @@ pub async fn rollback(
 ) -> io::Result<RollbackOutcome> {
     let Why {
         forced,
+        cleanup,
         inputs,
         notes,
     } = why;
     let plan = cx.plan.clone();
     let n = plan.steps.len();
     let target: Vec<bool> = (0..n)
-        .map(|i| {
-            let Some(undo) = &plan.steps[i].undo else {
-                return false;
-            };
-            let done = states[i].status == Status::Done(StepStatus::Succeeded)
-                || (undo.if_started && states[i].launched);
-            done && !already_undone.contains(&i)
-        })
+        .map(|i| to_undo(&plan, states, i) && !already_undone.contains(&i))
         .collect();
     let mut emit = |journal: &mut dyn JournalWriter, record: Record| -> io::Result<()> {
         journal.append(&record)?;
@@ -109,6 +120,7 @@ pub async fn rollback(
             at: now_rfc3339(),
             by: Some(cx.by.clone()),
             forced,
+            cleanup,
             inputs,
         },
     )?;

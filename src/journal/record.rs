@@ -196,6 +196,9 @@ pub enum Record {
         /// irreversible step that completed, a run that had succeeded).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         forced: Option<Forced>,
+        /// The cleanup of a run of a `cleanup_modes:` mode that succeeded (a DR test's).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cleanup: bool,
         /// Inputs given to the rollback that change the recorded value (secrets masked).
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         inputs: Map<String, Json>,

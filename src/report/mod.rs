@@ -230,6 +230,9 @@ pub struct RollbackRow {
     pub sessions: Vec<usize>,
     /// `--force --reason`: why, and past what.
     pub forced: Option<Forced>,
+    /// The cleanup of a run of a `cleanup_modes:` mode that had succeeded (a DR test's): the
+    /// run's own result and RTO stand.
+    pub cleanup: bool,
     pub actions: Vec<UndoRow>,
 }
 
@@ -467,6 +470,7 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
                 at: when,
                 by,
                 forced,
+                cleanup,
                 ..
             } => {
                 let row = rollback.get_or_insert_with(|| RollbackRow {
@@ -475,6 +479,7 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
                     at: None,
                     sessions: Vec::new(),
                     forced: None,
+                    cleanup: *cleanup,
                     actions: Vec::new(),
                 });
                 // A rollback run again (after an interruption) is a session of its own.
@@ -556,9 +561,24 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
     }
     notes.extend(timeline.notes.iter().cloned());
     let wall_ms = timeline.wall_ms();
+    // A cleanup (a DR test's rollback) leaves the run's result: judged on the run's sessions.
+    let cleanup = rollback.as_ref().is_some_and(|rb| rb.cleanup);
+    let run_ms = if cleanup {
+        timeline
+            .sessions
+            .iter()
+            .filter(|s| s.kind != "rollback")
+            .map(|s| s.end_ms)
+            .max()
+            .unwrap_or(wall_ms)
+    } else {
+        wall_ms
+    };
     let rto_met = match (header.rto_ms, header.mode) {
         (None, _) | (_, Mode::Check) => None,
-        (Some(rto), _) => Some(status == "succeeded" && rollback.is_none() && wall_ms <= rto),
+        (Some(rto), _) => {
+            Some(status == "succeeded" && (rollback.is_none() || cleanup) && run_ms <= rto)
+        }
     };
     Some(Report {
         run_id: header.run_id,
@@ -589,6 +609,20 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
 }
 
 impl Report {
+    /// The time the RTO is judged on: the run's wall-clock time, or for a run whose rollback was
+    /// its cleanup (a DR test), its time up to the cleanup.
+    pub fn judged_ms(&self) -> u64 {
+        if !self.rollback.as_ref().is_some_and(|rb| rb.cleanup) {
+            return self.wall_ms;
+        }
+        self.sessions
+            .iter()
+            .filter(|s| s.kind != "rollback")
+            .map(|s| s.end_ms)
+            .max()
+            .unwrap_or(self.wall_ms)
+    }
+
     pub fn count(&self, status: &str) -> usize {
         self.steps.iter().filter(|s| s.status == status).count()
     }

@@ -159,7 +159,12 @@ impl Report {
                 .find(|s| s.kind == "rollback")
                 .map_or(0, |s| s.start_ms);
             text.push_str(&format!(
-                "; ROLLED BACK ({}{}) from +{}, {} in all",
+                "; {} ({}{}) from +{}, {} in all",
+                if rb.cleanup {
+                    "CLEANED UP"
+                } else {
+                    "ROLLED BACK"
+                },
                 rb.status,
                 if rb.forced.is_some() { ", forced" } else { "" },
                 ms(start),
@@ -206,16 +211,26 @@ pub fn rto_line(r: &Report) -> Option<String> {
     } else {
         "wall clock"
     };
+    let judged = r.judged_ms();
     Some(match r.rto_met {
         Some(true) => format!(
-            "{}: met, {} to spare ({clock})",
+            "{}: met, {} to spare ({clock}{})",
             ms(rto),
-            ms(rto - r.wall_ms)
+            ms(rto.saturating_sub(judged)),
+            if judged < r.wall_ms {
+                ", before the cleanup"
+            } else {
+                ""
+            }
         ),
-        _ if r.rollback.is_some() => format!("{}: not reached (rolled back)", ms(rto)),
-        _ if r.status == "succeeded" => {
-            format!("{}: MISSED by {} ({clock})", ms(rto), ms(r.wall_ms - rto))
+        _ if r.rollback.as_ref().is_some_and(|rb| !rb.cleanup) => {
+            format!("{}: not reached (rolled back)", ms(rto))
         }
+        _ if r.status == "succeeded" => format!(
+            "{}: MISSED by {} ({clock})",
+            ms(rto),
+            ms(judged.saturating_sub(rto))
+        ),
         _ => format!("{}: not reached (the run {})", ms(rto), r.status),
     })
 }

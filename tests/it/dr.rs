@@ -381,9 +381,9 @@ fn dr_test_mode_clones_the_standby_leaves_production_untouched_and_rollback_remo
     wait_until("the standby to replay", || lab.rows(c.standby).len() == 10);
     let before = lab.state();
 
-    let out = lab.ripcord(&["run", "--yes", "--json", "--mode", "test"], &[]);
+    let out = lab.ripcord(&["run", "--yes", "--mode", "test"], &[]);
     assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
-    let id = run_id(&out);
+    let id = lab.journal()[0]["run_id"].as_str().unwrap().to_string();
     let clone = c.dir.path().join("clone");
     assert!(clone.join("ripcord-clone").exists());
     let inputs = std::fs::read_to_string(&lab.inputs).unwrap();
@@ -409,10 +409,35 @@ fn dr_test_mode_clones_the_standby_leaves_production_untouched_and_rollback_remo
     assert_eq!(step(&r, "clone.smoke")["status"], "succeeded");
     assert_eq!(lab.state(), before, "the DR test changed production");
 
+    // The run says what stays and how to clean it up.
+    assert!(
+        out.stdout
+            .contains("what this test run made stays until its cleanup: ripcord rollback"),
+        "{}",
+        out.stdout
+    );
     // The cleanup.
     let out = lab.ripcord(&["rollback", &id], &[]);
     assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
     assert!(!clone.exists(), "the clone's directory is still there");
+    // The evidence: a test that succeeded within its RTO, then cleaned up — not "rolled back,
+    // RTO not reached".
+    let text = lab.ripcord(&["report", &id], &[]).stdout;
+    assert!(text.contains("CLEANED UP (succeeded)"), "{text}");
+    assert!(
+        text.contains("met,") && text.contains("before the cleanup"),
+        "{text}"
+    );
+    assert!(!text.contains("not reached"), "{text}");
+    let runs = lab.ripcord(&["runs", "--json"], &[]);
+    let rows: Vec<Value> = serde_json::from_str(&runs.stdout).unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["run_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{}", runs.stdout));
+    assert_eq!(row["rolled_back"], "cleaned up", "{row}");
+    assert_eq!(row["rto"], "met", "{row}");
+    assert_eq!(row["run_mode"], "test", "{row}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", clone_port)).is_err(),
         "the clone still listens"
@@ -620,4 +645,56 @@ fn dr_test_kill_9_during_the_fence_then_rollback_brings_the_old_primary_back() {
     let r = report(&lab, &id);
     let undo = r["rollback"].to_string();
     assert!(undo.contains("fence.shutdown"), "{undo}");
+}
+
+/// Two operators, two machines (two state directories): one run waits at its approval while
+/// the other switches over. Approved late, the first finds the roles changed after its
+/// pre-flight and stops before any change: HAProxy and both servers stay as the other run left
+/// them (before, it drained and shut down the new standby, and its rollback put that standby in
+/// rotation).
+#[test]
+fn dr_test_a_late_approval_after_someone_else_switched_over_changes_nothing() {
+    let lab = Lab::start();
+    let c = &lab.c;
+    let mine = c.dir.path().join("state-mine");
+    let theirs = c.dir.path().join("state-theirs");
+    let args = |state: &std::path::Path, yes: bool| {
+        let mut a = vec!["run".to_string(), "--mode".into(), "planned".into()];
+        if yes {
+            a.push("--yes".into());
+        }
+        a.extend(["--state-dir".into(), state.display().to_string()]);
+        a.extend(["--input-file".into(), lab.inputs.display().to_string()]);
+        a.push(repo().join(RUNBOOK).display().to_string());
+        a
+    };
+    let waiting = Ripcord::new().args(args(&mine, false)).spawn();
+    wait_until("my run to wait for its approval", || {
+        crate::support::records(&mine)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r["kind"] == "approval_waiting")
+    });
+    let out = Ripcord::new().args(args(&theirs, true)).run();
+    assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
+    let after_theirs = lab.state();
+    let id = crate::support::records(&mine).unwrap()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = Ripcord::new()
+        .args(["approve", &id, "approve", "--state-dir"])
+        .args([mine.display().to_string()])
+        .run();
+    assert_eq!(answer.code, 0, "{}", answer.transcript());
+    let out = waiting.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAILED   roles-still"), "{stdout}");
+    assert!(!stdout.contains("start    drain-old.set"), "{stdout}");
+    assert_eq!(lab.state(), after_theirs, "the late run changed something");
+    assert_eq!(
+        c.sql(c.proxy, "SELECT inet_server_port()"),
+        c.standby.to_string()
+    );
 }

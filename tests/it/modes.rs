@@ -434,3 +434,60 @@ fn a_test_run_that_succeeded_is_rolled_back_as_its_cleanup_and_other_modes_are_r
         out.stderr
     );
 }
+
+/// What an interrupted run says to do next: continue, or undo what it did — unless an
+/// irreversible step has started (then only forward). A pre-flight's RTO is not judged.
+#[test]
+fn an_interrupted_run_offers_resume_and_rollback_unless_past_an_irreversible_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = dir.path().join("made");
+    let runbook = |irreversible: bool| {
+        format!(
+            "version: 1\nname: hint\nrto: 1m\nsteps:\n  - id: make\n    uses: shell.run\n    irreversible: {irreversible}\n    with: {{ argv: [touch, {made}] }}\n    undo: {{ uses: shell.run, with: {{ argv: [rm, -f, {made}] }} }}\n  - {{ id: long, needs: [make], uses: shell.run, with: {{ argv: [sleep, '30'] }} }}\n",
+            made = made.display()
+        )
+    };
+    for irreversible in [false, true] {
+        let state = dir.path().join(format!("state-{irreversible}"));
+        let file = write(dir.path(), "hint.yaml", &runbook(irreversible));
+        let child = Ripcord::new().state(&state).args(["run", &file]).spawn();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !made.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first step never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "{stdout}");
+        assert!(stdout.contains("continue with: ripcord resume"), "{stdout}");
+        if irreversible {
+            assert!(
+                stdout.contains("irreversible step make started: rollback is refused"),
+                "{stdout}"
+            );
+            assert!(!stdout.contains("ripcord rollback"), "{stdout}");
+        } else {
+            assert!(
+                stdout.contains("or undo what it did with: ripcord rollback"),
+                "{stdout}"
+            );
+        }
+        std::fs::remove_file(&made).unwrap();
+    }
+    let file = write(dir.path(), "hint.yaml", &runbook(false));
+    let check = Ripcord::new()
+        .state(&dir.path().join("state-check"))
+        .args(["run", "--check", &file])
+        .run();
+    assert!(
+        check.stdout.contains("rto 1m: not judged (a pre-flight)"),
+        "{}",
+        check.transcript()
+    );
+}

@@ -166,7 +166,18 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
                 if let Some(&i) = index.get(step.as_str()) {
                     started[i] = true;
                     states[i].launched = true;
+                    states[i].acted += 1;
                     states[i].started_ms.get_or_insert(*t_ms);
+                }
+            }
+            // An attempt known to have done nothing (ssh.run never reached its host).
+            Record::AttemptFailed {
+                step,
+                nothing_ran: true,
+                ..
+            } => {
+                if let Some(&i) = index.get(step.as_str()) {
+                    states[i].acted = states[i].acted.saturating_sub(1);
                 }
             }
             Record::UndoStarted { step, .. } => {

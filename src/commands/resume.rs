@@ -132,6 +132,8 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         replayed.states[i] = StepState {
             status,
             launched: true,
+            // In doubt: it may have acted.
+            acted: replayed.states[i].acted.max(1),
             ..StepState::default()
         };
         notes.push(message);
@@ -144,6 +146,7 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         ) {
             *s = StepState {
                 launched: s.launched,
+                acted: s.acted,
                 ..StepState::default()
             };
         }

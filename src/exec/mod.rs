@@ -262,6 +262,7 @@ enum Msg {
         retry_in: Option<Duration>,
         /// What the attempt gathered (its stdout and stderr), for the end of its output.
         outputs: OutputMap,
+        nothing_ran: bool,
     },
     Approved {
         step: usize,
@@ -330,6 +331,7 @@ impl Executor<'_> {
                             self.states[i].status = Status::Running;
                             self.states[i].started_ms = Some(t);
                             self.states[i].launched = true;
+                            self.states[i].acted += 1;
                             self.emit(&Record::StepStarted {
                                 t_ms: t,
                                 step: self.plan.steps[i].id.clone(),
@@ -433,6 +435,7 @@ impl Executor<'_> {
         let t_ms = self.clock.ms();
         let record = match msg {
             Msg::Attempt { step, attempt, ack } => {
+                self.states[step].acted += 1;
                 self.emit(&Record::StepStarted {
                     t_ms,
                     step: self.plan.steps[step].id.clone(),
@@ -452,17 +455,24 @@ impl Executor<'_> {
                 error,
                 retry_in,
                 outputs,
-            } => Record::AttemptFailed {
-                t_ms,
-                step: self.plan.steps[step].id.clone(),
-                attempt,
-                error: self.cx.masker.text(&error),
-                retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
-                // Masked whole, then cut: a secret across the cut is masked too.
-                stderr_tail: crate::journal::record::output_tail(
-                    &self.cx.masker.json_map(&outputs),
-                ),
-            },
+                nothing_ran,
+            } => {
+                if nothing_ran {
+                    self.states[step].acted = self.states[step].acted.saturating_sub(1);
+                }
+                Record::AttemptFailed {
+                    t_ms,
+                    step: self.plan.steps[step].id.clone(),
+                    attempt,
+                    error: self.cx.masker.text(&error),
+                    retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
+                    // Masked whole, then cut: a secret across the cut is masked too.
+                    stderr_tail: crate::journal::record::output_tail(
+                        &self.cx.masker.json_map(&outputs),
+                    ),
+                    nothing_ran,
+                }
+            }
             Msg::Approved {
                 step,
                 by,
@@ -991,6 +1001,7 @@ impl Task {
                 error: failure.message.clone(),
                 retry_in: (!last).then_some(delay),
                 outputs: failure.outputs.clone(),
+                nothing_ran: failure.nothing_ran,
             });
             if last {
                 return Report {

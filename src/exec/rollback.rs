@@ -57,14 +57,14 @@ pub fn irreversible_past(
         .collect()
 }
 
-/// Whether a rollback would run step `i`'s undo: it has one, and the step succeeded (or started
-/// at all, when the undo says `if_started`).
+/// Whether a rollback would run step `i`'s undo: it has one, and the step succeeded (or, when
+/// the undo says `if_started`, an attempt of it started that is not known to have done nothing).
 pub fn to_undo(plan: &Plan, states: &[StepState], i: usize) -> bool {
     let Some(undo) = &plan.steps[i].undo else {
         return false;
     };
     states[i].status == Status::Done(StepStatus::Succeeded)
-        || (undo.if_started && states[i].launched)
+        || (undo.if_started && states[i].acted > 0)
 }
 
 /// Whether a rollback of these states would undo anything.

@@ -36,6 +36,9 @@ pub struct StepState {
     /// An attempt of it started, in this session or an earlier one: whatever its status now
     /// (failed, cancelled, in doubt, taken as done), its effect may have happened.
     pub launched: bool,
+    /// Attempts that may have taken effect: started, less those known to have done nothing
+    /// (ssh.run that never reached its host). `undo: { if_started: true }` runs when any did.
+    pub acted: u32,
 }
 
 impl Default for StepState {
@@ -48,6 +51,7 @@ impl Default for StepState {
             finished_ms: None,
             error: None,
             launched: false,
+            acted: 0,
         }
     }
 }

@@ -117,6 +117,9 @@ pub enum Record {
         /// The last lines of the failed attempt's stderr (or stdout), secrets masked.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stderr_tail: Option<String>,
+        /// The attempt is known to have done nothing (ssh.run never reached its host).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        nothing_ran: bool,
     },
     StepFinished {
         t_ms: u64,

@@ -88,6 +88,7 @@ impl Provider for Http {
                     format!("({} bytes of body: in the step's outputs)", text.len())
                 };
                 Err(Failure {
+                    nothing_ran: false,
                     message: if said.is_empty() {
                         format!("{url}: unexpected status {status}")
                     } else {

@@ -55,6 +55,9 @@ pub struct Failure {
     pub retryable: bool,
     /// Outputs gathered before failing (a failed command's stderr).
     pub outputs: OutputMap,
+    /// Known to have done nothing (ssh.run could not connect, so its command never began): an
+    /// attempt that cannot have taken effect, which a rollback has nothing to undo for.
+    pub nothing_ran: bool,
 }
 
 impl Failure {
@@ -63,7 +66,14 @@ impl Failure {
             message: message.into(),
             retryable: true,
             outputs: OutputMap::new(),
+            nothing_ran: false,
         }
+    }
+
+    /// Known to have done nothing (see [`Failure::nothing_ran`]).
+    pub fn nothing_ran(mut self) -> Failure {
+        self.nothing_ran = true;
+        self
     }
 
     /// With what a stopped process had written (a timeout's evidence).

@@ -240,6 +240,7 @@ pub fn decode(
     };
     if stdout.len() > MAX_RESULT {
         return Err(Failure {
+            nothing_ran: false,
             message: format!("{name} printed more than {MAX_RESULT} bytes on stdout: not a result"),
             retryable: false,
             outputs: with_log(OutputMap::new()),
@@ -257,6 +258,7 @@ pub fn decode(
     match parsed {
         Ok(r) if r.ok => Ok(with_log(r.outputs)),
         Ok(r) => Err(Failure {
+            nothing_ran: false,
             message: if r.message.is_empty() {
                 format!("{name} reported a failure")
             } else {
@@ -282,6 +284,7 @@ pub fn decode(
                 format!(": {last}")
             };
             Err(Failure {
+                nothing_ran: false,
                 message: format!("{name} {why}{exit}{tail}"),
                 retryable: exit_code != 0,
                 outputs: with_log(OutputMap::new()),

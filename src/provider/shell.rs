@@ -207,6 +207,7 @@ async fn run(
         format!("`{program}` exited with code {code}: {last}")
     };
     Err(Failure {
+        nothing_ran: false,
         message,
         retryable: true,
         outputs,

@@ -59,11 +59,16 @@ const REMOTE_GRACE_S: u32 = 1;
 /// - Reads and exports `env` in a subshell that then becomes the command: the bootstrap's own
 ///   variables (and `PATH`) are untouched by whatever names `env` has. An input that ends before
 ///   `.` means the client is gone, and nothing runs.
+/// - Writes its pid into the attempt's directory at once, so that a cancellation reaches it
+///   even while it waits for the lock (nothing has started then: it simply ends).
 /// - Takes the step's lock on the host (`$2`: a hash of the run's id and the step's), a
-///   directory holding the bootstrap's pid, waiting while a live process holds it: an attempt
-///   of a step (or its undo) started after `kill -9` of ripcord, by `resume` or `rollback`,
-///   waits on the host until the earlier attempt's command has ended (it runs on after its
-///   connection is gone) instead of running beside it. A holder that is gone is a stale lock.
+///   directory holding the bootstrap's pid and start time, waiting while that process lives:
+///   an attempt of a step (or its undo) started after `kill -9` of ripcord, by `resume` or
+///   `rollback`, waits on the host until the earlier attempt's command has ended (it runs on
+///   after its connection is gone) instead of running beside it. A holder that is gone, or
+///   whose pid now names another process, or that wrote no pid within 10 s, is stale. After a
+///   wait it writes a line to stderr first: if ripcord is gone meanwhile, that fails and
+///   nothing runs.
 /// - Runs the command in the background (so a SIGTERM can be acted on while it runs), in a new
 ///   session when `setsid` exists, so that what it leaves behind when it exits is killed, as
 ///   `shell.run` does, and a SIGTERM reaches all of it.
@@ -72,16 +77,28 @@ const REMOTE_GRACE_S: u32 = 1;
 const BOOTSTRAP: &str = r#"d="${TMPDIR:-/tmp}/ripcord-$1"; l="${TMPDIR:-/tmp}/ripcord-step-$2"; shift 2
 mkdir -m 700 "$d" 2>/dev/null || { rmdir "$d" 2>/dev/null; echo "ripcord: cancelled, or cannot create $d" >&2; exit 255; }
 trap 'rm -rf "$d"' EXIT
+echo $$ >"$d/pid"
 IFS= read -r b || { echo "ripcord: the connection ended before the command was sent" >&2; exit 255; }
-w=
+st() { ps -o lstart= -p "$1" 2>/dev/null; }
+w=; n=0
 while ! mkdir -m 700 "$l" 2>/dev/null; do
-  p=$(cat "$l/pid" 2>/dev/null)
-  if [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null; then rm -rf "$l"; continue; fi
+  p=$(sed -n 1p "$l/pid" 2>/dev/null); t=$(sed -n 2p "$l/pid" 2>/dev/null)
+  if [ -n "$p" ]; then n=0
+    if ! kill -0 "$p" 2>/dev/null || [ "$(st "$p")" != "$t" ]; then
+      [ "$(sed -n 1p "$l/pid" 2>/dev/null)" = "$p" ] && rm -rf "$l" 2>/dev/null && continue
+    fi
+  else n=$((n+1)); [ $n -ge 10 ] && { n=0; rm -rf "$l" 2>/dev/null && continue; }
+  fi
   [ "$w" ] || { echo "ripcord: an earlier attempt of this step (or its undo) still runs on this host (pid ${p:-?}); waiting for it to end" >&2; w=1; }
   sleep 1
 done
-echo $$ >"$l/pid"
 trap 'rm -rf "$d" "$l"' EXIT
+printf '%s\n%s\n' $$ "$(st $$)" >"$l/pid"
+if [ "$w" ]; then
+  trap '' PIPE
+  echo "ripcord: the earlier attempt has ended; this one starts" >&2 || exit 255
+  trap - PIPE
+fi
 s=$(command -v setsid)
 exec 3<&0
 (
@@ -97,7 +114,6 @@ exec 3<&0
 ) <&3 3<&- &
 c=$!
 trap 'trap "" TERM; if [ "$s" ]; then kill -TERM -$c; else kill -TERM $c; fi 2>/dev/null; sleep GRACE; if [ "$s" ]; then kill -KILL -$c; else kill -KILL $c; fi 2>/dev/null; rm -rf "$d" "$l"; exit 143' TERM
-echo $$ >"$d/pid"
 wait $c; rc=$?
 [ "$s" ] && kill -KILL -$c 2>/dev/null
 trap '' PIPE
@@ -541,7 +557,8 @@ async fn start_master(
                 Failure::permanent(message)
             } else {
                 Failure::new(message)
-            });
+            }
+            .nothing_ran());
         }
         if socket.exists() {
             return Ok(master);
@@ -551,7 +568,7 @@ async fn start_master(
             () = request.cancel.cancelled() => {
                 return Err(Failure::new(format!(
                     "cancelled while connecting to {}", target.describe()
-                )));
+                )).nothing_ran());
             }
         }
         wait = (wait * 2).min(Duration::from_millis(20));
@@ -772,6 +789,7 @@ async fn run(request: Request, masters: &Mutex<Masters>) -> Result<OutputMap, Fa
         message,
         retryable: true,
         outputs,
+        nothing_ran: false,
     })
 }
 

@@ -98,7 +98,13 @@ pub fn render(r: &Report) -> String {
 
 /// The answer, above the fold.
 fn verdict(o: &mut String, r: &Report) {
-    let good = r.status == "succeeded" && r.rollback.is_none() && r.rto_met != Some(false);
+    // A DR test cleaned up after it succeeded is a good result.
+    let cleaned = r
+        .rollback
+        .as_ref()
+        .is_some_and(|rb| rb.cleanup && rb.status == "succeeded");
+    let good =
+        r.status == "succeeded" && (r.rollback.is_none() || cleaned) && r.rto_met != Some(false);
     let _ = writeln!(
         o,
         "<section id=\"verdict\" class=\"{}\"><p class=\"result\" id=\"result\">{}</p><dl>",

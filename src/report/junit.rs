@@ -184,7 +184,8 @@ pub fn render(r: &Report) -> String {
     }
     if rto_case.is_some() {
         let line = escape(&super::text::rto_line(r).unwrap_or_default());
-        let time = secs(r.wall_ms);
+        // The time the RTO was judged on (up to a DR test's cleanup, not through it).
+        let time = secs(r.judged_ms());
         if r.rto_met == Some(true) {
             let _ = writeln!(
                 o,

@@ -731,3 +731,130 @@ steps:
         "{oversized}"
     );
 }
+
+/// After `kill -9` of ripcord, the remote command runs on. A resumed attempt of that step waits
+/// on the host for it (the step's lock), and when that waiting attempt is interrupted it never
+/// runs, not even once the first command has ended; a later resume runs it, once.
+#[test]
+fn a_resumed_attempt_waits_for_the_orphaned_one_and_an_interrupt_while_waiting_runs_nothing() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let evidence = drop_box(dir.path());
+    let log = evidence.join("log");
+    let file = write(
+        dir.path(),
+        "orphan.yaml",
+        &format!(
+            "version: 1\nname: orphan\nsteps:\n  - id: slow\n    uses: ssh.run\n    idempotent: true\n    with:\n{p}\n      script: 'echo start-$RIPCORD_ATTEMPT-$$ >> {log}; sleep 4; echo end >> {log}'\n",
+            p = sshd.params_block(6),
+            log = log.display()
+        ),
+    );
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let wait_lines = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lines().len() < n {
+            assert!(Instant::now() < deadline, "{:?}", lines());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut child = Ripcord::new().state(&state).args(["run", &file]).spawn();
+    wait_lines(1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let id = crate::support::records(&state).unwrap()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Resumed while the first command still runs: it waits on the host; interrupted there.
+    let resumed = Ripcord::new().state(&state).args(["resume", &id]).spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        lines().len(),
+        1,
+        "the resumed attempt ran beside the first: {:?}",
+        lines()
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(resumed.id() as i32, libc::SIGINT) };
+    let out = resumed.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The first command ends; the interrupted attempt must not start after it.
+    wait_lines(2);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(lines()[1], "end", "{:?}", lines());
+    assert_eq!(
+        lines().len(),
+        2,
+        "the interrupted attempt ran later: {:?}",
+        lines()
+    );
+    // A resume now runs it, once.
+    let out = Ripcord::new().state(&state).args(["resume", &id]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let all = lines();
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert!(all[2].starts_with("start-") && all[3] == "end", "{all:?}");
+}
+
+/// `undo: { if_started: true }` runs after a failed attempt that may have acted, not after one
+/// that never reached its host (ssh.run could not connect: nothing ran). Such an undo would
+/// fail the same way and hold back the undos before it.
+#[test]
+fn an_if_started_undo_is_not_run_for_an_attempt_that_never_reached_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let made = dir.path().join("made");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let file = write(
+        dir.path(),
+        "unreached.yaml",
+        &format!(
+            "version: 1\nname: unreached\nrollback: auto\nsteps:\n  - id: first\n    uses: shell.run\n    with: {{ argv: [touch, {made}] }}\n    undo: {{ uses: shell.run, with: {{ argv: [rm, -f, {made}] }} }}\n  - id: remote\n    needs: [first]\n    uses: ssh.run\n    retry: {{ attempts: 2, delay: 100ms }}\n    with: {{ host: 127.0.0.1, port: {port}, known_hosts: {known}, argv: ['true'] }}\n    undo: {{ if_started: true, uses: ssh.run, with: {{ host: 127.0.0.1, port: {port}, known_hosts: {known}, argv: ['true'] }} }}\n",
+            made = made.display(),
+            known = known.display()
+        ),
+    );
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "--json", &file])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert_eq!(
+        out.summary()["rollback"],
+        "succeeded",
+        "{}",
+        out.transcript()
+    );
+    assert!(!made.exists(), "the first step was not undone");
+    let records = crate::support::records(&state).unwrap();
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["kind"] == "attempt_failed")
+            .all(|r| r["nothing_ran"] == true),
+        "{records:?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["kind"] == "undo_started" && r["step"] == "remote"),
+        "{records:?}"
+    );
+}

@@ -194,14 +194,6 @@ fn measure(
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -247,13 +239,13 @@ impl Patroni {
         }
         let d = dir.path().to_path_buf();
         let d = d.as_path();
-        let (etcd_client, etcd_peer) = (free_port(), free_port());
+        let (etcd_client, etcd_peer) = (cluster::free_port(), cluster::free_port());
         let mut p = Patroni {
             dir,
             children: Vec::new(),
-            pg: [free_port(), free_port()],
-            rest: [free_port(), free_port()],
-            proxy: free_port(),
+            pg: [cluster::free_port(), cluster::free_port()],
+            rest: [cluster::free_port(), cluster::free_port()],
+            proxy: cluster::free_port(),
             venv: venv.to_path_buf(),
         };
         p.children.push(

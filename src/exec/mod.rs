@@ -296,6 +296,9 @@ enum Prepared {
     /// Check mode, and the action has no read-only check: skipped, with placeholder outputs so
     /// what follows can still render.
     NoCheck(OutputMap),
+    /// Check mode: it reads outputs of a check that failed, so it cannot be judged (the
+    /// failure it would report is that one's).
+    NotChecked(String),
     Fail(String),
     Launch(Box<Task>),
 }
@@ -322,6 +325,9 @@ impl Executor<'_> {
                         }
                         Prepared::NoCheck(outputs) => {
                             self.finish(i, StepStatus::Skipped, outputs, None, 0)?
+                        }
+                        Prepared::NotChecked(why) => {
+                            self.finish(i, StepStatus::Skipped, OutputMap::new(), Some(why), 0)?
                         }
                         Prepared::Fail(error) => {
                             self.finish(i, StepStatus::Failed, OutputMap::new(), Some(error), 0)?
@@ -540,6 +546,17 @@ impl Executor<'_> {
             w.exprs(&mut exprs);
         }
         exprs.extend(step.when.as_ref().and_then(|c| c.expr()));
+        // A pre-flight lists every failed check once: one that reads a failed one's outputs
+        // would only add a confusing second failure about values never given.
+        if self.cx.mode == Mode::Check {
+            let failed = self.scope().failed_sources(&exprs);
+            if !failed.is_empty() {
+                return Prepared::NotChecked(format!(
+                    "not checked: it reads the outputs of {}, which failed",
+                    failed.join(", ")
+                ));
+            }
+        }
         let ctx = self.scope().context(Some(i), &exprs);
         // A failure to render says which step outputs it read that were never given.
         let fail = |this: &Self, message: String| {
@@ -551,6 +568,7 @@ impl Executor<'_> {
             } else {
                 Vec::new()
             };
+
             Prepared::Fail(match (missing.is_empty(), this.cx.mode) {
                 (true, _) => message,
                 (false, Mode::Real) => format!(

@@ -73,6 +73,29 @@ impl Scope<'_> {
         missing
     }
 
+    /// The steps `exprs` read outputs of that failed (some instance of them).
+    pub fn failed_sources(&self, exprs: &[&Expr]) -> Vec<String> {
+        let mut failed = Vec::new();
+        for e in exprs {
+            for r in &e.refs {
+                let Ref::Step { id, path } = r else { continue };
+                if path.first().map(String::as_str) != Some("outputs") || failed.contains(id) {
+                    continue;
+                }
+                let Some(members) = self.instances.get(id) else {
+                    continue;
+                };
+                if members
+                    .iter()
+                    .any(|&i| self.states[i].status == Status::Done(StepStatus::Failed))
+                {
+                    failed.push(id.clone());
+                }
+            }
+        }
+        failed
+    }
+
     /// `{status, outputs}` of a declared step; for a for_each step, `outputs` is the list of
     /// its instances' outputs and `status` the worst of theirs.
     fn step_view(&self, id: &str) -> Json {

@@ -491,3 +491,31 @@ fn an_interrupted_run_offers_resume_and_rollback_unless_past_an_irreversible_ste
         check.transcript()
     );
 }
+
+/// A pre-flight lists each failed check once: a check that reads the outputs of a failed one
+/// is not judged (it says which), rather than failing on values that were never given.
+#[test]
+fn a_check_reading_a_failed_checks_outputs_is_not_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "pre.yaml",
+        "version: 1\nname: pre\nsteps:\n  - { id: probe, uses: shell.run, check: true, with: { argv: [sh, -c, 'exit 3'] } }\n  - { id: judged, uses: assert.that, check: true, with: { that: \"${{ steps.probe.outputs.free | int > 5 }}\" } }\n",
+    );
+    let out = Ripcord::new()
+        .state(&dir.path().join("state"))
+        .args(["run", "--check", "--json", &file])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let judged = out
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "step_finished" && e["step"] == "judged")
+        .unwrap();
+    assert_eq!(judged["status"], "skipped", "{judged}");
+    assert_eq!(
+        judged["error"], "not checked: it reads the outputs of probe, which failed",
+        "{judged}"
+    );
+    assert_eq!(out.summary()["failed"], 1);
+}

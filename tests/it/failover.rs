@@ -214,18 +214,27 @@ impl Checker {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::spawn(move || {
-            let writable = |port: u16| {
+            // Both servers asked at the same moment (two psql at once), not one after the
+            // other: a short overlap of two primaries falls inside a sample.
+            let ask = |port: u16| {
                 crate::cluster::psql(
                     &bin,
                     port,
                     "SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'",
                 )
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "t")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+            };
+            let writable = |child: std::io::Result<std::process::Child>| {
+                child
+                    .and_then(|c| c.wait_with_output())
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "t")
             };
             let (mut samples, mut both) = (0, Vec::new());
             while !s.load(Ordering::Relaxed) {
-                let (a, b) = (writable(ports[0]), writable(ports[1]));
+                let (first, second) = (ask(ports[0]), ask(ports[1]));
+                let (a, b) = (writable(first), writable(second));
                 samples += 1;
                 if a && b {
                     both.push(format!("sample {samples}"));
@@ -358,6 +367,17 @@ fn unplanned_failover_after_losing_the_primary_reports_the_data_loss_window() {
     assert_eq!(lab.in_recovery(c.standby), "t");
 
     c.kill_primary();
+    // The operator reaches for the switchover: it says this is a failover, and changes nothing.
+    let wrong = lab.ripcord(&["run", "--yes", "--mode", "planned"], &[]);
+    assert_eq!(wrong.code, 1, "{}", wrong.transcript());
+    assert!(
+        wrong
+            .stdout
+            .contains("this is a failover: --mode unplanned"),
+        "{}",
+        wrong.stdout
+    );
+    assert_eq!(lab.in_recovery(c.standby), "t");
     let out = lab.ripcord(&args, &[]);
     assert_eq!(out.code, 0, "{}{}", out.transcript(), lab.logs());
     assert_eq!(lab.in_recovery(c.standby), "f");

@@ -87,7 +87,14 @@ pub fn run(args: &RunArgs) -> CommandResult {
         Mode::Check => format!("{}-check-{:04x}", time_id(), seed & 0xffff),
         Mode::Real => format!("{}-{:04x}", time_id(), seed & 0xffff),
     };
-    let mut session = Session::start(state.clone(), &plan.name, &wanted, mode, providers.clone())?;
+    let mut session = Session::start(
+        state.clone(),
+        &plan.name,
+        &plan.locks,
+        &wanted,
+        mode,
+        providers.clone(),
+    )?;
     let mut cx = context(
         &session,
         plan.clone(),
@@ -116,6 +123,7 @@ pub fn run(args: &RunArgs) -> CommandResult {
         hash: fingerprint(&plan),
         mode,
         run_mode: plan.mode.clone(),
+        locks: plan.locks.clone(),
         seed,
         fail_rate: args.fail_rate,
         inputs: masked_inputs,

@@ -153,6 +153,7 @@ impl Compiler<'_> {
             rollback: Default::default(),
             modes: Vec::new(),
             cleanup_modes: Vec::new(),
+            locks: Vec::new(),
             mode: None,
             inputs,
             steps,

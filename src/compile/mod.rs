@@ -105,6 +105,7 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
         sources: vec![source.file.clone()],
         modes: Vec::new(),
         cleanup_modes: Vec::new(),
+        locks: Vec::new(),
         mode: None,
     };
     let mut source = source;
@@ -142,6 +143,7 @@ pub fn compile(source: Source, options: &CompileOptions) -> Result<Compiled, Vec
     plan.description = runbook.description.clone();
     plan.modes = cx.modes.clone();
     plan.cleanup_modes = cx.cleanup_modes.clone();
+    plan.locks = cx.locks.clone();
     plan.mode = cx.mode.clone();
     plan.rollback = runbook.rollback.unwrap_or_default();
     plan.finish();
@@ -237,6 +239,7 @@ struct Compiler<'a> {
     /// The runbook's `modes:` (modules' steps name them too).
     modes: Vec<String>,
     cleanup_modes: Vec<String>,
+    locks: Vec<String>,
     /// The run's mode: `--mode`, else the first of `modes:`.
     mode: Option<String>,
 }
@@ -508,6 +511,20 @@ impl Compiler<'_> {
         }
         self.cleanup_modes = cleanup;
         self.modes = modes;
+        let mut locks: Vec<String> = Vec::new();
+        for l in runbook.locks.iter().flat_map(|l| &l.value) {
+            if !crate::state::Scope::is_resource_name(&l.value) {
+                self.error(
+                    "ripcord::locks",
+                    format!("invalid lock scope `{}`", l.value),
+                    Span::of(l),
+                    "a scope is 1-200 of letters, digits and `._:/@-` (e.g. \"service:orders\")",
+                );
+            } else if !locks.contains(&l.value) {
+                locks.push(l.value.clone());
+            }
+        }
+        self.locks = locks;
     }
 }
 

@@ -188,6 +188,14 @@ impl Compiler<'_> {
                 "declare the modes in the runbook that includes this module",
             );
         }
+        if let Some(locks) = &runbook.locks {
+            self.error(
+                "ripcord::locks",
+                "a module has no `locks:` of its own",
+                Span::of(locks),
+                "declare them in the runbook that includes this module",
+            );
+        }
         if let Some(cleanup) = &runbook.cleanup_modes {
             self.error(
                 "ripcord::modes",

@@ -167,6 +167,8 @@ pub struct RunHeader {
     pub mode: record::Mode,
     /// The runbook's mode the run is in (see [`Record::RunStarted`]).
     pub run_mode: Option<String>,
+    /// The `locks:` scopes the run holds.
+    pub locks: Vec<String>,
     pub seed: u64,
     pub fail_rate: Option<f64>,
     pub inputs: serde_json::Map<String, serde_json::Value>,
@@ -189,6 +191,7 @@ impl ReadJournal {
                 hash,
                 mode,
                 run_mode,
+                locks,
                 seed,
                 fail_rate,
                 inputs,
@@ -200,6 +203,7 @@ impl ReadJournal {
                 ..
             } => Some(RunHeader {
                 run_mode: run_mode.clone(),
+                locks: locks.clone(),
                 fail_rate: *fail_rate,
                 run_id: run_id.clone(),
                 runbook: runbook.clone(),

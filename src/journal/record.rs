@@ -70,6 +70,10 @@ pub enum Record {
         /// The runbook's mode this run is in (`--mode`, else its first), when it has `modes:`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         run_mode: Option<String>,
+        /// The runbook's `locks:` scopes, held by every session of the run (resume and
+        /// rollback take them again from here, whatever the runbook says now).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        locks: Vec<String>,
         seed: u64,
         /// `--fail-rate` of a dry-run.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -35,6 +35,8 @@ pub struct Plan {
     pub mode: Option<String>,
     /// `cleanup_modes:`: modes whose succeeded runs `ripcord rollback` undoes without `--force`.
     pub cleanup_modes: Vec<String>,
+    /// `locks:`: scopes a run holds besides the runbook's name.
+    pub locks: Vec<String>,
     pub inputs: Vec<ResolvedInput>,
     /// Indexed like the graph's first nodes.
     pub steps: Vec<PlannedStep>,

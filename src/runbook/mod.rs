@@ -74,6 +74,11 @@ pub struct Runbook {
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>")]
     pub cleanup_modes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Scopes a run holds besides the runbook's own name (`"service:orders"`): a run of any
+    /// runbook that shares one is refused (exit 4) while this one holds it.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub locks: Option<Spanned<Vec<Spanned<String>>>>,
     /// The steps; order does not matter except as a tie-break.
     #[schemars(with = "Vec<Step>", length(min = 1))]
     pub steps: Spanned<Vec<Step>>,

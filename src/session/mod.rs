@@ -60,11 +60,12 @@ pub struct Claim {
 }
 
 impl Session {
-    /// A new run of `runbook`: creates the run, locks the runbook and the run, creates the
-    /// journal, then the supervisor, runtime and signal handlers.
+    /// A new run of `runbook`: creates the run, locks the runbook, the run and the runbook's
+    /// `locks:` scopes, creates the journal, then the supervisor, runtime and signal handlers.
     pub fn start(
         state: Arc<dyn StateBackend>,
         runbook: &str,
+        scopes: &[String],
         wanted_id: &str,
         mode: Mode,
         providers: Arc<Providers>,
@@ -84,6 +85,9 @@ impl Session {
             Scope::Runbook(runbook.to_string()),
             Scope::Run(run_id.clone()),
         ]
+        .into_iter()
+        .chain(scopes.iter().map(|s| Scope::Resource(s.clone())))
+        .collect::<Vec<_>>()
         .iter()
         .map(|scope| take(state.as_ref(), scope, &holder))
         .collect::<CommandResult<Vec<_>>>();
@@ -127,6 +131,13 @@ impl Session {
             &Scope::Runbook(header.runbook.clone()),
             &holder,
         )?);
+        for scope in &header.locks {
+            locks.push(take(
+                state.as_ref(),
+                &Scope::Resource(scope.clone()),
+                &holder,
+            )?);
+        }
         Ok(Claim {
             state,
             read,

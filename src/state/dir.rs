@@ -85,6 +85,27 @@ impl StateDir {
     }
 }
 
+/// The lock file of a `locks:` scope: `scope.` and the name with `:`, `/` and `@` spelt out as
+/// `%3A`, `%2F`, `%40` (a file name, unlike any runbook's or run's).
+fn resource_file(name: &str) -> io::Result<String> {
+    if !Scope::is_resource_name(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid lock scope `{name}`"),
+        ));
+    }
+    let encoded: String = name
+        .chars()
+        .map(|c| match c {
+            ':' => "%3A".to_string(),
+            '/' => "%2F".to_string(),
+            '@' => "%40".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    Ok(format!("scope.{encoded}.lock"))
+}
+
 /// `path` from the root, so that a printed command works from any directory.
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -139,6 +160,7 @@ impl StateBackend for StateDir {
                 Self::check_id(id).map_err(LockError::Io)?;
                 format!("run.{id}.lock")
             }
+            Scope::Resource(name) => resource_file(name).map_err(LockError::Io)?,
         };
         let path = self.locks_dir().map_err(LockError::Io)?.join(name);
         Ok(Box::new(DirLock::acquire(&path, holder)?))
@@ -149,6 +171,10 @@ impl StateBackend for StateDir {
             Scope::Runbook(name) => format!("{name}.lock"),
             Scope::Run(id) if Self::check_id(id).is_ok() => format!("run.{id}.lock"),
             Scope::Run(_) => return false,
+            Scope::Resource(name) => match resource_file(name) {
+                Ok(file) => file,
+                Err(_) => return false,
+            },
         };
         super::lock::is_held(&self.root.join("locks").join(name))
     }

@@ -26,6 +26,18 @@ pub use lock::{LockError, LockHolder};
 pub enum Scope {
     Runbook(String),
     Run(String),
+    /// A scope of the runbook's `locks:` (`"service:orders"`), shared across runbooks.
+    Resource(String),
+}
+
+impl Scope {
+    /// What a `locks:` scope may be called: 1-200 of letters, digits and `._:/@-`.
+    pub fn is_resource_name(name: &str) -> bool {
+        (1..=200).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:/@-".contains(c))
+    }
 }
 
 impl std::fmt::Display for Scope {
@@ -33,6 +45,7 @@ impl std::fmt::Display for Scope {
         match self {
             Scope::Runbook(name) => write!(f, "runbook `{name}`"),
             Scope::Run(id) => write!(f, "run {id}"),
+            Scope::Resource(name) => write!(f, "scope `{name}`"),
         }
     }
 }

@@ -1055,3 +1055,106 @@ fn a_forged_answer_counts_as_its_writer_not_as_who_it_claims() {
     assert_eq!(refused["by"]["account"], whoami(), "{refused}");
     assert!(!log(dir.path()).contains("after"));
 }
+
+/// `locks:` scopes are shared across runbooks: while one run holds `service:orders`, a run of
+/// another runbook that names it is refused (exit 4, naming the holder); a runbook with another
+/// scope runs; resume takes the recorded scopes again; a bad scope name is refused at validate.
+#[test]
+fn locks_scopes_exclude_runs_of_other_runbooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let gate = dir.path().join("gate");
+    let runbook = |name: &str, scope: &str, wait: bool| {
+        let step = if wait {
+            format!(
+                "  - {{ id: hold, uses: shell.run, idempotent: true, with: {{ argv: [sh, -c, 'while [ ! -e {} ]; do sleep 0.05; done'] }} }}\n",
+                gate.display()
+            )
+        } else {
+            "  - { id: quick, uses: shell.run, with: { argv: ['true'] } }\n".to_string()
+        };
+        write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!("version: 1\nname: {name}\nlocks: [\"{scope}\", \"site:a\"]\nsteps:\n{step}"),
+        )
+    };
+    let holder_file = runbook("switchover", "service:orders", true);
+    let holder = Ripcord::new()
+        .state(&state)
+        .args(["run", &holder_file])
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        if let Some(r) = records(&state) {
+            if let Some(id) = r.first().and_then(|r| r["run_id"].as_str()) {
+                break id.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "the holder never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let other = runbook("maintenance", "service:orders", false);
+    let out = Ripcord::new().state(&state).args(["run", &other]).run();
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    assert!(
+        out.stderr
+            .contains("scope `service:orders` is locked by run")
+            && out.stderr.contains(&id),
+        "{}",
+        out.stderr
+    );
+    let free = write(
+        dir.path(),
+        "unrelated.yaml",
+        "version: 1\nname: unrelated\nlocks: [\"service:billing\"]\nsteps:\n  - { id: quick, uses: shell.run, with: { argv: ['true'] } }\n",
+    );
+    let out = Ripcord::new().state(&state).args(["run", &free]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    // The holder dies; its resume holds the recorded scopes again.
+    let mut holder = holder;
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let resumed = Ripcord::new().state(&state).args(["resume", &id]).spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // This run's journal (other runs share the state directory).
+    let journal = state.join("runs").join(&id).join("journal.jsonl");
+    while !std::fs::read_to_string(&journal)
+        .unwrap_or_default()
+        .contains("\"kind\":\"resumed\"")
+    {
+        assert!(Instant::now() < deadline, "the resume never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Ripcord::new().state(&state).args(["run", &other]).run();
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("scope `service:orders`"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(&gate, "").unwrap();
+    let done = resumed.wait_with_output().unwrap();
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let out = Ripcord::new().state(&state).args(["run", &other]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "version: 1\nname: bad\nlocks: [\"service orders\"]\nsteps:\n  - { id: quick, uses: shell.run, with: { argv: ['true'] } }\n",
+    );
+    let out = Ripcord::new().args(["validate", &bad]).run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("invalid lock scope `service orders`")
+            && out.stderr.contains("bad.yaml:3:"),
+        "{}",
+        out.stderr
+    );
+}

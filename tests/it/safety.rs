@@ -1086,10 +1086,12 @@ fn locks_scopes_exclude_runs_of_other_runbooks() {
         .spawn();
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = loop {
-        if let Some(r) = records(&state) {
-            if let Some(id) = r.first().and_then(|r| r["run_id"].as_str()) {
-                break id.to_string();
-            }
+        if let Some(id) = records(&state)
+            .as_ref()
+            .and_then(|r| r.first())
+            .and_then(|r| r["run_id"].as_str())
+        {
+            break id.to_string();
         }
         assert!(Instant::now() < deadline, "the holder never started");
         std::thread::sleep(Duration::from_millis(50));

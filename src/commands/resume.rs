@@ -167,6 +167,9 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
     if plan.name != header.runbook {
         claim.lock_also(&plan.name)?;
     }
+    if header.mode == crate::journal::record::Mode::Real {
+        claim.lock_scopes_also(&plan.locks)?;
+    }
     let changed = fingerprint(&plan) != header.hash;
     let recorded_irreversible = replayed.irreversible.clone();
     let mut session = claim.open(providers)?;

@@ -24,7 +24,7 @@ use super::run::{context, ids, sink};
 
 pub fn run(args: &RollbackArgs) -> CommandResult {
     let state = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
-    let claim = Session::claim(state, &args.run_id)?;
+    let mut claim = Session::claim(state, &args.run_id)?;
     let header = claim.header.clone();
     if header.mode == Mode::Check {
         crate::println_quiet!(
@@ -41,6 +41,9 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
         args.force,
         &providers,
     )?;
+    if header.mode == Mode::Real {
+        claim.lock_scopes_also(&plan.locks)?;
+    }
     let replayed = replay(&plan, &claim.read.records);
     // What a rollback would go past.
     let mut past = Vec::new();

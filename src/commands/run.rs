@@ -87,10 +87,13 @@ pub fn run(args: &RunArgs) -> CommandResult {
         Mode::Check => format!("{}-check-{:04x}", time_id(), seed & 0xffff),
         Mode::Real => format!("{}-{:04x}", time_id(), seed & 0xffff),
     };
+    // A pre-flight or a rehearsal changes nothing a scope protects: only a real run holds them
+    // (a nightly `--check` of one runbook must not refuse another's failover).
+    let scopes: &[String] = if mode == Mode::Real { &plan.locks } else { &[] };
     let mut session = Session::start(
         state.clone(),
         &plan.name,
-        &plan.locks,
+        scopes,
         &wanted,
         mode,
         providers.clone(),
@@ -123,7 +126,7 @@ pub fn run(args: &RunArgs) -> CommandResult {
         hash: fingerprint(&plan),
         mode,
         run_mode: plan.mode.clone(),
-        locks: plan.locks.clone(),
+        locks: scopes.to_vec(),
         seed,
         fail_rate: args.fail_rate,
         inputs: masked_inputs,

@@ -524,6 +524,9 @@ impl Compiler<'_> {
                 locks.push(l.value.clone());
             }
         }
+        // One order for every runbook: two runs naming the same scopes in another order take
+        // them alike (and the first to arrive gets them all).
+        locks.sort();
         self.locks = locks;
     }
 }

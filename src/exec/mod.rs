@@ -327,6 +327,7 @@ impl Executor<'_> {
                             self.finish(i, StepStatus::Skipped, outputs, None, 0)?
                         }
                         Prepared::NotChecked(why) => {
+                            self.states[i].unjudged = true;
                             self.finish(i, StepStatus::Skipped, OutputMap::new(), Some(why), 0)?
                         }
                         Prepared::Fail(error) => {
@@ -552,7 +553,7 @@ impl Executor<'_> {
             let failed = self.scope().failed_sources(&exprs);
             if !failed.is_empty() {
                 return Prepared::NotChecked(format!(
-                    "not checked: it reads the outputs of {}, which failed",
+                    "not checked: it reads the outputs of {}, which failed or could not be checked",
                     failed.join(", ")
                 ));
             }

@@ -85,10 +85,10 @@ impl Scope<'_> {
                 let Some(members) = self.instances.get(id) else {
                     continue;
                 };
-                if members
-                    .iter()
-                    .any(|&i| self.states[i].status == Status::Done(StepStatus::Failed))
-                {
+                if members.iter().any(|&i| {
+                    self.states[i].status == Status::Done(StepStatus::Failed)
+                        || self.states[i].unjudged
+                }) {
                     failed.push(id.clone());
                 }
             }

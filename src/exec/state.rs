@@ -39,6 +39,9 @@ pub struct StepState {
     /// Attempts that may have taken effect: started, less those known to have done nothing
     /// (ssh.run that never reached its host). `undo: { if_started: true }` runs when any did.
     pub acted: u32,
+    /// In a pre-flight: not judged, because it reads the outputs of a check that failed (or of
+    /// one not judged either); what reads its outputs is not judged in turn.
+    pub unjudged: bool,
 }
 
 impl Default for StepState {
@@ -52,6 +55,7 @@ impl Default for StepState {
             error: None,
             launched: false,
             acted: 0,
+            unjudged: false,
         }
     }
 }

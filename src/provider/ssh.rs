@@ -76,30 +76,31 @@ const REMOTE_GRACE_S: u32 = 1;
 ///   MAXOUT bytes).
 const BOOTSTRAP: &str = r#"d="${TMPDIR:-/tmp}/ripcord-$1"; l="${TMPDIR:-/tmp}/ripcord-step-$2"; shift 2
 mkdir -m 700 "$d" 2>/dev/null || { rmdir "$d" 2>/dev/null; echo "ripcord: cancelled, or cannot create $d" >&2; exit 255; }
-trap 'rm -rf "$d"' EXIT
+unlock() { [ "$(sed -n 1p "$l/pid" 2>/dev/null)" = "$$" ] && rm -rf "$l"; }
+trap 'rm -rf "$d"; unlock' EXIT
+trap 'trap "" TERM; if [ -n "$!" ]; then if [ "$s" ]; then kill -TERM -$!; else kill -TERM $!; fi 2>/dev/null; sleep GRACE; if [ "$s" ]; then kill -KILL -$!; else kill -KILL $!; fi 2>/dev/null; fi; rm -rf "$d"; unlock; exit 143' TERM
 echo $$ >"$d/pid"
 IFS= read -r b || { echo "ripcord: the connection ended before the command was sent" >&2; exit 255; }
-st() { ps -o lstart= -p "$1" 2>/dev/null; }
+st() { if [ -r "/proc/$1/stat" ]; then sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f20; else LC_ALL=C TZ=UTC0 ps -o lstart= -p "$1" 2>/dev/null; fi; }
+s=$(command -v setsid)
 w=; n=0
 while ! mkdir -m 700 "$l" 2>/dev/null; do
   p=$(sed -n 1p "$l/pid" 2>/dev/null); t=$(sed -n 2p "$l/pid" 2>/dev/null)
   if [ -n "$p" ]; then n=0
     if ! kill -0 "$p" 2>/dev/null || [ "$(st "$p")" != "$t" ]; then
-      [ "$(sed -n 1p "$l/pid" 2>/dev/null)" = "$p" ] && rm -rf "$l" 2>/dev/null && continue
+      [ "$(sed -n 1p "$l/pid" 2>/dev/null)" = "$p" ] && mv "$l" "$l.stale.$$" 2>/dev/null && { rm -rf "$l.stale.$$"; continue; }
     fi
-  else n=$((n+1)); [ $n -ge 10 ] && { n=0; rm -rf "$l" 2>/dev/null && continue; }
+  else n=$((n+1)); [ $n -ge 10 ] && { n=0; mv "$l" "$l.stale.$$" 2>/dev/null && { rm -rf "$l.stale.$$"; continue; }; }
   fi
   [ "$w" ] || { echo "ripcord: an earlier attempt of this step (or its undo) still runs on this host (pid ${p:-?}); waiting for it to end" >&2; w=1; }
   sleep 1
 done
-trap 'rm -rf "$d" "$l"' EXIT
-printf '%s\n%s\n' $$ "$(st $$)" >"$l/pid"
+printf '%s\n%s\n' $$ "$(st $$)" >"$l/pid" || { rm -rf "$l"; echo "ripcord: cannot write $l/pid" >&2; exit 255; }
 if [ "$w" ]; then
   trap '' PIPE
   echo "ripcord: the earlier attempt has ended; this one starts" >&2 || exit 255
   trap - PIPE
 fi
-s=$(command -v setsid)
 exec 3<&0
 (
   __rc_o="$d/out"; __rc_ok=
@@ -113,7 +114,6 @@ exec 3<&0
   exec $s "$@"
 ) <&3 3<&- &
 c=$!
-trap 'trap "" TERM; if [ "$s" ]; then kill -TERM -$c; else kill -TERM $c; fi 2>/dev/null; sleep GRACE; if [ "$s" ]; then kill -KILL -$c; else kill -KILL $c; fi 2>/dev/null; rm -rf "$d" "$l"; exit 143' TERM
 wait $c; rc=$?
 [ "$s" ] && kill -KILL -$c 2>/dev/null
 trap '' PIPE

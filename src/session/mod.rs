@@ -232,6 +232,31 @@ impl Claim {
         )
     }
 
+    /// Also holds the `locks:` scopes the runbook names now and the run did not record (a
+    /// runbook edited since, resumed with `--force`; a journal older than `locks:`).
+    pub fn lock_scopes_also(&mut self, scopes: &[String]) -> CommandResult<()> {
+        let holder = LockHolder {
+            run_id: self.header.run_id.clone(),
+            pid: std::process::id(),
+            started_at: self.started_at.clone(),
+            by: self.by.to_string(),
+        };
+        let mut new: Vec<&String> = scopes
+            .iter()
+            .filter(|s| !self.header.locks.contains(s))
+            .collect();
+        new.sort();
+        for scope in new {
+            let lock = take(
+                self.state.as_ref(),
+                &Scope::Resource(scope.clone()),
+                &holder,
+            )?;
+            self.locks.push(lock);
+        }
+        Ok(())
+    }
+
     /// Also locks `runbook` (the run's runbook renamed since it started).
     pub fn lock_also(&mut self, runbook: &str) -> CommandResult<()> {
         let holder = LockHolder {

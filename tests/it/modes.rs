@@ -500,22 +500,28 @@ fn a_check_reading_a_failed_checks_outputs_is_not_judged() {
     let file = write(
         dir.path(),
         "pre.yaml",
-        "version: 1\nname: pre\nsteps:\n  - { id: probe, uses: shell.run, check: true, with: { argv: [sh, -c, 'exit 3'] } }\n  - { id: judged, uses: assert.that, check: true, with: { that: \"${{ steps.probe.outputs.free | int > 5 }}\" } }\n",
+        "version: 1\nname: pre\nsteps:\n  - { id: probe, uses: shell.run, check: true, with: { argv: [sh, -c, 'exit 3'] } }\n  - { id: mid, uses: shell.run, check: true, with: { argv: [echo, \"${{ steps.probe.outputs.free }}\"] } }\n  - { id: judged, uses: assert.that, check: true, with: { that: \"${{ steps.mid.outputs.stdout | int > 5 }}\" } }\n",
     );
     let out = Ripcord::new()
         .state(&dir.path().join("state"))
         .args(["run", "--check", "--json", &file])
         .run();
     assert_eq!(out.code, 1, "{}", out.transcript());
-    let judged = out
-        .events()
-        .into_iter()
-        .find(|e| e["kind"] == "step_finished" && e["step"] == "judged")
-        .unwrap();
-    assert_eq!(judged["status"], "skipped", "{judged}");
+    let finished = |id: &str| {
+        out.events()
+            .into_iter()
+            .find(|e| e["kind"] == "step_finished" && e["step"] == id)
+            .unwrap()
+    };
+    let mid = finished("mid");
+    assert_eq!(mid["status"], "skipped", "{mid}");
     assert_eq!(
-        judged["error"], "not checked: it reads the outputs of probe, which failed",
-        "{judged}"
+        mid["error"],
+        "not checked: it reads the outputs of probe, which failed or could not be checked",
+        "{mid}"
     );
+    // ... and what reads a step not judged is not judged either.
+    let judged = finished("judged");
+    assert_eq!(judged["status"], "skipped", "{judged}");
     assert_eq!(out.summary()["failed"], 1);
 }

@@ -1096,16 +1096,23 @@ fn locks_scopes_exclude_runs_of_other_runbooks() {
         assert!(Instant::now() < deadline, "the holder never started");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let other = runbook("maintenance", "service:orders", false);
+    // It shares only the holder's second scope: every scope is held, not the first alone.
+    let other = runbook("maintenance", "service:other", false);
     let out = Ripcord::new().state(&state).args(["run", &other]).run();
     assert_eq!(out.code, 4, "{}", out.transcript());
     assert!(
-        out.stderr
-            .contains("scope `service:orders` is locked by run")
-            && out.stderr.contains(&id),
+        out.stderr.contains("scope `site:a` is locked by run") && out.stderr.contains(&id),
         "{}",
         out.stderr
     );
+    // A pre-flight or a rehearsal holds no scope, and is not refused by one.
+    for how in ["--check", "--dry-run"] {
+        let out = Ripcord::new()
+            .state(&state)
+            .args(["run", how, &other])
+            .run();
+        assert_eq!(out.code, 0, "{how}: {}", out.transcript());
+    }
     let free = write(
         dir.path(),
         "unrelated.yaml",
@@ -1130,11 +1137,7 @@ fn locks_scopes_exclude_runs_of_other_runbooks() {
     }
     let out = Ripcord::new().state(&state).args(["run", &other]).run();
     assert_eq!(out.code, 4, "{}", out.transcript());
-    assert!(
-        out.stderr.contains("scope `service:orders`"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("scope `site:a`"), "{}", out.stderr);
     std::fs::write(&gate, "").unwrap();
     let done = resumed.wait_with_output().unwrap();
     assert_eq!(

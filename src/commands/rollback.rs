@@ -4,8 +4,8 @@
 //! or may have (undoing the drain and read-only before a promotion that stands makes two
 //! primaries), and for a run that succeeded (undoing a finished failover is a decision, not a
 //! repair) unless its mode is one of the runbook's `cleanup_modes:` (a DR test, whose rollback
-//! removes what it made). `--force --reason TEXT` overrides; who forced it, why, and past what is journaled
-//! and shown in every report.
+//! removes what it made). `--force --reason TEXT` overrides; who forced it, why, and past what
+//! is journaled and shown in every report.
 
 use std::sync::Arc;
 
@@ -59,12 +59,9 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
         past.push("the runbook changed since the run started".to_string());
     }
     // A run of a cleanup mode (a DR test) is undone when it is over: that is its cleanup.
-    let cleanup = plan
-        .mode
-        .as_ref()
-        .is_some_and(|m| plan.cleanup_modes.contains(m));
-    let cleanup = cleanup && final_status(&claim.read) == Some(RunStatus::Succeeded);
-    let succeeded = final_status(&claim.read) == Some(RunStatus::Succeeded) && !cleanup;
+    let finished = final_status(&claim.read) == Some(RunStatus::Succeeded);
+    let cleanup = finished && plan.is_cleanup_mode();
+    let succeeded = finished && !cleanup;
     if succeeded {
         past.push("the run succeeded".to_string());
     }

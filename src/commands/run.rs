@@ -380,23 +380,7 @@ pub fn drive(
             && cx.mode != Mode::Check
         {
             let past = irreversible_past(&cx.plan, &outcome.states, recorded);
-            // Nothing changed that an undo would put back (a pre-flight step failed, the
-            // approval was refused): no rollback to start, nor to report.
-            if past.is_empty() && !anything_to_undo(&cx.plan, &outcome.states) {
-            } else if past.is_empty() {
-                let clock = Clock::new(outcome.end_ms);
-                let rolled = rollback(
-                    cx,
-                    journal,
-                    sink,
-                    &outcome.states,
-                    &HashSet::new(),
-                    clock,
-                    Default::default(),
-                )
-                .await?;
-                after = AfterFailure::RolledBack(rolled);
-            } else {
+            if !past.is_empty() {
                 let names = ids(&cx.plan, &past);
                 let note = Record::RunNote {
                     t_ms: outcome.end_ms,
@@ -409,6 +393,21 @@ pub fn drive(
                 sink.record(&note);
                 journal.commit()?;
                 after = AfterFailure::Irreversible(past);
+            } else if anything_to_undo(&cx.plan, &outcome.states) {
+                // (With nothing an undo would put back, a pre-flight step failed or the
+                // approval was refused: no rollback to start, nor to report.)
+                let clock = Clock::new(outcome.end_ms);
+                let rolled = rollback(
+                    cx,
+                    journal,
+                    sink,
+                    &outcome.states,
+                    &HashSet::new(),
+                    clock,
+                    Default::default(),
+                )
+                .await?;
+                after = AfterFailure::RolledBack(rolled);
             }
         }
         Ok::<_, std::io::Error>((outcome, after))
@@ -591,14 +590,7 @@ fn summary(
         }
         RunStatus::Interrupted => crate::println_quiet!("  continue with: {resume}"),
         // A run whose rollback is its cleanup (a DR test) says how to clean up.
-        RunStatus::Succeeded
-            if cx.mode == Mode::Real
-                && undoable
-                && plan
-                    .mode
-                    .as_ref()
-                    .is_some_and(|m| plan.cleanup_modes.contains(m)) =>
-        {
+        RunStatus::Succeeded if cx.mode == Mode::Real && undoable && plan.is_cleanup_mode() => {
             crate::println_quiet!(
                 "  what this {} run made stays until its cleanup: {}",
                 plan.mode.as_deref().unwrap_or_default(),

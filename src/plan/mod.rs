@@ -171,6 +171,14 @@ pub struct UndoSpec {
 }
 
 impl Plan {
+    /// Whether the plan's mode is one of `cleanup_modes:` (a DR test's: its rollback is its
+    /// cleanup).
+    pub fn is_cleanup_mode(&self) -> bool {
+        self.mode
+            .as_ref()
+            .is_some_and(|m| self.cleanup_modes.contains(m))
+    }
+
     /// The file `step` is declared in: its module's, or the runbook's.
     pub fn file_of(&self, step: &PlannedStep) -> &SourceFile {
         step.group

@@ -561,26 +561,8 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
     }
     notes.extend(timeline.notes.iter().cloned());
     let wall_ms = timeline.wall_ms();
-    // A cleanup (a DR test's rollback) leaves the run's result: judged on the run's sessions.
-    let cleanup = rollback.as_ref().is_some_and(|rb| rb.cleanup);
-    let run_ms = if cleanup {
-        timeline
-            .sessions
-            .iter()
-            .filter(|s| s.kind != "rollback")
-            .map(|s| s.end_ms)
-            .max()
-            .unwrap_or(wall_ms)
-    } else {
-        wall_ms
-    };
-    let rto_met = match (header.rto_ms, header.mode) {
-        (None, _) | (_, Mode::Check) => None,
-        (Some(rto), _) => {
-            Some(status == "succeeded" && (rollback.is_none() || cleanup) && run_ms <= rto)
-        }
-    };
-    Some(Report {
+    let check = header.mode == Mode::Check;
+    let mut report = Report {
         run_id: header.run_id,
         runbook: header.runbook,
         file: header.file,
@@ -596,7 +578,7 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
         wall_ms,
         duration_ms: wall_ms,
         rto_ms: header.rto_ms,
-        rto_met,
+        rto_met: None,
         predicted_ms: header.predicted_ms,
         critical_path,
         modules: ModuleRow::from_steps(&steps),
@@ -605,7 +587,18 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
         rollback,
         step_notes,
         notes,
-    })
+    };
+    // A cleanup (a DR test's rollback) leaves the run's result: judged up to the cleanup.
+    let cleanup = report.rollback.as_ref().is_some_and(|rb| rb.cleanup);
+    report.rto_met = match report.rto_ms {
+        Some(rto) if !check => Some(
+            report.status == "succeeded"
+                && (report.rollback.is_none() || cleanup)
+                && report.judged_ms() <= rto,
+        ),
+        _ => None,
+    };
+    Some(report)
 }
 
 impl Report {

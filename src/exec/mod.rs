@@ -247,6 +247,17 @@ struct Executor<'a> {
     interrupted: bool,
 }
 
+/// Whether a step runs in a pre-flight, when that is known before its params are rendered:
+/// its own `check:`, else a plugin action's declared check; `None` for a built-in action, whose
+/// check may depend on its params (an HTTP GET has one, a POST not).
+fn known_check(step: &PlannedStep, spec: Option<&crate::provider::ActionSpec>) -> Option<bool> {
+    match (step.check, spec) {
+        (Some(written), _) => Some(written),
+        (None, Some(spec)) if !step.action.builtin => Some(spec.check),
+        _ => None,
+    }
+}
+
 /// What a running task tells the loop before it ends.
 enum Msg {
     /// A retry is about to start: journal (and commit) its start, then acknowledge.
@@ -533,12 +544,7 @@ impl Executor<'_> {
         if self.cx.mode == Mode::Check {
             let action = &step.action;
             let spec = self.cx.providers.spec(&action.provider, &action.action);
-            let known = match (step.check, &spec) {
-                (Some(written), _) => Some(written),
-                (None, Some(spec)) if !action.builtin => Some(spec.check),
-                _ => None,
-            };
-            if known == Some(false) {
+            if known_check(step, spec.as_deref()) == Some(false) {
                 return Prepared::NoCheck(provider::sim::outputs(step, spec.as_deref()));
             }
         }
@@ -569,7 +575,6 @@ impl Executor<'_> {
             } else {
                 Vec::new()
             };
-
             Prepared::Fail(match (missing.is_empty(), this.cx.mode) {
                 (true, _) => message,
                 (false, Mode::Real) => format!(
@@ -607,11 +612,8 @@ impl Executor<'_> {
         }
         // `check: false` keeps a step out of a pre-flight; `check: true` runs it for real there
         // (it only reads); otherwise its action's read-only check, where it has one.
-        let checkable = match (step.check, &spec) {
-            (Some(written), _) => written,
-            (None, Some(spec)) if !action.builtin => spec.check,
-            (None, _) => catalog::has_check(&action.provider, &action.action, &params),
-        };
+        let checkable = known_check(step, spec.as_deref())
+            .unwrap_or_else(|| catalog::has_check(&action.provider, &action.action, &params));
         if self.cx.mode == Mode::Check && !checkable {
             return Prepared::NoCheck(provider::sim::outputs(step, spec.as_deref()));
         }

@@ -232,15 +232,20 @@ impl Claim {
         )
     }
 
-    /// Also holds the `locks:` scopes the runbook names now and the run did not record (a
-    /// runbook edited since, resumed with `--force`; a journal older than `locks:`).
-    pub fn lock_scopes_also(&mut self, scopes: &[String]) -> CommandResult<()> {
-        let holder = LockHolder {
+    /// This session, as the holder of the locks it takes.
+    fn holder(&self) -> LockHolder {
+        LockHolder {
             run_id: self.header.run_id.clone(),
             pid: std::process::id(),
             started_at: self.started_at.clone(),
             by: self.by.to_string(),
-        };
+        }
+    }
+
+    /// Also holds the `locks:` scopes the runbook names now and the run did not record (a
+    /// runbook edited since, resumed with `--force`; a journal older than `locks:`).
+    pub fn lock_scopes_also(&mut self, scopes: &[String]) -> CommandResult<()> {
+        let holder = self.holder();
         let mut new: Vec<&String> = scopes
             .iter()
             .filter(|s| !self.header.locks.contains(s))
@@ -259,12 +264,7 @@ impl Claim {
 
     /// Also locks `runbook` (the run's runbook renamed since it started).
     pub fn lock_also(&mut self, runbook: &str) -> CommandResult<()> {
-        let holder = LockHolder {
-            run_id: self.header.run_id.clone(),
-            pid: std::process::id(),
-            started_at: self.started_at.clone(),
-            by: self.by.to_string(),
-        };
+        let holder = self.holder();
         let lock = take(
             self.state.as_ref(),
             &Scope::Runbook(runbook.to_string()),

@@ -496,7 +496,11 @@ fn summary(
             "cancelled": cancelled, "not_run": not_run,
             "critical_path": path,
             "rto_ms": plan.rto.map(|d| d.as_millis() as u64),
-            "rto_met": plan.rto.map(|r| total <= r),
+            // As the report judges it: only a run that finished recovered in time; a
+            // pre-flight is not judged.
+            "rto_met": plan.rto.filter(|_| cx.mode != Mode::Check).map(|r| {
+                outcome.status == RunStatus::Succeeded && rolled.is_none() && total <= r
+            }),
             "rollback": rolled.map(|r| format!("{:?}", r.status).to_lowercase()),
         });
         crate::println_quiet!("{line}");

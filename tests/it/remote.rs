@@ -857,4 +857,34 @@ fn an_if_started_undo_is_not_run_for_an_attempt_that_never_reached_its_host() {
             .any(|r| r["kind"] == "undo_started" && r["step"] == "remote"),
         "{records:?}"
     );
+
+    // The same decided from the journal alone: `rollback: manual`, then `ripcord rollback`.
+    let manual_state = dir.path().join("state-manual");
+    let manual = write(
+        dir.path(),
+        "unreached-manual.yaml",
+        &std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("rollback: auto", "rollback: manual"),
+    );
+    let out = Ripcord::new()
+        .state(&manual_state)
+        .args(["run", "--json", &manual])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    assert!(made.exists());
+    let id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let back = Ripcord::new()
+        .state(&manual_state)
+        .args(["rollback", &id])
+        .run();
+    assert_eq!(back.code, 0, "{}", back.transcript());
+    assert!(!made.exists(), "the first step was not undone");
+    let records = crate::support::records(&manual_state).unwrap();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["kind"] == "undo_started" && r["step"] == "remote"),
+        "{records:?}"
+    );
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::cluster::{Cluster, PG_USER};
 use crate::failover::{Checker, Writer, wait_until};
 use crate::sshd::Sshd;
-use crate::support::{Output, Ripcord, repo};
+use crate::support::{Output, Ripcord, repo, step};
 
 const RUNBOOK: &str = "runbooks/postgres-dr.yaml";
 
@@ -165,15 +165,6 @@ impl Lab {
         state.extend(self.haproxy());
         state
     }
-}
-
-pub(crate) fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report}"))
 }
 
 pub(crate) fn report(lab: &Lab, run_id: &str) -> Value {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Output, Ripcord, alive, wait_alive, write};
+use crate::support::{Output, Ripcord, alive, step, wait_alive, write};
 
 fn ripcord(state: &Path, args: &[&str]) -> Output {
     Ripcord::new().state(state).args(args).run()
@@ -23,15 +23,6 @@ fn report(state: &Path, run_id: &str, format: &str) -> String {
 
 fn json(state: &Path, run_id: &str) -> Value {
     serde_json::from_str(&report(state, run_id, "json")).unwrap()
-}
-
-fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}"))
 }
 
 /// The page has no script of its own; the tests add one that measures the rendered layout and

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::dr::{Lab, report, run_id, step};
+use crate::dr::{Lab, report, run_id};
+use crate::support::step;
 
 fn has(records: &[Value], kind: &str, step: &str) -> bool {
     records

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::sshd::Sshd;
-use crate::support::{Ripcord, alive, write};
+use crate::support::{Ripcord, alive, step, write};
 
 /// Waits up to 3 s for no live process to match `pattern`.
 fn wait_gone(pattern: &str, what: &str) {
@@ -35,15 +35,6 @@ fn report(state: &Path, run_id: &str) -> serde_json::Value {
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     serde_json::from_str(&out.stdout).unwrap()
-}
-
-fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report}"))
 }
 
 /// Processes whose command line mentions `needle`.

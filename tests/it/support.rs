@@ -266,3 +266,13 @@ pub fn wait_alive(pattern: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A step's row in a JSON report (`report --format json`), by id.
+pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report}"))
+}

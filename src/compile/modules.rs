@@ -180,29 +180,30 @@ impl Compiler<'_> {
         // A module is a runbook: the same checks, though only its steps, inputs, outputs and
         // pools matter once included (its rto and concurrency are the including runbook's).
         self.header(runbook);
-        if let Some(modes) = &runbook.modes {
-            self.error(
+        // Keys that belong to the including runbook alone.
+        for (code, key, value, why) in [
+            (
                 "ripcord::modes",
-                "a module has no `modes:` of its own: its steps' `modes:` name the including runbook's",
-                Span::of(modes),
-                "declare the modes in the runbook that includes this module",
-            );
-        }
-        if let Some(locks) = &runbook.locks {
-            self.error(
-                "ripcord::locks",
-                "a module has no `locks:` of its own",
-                Span::of(locks),
-                "declare them in the runbook that includes this module",
-            );
-        }
-        if let Some(cleanup) = &runbook.cleanup_modes {
-            self.error(
+                "modes",
+                &runbook.modes,
+                ": its steps' `modes:` name the including runbook's",
+            ),
+            ("ripcord::locks", "locks", &runbook.locks, ""),
+            (
                 "ripcord::modes",
-                "a module has no `cleanup_modes:` of its own",
-                Span::of(cleanup),
-                "declare them in the runbook that includes this module",
-            );
+                "cleanup_modes",
+                &runbook.cleanup_modes,
+                "",
+            ),
+        ] {
+            if let Some(value) = value {
+                self.error(
+                    code,
+                    format!("a module has no `{key}:` of its own{why}"),
+                    Span::of(value),
+                    format!("declare `{key}:` in the runbook that includes this module"),
+                );
+            }
         }
         let pools = self.pools(runbook);
         let inputs = inputs::resolve(runbook, &self.file, &[], &[], false, false, &mut self.diags);

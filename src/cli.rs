@@ -114,9 +114,26 @@ pub struct ApprovalArgs {
 
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    /// Where runs are recorded (default: $RIPCORD_STATE_DIR, else .ripcord).
+    /// Where runs are recorded: a directory, or a shared PostgreSQL database as
+    /// postgres://USER@HOST/DB (default: $RIPCORD_STATE, else $RIPCORD_STATE_DIR, else .ripcord).
+    #[arg(long, value_name = "URL", conflicts_with = "state_dir")]
+    pub state: Option<String>,
+    /// Where runs are recorded: a directory (as --state DIR).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// With a shared database: how long a run's lease lasts unrenewed (renewed every third of
+    /// it); a holder that cannot renew it starts nothing more, and after it the run may be
+    /// taken over.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Option<std::time::Duration>,
+}
+
+fn parse_lease_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(3600) {
+        return Err("a lease lasts from 1s to 1h".into());
+    }
+    Ok(d)
 }
 
 /// `text` as one word for a POSIX shell: as it is when that is safe, else single-quoted.
@@ -144,6 +161,10 @@ pub struct ResumeArgs {
     /// Resume even though the runbook file changed since the run started.
     #[arg(long)]
     pub force: bool,
+    /// Take the run over from a holder that stopped renewing its lease (shared state: a
+    /// machine lost, a process killed), once that lease has expired. Recorded in the journal.
+    #[arg(long)]
+    pub takeover: bool,
     /// Values of secret inputs (they are not recorded), or overrides.
     #[command(flatten)]
     pub inputs: InputArgs,

@@ -58,3 +58,12 @@ macro_rules! failed {
 macro_rules! locked {
     ($($t:tt)*) => { $crate::error::CommandError::Locked(format!($($t)*)) };
 }
+
+/// A journal write that failed, as the command ends with it: a session that lost its lease
+/// (shared state) is refused like a lock (exit 4); anything else failed the run (exit 1).
+pub fn journal_failed(e: std::io::Error, what: &str) -> CommandError {
+    match crate::state::pg::lease_lost(&e) {
+        Some(why) => CommandError::Locked(format!("{what}: this session {why}")),
+        None => CommandError::Failed(format!("{what}: the journal could not be written ({e})")),
+    }
+}

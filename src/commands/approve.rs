@@ -18,10 +18,11 @@ use crate::error::{CommandError, CommandResult};
 use crate::exit;
 use crate::journal::{ReadJournal, Record};
 use crate::session::identity::Identity;
-use crate::state::{Answer, LockError, LockHolder, Scope, StateBackend, StateDir};
+use crate::state::{Answer, Scope, StateBackend};
 
 pub fn run(args: &ApproveArgs) -> CommandResult {
-    let state: Arc<dyn StateBackend> = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
+    let state: Arc<dyn StateBackend> =
+        crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
     let (read, header) = crate::session::read_recorded(state.as_ref(), &args.run_id)?;
     let again = state.again().to_string();
     let Some(wait) = open_wait(&read, &args.step) else {
@@ -36,25 +37,13 @@ pub fn run(args: &ApproveArgs) -> CommandResult {
         return Err(CommandError::Invalid(message));
     };
     // Nobody is waiting if nobody holds the run: the answer would go to a wait that is over.
-    let probe = LockHolder {
-        run_id: args.run_id.clone(),
-        pid: std::process::id(),
-        started_at: crate::exec::now_rfc3339(),
-        by: String::new(),
-    };
-    match state.lock(&Scope::Run(args.run_id.clone()), &probe) {
-        Ok(_released_at_once) => {
-            return Err(crate::locked!(
-                "run {} is not running (it crashed or was stopped while waiting): resume \
-                 it with `ripcord resume {}{again}`, then answer the new wait",
-                args.run_id,
-                args.run_id
-            ));
-        }
-        Err(LockError::Held(_)) => {}
-        Err(LockError::Io(e)) => {
-            return Err(crate::invalid!("cannot check run {}: {e}", args.run_id));
-        }
+    if !state.is_held(&Scope::Run(args.run_id.clone())) {
+        return Err(crate::locked!(
+            "run {} is not running (it crashed or was stopped while waiting): resume \
+             it with `ripcord resume {}{again}`, then answer the new wait",
+            args.run_id,
+            args.run_id
+        ));
     }
     let me = Identity::current();
     let person = me.person().to_string();
@@ -196,13 +185,13 @@ fn taken(read: &ReadJournal, after: usize, wait: &Wait, me: &Identity) -> Option
     read.records.iter().skip(after).find_map(|r| match r {
         Record::Approval {
             step, by: Some(by), ..
-        } if *step == wait.step && by == me => Some(Taken::Approved),
-        Record::ApprovalRejected { step, by, .. } if *step == wait.step && by == me => {
+        } if *step == wait.step && by.same_client(me) => Some(Taken::Approved),
+        Record::ApprovalRejected { step, by, .. } if *step == wait.step && by.same_client(me) => {
             Some(Taken::Rejected)
         }
         Record::AnswerRefused {
             step, by, reason, ..
-        } if *step == wait.step && by == me => Some(Taken::Refused(reason.clone())),
+        } if *step == wait.step && by.same_client(me) => Some(Taken::Refused(reason.clone())),
         _ => None,
     })
 }

@@ -13,7 +13,6 @@ use crate::plan::Plan;
 use crate::provider::Providers;
 use crate::report::history;
 use crate::runbook::duration::format as dur;
-use crate::state::StateDir;
 
 use super::compile_one;
 
@@ -31,8 +30,8 @@ pub fn run(args: &PlanArgs) -> CommandResult {
     let mut compiled = compile_one(&args.file, &options)?;
     let mut history_line = None;
     if args.estimates == Estimates::History {
-        let state = StateDir::resolve(args.state.state_dir.as_deref());
-        let (medians, runs) = history::learn(&state, &compiled.plan.name);
+        let state = crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
+        let (medians, runs) = history::learn(state.as_ref(), &compiled.plan.name);
         let n = history::apply(&mut compiled.plan, &medians);
         // Part of the plan's text, on its own line before it (on stdout with the rest, so the
         // two never interleave).

@@ -8,13 +8,13 @@ use crate::cli::{ReportArgs, ReportFormat};
 use crate::error::CommandResult;
 use crate::exit;
 use crate::report::{self, Report};
-use crate::state::{StateBackend, StateDir};
+use crate::state::StateBackend;
 
 use super::recorded::read_run;
 
 pub fn run(args: &ReportArgs) -> CommandResult {
-    let state = StateDir::resolve(args.state.state_dir.as_deref());
-    let report = build(&state, &args.run_id)?;
+    let state = crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
+    let report = build(state.as_ref(), &args.run_id)?;
     let text = render(&report, args.format);
     match &args.output {
         Some(path) => write_private(path, &text)

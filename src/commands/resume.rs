@@ -18,14 +18,13 @@ use crate::journal::Record;
 use crate::journal::record::{RunStatus, StepStatus};
 use crate::session::Session;
 use crate::session::identity::Identity;
-use crate::state::StateDir;
 
 use super::recorded::{final_status, fingerprint, overrides, recompile, replay};
 use super::run::{context, drive, sink, write};
 
 pub fn run(args: &ResumeArgs) -> CommandResult {
-    let state = std::sync::Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
-    let mut claim = Session::claim(state, &args.run_id)?;
+    let state = crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
+    let mut claim = Session::claim(state, &args.run_id, args.takeover)?;
     let (read, header) = (&claim.read, &claim.header.clone());
     if let Some(rolled) = read.records.iter().find_map(|r| match r {
         Record::RollbackStarted { at, by, .. } => Some((at.clone(), by.clone())),
@@ -162,6 +161,7 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         uid: u32::MAX,
         sudo_user: None,
         host: String::new(),
+        db_role: None,
     });
     // A runbook renamed since (resumed with --force) holds its new name too.
     if plan.name != header.runbook {
@@ -172,6 +172,8 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
     }
     let changed = fingerprint(&plan) != header.hash;
     let recorded_irreversible = replayed.irreversible.clone();
+    // A takeover is evidence: whose lease this session took, and when it was last renewed.
+    notes.extend(claim.taken_over());
     let mut session = claim.open(providers)?;
     let cx = context(
         &session,
@@ -214,7 +216,7 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
             }),
     );
     write(&mut session, sink.as_mut(), &records)
-        .map_err(|e| crate::invalid!("cannot write the journal: {e}"))?;
+        .map_err(|e| crate::error::journal_failed(e, "the run was not resumed"))?;
     if !args.json {
         crate::println_quiet!(
             "resuming run {}: {pending} of {} steps to go",

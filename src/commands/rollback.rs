@@ -17,14 +17,13 @@ use crate::exit;
 use crate::journal::Record;
 use crate::journal::record::{Forced, Mode, RunStatus};
 use crate::session::Session;
-use crate::state::StateDir;
 
 use super::recorded::{final_status, fingerprint, recompile, replay};
 use super::run::{context, ids, sink};
 
 pub fn run(args: &RollbackArgs) -> CommandResult {
-    let state = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
-    let mut claim = Session::claim(state, &args.run_id)?;
+    let state = crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
+    let mut claim = Session::claim(state, &args.run_id, false)?;
     let header = claim.header.clone();
     if header.mode == Mode::Check {
         crate::println_quiet!(
@@ -163,7 +162,12 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
     sink.finish();
     let outcome = match result {
         Ok(o) => o,
-        Err(e) => return Err(crate::failed!("the journal could not be written: {e}")),
+        Err(e) => {
+            return Err(crate::error::journal_failed(
+                e,
+                &format!("the rollback of run {} stopped", header.run_id),
+            ));
+        }
     };
     if !args.json {
         crate::println_quiet!(

@@ -25,7 +25,7 @@ use crate::runbook::RollbackPolicy;
 use crate::runbook::duration::format as dur;
 use crate::session::Session;
 use crate::session::identity::Identity;
-use crate::state::{StateBackend, StateDir};
+use crate::state::StateBackend;
 
 use super::compile_one;
 use super::recorded::fingerprint;
@@ -41,7 +41,8 @@ pub fn run(args: &RunArgs) -> CommandResult {
         mode: args.mode.as_deref(),
         providers: &providers,
     };
-    let state: Arc<dyn StateBackend> = Arc::new(StateDir::resolve(args.state.state_dir.as_deref()));
+    let state: Arc<dyn StateBackend> =
+        crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
     let mut plan = compile_one(&args.file, &options)?.plan;
     if args.estimates == Estimates::History {
         if !args.dry_run {
@@ -142,7 +143,7 @@ pub fn run(args: &RunArgs) -> CommandResult {
     let planned = planned_record(&plan, cx.concurrency);
     let mut sink = sink(args.json, plan.steps.len());
     write(&mut session, sink.as_mut(), &[start, planned])
-        .map_err(|e| crate::invalid!("cannot write the journal: {e}"))?;
+        .map_err(|e| crate::error::journal_failed(e, "the run did not start"))?;
     let states = vec![Default::default(); plan.steps.len()];
     let code = drive(
         &mut session,
@@ -416,8 +417,9 @@ pub fn drive(
     let (outcome, after) = match result {
         Ok(r) => r,
         Err(e) => {
-            return Err(crate::failed!(
-                "the journal could not be written ({e}); the run stopped"
+            return Err(crate::error::journal_failed(
+                e,
+                &format!("run {} stopped", session.run_id),
             ));
         }
     };

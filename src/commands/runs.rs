@@ -9,16 +9,16 @@ use crate::error::CommandResult;
 use crate::exit;
 use crate::report;
 use crate::report::text::ms;
-use crate::state::{Scope, StateBackend, StateDir};
+use crate::state::Scope;
 
 pub fn run(args: &RunsArgs) -> CommandResult {
-    let state = StateDir::resolve(args.state.state_dir.as_deref());
+    let state = crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
     let ids = match state.run_ids() {
         Ok(ids) => ids,
         Err(e) => {
             return Err(crate::invalid!(
                 "cannot list runs in {}: {e}",
-                state.root().display()
+                state.location()
             ));
         }
     };
@@ -60,7 +60,7 @@ pub fn run(args: &RunsArgs) -> CommandResult {
         println!(
             "no runs{} recorded in {}",
             if filtered { " of that kind" } else { "" },
-            state.root().display()
+            state.location()
         );
         return Ok(exit::OK);
     }

@@ -322,6 +322,10 @@ impl Executor<'_> {
         loop {
             if !self.stopping {
                 let mut launch = Vec::new();
+                // A session whose lease lapsed starts nothing: another may have taken over.
+                if !self.ready.is_empty() {
+                    self.journal.fence()?;
+                }
                 while let Some(i) = self.ready.pop() {
                     match self.prepare(i) {
                         Prepared::Skip => {
@@ -391,6 +395,9 @@ impl Executor<'_> {
                 break;
             }
             self.sink.flush();
+            // Everything this tick recorded goes out together (one transaction in a database).
+            self.journal.flush()?;
+            let watch = self.journal.watch_every();
             tokio::select! {
                 joined = tasks.join_next_with_id() => {
                     // Take every task that has already ended, so their dependents start in one
@@ -421,6 +428,11 @@ impl Executor<'_> {
                     }
                 }
                 Some(msg) = rx.recv() => self.message(msg)?,
+                // While steps run, a lapsed lease stops them (their tasks are dropped, which
+                // kills their process groups): another session may be taking over.
+                () = tokio::time::sleep(watch.unwrap_or_default()), if watch.is_some() => {
+                    self.journal.fence()?;
+                }
                 () = signals.token().cancelled(), if !self.interrupted => {
                     self.interrupt(signals.received().unwrap_or("a signal"))?;
                 }
@@ -453,6 +465,7 @@ impl Executor<'_> {
         let t_ms = self.clock.ms();
         let record = match msg {
             Msg::Attempt { step, attempt, ack } => {
+                self.journal.fence()?;
                 self.states[step].acted += 1;
                 self.emit(&Record::StepStarted {
                     t_ms,

@@ -199,6 +199,8 @@ pub async fn rollback(
                 Some(w) => render::render_with(&env, &undo.action, w, &ctx),
                 None => Ok(Json::Object(Map::new())),
             };
+            // A session whose lease lapsed undoes nothing more: another may have taken over.
+            journal.fence()?;
             emit(
                 journal,
                 Record::UndoStarted {
@@ -231,8 +233,14 @@ pub async fn rollback(
                 (i, result)
             });
         }
+        journal.flush()?;
+        let watch = journal.watch_every();
         let joined = tokio::select! {
             joined = tasks.join_next() => joined,
+            () = tokio::time::sleep(watch.unwrap_or_default()), if watch.is_some() => {
+                journal.fence()?;
+                continue;
+            }
             () = signals.token().cancelled(), if !interrupted => {
                 interrupted = true;
                 cancel.cancel();

@@ -265,7 +265,8 @@ pub fn read(path: &Path) -> io::Result<ReadJournal> {
     })
 }
 
-fn decode(line: &[u8]) -> Result<Record, String> {
+/// One journal line (with its line end) checked and parsed.
+pub fn decode(line: &[u8]) -> Result<Record, String> {
     let line = line.strip_suffix(b"\n").ok_or("no line end")?;
     let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
     let (json, crc) = text.rsplit_once('\t').ok_or("no checksum")?;

@@ -15,6 +15,10 @@ pub struct Identity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sudo_user: Option<String>,
     pub host: String,
+    /// The database role that recorded it, when the state is a database (which vouches for
+    /// the role; the account and host are what the client said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_role: Option<String>,
 }
 
 impl Identity {
@@ -34,7 +38,16 @@ impl Identity {
             uid,
             sudo_user,
             host,
+            db_role: None,
         }
+    }
+
+    /// The same client identity, whatever database role recorded either.
+    pub fn same_client(&self, other: &Identity) -> bool {
+        self.account == other.account
+            && self.uid == other.uid
+            && self.sudo_user == other.sudo_user
+            && self.host == other.host
     }
 
     /// The person this identity stands for, as approvers lists name them: the sudo user when
@@ -48,8 +61,12 @@ impl std::fmt::Display for Identity {
     /// `alice@db-jump-1`, `alice (sudo, root)@db-jump-1`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.sudo_user {
-            Some(person) => write!(f, "{person} (sudo, {})@{}", self.account, self.host),
-            None => write!(f, "{}@{}", self.account, self.host),
+            Some(person) => write!(f, "{person} (sudo, {})@{}", self.account, self.host)?,
+            None => write!(f, "{}@{}", self.account, self.host)?,
+        }
+        match &self.db_role {
+            Some(role) => write!(f, " (database role {role})"),
+            None => Ok(()),
         }
     }
 }

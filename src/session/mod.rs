@@ -80,6 +80,8 @@ impl Session {
             pid: std::process::id(),
             started_at: started_at.clone(),
             by: by.to_string(),
+            host: by.host.clone(),
+            lease: None,
         };
         let locks = [
             Scope::Runbook(runbook.to_string()),
@@ -89,7 +91,7 @@ impl Session {
         .chain(scopes.iter().map(|s| Scope::Resource(s.clone())))
         .collect::<Vec<_>>()
         .iter()
-        .map(|scope| take(state.as_ref(), scope, &holder))
+        .map(|scope| take(state.as_ref(), scope, &holder, false))
         .collect::<CommandResult<Vec<_>>>();
         let locks = match locks {
             Ok(locks) => locks,
@@ -107,8 +109,13 @@ impl Session {
     }
 
     /// Claims a recorded run: locks its id, reads its journal, then locks its runbook by the
-    /// name the journal recorded.
-    pub fn claim(state: Arc<dyn StateBackend>, run_id: &str) -> CommandResult<Claim> {
+    /// name the journal recorded. `takeover`: the run's lease may be taken from a holder that
+    /// stopped renewing it (`resume --takeover`).
+    pub fn claim(
+        state: Arc<dyn StateBackend>,
+        run_id: &str,
+        takeover: bool,
+    ) -> CommandResult<Claim> {
         let by = Identity::current();
         let started_at = crate::exec::now_rfc3339();
         let holder = LockHolder {
@@ -116,6 +123,8 @@ impl Session {
             pid: std::process::id(),
             started_at: started_at.clone(),
             by: by.to_string(),
+            host: by.host.clone(),
+            lease: None,
         };
         // The run's lock first: what is read under it cannot change before this session
         // appends to it.
@@ -123,6 +132,7 @@ impl Session {
             state.as_ref(),
             &Scope::Run(run_id.to_string()),
             &holder,
+            takeover,
         )?];
         let (read, header) = read_recorded(state.as_ref(), run_id)?;
         refuse_leftovers(run_id)?;
@@ -130,12 +140,14 @@ impl Session {
             state.as_ref(),
             &Scope::Runbook(header.runbook.clone()),
             &holder,
+            takeover,
         )?);
         for scope in &header.locks {
             locks.push(take(
                 state.as_ref(),
                 &Scope::Resource(scope.clone()),
                 &holder,
+                takeover,
             )?);
         }
         Ok(Claim {
@@ -239,6 +251,8 @@ impl Claim {
             pid: std::process::id(),
             started_at: self.started_at.clone(),
             by: self.by.to_string(),
+            host: self.by.host.clone(),
+            lease: None,
         }
     }
 
@@ -256,6 +270,7 @@ impl Claim {
                 self.state.as_ref(),
                 &Scope::Resource(scope.clone()),
                 &holder,
+                false,
             )?;
             self.locks.push(lock);
         }
@@ -269,9 +284,19 @@ impl Claim {
             self.state.as_ref(),
             &Scope::Runbook(runbook.to_string()),
             &holder,
+            false,
         )?;
         self.locks.push(lock);
         Ok(())
+    }
+
+    /// What this claim took over (`--takeover`), as journal notes.
+    pub fn taken_over(&self) -> Vec<String> {
+        self.locks
+            .iter()
+            .filter_map(|l| l.taken_from())
+            .map(|from| format!("taken over by {}: {from}", self.by))
+            .collect()
     }
 
     /// The flags that name the claimed run's state again in a printed command.
@@ -338,8 +363,9 @@ fn take(
     state: &dyn StateBackend,
     scope: &Scope,
     holder: &LockHolder,
+    takeover: bool,
 ) -> CommandResult<Box<dyn HeldLock>> {
-    match state.lock(scope, holder) {
+    match state.lock(scope, holder, takeover) {
         Ok(lock) => Ok(lock),
         Err(LockError::Held(Some(h))) => {
             let by = if h.by.is_empty() {
@@ -347,10 +373,19 @@ fn take(
             } else {
                 format!(", by {}", h.by)
             };
-            Err(CommandError::Locked(format!(
-                "{scope} is locked by run {} (pid {}{by}, since {})",
+            let host = if h.host.is_empty() || h.by.ends_with(&format!("@{}", h.host)) {
+                String::new()
+            } else {
+                format!(" on {}", h.host)
+            };
+            let mut message = format!(
+                "{scope} is locked by run {} (pid {}{host}{by}, since {})",
                 h.run_id, h.pid, h.started_at
-            )))
+            );
+            if let Some(lease) = &h.lease {
+                message.push_str(&lease_words(scope, &h, lease, takeover, state.again()));
+            }
+            Err(CommandError::Locked(message))
         }
         Err(LockError::Held(None)) => Err(CommandError::Locked(format!(
             "{scope} is locked by another session"
@@ -360,4 +395,51 @@ fn take(
             state.location()
         )),
     }
+}
+
+/// What a refused taker of a lease learns: its age, and when and how it may be taken over.
+fn lease_words(
+    scope: &Scope,
+    h: &LockHolder,
+    lease: &crate::state::LeaseInfo,
+    takeover: bool,
+    again: &str,
+) -> String {
+    let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+    let mut text = format!(
+        "\n  its lease (epoch {}) was renewed {} ago; it lasts {}",
+        lease.epoch,
+        secs(lease.age_ms),
+        secs(lease.ttl_ms)
+    );
+    if lease.age_ms <= lease.ttl_ms {
+        let left = lease.ttl_ms - lease.age_ms;
+        if takeover {
+            text.push_str(&format!(
+                "\n  a run is taken over only once its holder has stopped renewing the lease: \
+                 if pid {} on {} is dead, try again in {}",
+                h.pid,
+                if h.host.is_empty() {
+                    "its host"
+                } else {
+                    &h.host
+                },
+                secs(left + 1)
+            ));
+        } else if matches!(scope, Scope::Run(_)) {
+            text.push_str(&format!(
+                "\n  if that holder is dead, take the run over once the lease expires (in {}): \
+                 ripcord resume {} --takeover{again}",
+                secs(left + 1),
+                h.run_id
+            ));
+        }
+    } else if matches!(scope, Scope::Run(_)) && !takeover {
+        text.push_str(&format!(
+            "\n  its holder stopped renewing it: take the run over with \
+             `ripcord resume {} --takeover{again}`",
+            h.run_id
+        ));
+    }
+    text
 }

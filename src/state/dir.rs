@@ -68,6 +68,10 @@ impl StateDir {
     }
 
     /// A run id names a directory: refuse one that would leave `runs/`.
+    pub fn check_run_id(run_id: &str) -> io::Result<()> {
+        Self::check_id(run_id)
+    }
+
     fn check_id(run_id: &str) -> io::Result<()> {
         let ok = !run_id.is_empty()
             && !run_id.starts_with('.')
@@ -153,7 +157,12 @@ impl StateBackend for StateDir {
         }
     }
 
-    fn lock(&self, scope: &Scope, holder: &LockHolder) -> Result<Box<dyn HeldLock>, LockError> {
+    fn lock(
+        &self,
+        scope: &Scope,
+        holder: &LockHolder,
+        _takeover: bool,
+    ) -> Result<Box<dyn HeldLock>, LockError> {
         let name = match scope {
             Scope::Runbook(name) => format!("{name}.lock"),
             Scope::Run(id) => {

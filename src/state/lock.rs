@@ -25,10 +25,24 @@ pub struct LockHolder {
     pub started_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub by: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// The lease, for a backend whose locks are leases (PostgreSQL).
+    #[serde(skip)]
+    pub lease: Option<LeaseInfo>,
+}
+
+/// A lease as its refused taker sees it.
+#[derive(Debug, Clone)]
+pub struct LeaseInfo {
+    pub epoch: i64,
+    pub ttl_ms: u64,
+    /// Since its last renewal, by the state database's clock.
+    pub age_ms: u64,
 }
 
 pub enum LockError {
-    Held(Option<LockHolder>),
+    Held(Option<Box<LockHolder>>),
     Io(io::Error),
 }
 
@@ -47,7 +61,9 @@ impl DirLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                return Err(LockError::Held(serde_json::from_str(&text).ok()));
+                return Err(LockError::Held(
+                    serde_json::from_str(&text).ok().map(Box::new),
+                ));
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
         }

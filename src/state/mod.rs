@@ -8,6 +8,7 @@
 
 pub mod dir;
 pub mod lock;
+pub mod pg;
 
 use std::io;
 
@@ -17,7 +18,8 @@ use crate::journal::{ReadJournal, Record};
 use crate::session::identity::Identity;
 
 pub use dir::StateDir;
-pub use lock::{LockError, LockHolder};
+pub use lock::{LeaseInfo, LockError, LockHolder};
+pub use pg::PgState;
 
 /// What a lock is taken on. Runs of one runbook exclude each other by its name; every session
 /// that writes a run's journal (run, resume, rollback) holds the run's id first, so two writers
@@ -56,10 +58,29 @@ pub trait JournalWriter: Send {
     fn append(&mut self, record: &Record) -> io::Result<()>;
     /// Makes everything appended so far durable.
     fn commit(&mut self) -> io::Result<()>;
+    /// Hands what was appended to the store without waiting for durability where that is
+    /// cheaper (a file is written at once: nothing to do; a database sends it).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether this session may still start something (its lease is its own and fresh).
+    fn fence(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// How often a running session checks [`JournalWriter::fence`] while steps run (`None`:
+    /// its locks cannot lapse).
+    fn watch_every(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A held lock; released when dropped (and by the OS if the process dies).
-pub trait HeldLock: Send {}
+pub trait HeldLock: Send {
+    /// When it was taken over from a holder that stopped renewing it: who that was.
+    fn taken_from(&self) -> Option<String> {
+        None
+    }
+}
 
 /// An answer to a waiting approval, posted by `ripcord approve`. Who gave it is what the
 /// backend can vouch for, not what the answer says: the directory backend takes the account
@@ -89,7 +110,15 @@ pub trait StateBackend: Send + Sync {
     fn create_run(&self, wanted: &str) -> io::Result<String>;
     /// Removes a run that never got a journal (its session could not start).
     fn discard_run(&self, run_id: &str);
-    fn lock(&self, scope: &Scope, holder: &LockHolder) -> Result<Box<dyn HeldLock>, LockError>;
+    /// Takes `scope` for `holder`. `takeover`: a run's lease that its holder stopped renewing
+    /// may be taken (`resume --takeover`); a backend whose locks die with their holder ignores
+    /// it.
+    fn lock(
+        &self,
+        scope: &Scope,
+        holder: &LockHolder,
+        takeover: bool,
+    ) -> Result<Box<dyn HeldLock>, LockError>;
     /// Whether a session holds `scope` now (a run being worked on), without taking it.
     fn is_held(&self, scope: &Scope) -> bool;
     /// The journal of a new run.
@@ -104,4 +133,29 @@ pub trait StateBackend: Send + Sync {
     fn post_answer(&self, run_id: &str, answer: &Answer) -> io::Result<()>;
     /// Every answer posted to a run, each with its `id` and its `by` as the backend vouches.
     fn answers(&self, run_id: &str) -> io::Result<Vec<Answer>>;
+    /// Why this session's leases are no longer its own, once they are not.
+    fn lease_lost(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The state that `--state`, `--state-dir`, `$RIPCORD_STATE` and `$RIPCORD_STATE_DIR` name, in
+/// that order (default `.ripcord`): a directory, or a PostgreSQL database by URL.
+pub fn open(args: &crate::cli::StateArgs) -> io::Result<std::sync::Arc<dyn StateBackend>> {
+    let ttl = args.lease_ttl.unwrap_or(std::time::Duration::from_secs(30));
+    let env = std::env::var("RIPCORD_STATE")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let chosen = match (&args.state, &args.state_dir) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(dir)) => return Ok(std::sync::Arc::new(StateDir::resolve(Some(dir)))),
+        (None, None) => env,
+    };
+    match chosen {
+        Some(url) if pg::is_url(&url) => Ok(std::sync::Arc::new(PgState::open(&url, ttl)?)),
+        Some(dir) => Ok(std::sync::Arc::new(StateDir::resolve(Some(
+            std::path::Path::new(&dir),
+        )))),
+        None => Ok(std::sync::Arc::new(StateDir::resolve(None))),
+    }
 }

@@ -82,36 +82,7 @@ impl Cluster {
             matches!(haproxy, Ok(true)),
             "HAProxy is installed (Debian package `haproxy`; scripts/test installs it)"
         );
-        let dir = tempfile::Builder::new()
-            .prefix("ripcord-cluster-")
-            .tempdir()
-            .unwrap();
-        if is_root() {
-            let exists = || {
-                Command::new("id")
-                    .arg(PG_USER)
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            };
-            if !exists() {
-                // Tests run in parallel: another may create the user first.
-                let _ = Command::new("useradd")
-                    .args([
-                        "--system",
-                        "--no-create-home",
-                        "--shell",
-                        "/usr/sbin/nologin",
-                        PG_USER,
-                    ])
-                    .status();
-                assert!(exists(), "cannot create the user {PG_USER}");
-            }
-            let owned = Command::new("chown")
-                .args([PG_USER, dir.path().to_str().unwrap()])
-                .status()
-                .unwrap();
-            assert!(owned.success());
-        }
+        let dir = server_dir("ripcord-cluster-");
         let socket = dir.path().join("haproxy.sock");
         let mut cluster = Cluster {
             dir,
@@ -403,5 +374,144 @@ impl Drop for Cluster {
                 .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
                 .output();
         }
+    }
+}
+
+/// A temp dir for servers, owned by the servers' account when we are root (made if missing).
+fn server_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    if is_root() {
+        let exists = || {
+            Command::new("id")
+                .arg(PG_USER)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !exists() {
+            // Tests run in parallel: another may create the user first.
+            let _ = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    PG_USER,
+                ])
+                .status();
+            assert!(exists(), "cannot create the user {PG_USER}");
+        }
+        let owned = Command::new("chown")
+            .args([PG_USER, dir.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(owned.success());
+    }
+    dir
+}
+
+/// One PostgreSQL server alone on a free loopback port: a shared state database.
+pub struct StateServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub bin: PathBuf,
+}
+
+impl StateServer {
+    pub fn start() -> StateServer {
+        let bin = pg_bin();
+        let dir = server_dir("ripcord-state-");
+        let server = StateServer {
+            port: free_port(),
+            bin,
+            dir,
+        };
+        let data = server.data();
+        pg(
+            &server.bin,
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+        );
+        append(
+            &data.join("postgresql.conf"),
+            &format!(
+                "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+                 fsync = off\nmax_connections = 100\n",
+                server.port,
+                server.dir.path().display()
+            ),
+        );
+        assert!(
+            server.pg_ctl(&["-w", "-t", "60", "start"]),
+            "the state server starts"
+        );
+        server
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The URL ripcord takes with `--state`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// One SQL statement; its trimmed output, or "" when it fails (a table not made yet).
+    pub fn try_sql(&self, statement: &str) -> String {
+        let out = psql(&self.bin, self.port, statement).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// One SQL statement; its trimmed output (panics on error).
+    pub fn sql(&self, statement: &str) -> String {
+        let out = psql(&self.bin, self.port, statement).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{statement}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `pg_ctl ARGS` on the server, as the servers' account; whether it succeeded.
+    pub fn pg_ctl(&self, args: &[&str]) -> bool {
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", PG_USER, "--"]).arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let log = self.dir.path().join("server.log");
+        cmd.args([
+            "-D",
+            self.data().to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for StateServer {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
     }
 }

@@ -19,5 +19,6 @@ mod remote;
 mod report;
 mod safety;
 mod secrets;
+mod shared;
 mod sshd;
 mod support;

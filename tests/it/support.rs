@@ -49,6 +49,7 @@ impl Ripcord {
             .current_dir(repo())
             .env("NO_COLOR", "1")
             .env_remove("RIPCORD_STATE_DIR")
+            .env_remove("RIPCORD_STATE")
             .env_remove("RIPCORD_PLUGIN_PATH");
         Ripcord { command }
     }
@@ -275,4 +276,10 @@ pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Valu
         .iter()
         .find(|s| s["id"] == id)
         .unwrap_or_else(|| panic!("no step {id} in {report}"))
+}
+
+/// This machine's host name, as ripcord records it.
+pub fn hostname() -> String {
+    let out = std::process::Command::new("hostname").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

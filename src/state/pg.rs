@@ -1,0 +1,1008 @@
+//! Runs in a shared PostgreSQL database (`--state postgres://…`): their journals, approval
+//! answers and locks, so that an operator on any machine sees, approves, resumes or takes over
+//! the same runs.
+//!
+//! - **Schema.** Created on first use under an advisory lock (twenty processes starting at once
+//!   on an empty database create it once); `ripcord_schema` records the version for later
+//!   migrations. A database written by a newer ripcord is refused, not guessed at.
+//! - **Journal.** One row per record, holding the very line the file journal would hold (the
+//!   record's JSON and its CRC-32), so both backends read and check records the same way.
+//!   Records appended are sent on `commit` or `flush`: every record of a scheduling tick in one
+//!   transaction (group commit). A transaction is lost or done whole; retried after a dropped
+//!   connection, it writes nothing twice (rows are keyed by run and sequence number).
+//! - **Leases.** A lock is a row of `ripcord_leases`: who holds the scope, since when, renewed
+//!   when, for how long (`--lease-ttl`), and an epoch that grows with every holder. The holder
+//!   renews every ttl/3 (every second while renewals fail). Every journal transaction first
+//!   locks this session's lease rows and checks their epochs: once another session has taken a
+//!   lease over, nothing this one sends is written. And this session starts nothing new once
+//!   its last renewal is older than the ttl less a margin (`fence`): by the database's clock the
+//!   lease is then still its own, so nobody else can have started anything.
+//! - **Who answered.** An answer carries the OS identity its client claims, and the database
+//!   role that wrote it, which the database vouches for (see docs/shared-state.md).
+//!
+//! Calls are synchronous (the session's traits are): each is a task on this backend's own
+//! runtime, on a thread of its own, and the caller waits for its reply.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, Config};
+
+use super::lock::{LeaseInfo, LockError, LockHolder};
+use super::{Answer, HeldLock, JournalWriter, Scope, StateBackend};
+use crate::journal::{ReadJournal, Record};
+
+// The PostgreSQL plugin's TLS settings (libpq's sslmode and sslrootcert over rustls), one
+// source for both.
+#[path = "../../plugins/postgres/src/tls.rs"]
+#[allow(dead_code)]
+mod tls;
+
+/// The schema version this ripcord writes.
+const VERSION: i32 = 1;
+/// `pg_advisory_xact_lock` key taken while the schema is checked and created.
+const SCHEMA_LOCK: i64 = 0x7269_7063_6f72_6401;
+
+/// Migration `n` brings the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE ripcord_runs (
+    run_id     text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    journaled  boolean NOT NULL DEFAULT false
+);
+CREATE TABLE ripcord_records (
+    run_id     text NOT NULL REFERENCES ripcord_runs ON DELETE CASCADE,
+    seq        bigint NOT NULL,
+    line       text NOT NULL,
+    epoch      bigint NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE ripcord_answers (
+    id        bigserial PRIMARY KEY,
+    run_id    text NOT NULL REFERENCES ripcord_runs ON DELETE CASCADE,
+    answer    text NOT NULL,
+    db_role   text NOT NULL DEFAULT session_user,
+    posted_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX ripcord_answers_run ON ripcord_answers (run_id, id);
+CREATE TABLE ripcord_leases (
+    scope       text PRIMARY KEY,
+    epoch       bigint NOT NULL,
+    run_id      text NOT NULL,
+    pid         integer NOT NULL,
+    by_whom     text NOT NULL,
+    host        text NOT NULL,
+    started_at  text NOT NULL,
+    acquired_at timestamptz NOT NULL,
+    renewed_at  timestamptz NOT NULL,
+    ttl_ms      bigint NOT NULL,
+    released    boolean NOT NULL DEFAULT false
+);
+"];
+
+pub struct PgState {
+    shown: String,
+    again: String,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the backend: ends its thread and runtime.
+    _stop: tokio::sync::oneshot::Sender<()>,
+    config: Config,
+    tls: tls::Tls,
+    shown: String,
+    client: tokio::sync::Mutex<Option<Client>>,
+    ttl: Duration,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// Scopes held, each with its epoch.
+    leases: Vec<(String, i64)>,
+    /// When the last renewal that succeeded was sent (acquisitions count as renewals).
+    renewed: Option<Instant>,
+    /// Why this session may write nothing more (a lease taken over, or lapsed).
+    lost: Option<String>,
+    renewing: bool,
+}
+
+/// A lease held; released (for the next holder to take at once) when dropped.
+struct PgLease {
+    inner: Arc<Inner>,
+    key: String,
+    epoch: i64,
+    taken_from: Option<String>,
+}
+
+impl HeldLock for PgLease {
+    fn taken_from(&self) -> Option<String> {
+        self.taken_from.clone()
+    }
+}
+
+impl Drop for PgLease {
+    fn drop(&mut self) {
+        let (key, epoch) = (self.key.clone(), self.epoch);
+        self.inner.forget(&key, epoch);
+        let inner = self.inner.clone();
+        let _ = self.inner.block(async move {
+            let until = Instant::now() + Duration::from_secs(5);
+            inner
+                .with_client(until, "release a lease", move |c| {
+                    let key = key.clone();
+                    Box::pin(async move {
+                        c.execute(
+                            "UPDATE ripcord_leases SET released = true, renewed_at = clock_timestamp() \
+                             WHERE scope = $1 AND epoch = $2",
+                            &[&key, &epoch],
+                        )
+                        .await
+                    })
+                })
+                .await
+        });
+    }
+}
+
+/// The key of a scope in `ripcord_leases`.
+fn key(scope: &Scope) -> String {
+    match scope {
+        Scope::Runbook(name) => format!("runbook:{name}"),
+        Scope::Run(id) => format!("run:{id}"),
+        Scope::Resource(name) => format!("scope:{name}"),
+    }
+}
+
+/// Whether `url` names a PostgreSQL database rather than a directory.
+pub fn is_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL without its password, for messages and printed commands.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// An error with its causes.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// Worth trying again on a new connection: the connection broke, or the server is restarting
+/// (SQLSTATE classes 08 and 57P), or a serialization failure.
+fn retriable(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P") || code == "40001" || code == "40P01"
+        }
+    }
+}
+
+/// The error a fenced session's writes end with; `lease_lost` finds it again.
+#[derive(Debug)]
+pub struct LeaseLost(pub String);
+
+impl std::fmt::Display for LeaseLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LeaseLost {}
+
+/// The lease message of an error, when that is what it is.
+pub fn lease_lost(e: &io::Error) -> Option<String> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<LeaseLost>())
+        .map(|l| l.0.clone())
+}
+
+type Op<'c, T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>>;
+
+impl Inner {
+    /// Runs `fut` on this backend's runtime and waits for it (callable from anywhere, an async
+    /// context included).
+    fn block<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> io::Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| io::Error::other("the state database's worker has stopped"))
+    }
+
+    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        tls::connect(&self.config, &self.tls).await
+    }
+
+    /// Runs `op` on the connection, connecting (again) as needed and retrying what a broken
+    /// connection or a restarting server failed, until `until`.
+    async fn with_client<T>(
+        &self,
+        until: Instant,
+        what: &str,
+        mut op: impl for<'c> FnMut(&'c mut Client) -> Op<'c, T> + Send,
+    ) -> io::Result<T> {
+        let mut guard = self.client.lock().await;
+        loop {
+            let error = match guard.as_mut().filter(|c| !c.is_closed()) {
+                Some(client) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    let limit = left
+                        .max(Duration::from_secs(1))
+                        .min(Duration::from_secs(10));
+                    match tokio::time::timeout(limit, op(client)).await {
+                        Ok(Ok(value)) => return Ok(value),
+                        Ok(Err(e)) if !retriable(&e) => {
+                            let detail = e
+                                .as_db_error()
+                                .map_or_else(|| chain(&e), |d| d.message().to_string());
+                            return Err(io::Error::other(format!(
+                                "{what} in {}: {detail}",
+                                self.shown
+                            )));
+                        }
+                        Ok(Err(e)) => chain(&e),
+                        Err(_) => format!("no answer in {} s", limit.as_secs()),
+                    }
+                }
+                None => match self.connect().await {
+                    Ok(client) => {
+                        *guard = Some(client);
+                        continue;
+                    }
+                    Err(e) => chain(&e),
+                },
+            };
+            // A connection in an unknown state is not used again.
+            *guard = None;
+            if Instant::now() + Duration::from_millis(250) >= until {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("cannot {what}: the state database {} {error}", self.shown),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn forget(&self, key: &str, epoch: i64) {
+        let mut held = self.held.lock().expect("lease bookkeeping");
+        held.leases.retain(|(k, e)| !(k == key && *e == epoch));
+    }
+
+    /// The margin before the ttl at which a holder stops: a fifth of it.
+    fn stop_after(&self) -> Duration {
+        self.ttl - self.ttl / 5
+    }
+
+    /// Whether this session may start something: it has lost no lease, and its last renewal
+    /// is recent enough that no one else can have taken one.
+    fn fence(&self) -> io::Result<()> {
+        let mut held = self.held.lock().expect("lease bookkeeping");
+        if held.lost.is_none()
+            && !held.leases.is_empty()
+            && let Some(renewed) = held.renewed
+            && renewed.elapsed() > self.stop_after()
+        {
+            held.lost = Some(format!(
+                "its lease was last renewed {:.1} s ago (lease ttl {} s; the state database {} \
+                 did not answer): it starts nothing more, and its run may be taken over once \
+                 the lease expires",
+                renewed.elapsed().as_secs_f64(),
+                self.ttl.as_secs_f64(),
+                self.shown
+            ));
+        }
+        match &held.lost {
+            Some(why) => Err(io::Error::other(LeaseLost(why.clone()))),
+            None => Ok(()),
+        }
+    }
+
+    fn lose(&self, why: String) {
+        let mut held = self.held.lock().expect("lease bookkeeping");
+        held.lost.get_or_insert(why);
+    }
+
+    /// Renews every lease this session holds, every ttl/3, until the backend is dropped.
+    async fn renew_forever(self: Arc<Self>) {
+        let mut failed = false;
+        loop {
+            let wait = if failed {
+                Duration::from_secs(1).min(self.ttl / 3)
+            } else {
+                self.ttl / 3
+            };
+            tokio::time::sleep(wait).await;
+            let leases = self.held.lock().expect("lease bookkeeping").leases.clone();
+            if leases.is_empty() {
+                failed = false;
+                continue;
+            }
+            let sent = Instant::now();
+            let (keys, epochs): (Vec<String>, Vec<i64>) = leases.iter().cloned().unzip();
+            let ttl_ms = self.ttl.as_millis() as i64;
+            let renewed = self
+                .with_client(sent + wait.max(Duration::from_secs(1)), "renew the lease", |c| {
+                    let (keys, epochs) = (keys.clone(), epochs.clone());
+                    Box::pin(async move {
+                        c.query(
+                            "UPDATE ripcord_leases l SET renewed_at = clock_timestamp(), ttl_ms = $3 \
+                             FROM unnest($1::text[], $2::bigint[]) AS h(scope, epoch) \
+                             WHERE l.scope = h.scope AND l.epoch = h.epoch AND NOT l.released \
+                             RETURNING l.scope",
+                            &[&keys, &epochs, &ttl_ms],
+                        )
+                        .await
+                    })
+                })
+                .await;
+            match renewed {
+                Ok(rows) => {
+                    failed = false;
+                    let kept: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                    let mut held = self.held.lock().expect("lease bookkeeping");
+                    // Leases released or taken while this was under way are not judged by it.
+                    let missing: Vec<&(String, i64)> = leases
+                        .iter()
+                        .filter(|l| !kept.contains(&l.0) && held.leases.contains(l))
+                        .collect();
+                    if let Some((scope, epoch)) = missing.first() {
+                        held.lost.get_or_insert(format!(
+                            "its lease on {scope} (epoch {epoch}) was taken over by another \
+                             session after it expired: it starts and records nothing more"
+                        ));
+                    } else if held.renewed.is_none_or(|r| r < sent) {
+                        held.renewed = Some(sent);
+                    }
+                }
+                Err(_) => failed = true,
+            }
+        }
+    }
+}
+
+impl PgState {
+    /// Connects to the database at `url`, creating or checking the schema.
+    pub fn open(url: &str, ttl: Duration) -> io::Result<PgState> {
+        let shown = without_password(url);
+        let (mut config, tls) = tls::config(url).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("--state {shown}: {e}"))
+        })?;
+        if config.get_password().is_none()
+            && let Ok(password) = std::env::var("PGPASSWORD")
+        {
+            config.password(password);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("ripcord");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("ripcord-state".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_background();
+            })?;
+        let inner = Arc::new(Inner {
+            handle,
+            _stop: stop,
+            config,
+            tls,
+            shown: shown.clone(),
+            client: tokio::sync::Mutex::new(None),
+            ttl,
+            held: Mutex::new(Held::default()),
+        });
+        let state = PgState {
+            again: format!(" --state {}", crate::cli::shell_word(&shown)),
+            shown,
+            inner,
+        };
+        state.migrate()?;
+        Ok(state)
+    }
+
+    fn until(&self) -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    /// Runs `op` with retries, on the backend's runtime, waiting for it.
+    fn call<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        op: impl for<'c> FnMut(&'c mut Client) -> Op<'c, T> + Send + 'static,
+    ) -> io::Result<T> {
+        let inner = self.inner.clone();
+        let until = self.until();
+        self.inner
+            .block(async move { inner.with_client(until, what, op).await })?
+    }
+
+    fn migrate(&self) -> io::Result<()> {
+        let newest = self.call("create the schema", |c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+                    .await?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS ripcord_schema (\
+                        version integer PRIMARY KEY, \
+                        applied_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+                )
+                .await?;
+                let row = tx
+                    .query_one("SELECT coalesce(max(version), 0) FROM ripcord_schema", &[])
+                    .await?;
+                let at: i32 = row.get(0);
+                if at > VERSION {
+                    return Ok(at);
+                }
+                for (n, sql) in MIGRATIONS.iter().enumerate().skip(at as usize) {
+                    tx.batch_execute(sql).await?;
+                    tx.execute(
+                        "INSERT INTO ripcord_schema (version) VALUES ($1)",
+                        &[&(n as i32 + 1)],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(at)
+            })
+        })?;
+        if newest > VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the state database {} has schema version {newest}, written by a newer \
+                     ripcord (this one knows version {VERSION}): use that ripcord",
+                    self.shown
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_id(run_id: &str) -> io::Result<()> {
+        super::dir::StateDir::check_run_id(run_id)
+    }
+
+    /// The journal of `run_id`, appending after `seq` records.
+    fn writer(&self, run_id: &str, seq: i64, durable: bool) -> PgJournal {
+        PgJournal {
+            inner: self.inner.clone(),
+            run_id: run_id.to_string(),
+            next: seq,
+            pending: Vec::new(),
+            durable,
+        }
+    }
+}
+
+impl StateBackend for PgState {
+    fn location(&self) -> String {
+        format!("the state database {}", self.shown)
+    }
+
+    fn again(&self) -> &str {
+        &self.again
+    }
+
+    fn create_run(&self, wanted: &str) -> io::Result<String> {
+        Self::check_id(wanted)?;
+        let wanted = wanted.to_string();
+        self.call("create a run", move |c| {
+            let wanted = wanted.clone();
+            Box::pin(async move {
+                let mut n = 1;
+                loop {
+                    let id = if n == 1 {
+                        wanted.clone()
+                    } else {
+                        format!("{wanted}-{n}")
+                    };
+                    let made = c
+                        .execute(
+                            "INSERT INTO ripcord_runs (run_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                            &[&id],
+                        )
+                        .await?;
+                    if made == 1 {
+                        return Ok(id);
+                    }
+                    n += 1;
+                }
+            })
+        })
+    }
+
+    fn discard_run(&self, run_id: &str) {
+        let id = run_id.to_string();
+        let _ = self.call("discard a run", move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                c.execute(
+                    "DELETE FROM ripcord_runs WHERE run_id = $1 AND NOT journaled",
+                    &[&id],
+                )
+                .await
+            })
+        });
+    }
+
+    fn lock(
+        &self,
+        scope: &Scope,
+        holder: &LockHolder,
+        takeover: bool,
+    ) -> Result<Box<dyn HeldLock>, LockError> {
+        let key = key(scope);
+        // A lease whose holder stopped renewing it (and did not release it) is taken by a
+        // new run of the runbook or of a shared scope; the run itself only by `--takeover`.
+        let may_take_expired = takeover || !matches!(scope, Scope::Run(_));
+        let ttl_ms = self.inner.ttl.as_millis() as i64;
+        let h = holder.clone();
+        let sent = Instant::now();
+        let k = key.clone();
+        let got = self
+            .call("take a lease", move |c| {
+                let (k, h) = (k.clone(), h.clone());
+                Box::pin(async move {
+                    let tx = c.transaction().await?;
+                    // Who had it, when it was not released: a takeover says whom it took from.
+                    let old = tx
+                        .query_opt(
+                            "SELECT format('%s (run %s, pid %s on %s, by %s; its lease, epoch %s, \
+                                 last renewed %s s before)', scope, run_id, pid, host, by_whom, \
+                                 epoch, round(extract(epoch FROM clock_timestamp() - renewed_at)::numeric, 1)) \
+                             FROM ripcord_leases WHERE scope = $1 AND NOT released FOR UPDATE",
+                            &[&k],
+                        )
+                        .await?
+                        .map(|r| r.get::<_, String>(0));
+                    let row = tx
+                        .query_opt(
+                            "INSERT INTO ripcord_leases AS l (scope, epoch, run_id, pid, by_whom, \
+                                 host, started_at, acquired_at, renewed_at, ttl_ms) \
+                             VALUES ($1, 1, $2, $3, $4, $5, $6, clock_timestamp(), \
+                                 clock_timestamp(), $7) \
+                             ON CONFLICT (scope) DO UPDATE SET epoch = l.epoch + 1, \
+                                 run_id = EXCLUDED.run_id, pid = EXCLUDED.pid, \
+                                 by_whom = EXCLUDED.by_whom, host = EXCLUDED.host, \
+                                 started_at = EXCLUDED.started_at, \
+                                 acquired_at = EXCLUDED.acquired_at, \
+                                 renewed_at = EXCLUDED.renewed_at, ttl_ms = EXCLUDED.ttl_ms, \
+                                 released = false \
+                             WHERE l.released OR ($8 AND l.renewed_at \
+                                 + l.ttl_ms * interval '1 millisecond' < clock_timestamp()) \
+                             RETURNING l.epoch",
+                            &[
+                                &k,
+                                &h.run_id,
+                                &(h.pid as i32),
+                                &h.by,
+                                &h.host,
+                                &h.started_at,
+                                &ttl_ms,
+                                &may_take_expired,
+                            ],
+                        )
+                        .await?;
+                    if let Some(row) = row {
+                        tx.commit().await?;
+                        return Ok(Ok((row.get::<_, i64>(0), old)));
+                    }
+                    drop(tx);
+                    let row = c
+                        .query_opt(
+                            "SELECT run_id, pid, by_whom, host, started_at, epoch, ttl_ms, \
+                                 (extract(epoch FROM clock_timestamp() - renewed_at) * 1000)::bigint \
+                             FROM ripcord_leases WHERE scope = $1",
+                            &[&k],
+                        )
+                        .await?;
+                    Ok(Err(row.map(|r| LockHolder {
+                        run_id: r.get(0),
+                        pid: r.get::<_, i32>(1) as u32,
+                        by: r.get(2),
+                        host: r.get(3),
+                        started_at: r.get(4),
+                        lease: Some(LeaseInfo {
+                            epoch: r.get(5),
+                            ttl_ms: r.get::<_, i64>(6).max(0) as u64,
+                            age_ms: r.get::<_, i64>(7).max(0) as u64,
+                        }),
+                    })))
+                })
+            })
+            .map_err(LockError::Io)?;
+        let (epoch, taken_from) = got.map_err(|h| LockError::Held(h.map(Box::new)))?;
+        let start = {
+            let mut held = self.inner.held.lock().expect("lease bookkeeping");
+            if held.leases.is_empty() {
+                held.renewed = Some(sent);
+                held.lost = None;
+            }
+            held.leases.push((key.clone(), epoch));
+            !std::mem::replace(&mut held.renewing, true)
+        };
+        if start {
+            self.inner.handle.spawn(self.inner.clone().renew_forever());
+        }
+        if let Some(from) = &taken_from
+            && !matches!(scope, Scope::Run(_))
+        {
+            eprintln!(
+                "ripcord: took over {from}: its holder stopped renewing it; that run can be \
+                 resumed only with --takeover"
+            );
+        }
+        Ok(Box::new(PgLease {
+            inner: self.inner.clone(),
+            key,
+            epoch,
+            taken_from,
+        }))
+    }
+
+    fn is_held(&self, scope: &Scope) -> bool {
+        let k = key(scope);
+        self.call("read a lease", move |c| {
+            let k = k.clone();
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        "SELECT NOT released AND renewed_at + ttl_ms * interval '1 millisecond' \
+                             >= clock_timestamp() \
+                         FROM ripcord_leases WHERE scope = $1",
+                        &[&k],
+                    )
+                    .await?;
+                Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+            })
+        })
+        .unwrap_or(false)
+    }
+
+    fn create_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>> {
+        Self::check_id(run_id)?;
+        let id = run_id.to_string();
+        self.call("create the journal", move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                c.execute(
+                    "UPDATE ripcord_runs SET journaled = true WHERE run_id = $1",
+                    &[&id],
+                )
+                .await
+            })
+        })?;
+        Ok(Box::new(self.writer(run_id, 0, durable)))
+    }
+
+    fn reopen_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>> {
+        Self::check_id(run_id)?;
+        let id = run_id.to_string();
+        let next = self.call("open the journal", move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "SELECT coalesce(max(seq) + 1, 0) FROM ripcord_records WHERE run_id = $1",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(row.get::<_, i64>(0))
+            })
+        })?;
+        Ok(Box::new(self.writer(run_id, next, durable)))
+    }
+
+    fn read_run(&self, run_id: &str) -> io::Result<ReadJournal> {
+        Self::check_id(run_id)?;
+        let id = run_id.to_string();
+        let lines = self.call("read the journal", move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT seq, line FROM ripcord_records WHERE run_id = $1 ORDER BY seq",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+                    .collect::<Vec<_>>())
+            })
+        })?;
+        if lines.is_empty() {
+            let known = self.run_ids().unwrap_or_default();
+            let hint = match known.last() {
+                Some(last) => format!("; the newest is {last} (see `ripcord runs{}`)", self.again),
+                None => String::new(),
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no run `{run_id}` in {}{hint}", self.location()),
+            ));
+        }
+        let name = format!("run {run_id} in {}", self.location());
+        let mut records = Vec::with_capacity(lines.len());
+        for (n, (seq, line)) in lines.iter().enumerate() {
+            if *seq != n as i64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{name}: record {n} is missing"),
+                ));
+            }
+            let record = crate::journal::decode(format!("{line}\n").as_bytes()).map_err(|why| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{name}: record {n} is corrupt ({why})"),
+                )
+            })?;
+            records.push(record);
+        }
+        if !matches!(records.first(), Some(Record::RunStarted { .. })) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name}: the journal does not start with the run's start record"),
+            ));
+        }
+        Ok(ReadJournal {
+            records,
+            valid_len: 0,
+            torn_tail: false,
+        })
+    }
+
+    fn run_ids(&self) -> io::Result<Vec<String>> {
+        self.call("list the runs", |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT run_id FROM ripcord_runs r WHERE EXISTS \
+                             (SELECT 1 FROM ripcord_records x WHERE x.run_id = r.run_id) \
+                         ORDER BY run_id",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            })
+        })
+    }
+
+    fn post_answer(&self, run_id: &str, answer: &Answer) -> io::Result<()> {
+        Self::check_id(run_id)?;
+        let id = run_id.to_string();
+        let json = serde_json::to_string(answer).map_err(io::Error::other)?;
+        self.call("post the answer", move |c| {
+            let (id, json) = (id.clone(), json.clone());
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO ripcord_answers (run_id, answer) VALUES ($1, $2)",
+                    &[&id, &json],
+                )
+                .await
+            })
+        })?;
+        Ok(())
+    }
+
+    fn answers(&self, run_id: &str) -> io::Result<Vec<Answer>> {
+        Self::check_id(run_id)?;
+        let id = run_id.to_string();
+        let rows = self.call("read the answers", move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT id, answer, db_role FROM ripcord_answers WHERE run_id = $1 \
+                         ORDER BY id",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.get::<_, i64>(0),
+                            r.get::<_, String>(1),
+                            r.get::<_, String>(2),
+                        )
+                    })
+                    .collect::<Vec<_>>())
+            })
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, json, role)| {
+                let mut answer: Answer = serde_json::from_str(&json).ok()?;
+                answer.id = format!("{id:020}");
+                answer.by.db_role = Some(role);
+                Some(answer)
+            })
+            .collect())
+    }
+
+    fn lease_lost(&self) -> Option<String> {
+        self.inner.held.lock().ok()?.lost.clone()
+    }
+}
+
+/// A run's journal in the database: records wait in memory until `flush` or `commit`, which
+/// write them in one transaction that first checks this session's leases.
+struct PgJournal {
+    inner: Arc<Inner>,
+    run_id: String,
+    next: i64,
+    pending: Vec<String>,
+    /// Dry-runs wait for nothing: their records are sent without a lease check.
+    durable: bool,
+}
+
+impl PgJournal {
+    fn send(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.inner.fence()?;
+        let lines = std::mem::take(&mut self.pending);
+        let first = self.next;
+        let count = lines.len() as i64;
+        let leases = self
+            .inner
+            .held
+            .lock()
+            .expect("lease bookkeeping")
+            .leases
+            .clone();
+        let (keys, epochs): (Vec<String>, Vec<i64>) = leases.into_iter().unzip();
+        let run_id = self.run_id.clone();
+        let inner = self.inner.clone();
+        // Retried while the lease is surely still this session's.
+        let until = {
+            let held = self.inner.held.lock().expect("lease bookkeeping");
+            held.renewed.map_or_else(
+                || Instant::now() + Duration::from_secs(10),
+                |r| r + self.inner.stop_after(),
+            )
+        };
+        let run_epoch = epochs
+            .iter()
+            .zip(&keys)
+            .find(|(_, k)| **k == format!("run:{run_id}"))
+            .map_or(0, |(e, _)| *e);
+        let written = self.inner.block(async move {
+            inner
+                .with_client(until, "write the journal", move |c| {
+                    let (keys, epochs, lines, run_id) =
+                        (keys.clone(), epochs.clone(), lines.clone(), run_id.clone());
+                    Box::pin(async move {
+                        let tx = c.transaction().await?;
+                        let rows = tx
+                            .query(
+                                "SELECT l.scope FROM ripcord_leases l \
+                                 JOIN unnest($1::text[], $2::bigint[]) AS h(scope, epoch) \
+                                 ON l.scope = h.scope AND l.epoch = h.epoch \
+                                 WHERE NOT l.released FOR SHARE OF l",
+                                &[&keys, &epochs],
+                            )
+                            .await?;
+                        if rows.len() != keys.len() {
+                            let kept: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                            let lost = keys.iter().find(|k| !kept.contains(k)).cloned();
+                            return Ok(Err(lost.unwrap_or_default()));
+                        }
+                        tx.execute(
+                            "INSERT INTO ripcord_records (run_id, seq, line, epoch) \
+                             SELECT $1, $2 + n - 1, line, $4 \
+                             FROM unnest($3::text[]) WITH ORDINALITY AS t(line, n) \
+                             ON CONFLICT (run_id, seq) DO NOTHING",
+                            &[&run_id, &first, &lines, &run_epoch],
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        Ok(Ok(()))
+                    })
+                })
+                .await
+        })??;
+        match written {
+            Ok(()) => {
+                self.next += count;
+                Ok(())
+            }
+            Err(scope) => {
+                let why = format!(
+                    "it lost its lease on {scope} to another session (its lease expired and was \
+                     taken over): nothing more of it is recorded"
+                );
+                self.inner.lose(why.clone());
+                Err(io::Error::other(LeaseLost(why)))
+            }
+        }
+    }
+}
+
+impl JournalWriter for PgJournal {
+    fn append(&mut self, record: &Record) -> io::Result<()> {
+        let line = crate::journal::encode(record);
+        self.pending
+            .push(line.strip_suffix('\n').unwrap_or(&line).to_string());
+        Ok(())
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        self.send()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+
+    fn fence(&mut self) -> io::Result<()> {
+        if self.durable {
+            self.inner.fence()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn watch_every(&self) -> Option<Duration> {
+        self.durable
+            .then(|| (self.inner.ttl / 10).max(Duration::from_millis(100)))
+    }
+}
+
+impl Drop for PgJournal {
+    fn drop(&mut self) {
+        // What was appended and not yet sent (a session ending on an error) is sent if the
+        // lease still allows it.
+        let _ = self.send();
+    }
+}

@@ -1,0 +1,420 @@
+//! Shared state in a real PostgreSQL server on loopback (`--state postgres://…`): processes in
+//! different working directories, as on different machines, see, lock, approve, resume and take
+//! over the same runs; leases fence a holder that lost its own.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::cluster::StateServer;
+use crate::support::{Output, Ripcord, write};
+
+/// ripcord on the shared database, from `cwd` (its own working directory: another "machine").
+fn on(server: &StateServer, cwd: &Path) -> Ripcord {
+    Ripcord::new()
+        .current_dir(cwd)
+        .env("RIPCORD_STATE", &server.url())
+}
+
+/// The records of a run as the database holds them: (record JSON, epoch of its writer).
+fn journal(server: &StateServer, run_id: &str) -> Vec<(serde_json::Value, i64)> {
+    let text = server.try_sql(&format!(
+        "SELECT epoch || ' ' || line FROM ripcord_records WHERE run_id = '{run_id}' ORDER BY seq"
+    ));
+    text.lines()
+        .map(|l| {
+            let (epoch, line) = l.split_once(' ').unwrap();
+            let json = line.rsplit_once('\t').unwrap().0;
+            (serde_json::from_str(json).unwrap(), epoch.parse().unwrap())
+        })
+        .collect()
+}
+
+fn kinds(server: &StateServer, run_id: &str, kind: &str, step: &str) -> usize {
+    journal(server, run_id)
+        .iter()
+        .filter(|(r, _)| r["kind"] == kind && r["step"] == step)
+        .count()
+}
+
+/// The id of the newest run of `runbook`, once it has one.
+fn wait_run(server: &StateServer, runbook: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let id = server.try_sql(&format!(
+            "SELECT r.run_id FROM ripcord_runs r JOIN ripcord_records x USING (run_id) \
+             WHERE x.seq = 0 AND x.line LIKE '%\"runbook\":\"{runbook}\"%' \
+             ORDER BY r.created_at DESC LIMIT 1"
+        ));
+        if !id.is_empty() {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no run of {runbook} started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn finish(child: Child) -> Output {
+    let out = child.wait_with_output().unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// Steps `one`..`n` that each append their name to `log` and wait for `gate-NAME` (when
+/// `gated`), in a chain.
+fn chain(dir: &Path, name: &str, locks: &str, steps: &[&str], gated: bool) -> String {
+    let mut text = format!("version: 1\nname: {name}\nlocks: [{locks}]\nsteps:\n");
+    let mut before: Option<&str> = None;
+    for s in steps {
+        let wait = if gated {
+            format!(
+                "while [ ! -e '{}/gate-{s}' ]; do sleep 0.05; done; ",
+                dir.display()
+            )
+        } else {
+            String::new()
+        };
+        let needs = before.map_or(String::new(), |b| format!(", needs: [{b}]"));
+        text.push_str(&format!(
+            "  - {{ id: {s}{needs}, uses: shell.run, idempotent: true, with: {{ argv: [sh, -c, \"{wait}echo {s} >> '{}/log'\"] }} }}\n",
+            dir.display()
+        ));
+        before = Some(s);
+    }
+    write(dir, &format!("{name}.yaml"), &text)
+}
+
+fn log(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn open_gate(dir: &Path, step: &str) {
+    std::fs::write(dir.join(format!("gate-{step}")), "").unwrap();
+}
+
+#[test]
+fn two_machines_share_locks_scopes_runs_and_approvals() {
+    let server = StateServer::start();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let held = chain(
+        work.path(),
+        "switchover",
+        "\"service:orders\"",
+        &["one", "two"],
+        true,
+    );
+    let holder = on(&server, a.path()).args(["run", &held]).spawn();
+    let id = wait_run(&server, "switchover");
+    wait_until("step one to start", || {
+        kinds(&server, &id, "step_started", "one") == 1
+    });
+
+    // Machine B: the same runbook is refused, naming the holder and its host and pid.
+    let out = on(&server, b.path()).args(["run", &held]).run();
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("runbook `switchover` is locked by run")
+            && out.stderr.contains(&id)
+            && out.stderr.contains(&format!("pid {}", holder.id()))
+            && out.stderr.contains("its lease (epoch 1) was renewed"),
+        "{}",
+        out.stderr
+    );
+    // Another runbook sharing a scope is refused; one that shares none runs.
+    let other = work.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let sharing = chain(&other, "maintenance", "\"service:orders\"", &["x"], false);
+    let out = on(&server, b.path()).args(["run", &sharing]).run();
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    assert!(
+        out.stderr
+            .contains("scope `service:orders` is locked by run"),
+        "{}",
+        out.stderr
+    );
+    let free = chain(&other, "unrelated", "\"service:billing\"", &["y"], false);
+    let out = on(&server, b.path()).args(["run", &free]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+
+    // B lists A's run, live, and reports it.
+    let out = on(&server, b.path()).args(["runs", "--json"]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{rows}"));
+    assert_eq!(row["status"], "running", "{row}");
+    open_gate(work.path(), "one");
+    open_gate(work.path(), "two");
+    let out = finish(holder);
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let out = on(&server, b.path())
+        .args(["report", &id, "--format", "json"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded", "{report}");
+    // Nothing was left in a local directory of either machine.
+    assert!(!a.path().join(".ripcord").exists() && !b.path().join(".ripcord").exists());
+
+    // An approval given from B lets A's run go on.
+    let gate = write(
+        work.path(),
+        "gate.yaml",
+        &format!(
+            "version: 1\nname: gate\nsteps:\n\
+             - {{ id: gate, uses: approval.ask, timeout: 60s, with: {{ prompt: \"Fail over?\" }} }}\n\
+             - {{ id: after, needs: [gate], uses: shell.run, with: {{ argv: [sh, -c, \"echo after >> '{}/log'\"] }} }}\n",
+            work.path().display()
+        ),
+    );
+    let waiting = on(&server, a.path()).args(["run", &gate]).spawn();
+    let id = wait_run(&server, "gate");
+    wait_until("the approval to wait", || {
+        kinds(&server, &id, "approval_waiting", "gate") == 1
+    });
+    assert!(!log(work.path()).contains(&"after".to_string()));
+    let out = on(&server, b.path())
+        .args(["approve", &id, "gate", "--comment", "from B"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let out = finish(waiting);
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(log(work.path()).contains(&"after".to_string()));
+    let approval = journal(&server, &id)
+        .into_iter()
+        .find(|(r, _)| r["kind"] == "approval")
+        .unwrap()
+        .0;
+    assert_eq!(approval["comment"], "from B", "{approval}");
+    assert_eq!(approval["by"]["db_role"], "postgres", "{approval}");
+}
+
+#[test]
+fn a_killed_holder_is_taken_over_only_after_its_lease_expires() {
+    let server = StateServer::start();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let file = chain(work.path(), "promote", "", &["one", "two", "three"], true);
+    open_gate(work.path(), "one");
+    let mut holder = on(&server, a.path())
+        .args(["run", &file, "--lease-ttl", "4s"])
+        .spawn();
+    let id = wait_run(&server, "promote");
+    wait_until("step two to start", || {
+        kinds(&server, &id, "step_started", "two") == 1
+    });
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let killed_at = Instant::now();
+    // Its supervisor stops step two's process (which would otherwise see the gate).
+    wait_until("step two's process to be stopped", || {
+        !crate::support::alive(&format!("{}/gate-two", work.path().display()))
+    });
+    open_gate(work.path(), "two");
+    open_gate(work.path(), "three");
+
+    // A plain resume is refused: the lease is unexpired and unreleased.
+    let out = on(&server, b.path()).args(["resume", &id]).run();
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    assert!(
+        out.stderr
+            .contains(&format!("run {id} is locked by run {id}"))
+            && out.stderr.contains("--takeover"),
+        "{}",
+        out.stderr
+    );
+    // --takeover before expiry: refused, naming holder, host, pid and the lease's age.
+    let out = on(&server, b.path())
+        .args(["resume", &id, "--takeover"])
+        .run();
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(3),
+        "too slow to test before expiry"
+    );
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    let host = crate::support::hostname();
+    assert!(
+        out.stderr.contains(&format!("pid {}", holder.id()))
+            && out.stderr.contains(&host)
+            && out.stderr.contains("was renewed")
+            && out.stderr.contains("try again in"),
+        "{}",
+        out.stderr
+    );
+    // After expiry: taken over, epoch 2; what completed is not run again.
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(killed_at.elapsed()));
+    let out = on(&server, b.path())
+        .args(["resume", &id, "--takeover"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert_eq!(log(work.path()), ["one", "two", "three"]);
+    let records = journal(&server, &id);
+    assert!(
+        records.iter().any(|(r, e)| *e == 2
+            && r["kind"] == "run_note"
+            && r["message"].as_str().unwrap().contains("taken over")),
+        "{records:?}"
+    );
+    assert_eq!(kinds(&server, &id, "step_started", "one"), 1);
+    assert_eq!(
+        records.last().unwrap().0["kind"],
+        "run_finished",
+        "{records:?}"
+    );
+}
+
+#[test]
+fn a_paused_holder_that_lost_its_lease_starts_and_records_nothing() {
+    let server = StateServer::start();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let file = chain(
+        work.path(),
+        "drain",
+        "\"site:a\"",
+        &["one", "two", "three"],
+        true,
+    );
+    open_gate(work.path(), "one");
+    let holder = on(&server, a.path())
+        .args(["run", &file, "--lease-ttl", "2s"])
+        .spawn();
+    let id = wait_run(&server, "drain");
+    wait_until("step two to start", || {
+        kinds(&server, &id, "step_started", "two") == 1
+    });
+    signal(&holder, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(2500));
+    // Two finishes while its holder sleeps; B takes over and finishes the run.
+    open_gate(work.path(), "two");
+    open_gate(work.path(), "three");
+    let out = on(&server, b.path())
+        .args(["resume", &id, "--takeover"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let after_takeover = journal(&server, &id).len();
+    signal(&holder, libc::SIGCONT);
+    let out = finish(holder);
+    assert_ne!(out.code, 0, "{}", out.transcript());
+    assert!(out.stderr.contains("lease"), "{}", out.stderr);
+    // The old holder wrote nothing after the takeover, and ran three only through B.
+    let records = journal(&server, &id);
+    assert_eq!(records.len(), after_takeover, "{records:?}");
+    assert_eq!(
+        log(work.path()).iter().filter(|s| *s == "three").count(),
+        1,
+        "{:?}",
+        log(work.path())
+    );
+    let takeover = records
+        .iter()
+        .position(|(r, _)| {
+            r["kind"] == "run_note" && r["message"].as_str().unwrap().contains("taken over")
+        })
+        .unwrap();
+    assert!(
+        records[takeover..].iter().all(|(_, e)| *e == 2),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn twenty_processes_race_for_one_lease_and_one_wins() {
+    let server = StateServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let file = chain(work.path(), "race", "\"service:orders\"", &["only"], true);
+    // Twenty on an empty database: the schema is created once, one run holds the runbook.
+    let mut children: Vec<Child> = (0..20)
+        .map(|_| {
+            let cwd = tempfile::tempdir().unwrap().keep();
+            on(&server, &cwd).args(["run", &file]).spawn()
+        })
+        .collect();
+    // The winner holds the lease (its step waits for the gate) until every other has tried.
+    wait_until("nineteen to give up", || {
+        let mut ended = 0;
+        for c in children.iter_mut() {
+            if c.try_wait().unwrap().is_some() {
+                ended += 1;
+            }
+        }
+        ended == 19
+    });
+    assert!(log(work.path()).is_empty());
+    open_gate(work.path(), "only");
+    let outs: Vec<Output> = children.into_iter().map(finish).collect();
+    let won: Vec<&Output> = outs.iter().filter(|o| o.code == 0).collect();
+    let refused = outs.iter().filter(|o| o.code == 4).count();
+    assert_eq!(
+        won.len(),
+        1,
+        "{:?}",
+        outs.iter().map(|o| o.transcript()).collect::<Vec<_>>()
+    );
+    assert_eq!(refused, 19);
+    assert_eq!(log(work.path()), ["only"]);
+    assert_eq!(server.sql("SELECT max(version) FROM ripcord_schema"), "1");
+    assert_eq!(
+        server.sql("SELECT count(*) FROM ripcord_runs WHERE journaled"),
+        "1",
+        "the refused left no runs behind"
+    );
+}
+
+#[test]
+fn a_state_server_restart_mid_run_loses_nothing() {
+    let server = StateServer::start();
+    let a = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let steps = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    let file = chain(work.path(), "restart", "", &steps, true);
+    open_gate(work.path(), "s1");
+    open_gate(work.path(), "s2");
+    let holder = on(&server, a.path()).args(["run", &file]).spawn();
+    let id = wait_run(&server, "restart");
+    wait_until("s3 to start", || {
+        kinds(&server, &id, "step_started", "s3") == 1
+    });
+    assert!(
+        server.pg_ctl(&["-w", "-m", "fast", "restart"]),
+        "pg_ctl restart"
+    );
+    for s in &steps[2..] {
+        open_gate(work.path(), s);
+    }
+    let out = finish(holder);
+    let records = journal(&server, &id);
+    // It carried on: every step ran once and every record is there, in order.
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert_eq!(log(work.path()), steps);
+    for s in steps {
+        assert_eq!(kinds(&server, &id, "step_started", s), 1, "{records:?}");
+        assert_eq!(kinds(&server, &id, "step_finished", s), 1, "{records:?}");
+    }
+    assert_eq!(records.last().unwrap().0["status"], "succeeded");
+}

@@ -260,6 +260,8 @@ fn known_check(step: &PlannedStep, spec: Option<&crate::provider::ActionSpec>) -
 
 /// What a running task tells the loop before it ends.
 enum Msg {
+    /// A start record could not be made durable: the run stops.
+    JournalFailed(String),
     /// A retry is about to start: journal (and commit) its start, then acknowledge.
     Attempt {
         step: usize,
@@ -383,12 +385,48 @@ impl Executor<'_> {
                 // resume would run the step again, which is what it does with an idempotent
                 // step whose start survived but whose end did not. Its records ride on the
                 // next sync.
-                if launch.iter().any(|t| t.needs_durable_start()) {
-                    self.journal.commit()?;
+                // Their start records are made durable on the journal's sync thread while the
+                // loop goes on serving the other slots; each such step begins once its record
+                // is durable.
+                let durable = launch.iter().any(|t| t.needs_durable_start());
+                if !durable {
+                    if !launch.is_empty() {
+                        // Written (not synced) before they begin: a killed ripcord loses no
+                        // record of a step that ran.
+                        self.journal.flush()?;
+                    }
                 }
                 for task in launch {
                     let i = task.index;
-                    task_steps.insert(tasks.spawn(task.run()).id(), i);
+                    let id = match durable {
+                        // One request each; the sync thread serves them with one fdatasync.
+                        true => {
+                            let synced = self.journal.commit_later()?;
+                            let tx = self.tx.clone();
+                            tasks.spawn(async move {
+                                match synced.await {
+                                    Ok(Ok(())) => task.run().await,
+                                    failed => {
+                                        let error = match failed {
+                                            Ok(Err(e)) => e.to_string(),
+                                            _ => "the sync thread stopped".to_string(),
+                                        };
+                                        let _ = tx.send(Msg::JournalFailed(error.clone()));
+                                        (i, Report {
+                                            result: Err(Failure::permanent(format!(
+                                                "not started: its start could not be made durable ({error})"
+                                            ))),
+                                            attempts: 0,
+                                            cancelled: false,
+                                        })
+                                    }
+                                }
+                            })
+                        }
+                        false => tasks.spawn(task.run()),
+                    }
+                    .id();
+                    task_steps.insert(id, i);
                 }
             }
             if tasks.is_empty() {
@@ -464,6 +502,11 @@ impl Executor<'_> {
     fn message(&mut self, msg: Msg) -> io::Result<()> {
         let t_ms = self.clock.ms();
         let record = match msg {
+            Msg::JournalFailed(error) => {
+                return Err(io::Error::other(format!(
+                    "the journal could not be made durable: {error}"
+                )));
+            }
             Msg::Attempt { step, attempt, ack } => {
                 self.journal.fence()?;
                 self.states[step].acted += 1;
@@ -476,6 +519,8 @@ impl Executor<'_> {
                 // attempt's (the task waits for this acknowledgement).
                 if needs_durable_start(&self.plan.steps[step], self.cx.mode) {
                     self.journal.commit()?;
+                } else {
+                    self.journal.flush()?;
                 }
                 let _ = ack.send(());
                 return Ok(());

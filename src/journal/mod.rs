@@ -2,8 +2,10 @@
 //! records, one JSON object a line, each line ending in a CRC-32 of its JSON so a torn or
 //! corrupted line is detected.
 //!
-//! Durability follows the design notes: every record is written with one `write` call as soon as
-//! it is made (a killed process loses nothing already written), and [`Journal::commit`] issues one
+//! Durability follows the design notes, with group commit: records appended during one scheduling
+//! tick are written together, with one `write` call, by [`Journal::flush`] — which the executor
+//! calls before any step of the tick begins and before it waits, so a killed process loses
+//! nothing of a step that started — and [`Journal::commit`] writes them and issues one
 //! `fdatasync` for everything since the last commit. The executor commits the start records of a
 //! scheduling tick before any of those steps' effects begin (unless every one of them may be run
 //! again harmlessly: idempotent or effect-free steps); finish records ride on the next commit (if
@@ -26,11 +28,44 @@ pub const JOURNAL_FILE: &str = "journal.jsonl";
 pub struct Journal {
     file: File,
     path: PathBuf,
+    /// Lines appended and not yet written.
+    pending: Vec<u8>,
     dirty: bool,
     /// Dry-runs skip fsync: nothing real happens, so nothing needs to survive a power cut.
     durable: bool,
     appended: u64,
     crash: Option<CrashPoint>,
+    /// The thread that runs [`Journal::commit_later`]'s fdatasyncs, once one was asked for.
+    syncer: Option<Syncer>,
+}
+
+/// A thread that makes the journal durable for [`Journal::commit_later`]: it takes every request
+/// waiting, runs one fdatasync for them all (group commit), and answers each.
+#[derive(Debug)]
+struct Syncer {
+    requests: std::sync::mpsc::Sender<crate::state::DurableSender>,
+}
+
+impl Syncer {
+    fn start(file: File) -> io::Result<Syncer> {
+        let (requests, incoming) = std::sync::mpsc::channel::<crate::state::DurableSender>();
+        std::thread::Builder::new()
+            .name("ripcord-journal-sync".into())
+            .spawn(move || {
+                while let Ok(first) = incoming.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(incoming.try_iter());
+                    let synced = file.sync_data();
+                    for w in waiting {
+                        let _ = w.send(match &synced {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                        });
+                    }
+                }
+            })?;
+        Ok(Syncer { requests })
+    }
 }
 
 /// For the crash tests: `RIPCORD_TEST_CRASH_AT_RECORD=N` makes the process SIGKILL itself
@@ -75,10 +110,12 @@ impl Journal {
         Ok(Journal {
             file,
             path: path.to_path_buf(),
+            pending: Vec::new(),
             dirty: false,
             durable,
             appended: 0,
             crash: CrashPoint::from_env(),
+            syncer: None,
         })
     }
 
@@ -93,10 +130,12 @@ impl Journal {
         Ok(Journal {
             file,
             path: path.to_path_buf(),
+            pending: Vec::new(),
             dirty: true,
             durable,
             appended: 0,
             crash: CrashPoint::from_env(),
+            syncer: None,
         })
     }
 
@@ -104,11 +143,13 @@ impl Journal {
         &self.path
     }
 
-    /// Appends one record (one `write`; not yet fsync'd).
+    /// Appends one record: written at the next [`Journal::flush`] or [`Journal::commit`].
     pub fn append(&mut self, record: &Record) -> io::Result<()> {
         let line = encode(record);
         self.appended += 1;
         if let Some(c) = self.crash.filter(|c| c.record == self.appended) {
+            // Everything appended before it is written, then this record (or half of it).
+            self.flush()?;
             if c.torn {
                 self.file.write_all(&line.as_bytes()[..line.len() / 2])?;
             } else {
@@ -116,18 +157,59 @@ impl Journal {
             }
             die();
         }
-        self.file.write_all(line.as_bytes())?;
+        self.pending.extend_from_slice(line.as_bytes());
+        Ok(())
+    }
+
+    /// Writes what was appended, in one `write` (not yet fsync'd).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.pending)?;
+        self.pending.clear();
         self.dirty = true;
         Ok(())
     }
 
+    /// Makes everything appended so far durable on the sync thread; the receiver answers when
+    /// it is.
+    pub fn commit_later(&mut self) -> io::Result<crate::state::Durable> {
+        self.flush()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !(self.dirty && self.durable) {
+            let _ = tx.send(Ok(()));
+            return Ok(rx);
+        }
+        if self.syncer.is_none() {
+            self.syncer = Some(Syncer::start(self.file.try_clone()?)?);
+        }
+        let syncer = self.syncer.as_ref().expect("started above");
+        if let Err(returned) = syncer.requests.send(tx) {
+            // The thread is gone (it cannot panic; this is belt and braces): sync here.
+            self.file.sync_data()?;
+            let _ = returned.0.send(Ok(()));
+        }
+        // Still dirty: a `commit` after this one waits for a sync of its own, never for one
+        // that may still be under way.
+        Ok(rx)
+    }
+
     /// Makes everything appended so far durable.
     pub fn commit(&mut self) -> io::Result<()> {
+        self.flush()?;
         if self.dirty && self.durable {
             self.file.sync_data()?;
         }
         self.dirty = false;
         Ok(())
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // A session ending on an error still leaves what it appended.
+        let _ = self.flush();
     }
 }
 
@@ -138,6 +220,14 @@ impl crate::state::JournalWriter for Journal {
 
     fn commit(&mut self) -> io::Result<()> {
         Journal::commit(self)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Journal::flush(self)
+    }
+
+    fn commit_later(&mut self) -> io::Result<crate::state::Durable> {
+        Journal::commit_later(self)
     }
 }
 
@@ -314,6 +404,7 @@ mod tests {
         // Reopening cuts the torn bytes; new records follow cleanly.
         let mut j = Journal::reopen(&path, true).unwrap();
         j.append(&finished("d")).unwrap();
+        j.flush().unwrap();
         let read = super::read(&path).unwrap();
         assert_eq!(read.records.len(), 3);
         assert!(!read.torn_tail);

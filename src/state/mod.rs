@@ -52,12 +52,26 @@ impl std::fmt::Display for Scope {
     }
 }
 
+/// Answers once what was appended before it is durable.
+pub type Durable = tokio::sync::oneshot::Receiver<io::Result<()>>;
+/// The answering end of a [`Durable`].
+pub type DurableSender = tokio::sync::oneshot::Sender<io::Result<()>>;
+
 /// Appends records to one run's journal.
 pub trait JournalWriter: Send {
     /// Appends one record; written at once, durable at the next [`JournalWriter::commit`].
     fn append(&mut self, record: &Record) -> io::Result<()>;
     /// Makes everything appended so far durable.
     fn commit(&mut self) -> io::Result<()>;
+    /// Makes everything appended so far durable, without waiting: the receiver answers once it
+    /// is (a file's fdatasync runs on a thread of its own meanwhile, shared by every commit that
+    /// comes while one is under way). By default, [`JournalWriter::commit`] at once.
+    fn commit_later(&mut self) -> io::Result<Durable> {
+        self.commit()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(Ok(()));
+        Ok(rx)
+    }
     /// Hands what was appended to the store without waiting for durability where that is
     /// cheaper (a file is written at once: nothing to do; a database sends it).
     fn flush(&mut self) -> io::Result<()> {

@@ -384,17 +384,14 @@ impl Executor<'_> {
                 // idempotent step's start needs no sync of its own: were it lost to a crash,
                 // resume would run the step again, which is what it does with an idempotent
                 // step whose start survived but whose end did not. Its records ride on the
-                // next sync.
-                // Their start records are made durable on the journal's sync thread while the
-                // loop goes on serving the other slots; each such step begins once its record
-                // is durable.
+                // next sync. The others' start records are made durable on the journal's sync
+                // thread while the loop goes on serving the other slots; each such step begins
+                // once its record is durable.
                 let durable = launch.iter().any(|t| t.needs_durable_start());
-                if !durable {
-                    if !launch.is_empty() {
-                        // Written (not synced) before they begin: a killed ripcord loses no
-                        // record of a step that ran.
-                        self.journal.flush()?;
-                    }
+                if !durable && !launch.is_empty() {
+                    // Written (not synced) before they begin: a killed ripcord loses no record
+                    // of a step that ran.
+                    self.journal.flush()?;
                 }
                 for task in launch {
                     let i = task.index;

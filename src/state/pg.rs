@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, Config};
+use tokio_postgres::{Client, Config, Statement};
 
 use super::lock::{LeaseInfo, LockError, LockHolder};
 use super::{Answer, HeldLock, JournalWriter, Scope, StateBackend};
@@ -97,7 +97,7 @@ struct Inner {
     config: Config,
     tls: tls::Tls,
     shown: String,
-    client: tokio::sync::Mutex<Option<Client>>,
+    client: tokio::sync::Mutex<Option<Conn>>,
     ttl: Duration,
     held: Mutex<Held>,
 }
@@ -110,6 +110,8 @@ struct Held {
     renewed: Option<Instant>,
     /// Why this session may write nothing more (a lease taken over, or lapsed).
     lost: Option<String>,
+    /// A journal write that failed otherwise: the run stops at its next step.
+    broken: Option<String>,
     renewing: bool,
 }
 
@@ -231,6 +233,37 @@ pub fn lease_lost(e: &io::Error) -> Option<String> {
 
 type Op<'c, T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>>;
 
+/// A connection, with the statements prepared on it (a statement is prepared once per
+/// connection: each use after that is one round trip).
+struct Conn {
+    client: Client,
+    prepared: std::collections::HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    async fn prepared(&mut self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
 impl Inner {
     /// Runs `fut` on this backend's runtime and waits for it (callable from anywhere, an async
     /// context included).
@@ -256,7 +289,7 @@ impl Inner {
         &self,
         until: Instant,
         what: &str,
-        mut op: impl for<'c> FnMut(&'c mut Client) -> Op<'c, T> + Send,
+        mut op: impl for<'c> FnMut(&'c mut Conn) -> Op<'c, T> + Send,
     ) -> io::Result<T> {
         let mut guard = self.client.lock().await;
         loop {
@@ -283,7 +316,10 @@ impl Inner {
                 }
                 None => match self.connect().await {
                     Ok(client) => {
-                        *guard = Some(client);
+                        *guard = Some(Conn {
+                            client,
+                            prepared: Default::default(),
+                        });
                         continue;
                     }
                     Err(e) => chain(&e),
@@ -329,9 +365,10 @@ impl Inner {
                 self.shown
             ));
         }
-        match &held.lost {
-            Some(why) => Err(io::Error::other(LeaseLost(why.clone()))),
-            None => Ok(()),
+        match (&held.lost, &held.broken) {
+            (Some(why), _) => Err(io::Error::other(LeaseLost(why.clone()))),
+            (None, Some(why)) => Err(io::Error::other(why.clone())),
+            (None, None) => Ok(()),
         }
     }
 
@@ -454,7 +491,7 @@ impl PgState {
     fn call<T: Send + 'static>(
         &self,
         what: &'static str,
-        op: impl for<'c> FnMut(&'c mut Client) -> Op<'c, T> + Send + 'static,
+        op: impl for<'c> FnMut(&'c mut Conn) -> Op<'c, T> + Send + 'static,
     ) -> io::Result<T> {
         let inner = self.inner.clone();
         let until = self.until();
@@ -512,12 +549,18 @@ impl PgState {
 
     /// The journal of `run_id`, appending after `seq` records.
     fn writer(&self, run_id: &str, seq: i64, durable: bool) -> PgJournal {
+        let (batches, incoming) = tokio::sync::mpsc::unbounded_channel();
+        self.inner.handle.spawn(
+            self.inner
+                .clone()
+                .write_journal(run_id.to_string(), incoming),
+        );
         PgJournal {
             inner: self.inner.clone(),
-            run_id: run_id.to_string(),
             next: seq,
             pending: Vec::new(),
             durable,
+            batches,
         }
     }
 }
@@ -874,98 +917,214 @@ impl StateBackend for PgState {
     }
 }
 
-/// A run's journal in the database: records wait in memory until `flush` or `commit`, which
-/// write them in one transaction that first checks this session's leases.
+/// A run's journal in the database. Records wait in memory until `flush` or a commit hands them
+/// to the journal's writer task, which sends every batch waiting in one statement (group
+/// commit) that first locks this session's lease rows and checks their epochs. `flush` does not
+/// wait; `commit` waits for the database's commit, `commit_later` answers when it comes.
 struct PgJournal {
     inner: Arc<Inner>,
-    run_id: String,
     next: i64,
     pending: Vec<String>,
-    /// Dry-runs wait for nothing: their records are sent without a lease check.
+    /// Dry-runs and pre-flights judge no lease freshness before starting steps.
     durable: bool,
+    batches: tokio::sync::mpsc::UnboundedSender<Batch>,
+}
+
+/// Who waits for a batch to be committed.
+enum Ack {
+    Async(crate::state::DurableSender),
+    Blocking(std::sync::mpsc::SyncSender<io::Result<()>>),
+}
+
+impl Ack {
+    fn send(self, result: &Result<(), String>) {
+        let result = result.clone().map_err(|why| match lease_message(&why) {
+            Some(lease) => io::Error::other(LeaseLost(lease)),
+            None => io::Error::other(why),
+        });
+        match self {
+            Ack::Async(tx) => {
+                let _ = tx.send(result);
+            }
+            Ack::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// Records to write from `first` on (possibly none), and who waits for them.
+struct Batch {
+    first: i64,
+    lines: Vec<String>,
+    ack: Option<Ack>,
+}
+
+/// Error texts of the writer carry this prefix when the lease was lost.
+const LEASE: &str = "lease: ";
+
+fn lease_message(why: &str) -> Option<String> {
+    why.strip_prefix(LEASE).map(str::to_string)
+}
+
+const APPEND: &str = "WITH fence AS ( \
+        SELECT count(*) AS held FROM ( \
+            SELECT 1 FROM ripcord_leases l \
+            JOIN unnest($1::text[], $2::bigint[]) AS h(scope, epoch) \
+                ON l.scope = h.scope AND l.epoch = h.epoch \
+            WHERE NOT l.released FOR SHARE OF l) AS kept), \
+    written AS ( \
+        INSERT INTO ripcord_records (run_id, seq, line, epoch) \
+        SELECT $3, $4 + t.n - 1, t.line, $5 \
+        FROM unnest($6::text[]) WITH ORDINALITY AS t(line, n) \
+        WHERE (SELECT held FROM fence) = cardinality($1::text[]) \
+        ON CONFLICT (run_id, seq) DO NOTHING RETURNING 1) \
+    SELECT (SELECT held FROM fence), (SELECT count(*) FROM written)";
+
+impl Inner {
+    /// The writer task of one run's journal: batches in order, every one waiting at a time in
+    /// one statement. After a failure, every later batch fails with the same error (nothing is
+    /// written out of order).
+    async fn write_journal(
+        self: Arc<Self>,
+        run_id: String,
+        mut batches: tokio::sync::mpsc::UnboundedReceiver<Batch>,
+    ) {
+        let mut failed: Option<String> = None;
+        while let Some(first) = batches.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(more) = batches.try_recv() {
+                waiting.push(more);
+            }
+            let lines: Vec<String> = waiting.iter().flat_map(|b| b.lines.clone()).collect();
+            let from = waiting[0].first;
+            let result = match &failed {
+                Some(why) => Err(why.clone()),
+                None if lines.is_empty() => Ok(()),
+                None => self.append(&run_id, from, lines).await,
+            };
+            if let Err(why) = &result {
+                failed.get_or_insert_with(|| why.clone());
+                match lease_message(why) {
+                    Some(lease) => self.lose(lease),
+                    None => {
+                        let mut held = self.held.lock().expect("lease bookkeeping");
+                        held.broken.get_or_insert_with(|| why.clone());
+                    }
+                }
+            }
+            for batch in waiting {
+                if let Some(ack) = batch.ack {
+                    ack.send(&result);
+                }
+            }
+        }
+    }
+
+    /// One statement: the lease check and the records, retried on a new connection while the
+    /// lease is surely still this session's (a retry writes nothing twice).
+    async fn append(&self, run_id: &str, first: i64, lines: Vec<String>) -> Result<(), String> {
+        let (keys, epochs, until) = {
+            let held = self.held.lock().expect("lease bookkeeping");
+            let (keys, epochs): (Vec<String>, Vec<i64>) = held.leases.iter().cloned().unzip();
+            let until = held.renewed.map_or_else(
+                || Instant::now() + Duration::from_secs(10),
+                |r| r + self.stop_after(),
+            );
+            (keys, epochs, until)
+        };
+        let run_key = format!("run:{run_id}");
+        let run_epoch = keys
+            .iter()
+            .zip(&epochs)
+            .find(|(k, _)| **k == run_key)
+            .map_or(0, |(_, e)| *e);
+        let run_id = run_id.to_string();
+        let k = keys.clone();
+        let held = self
+            .with_client(until, "write the journal", move |c| {
+                let (keys, epochs, lines, run_id) =
+                    (k.clone(), epochs.clone(), lines.clone(), run_id.clone());
+                Box::pin(async move {
+                    let statement = c.prepared(APPEND).await?;
+                    let row = c
+                        .query_one(
+                            &statement,
+                            &[&keys, &epochs, &run_id, &first, &run_epoch, &lines],
+                        )
+                        .await?;
+                    Ok(row.get::<_, i64>(0))
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if held == keys.len() as i64 {
+            return Ok(());
+        }
+        // Which one: for the message.
+        let lost = self
+            .with_client(
+                Instant::now() + Duration::from_secs(5),
+                "read the leases",
+                move |c| {
+                    let keys = keys.clone();
+                    Box::pin(async move {
+                        let rows = c
+                            .query(
+                                "SELECT scope, epoch, run_id, pid, host FROM ripcord_leases \
+                                 WHERE scope = ANY($1)",
+                                &[&keys],
+                            )
+                            .await?;
+                        Ok(rows
+                            .iter()
+                            .map(|r| {
+                                (
+                                    r.get::<_, String>(0),
+                                    r.get::<_, i64>(1),
+                                    r.get::<_, String>(2),
+                                    r.get::<_, i32>(3),
+                                    r.get::<_, String>(4),
+                                )
+                            })
+                            .collect::<Vec<_>>())
+                    })
+                },
+            )
+            .await
+            .unwrap_or_default();
+        let held = self.held.lock().expect("lease bookkeeping").leases.clone();
+        let taker = held.iter().find_map(|(scope, epoch)| {
+            lost.iter()
+                .find(|l| l.0 == *scope && l.1 != *epoch)
+                .map(|l| {
+                    format!(
+                        "{scope} to run {} (pid {} on {}, epoch {})",
+                        l.2, l.3, l.4, l.1
+                    )
+                })
+        });
+        Err(format!(
+            "{LEASE}it lost its lease on {} (its lease expired and was taken over): nothing \
+             more of it is recorded",
+            taker.unwrap_or_else(|| "one of its scopes".to_string())
+        ))
+    }
 }
 
 impl PgJournal {
-    fn send(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
+    fn send(&mut self, ack: Option<Ack>) -> io::Result<()> {
         self.inner.fence()?;
         let lines = std::mem::take(&mut self.pending);
-        let first = self.next;
-        let count = lines.len() as i64;
-        let leases = self
-            .inner
-            .held
-            .lock()
-            .expect("lease bookkeeping")
-            .leases
-            .clone();
-        let (keys, epochs): (Vec<String>, Vec<i64>) = leases.into_iter().unzip();
-        let run_id = self.run_id.clone();
-        let inner = self.inner.clone();
-        // Retried while the lease is surely still this session's.
-        let until = {
-            let held = self.inner.held.lock().expect("lease bookkeeping");
-            held.renewed.map_or_else(
-                || Instant::now() + Duration::from_secs(10),
-                |r| r + self.inner.stop_after(),
-            )
+        let batch = Batch {
+            first: self.next,
+            ack,
+            lines,
         };
-        let run_epoch = epochs
-            .iter()
-            .zip(&keys)
-            .find(|(_, k)| **k == format!("run:{run_id}"))
-            .map_or(0, |(e, _)| *e);
-        let written = self.inner.block(async move {
-            inner
-                .with_client(until, "write the journal", move |c| {
-                    let (keys, epochs, lines, run_id) =
-                        (keys.clone(), epochs.clone(), lines.clone(), run_id.clone());
-                    Box::pin(async move {
-                        let tx = c.transaction().await?;
-                        let rows = tx
-                            .query(
-                                "SELECT l.scope FROM ripcord_leases l \
-                                 JOIN unnest($1::text[], $2::bigint[]) AS h(scope, epoch) \
-                                 ON l.scope = h.scope AND l.epoch = h.epoch \
-                                 WHERE NOT l.released FOR SHARE OF l",
-                                &[&keys, &epochs],
-                            )
-                            .await?;
-                        if rows.len() != keys.len() {
-                            let kept: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-                            let lost = keys.iter().find(|k| !kept.contains(k)).cloned();
-                            return Ok(Err(lost.unwrap_or_default()));
-                        }
-                        tx.execute(
-                            "INSERT INTO ripcord_records (run_id, seq, line, epoch) \
-                             SELECT $1, $2 + n - 1, line, $4 \
-                             FROM unnest($3::text[]) WITH ORDINALITY AS t(line, n) \
-                             ON CONFLICT (run_id, seq) DO NOTHING",
-                            &[&run_id, &first, &lines, &run_epoch],
-                        )
-                        .await?;
-                        tx.commit().await?;
-                        Ok(Ok(()))
-                    })
-                })
-                .await
-        })??;
-        match written {
-            Ok(()) => {
-                self.next += count;
-                Ok(())
-            }
-            Err(scope) => {
-                let why = format!(
-                    "it lost its lease on {scope} to another session (its lease expired and was \
-                     taken over): nothing more of it is recorded"
-                );
-                self.inner.lose(why.clone());
-                Err(io::Error::other(LeaseLost(why)))
-            }
-        }
+        self.next += batch.lines.len() as i64;
+        self.batches
+            .send(batch)
+            .map_err(|_| io::Error::other("the journal's writer has stopped"))
     }
 }
 
@@ -978,11 +1137,24 @@ impl JournalWriter for PgJournal {
     }
 
     fn commit(&mut self) -> io::Result<()> {
-        self.send()
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(Some(Ack::Blocking(tx)))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("the journal's writer has stopped"))?
+    }
+
+    fn commit_later(&mut self) -> io::Result<crate::state::Durable> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Some(Ack::Async(tx)))?;
+        Ok(rx)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.send()
+        if self.pending.is_empty() {
+            // A write that failed since is reported here.
+            return self.inner.fence();
+        }
+        self.send(None)
     }
 
     fn fence(&mut self) -> io::Result<()> {
@@ -1001,8 +1173,8 @@ impl JournalWriter for PgJournal {
 
 impl Drop for PgJournal {
     fn drop(&mut self) {
-        // What was appended and not yet sent (a session ending on an error) is sent if the
-        // lease still allows it.
-        let _ = self.send();
+        // What was appended and not yet sent (a session ending on an error) is sent, and waited
+        // for, if the lease still allows it.
+        let _ = self.commit();
     }
 }

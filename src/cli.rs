@@ -188,6 +188,10 @@ pub struct RollbackArgs {
     /// Why the rollback is forced (journaled and shown in every report).
     #[arg(long, value_name = "TEXT", requires = "force")]
     pub reason: Option<String>,
+    /// Take the run over from a holder that stopped renewing its lease (shared state), once
+    /// that lease has expired, to roll it back. Recorded in the journal.
+    #[arg(long)]
+    pub takeover: bool,
     #[command(flatten)]
     pub inputs: InputArgs,
     #[command(flatten)]

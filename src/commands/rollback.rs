@@ -23,7 +23,7 @@ use super::run::{context, ids, sink};
 
 pub fn run(args: &RollbackArgs) -> CommandResult {
     let state = crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
-    let mut claim = Session::claim(state, &args.run_id, false)?;
+    let mut claim = Session::claim(state, &args.run_id, args.takeover)?;
     let header = claim.header.clone();
     if header.mode == Mode::Check {
         crate::println_quiet!(
@@ -112,6 +112,7 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
             return Err(CommandError::Invalid(message));
         }
     };
+    let taken_over = claim.taken_over();
     let mut session = claim.open(providers.clone())?;
     let approvals = ApprovalArgs {
         yes: false,
@@ -130,7 +131,8 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
     let base = crate::exec::session_base(header.mode, &header.started_at, replayed.last_ms);
     // An undo that started with no recorded end runs again: said in the journal, in this
     // rollback's session (after its start record).
-    let notes: Vec<String> = replayed
+    let mut notes: Vec<String> = taken_over;
+    notes.extend(replayed
         .undo_in_doubt
         .iter()
         .map(|&i| {
@@ -138,8 +140,7 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
                 "the undo of {} was in doubt (started, no end recorded): run again",
                 plan.steps[i].id
             )
-        })
-        .collect();
+        }));
     let clock = Clock::new(base);
     let inputs = cx
         .masker

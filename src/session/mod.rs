@@ -429,15 +429,17 @@ fn lease_words(
         } else if matches!(scope, Scope::Run(_)) {
             text.push_str(&format!(
                 "\n  if that holder is dead, take the run over once the lease expires (in {}): \
-                 ripcord resume {} --takeover{again}",
+                 ripcord resume {} --takeover{again} (or rollback {} --takeover)",
                 secs(left + 1),
+                h.run_id,
                 h.run_id
             ));
         }
     } else if matches!(scope, Scope::Run(_)) && !takeover {
         text.push_str(&format!(
             "\n  its holder stopped renewing it: take the run over with \
-             `ripcord resume {} --takeover{again}`",
+             `ripcord resume {} --takeover{again}` (or rollback {} --takeover)",
+            h.run_id,
             h.run_id
         ));
     }

@@ -163,8 +163,13 @@ pub struct ResumeArgs {
     pub force: bool,
     /// Take the run over from a holder that stopped renewing its lease (shared state: a
     /// machine lost, a process killed), once that lease has expired. Recorded in the journal.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "break_glass")]
     pub takeover: bool,
+    /// The shared state database is lost: finish the run on a local directory (--state-dir, else
+    /// $RIPCORD_STATE_DIR, else .ripcord) from this machine's copy of its journal. The reason,
+    /// who and where are recorded in the journal.
+    #[arg(long, value_name = "REASON")]
+    pub break_glass: Option<String>,
     /// Values of secret inputs (they are not recorded), or overrides.
     #[command(flatten)]
     pub inputs: InputArgs,

@@ -14,16 +14,28 @@ use crate::cli::ResumeArgs;
 use crate::error::CommandResult;
 use crate::exec::state::{Status, StepState};
 use crate::exit;
+use crate::journal::JOURNAL_FILE;
 use crate::journal::Record;
 use crate::journal::record::{RunStatus, StepStatus};
 use crate::session::Session;
 use crate::session::identity::Identity;
+use crate::state::StateDir;
 
 use super::recorded::{final_status, fingerprint, overrides, recompile, replay};
 use super::run::{context, drive, sink, write};
 
 pub fn run(args: &ResumeArgs) -> CommandResult {
-    let state = crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?;
+    let (state, break_glass): (std::sync::Arc<dyn crate::state::StateBackend>, _) =
+        match &args.break_glass {
+            Some(reason) => {
+                let (dir, note) = break_glass(args, reason)?;
+                (std::sync::Arc::new(dir), Some(note))
+            }
+            None => (
+                crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?,
+                None,
+            ),
+        };
     let mut claim = Session::claim(state, &args.run_id, args.takeover)?;
     let (read, header) = (&claim.read, &claim.header.clone());
     if let Some(rolled) = read.records.iter().find_map(|r| match r {
@@ -73,7 +85,7 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         &providers,
     )?;
     let mut replayed = replay(&plan, &read.records);
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = break_glass.into_iter().collect();
     let mut taken_as_done = Vec::new();
     let in_doubt = replayed.in_doubt.clone();
     for &i in &in_doubt {
@@ -263,4 +275,94 @@ fn ask(step: &crate::plan::PlannedStep) -> Decision {
         "s" | "skip" => Decision::Skip("operator"),
         _ => Decision::Abort,
     }
+}
+
+/// `resume --break-glass`: the local directory to finish the run on, with this machine's copy of
+/// the shared journal imported into it (once), and the note that records why and by whom.
+fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, String)> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(crate::invalid!(
+            "--break-glass needs a reason, recorded in the journal"
+        ));
+    }
+    let dir = match (&args.state.state, &args.state.state_dir) {
+        (Some(url), _) if crate::state::pg::is_url(url) => {
+            return Err(crate::invalid!(
+                "--break-glass finishes a run on a local directory, not in {}: give \
+                 --state-dir DIR (the directory this machine used beside the database, where \
+                 its copy is: DIR/copies/{})",
+                crate::state::pg::without_password(url),
+                args.run_id
+            ));
+        }
+        (Some(dir), _) => StateDir::resolve(Some(std::path::Path::new(dir))),
+        (None, Some(dir)) => StateDir::resolve(Some(dir)),
+        (None, None) => StateDir::resolve(None),
+    };
+    StateDir::check_run_id(&args.run_id).map_err(|e| crate::invalid!("{e}"))?;
+    let copy = dir.copies_dir().join(&args.run_id).join(JOURNAL_FILE);
+    let target = dir.journal_path(&args.run_id);
+    let records = if target.exists() {
+        // Imported by an earlier break-glass: go on from there.
+        None
+    } else {
+        let read = crate::journal::read(&copy).map_err(|e| {
+            crate::invalid!(
+                "no copy of run {} on this machine ({}: {e}); a copy is kept on the machine \
+                 that ran it with --state postgres://",
+                args.run_id,
+                copy.display()
+            )
+        })?;
+        import(&copy, &dir, &args.run_id, read.valid_len)
+            .map_err(|e| crate::invalid!("cannot import {}: {e}", copy.display()))?;
+        Some(read.records.len())
+    };
+    let by = Identity::current();
+    let imported = match records {
+        Some(n) => format!("from this machine's copy of its shared journal ({n} records)"),
+        None => "(imported by an earlier break-glass)".to_string(),
+    };
+    crate::eprintln_quiet!(
+        "ripcord: BREAK GLASS: run {} goes on in {} {imported}, without its shared state \
+         database: if that database is only unreachable, another session may hold the run there",
+        args.run_id,
+        dir.root().display()
+    );
+    Ok((
+        dir.clone(),
+        format!(
+            "break-glass by {by}: resumed on the local directory {} {imported}; reason: {reason}; \
+             the shared state database was not consulted",
+            crate::state::dir::absolute(dir.root()).display()
+        ),
+    ))
+}
+
+/// Copies the valid part of a journal copy into a run of `dir`, durably.
+fn import(copy: &std::path::Path, dir: &StateDir, run_id: &str, len: u64) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let runs = dir.runs_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&runs)?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir.run_dir(run_id))?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(copy)?
+        .take(len)
+        .read_to_end(&mut bytes)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.journal_path(run_id))?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::File::open(dir.run_dir(run_id))?.sync_all()?;
+    std::fs::File::open(&runs)?.sync_all()
 }

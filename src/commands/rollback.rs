@@ -132,15 +132,12 @@ pub fn run(args: &RollbackArgs) -> CommandResult {
     // An undo that started with no recorded end runs again: said in the journal, in this
     // rollback's session (after its start record).
     let mut notes: Vec<String> = taken_over;
-    notes.extend(replayed
-        .undo_in_doubt
-        .iter()
-        .map(|&i| {
-            format!(
-                "the undo of {} was in doubt (started, no end recorded): run again",
-                plan.steps[i].id
-            )
-        }));
+    notes.extend(replayed.undo_in_doubt.iter().map(|&i| {
+        format!(
+            "the undo of {} was in doubt (started, no end recorded): run again",
+            plan.steps[i].id
+        )
+    }));
     let clock = Clock::new(base);
     let inputs = cx
         .masker

@@ -439,8 +439,7 @@ fn lease_words(
         text.push_str(&format!(
             "\n  its holder stopped renewing it: take the run over with \
              `ripcord resume {} --takeover{again}` (or rollback {} --takeover)",
-            h.run_id,
-            h.run_id
+            h.run_id, h.run_id
         ));
     }
     text

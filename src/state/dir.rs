@@ -45,6 +45,11 @@ impl StateDir {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)
     }
 
+    /// This machine's copies of journals it wrote to a shared database (see `state::pg`).
+    pub fn copies_dir(&self) -> PathBuf {
+        absolute(&self.root.join("copies"))
+    }
+
     pub fn runs_dir(&self) -> PathBuf {
         self.root.join("runs")
     }
@@ -111,7 +116,7 @@ fn resource_file(name: &str) -> io::Result<String> {
 }
 
 /// `path` from the root, so that a printed command works from any directory.
-fn absolute(path: &Path) -> PathBuf {
+pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
@@ -229,10 +234,18 @@ impl StateBackend for StateDir {
         let path = self.journal_path(run_id);
         if !path.exists() {
             let known = self.run_ids().unwrap_or_default();
-            let hint = match known.last() {
+            let mut hint = match known.last() {
                 Some(last) => format!("; the newest is {last} (see `ripcord runs{}`)", self.again),
                 None => String::new(),
             };
+            if self.copies_dir().join(run_id).join(JOURNAL_FILE).exists() {
+                hint.push_str(&format!(
+                    "\n  this machine has a copy of that run's shared journal: it lives in its \
+                     state database (--state postgres://…); if that database is lost, finish it \
+                     here with `ripcord resume {run_id}{} --break-glass REASON`",
+                    self.again
+                ));
+            }
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("no run `{run_id}` in {}{hint}", self.root.display()),

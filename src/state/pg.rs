@@ -88,6 +88,9 @@ pub struct PgState {
     shown: String,
     again: String,
     inner: Arc<Inner>,
+    /// This machine's copies of the journals it writes (`copies/` of the local state
+    /// directory), for the break-glass path when the database is lost.
+    copies: std::path::PathBuf,
 }
 
 struct Inner {
@@ -168,7 +171,7 @@ pub fn is_url(url: &str) -> bool {
 }
 
 /// The URL without its password, for messages and printed commands.
-fn without_password(url: &str) -> String {
+pub fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -478,6 +481,7 @@ impl PgState {
             again: format!(" --state {}", crate::cli::shell_word(&shown)),
             shown,
             inner,
+            copies: super::StateDir::resolve(None).copies_dir(),
         };
         state.migrate()?;
         Ok(state)
@@ -547,8 +551,28 @@ impl PgState {
         super::dir::StateDir::check_run_id(run_id)
     }
 
+    /// A run's journal lines, with their sequence numbers.
+    fn lines(&self, run_id: &str) -> io::Result<Vec<(i64, String)>> {
+        let id = run_id.to_string();
+        self.call("read the journal", move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT seq, line FROM ripcord_records WHERE run_id = $1 ORDER BY seq",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+                    .collect::<Vec<_>>())
+            })
+        })
+    }
+
     /// The journal of `run_id`, appending after `seq` records.
-    fn writer(&self, run_id: &str, seq: i64, durable: bool) -> PgJournal {
+    fn writer(&self, run_id: &str, seq: i64, durable: bool, copy: Option<LocalCopy>) -> PgJournal {
         let (batches, incoming) = tokio::sync::mpsc::unbounded_channel();
         self.inner.handle.spawn(
             self.inner
@@ -561,6 +585,7 @@ impl PgState {
             pending: Vec::new(),
             durable,
             batches,
+            copy,
         }
     }
 }
@@ -763,45 +788,26 @@ impl StateBackend for PgState {
                 .await
             })
         })?;
-        Ok(Box::new(self.writer(run_id, 0, durable)))
+        let copy = durable.then(|| LocalCopy::start(&self.copies, run_id, &[]));
+        Ok(Box::new(self.writer(run_id, 0, durable, copy.flatten())))
     }
 
     fn reopen_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>> {
         Self::check_id(run_id)?;
-        let id = run_id.to_string();
-        let next = self.call("open the journal", move |c| {
-            let id = id.clone();
-            Box::pin(async move {
-                let row = c
-                    .query_one(
-                        "SELECT coalesce(max(seq) + 1, 0) FROM ripcord_records WHERE run_id = $1",
-                        &[&id],
-                    )
-                    .await?;
-                Ok(row.get::<_, i64>(0))
-            })
-        })?;
-        Ok(Box::new(self.writer(run_id, next, durable)))
+        let lines = self.lines(run_id)?;
+        let next = lines.last().map_or(0, |(seq, _)| seq + 1);
+        let copy = if durable {
+            let lines: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+            LocalCopy::start(&self.copies, run_id, &lines)
+        } else {
+            None
+        };
+        Ok(Box::new(self.writer(run_id, next, durable, copy)))
     }
 
     fn read_run(&self, run_id: &str) -> io::Result<ReadJournal> {
         Self::check_id(run_id)?;
-        let id = run_id.to_string();
-        let lines = self.call("read the journal", move |c| {
-            let id = id.clone();
-            Box::pin(async move {
-                let rows = c
-                    .query(
-                        "SELECT seq, line FROM ripcord_records WHERE run_id = $1 ORDER BY seq",
-                        &[&id],
-                    )
-                    .await?;
-                Ok(rows
-                    .iter()
-                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
-                    .collect::<Vec<_>>())
-            })
-        })?;
+        let lines = self.lines(run_id)?;
         if lines.is_empty() {
             let known = self.run_ids().unwrap_or_default();
             let hint = match known.last() {
@@ -928,6 +934,72 @@ struct PgJournal {
     /// Dry-runs and pre-flights judge no lease freshness before starting steps.
     durable: bool,
     batches: tokio::sync::mpsc::UnboundedSender<Batch>,
+    /// This machine's copy of the journal (real runs).
+    copy: Option<LocalCopy>,
+}
+
+/// This machine's copy of a shared journal, `copies/RUN_ID/journal.jsonl` in the local state
+/// directory: every line this session hands to the database, written before it is sent (so it
+/// may hold lines a fenced session could not record). Best effort: a copy that cannot be
+/// written is said once on stderr and given up; the database is the record.
+struct LocalCopy {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl LocalCopy {
+    fn start(dir: &std::path::Path, run_id: &str, lines: &[String]) -> Option<LocalCopy> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let run_dir = dir.join(run_id);
+        let path = run_dir.join(crate::journal::JOURNAL_FILE);
+        let made = (|| -> io::Result<std::fs::File> {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&run_dir)?;
+            let mut text = String::new();
+            for line in lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(text.as_bytes())?;
+            Ok(file)
+        })();
+        match made {
+            Ok(file) => Some(LocalCopy { file, path }),
+            Err(e) => {
+                eprintln!(
+                    "ripcord: warning: no local copy of the journal at {}: {e}",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn write(copy: &mut Option<LocalCopy>, lines: &[String]) {
+        use std::io::Write;
+        let Some(c) = copy else { return };
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        if let Err(e) = c.file.write_all(text.as_bytes()) {
+            eprintln!(
+                "ripcord: warning: the local copy of the journal at {} stops here: {e}",
+                c.path.display()
+            );
+            *copy = None;
+        }
+    }
 }
 
 /// Who waits for a batch to be committed.
@@ -1116,6 +1188,7 @@ impl PgJournal {
     fn send(&mut self, ack: Option<Ack>) -> io::Result<()> {
         self.inner.fence()?;
         let lines = std::mem::take(&mut self.pending);
+        LocalCopy::write(&mut self.copy, &lines);
         let batch = Batch {
             first: self.next,
             ack,

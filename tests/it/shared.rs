@@ -178,8 +178,16 @@ fn two_machines_share_locks_scopes_runs_and_approvals() {
     assert_eq!(out.code, 0, "{}", out.transcript());
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["status"], "succeeded", "{report}");
-    // Nothing was left in a local directory of either machine.
-    assert!(!a.path().join(".ripcord").exists() && !b.path().join(".ripcord").exists());
+    // No run is in a local directory of either machine: each keeps only its copies of the
+    // journals it wrote (for break-glass).
+    assert!(!a.path().join(".ripcord/runs").exists() && !b.path().join(".ripcord/runs").exists());
+    assert!(
+        a.path()
+            .join(".ripcord/copies")
+            .join(&id)
+            .join("journal.jsonl")
+            .exists()
+    );
 
     // An approval given from B lets A's run go on.
     let gate = write(
@@ -417,4 +425,83 @@ fn a_state_server_restart_mid_run_loses_nothing() {
         assert_eq!(kinds(&server, &id, "step_finished", s), 1, "{records:?}");
     }
     assert_eq!(records.last().unwrap().0["status"], "succeeded");
+}
+
+#[test]
+fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
+    let server = StateServer::start();
+    let a = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = chain(work.path(), "cutover", "", &["one", "two", "three"], true);
+    open_gate(work.path(), "one");
+    let mut holder = on(&server, a.path()).args(["run", &file]).spawn();
+    let id = wait_run(&server, "cutover");
+    wait_until("step two to start", || {
+        kinds(&server, &id, "step_started", "two") == 1
+    });
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    wait_until("step two's process to be stopped", || {
+        !crate::support::alive(&format!("{}/gate-two", work.path().display()))
+    });
+    // The state database is lost with the site.
+    assert!(server.pg_ctl(&["-m", "immediate", "stop"]));
+    open_gate(work.path(), "two");
+    open_gate(work.path(), "three");
+    let local = a.path().join(".ripcord");
+    // Without the flag, the local directory has no such run, and says what it does have.
+    let out = Ripcord::new()
+        .current_dir(a.path())
+        .args(["resume", &id])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(
+        out.stderr.contains("--break-glass REASON"),
+        "{}",
+        out.stderr
+    );
+    // The database cannot be the break-glass target, and a reason is required.
+    let out = on(&server, a.path())
+        .args([
+            "resume",
+            &id,
+            "--state",
+            &server.url(),
+            "--break-glass",
+            "lost",
+        ])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    let out = Ripcord::new()
+        .current_dir(a.path())
+        .args(["resume", &id, "--break-glass", " "])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    // $RIPCORD_STATE still names the lost database: break-glass uses the local directory.
+    let out = on(&server, a.path())
+        .args(["resume", &id, "--break-glass", "state DB lost with site A"])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(out.stderr.contains("BREAK GLASS"), "{}", out.stderr);
+    assert_eq!(log(work.path()), ["one", "two", "three"]);
+    let records = crate::support::records(&local).unwrap();
+    let note = records
+        .iter()
+        .find(|r| {
+            r["kind"] == "run_note" && r["message"].as_str().unwrap().starts_with("break-glass by")
+        })
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert!(
+        note["message"]
+            .as_str()
+            .unwrap()
+            .contains("reason: state DB lost with site A"),
+        "{note}"
+    );
+    assert_eq!(records.last().unwrap()["kind"], "run_finished");
+    let out = Ripcord::new()
+        .current_dir(a.path())
+        .args(["runs", "--json"])
+        .run();
+    assert!(out.stdout.contains(&id), "{}", out.transcript());
 }

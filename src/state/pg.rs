@@ -206,6 +206,19 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// Worth trying again on a new connection: the connection broke, or the server is restarting
 /// (SQLSTATE classes 08 and 57P), or a serialization failure.
 fn retriable(e: &tokio_postgres::Error) -> bool {
+    // A certificate that does not verify is a setting to fix, not a blip.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if inner.downcast_ref::<rustls::Error>().is_some()
+            || inner
+                .downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            return false;
+        }
+        source = inner.source();
+    }
     match e.as_db_error() {
         None => true,
         Some(db) => {
@@ -325,6 +338,16 @@ impl Inner {
                         });
                         continue;
                     }
+                    // Refused (authentication, a certificate that does not verify): no retry.
+                    Err(e) if !retriable(&e) => {
+                        let detail = e
+                            .as_db_error()
+                            .map_or_else(|| chain(&e), |d| d.message().to_string());
+                        return Err(io::Error::other(format!(
+                            "cannot {what}: the state database {} refused the connection: {detail}",
+                            self.shown
+                        )));
+                    }
                     Err(e) => chain(&e),
                 },
             };
@@ -333,7 +356,10 @@ impl Inner {
             if Instant::now() + Duration::from_millis(250) >= until {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("cannot {what}: the state database {} {error}", self.shown),
+                    format!(
+                        "cannot {what}: the state database {} did not answer ({error})",
+                        self.shown
+                    ),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -456,8 +456,18 @@ impl StateServer {
         server
     }
 
-    fn data(&self) -> PathBuf {
+    pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// One SQL statement; its trimmed output, or the error.
+    pub fn query(&self, statement: &str) -> Result<String, String> {
+        let out = psql(&self.bin, self.port, statement).output().unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
     }
 
     /// The URL ripcord takes with `--state`.

@@ -225,7 +225,17 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 /// the primary then refuses connections that are not encrypted. Returns the CA's file and a
 /// second CA's that signed nothing.
 fn serve_tls(c: &Cluster) -> (String, String) {
-    let d = c.dir.path().join("tls");
+    let sql = |statement: &str| c.try_sql(c.primary, statement);
+    serve_tls_on(c.dir.path(), &c.data("primary"), &sql)
+}
+
+/// [`serve_tls`] for any server: its temp dir, its data directory, and how to run SQL on it.
+pub fn serve_tls_on(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    sql: &dyn Fn(&str) -> Result<String, String>,
+) -> (String, String) {
+    let d = dir.join("tls");
     std::fs::create_dir(&d).unwrap();
     for ca in ["ca", "other-ca"] {
         openssl(
@@ -297,7 +307,7 @@ fn serve_tls(c: &Cluster) -> (String, String) {
             .unwrap();
         assert!(owned.success());
     }
-    let hba = c.data("primary").join("pg_hba.conf");
+    let hba = data.join("pg_hba.conf");
     let old = std::fs::read_to_string(&hba).unwrap();
     std::fs::write(
         &hba,
@@ -308,23 +318,18 @@ fn serve_tls(c: &Cluster) -> (String, String) {
         ("ssl_cert_file", d.join("server.pem")),
         ("ssl_key_file", d.join("server.key")),
     ] {
-        c.try_sql(
-            c.primary,
-            &format!("ALTER SYSTEM SET {key} = '{}'", value.display()),
-        )
-        .unwrap();
+        sql(&format!("ALTER SYSTEM SET {key} = '{}'", value.display())).unwrap();
     }
-    c.try_sql(c.primary, "ALTER SYSTEM SET ssl = on").unwrap();
-    c.try_sql(c.primary, "SELECT pg_reload_conf()").unwrap();
-    c.wait_for(
-        || {
-            c.sql(
-                c.primary,
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            ) == "t"
-        },
-        "the primary to serve TLS",
-    );
+    sql("ALTER SYSTEM SET ssl = on").unwrap();
+    sql("SELECT pg_reload_conf()").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sql("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").as_deref() != Ok("t") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never served TLS"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     (
         d.join("ca.pem").display().to_string(),
         d.join("other-ca.pem").display().to_string(),

@@ -220,6 +220,26 @@ fn two_machines_share_locks_scopes_runs_and_approvals() {
         .0;
     assert_eq!(approval["comment"], "from B", "{approval}");
     assert_eq!(approval["by"]["db_role"], "postgres", "{approval}");
+
+    // A run that failed on A is rolled back from B.
+    let w = work.path().display();
+    let failing = write(
+        work.path(),
+        "drain.yaml",
+        &format!(
+            "version: 1\nname: drain\nsteps:\n\
+             - {{ id: drain, uses: shell.run, with: {{ argv: [sh, -c, \"echo drained >> '{w}/log'\"] }}, \
+                  undo: {{ uses: shell.run, with: {{ argv: [sh, -c, \"echo undrained >> '{w}/log'\"] }} }} }}\n\
+             - {{ id: check, needs: [drain], uses: shell.run, with: {{ argv: ['false'] }} }}\n"
+        ),
+    );
+    let out = on(&server, a.path()).args(["run", &failing]).run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let id = wait_run(&server, "drain");
+    let out = on(&server, b.path()).args(["rollback", &id]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(log(work.path()).contains(&"undrained".to_string()));
+    assert_eq!(kinds(&server, &id, "undo_finished", "drain"), 1);
 }
 
 #[test]
@@ -504,4 +524,41 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
         .args(["runs", "--json"])
         .run();
     assert!(out.stdout.contains(&id), "{}", out.transcript());
+}
+
+/// The state database over TLS, as libpq's `sslmode` and `sslrootcert` say: verified against
+/// the right CA it works; another CA's certificate, or no encryption, is refused before
+/// anything is recorded.
+#[test]
+fn the_state_database_is_reached_over_verified_tls() {
+    let server = StateServer::start();
+    let sql = |statement: &str| server.query(statement);
+    let (ca, other) = crate::real_plugins::serve_tls_on(server.dir.path(), &server.data(), &sql);
+    let work = tempfile::tempdir().unwrap();
+    let file = chain(work.path(), "tls", "", &["one"], false);
+    let url = |query: &str| {
+        format!(
+            "postgres://postgres@localhost:{}/postgres?{query}",
+            server.port
+        )
+    };
+    let good = url(&format!("sslmode=verify-full&sslrootcert={ca}"));
+    let out = Ripcord::new()
+        .current_dir(work.path())
+        .args(["run", &file, "--state", &good])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let id = server.sql("SELECT run_id FROM ripcord_runs WHERE journaled");
+    assert_eq!(kinds(&server, &id, "step_finished", "one"), 1);
+    for bad in [
+        url(&format!("sslmode=verify-full&sslrootcert={other}")),
+        url("sslmode=disable"),
+    ] {
+        let out = Ripcord::new()
+            .current_dir(work.path())
+            .args(["runs", "--state", &bad])
+            .run();
+        assert_eq!(out.code, 2, "{bad}: {}", out.transcript());
+        assert!(out.stderr.contains("state database"), "{}", out.stderr);
+    }
 }

@@ -63,7 +63,7 @@ macro_rules! locked {
 /// (shared state) is refused like a lock (exit 4); anything else failed the run (exit 1).
 pub fn journal_failed(e: std::io::Error, what: &str) -> CommandError {
     match crate::state::pg::lease_lost(&e) {
-        Some(why) => CommandError::Locked(format!("{what}: this session {why}")),
+        Some(why) => CommandError::Locked(format!("{what}: this session lost its lease: {why}")),
         None => CommandError::Failed(format!("{what}: the journal could not be written ({e})")),
     }
 }

@@ -37,7 +37,12 @@ pub fn run(args: &ApproveArgs) -> CommandResult {
         return Err(CommandError::Invalid(message));
     };
     // Nobody is waiting if nobody holds the run: the answer would go to a wait that is over.
-    if !state.is_held(&Scope::Run(args.run_id.clone())) {
+    let live = |state: &dyn StateBackend| {
+        state
+            .is_held(&Scope::Run(args.run_id.clone()))
+            .map_err(|e| crate::invalid!("cannot tell whether run {} is running: {e}", args.run_id))
+    };
+    if !live(state.as_ref())? {
         return Err(crate::locked!(
             "run {} is not running (it crashed or was stopped while waiting): resume \
              it with `ripcord resume {}{again}`, then answer the new wait",
@@ -88,6 +93,7 @@ pub fn run(args: &ApproveArgs) -> CommandResult {
         return Err(crate::invalid!("cannot post the answer: {e}"));
     }
     let deadline = Instant::now() + args.wait;
+    let mut ended = false;
     loop {
         if let Ok(read) = state.read_run(&args.run_id)
             && let Some(taken) = taken(&read, seen.max(wait.index), &wait, &me)
@@ -113,6 +119,20 @@ pub fn run(args: &ApproveArgs) -> CommandResult {
                     Err(crate::invalid!("the run did not take the answer: {reason}"))
                 }
             };
+        }
+        // The run ended (or its holder died and its lease lapsed) while this waited: one more
+        // read of its journal (it may have taken the answer just before it ended), then say so.
+        if ended {
+            return Err(crate::locked!(
+                "run {} stopped before it took the answer: resume it with `ripcord resume \
+                 {}{again}` (with --takeover if its holder died), then answer the new wait",
+                args.run_id,
+                args.run_id
+            ));
+        }
+        ended = !live(state.as_ref())?;
+        if ended {
+            continue;
         }
         if Instant::now() >= deadline {
             return Err(crate::failed!(

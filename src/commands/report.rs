@@ -33,7 +33,11 @@ pub fn build(state: &dyn StateBackend, run_id: &str) -> CommandResult<Report> {
     let mut report = report::build(&read)
         .ok_or_else(|| crate::invalid!("run {run_id}: the journal has no start record"))?;
     // A journal that just stops is a crash, unless a session holds the run now.
-    report.mark_live(state.is_held(&crate::state::Scope::Run(run_id.to_string())));
+    report.mark_live(
+        state
+            .is_held(&crate::state::Scope::Run(run_id.to_string()))
+            .unwrap_or(false),
+    );
     Ok(report)
 }
 

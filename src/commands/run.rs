@@ -142,7 +142,12 @@ pub fn run(args: &RunArgs) -> CommandResult {
     };
     let planned = planned_record(&plan, cx.concurrency);
     let mut sink = sink(args.json, plan.steps.len());
-    write(&mut session, sink.as_mut(), &[start, planned])
+    let mut first = vec![start, planned];
+    first.extend(session.taken_over.iter().map(|message| Record::RunNote {
+        t_ms: 0,
+        message: message.clone(),
+    }));
+    write(&mut session, sink.as_mut(), &first)
         .map_err(|e| crate::error::journal_failed(e, "the run did not start"))?;
     let states = vec![Default::default(); plan.steps.len()];
     let code = drive(

@@ -32,7 +32,7 @@ pub fn run(args: &RunsArgs) -> CommandResult {
                 .ok()
                 .and_then(|read| report::build(&read))
                 .map(|mut r| {
-                    r.mark_live(state.is_held(&Scope::Run(id.clone())));
+                    r.mark_live(state.is_held(&Scope::Run(id.clone())).unwrap_or(false));
                     summary(&r)
                 })
                 .unwrap_or_else(|| json!({ "run_id": id, "status": "unreadable" }))

@@ -206,7 +206,9 @@ pub async fn execute(
         aborted: false,
         interrupted: false,
     };
-    ex.run(rx).await?;
+    if let Err(e) = ex.run(rx).await {
+        return Err(ex.stopping_on(e));
+    }
     let status = if ex.interrupted {
         RunStatus::Interrupted
     } else if ex.aborted {
@@ -260,8 +262,9 @@ fn known_check(step: &PlannedStep, spec: Option<&crate::provider::ActionSpec>) -
 
 /// What a running task tells the loop before it ends.
 enum Msg {
-    /// A start record could not be made durable: the run stops.
-    JournalFailed(String),
+    /// A start record could not be made durable, or the lease lapsed before the step began:
+    /// the run stops.
+    JournalFailed(io::Error),
     /// A retry is about to start: journal (and commit) its start, then acknowledge.
     Attempt {
         step: usize,
@@ -326,7 +329,7 @@ impl Executor<'_> {
                 let mut launch = Vec::new();
                 // A session whose lease lapsed starts nothing: another may have taken over.
                 if !self.ready.is_empty() {
-                    self.journal.fence()?;
+                    self.fenced()?;
                 }
                 while let Some(i) = self.ready.pop() {
                     match self.prepare(i) {
@@ -400,15 +403,26 @@ impl Executor<'_> {
                         true => {
                             let synced = self.journal.commit_later()?;
                             let tx = self.tx.clone();
+                            let state = self.cx.state.clone();
                             tasks.spawn(async move {
-                                match synced.await {
+                                // Not past the lease's end, however long the sync took.
+                                let synced = match synced.await {
+                                    Ok(Ok(())) => match state.map(|s| s.may_start()) {
+                                        Some(Err(e)) => Ok(Err(e)),
+                                        _ => Ok(Ok(())),
+                                    },
+                                    other => other,
+                                };
+                                match synced {
                                     Ok(Ok(())) => task.run().await,
                                     failed => {
                                         let error = match failed {
-                                            Ok(Err(e)) => e.to_string(),
-                                            _ => "the sync thread stopped".to_string(),
+                                            Ok(Err(e)) => e,
+                                            _ => io::Error::other("the sync thread stopped"),
                                         };
-                                        let _ = tx.send(Msg::JournalFailed(error.clone()));
+                                        let said = error.to_string();
+                                        let _ = tx.send(Msg::JournalFailed(error));
+                                        let error = said;
                                         (i, Report {
                                             result: Err(Failure::permanent(format!(
                                                 "not started: its start could not be made durable ({error})"
@@ -466,7 +480,7 @@ impl Executor<'_> {
                 // While steps run, a lapsed lease stops them (their tasks are dropped, which
                 // kills their process groups): another session may be taking over.
                 () = tokio::time::sleep(watch.unwrap_or_default()), if watch.is_some() => {
-                    self.journal.fence()?;
+                    self.fenced()?;
                 }
                 () = signals.token().cancelled(), if !self.interrupted => {
                     self.interrupt(signals.received().unwrap_or("a signal"))?;
@@ -490,6 +504,40 @@ impl Executor<'_> {
         self.journal.commit()
     }
 
+    /// [`JournalWriter::fence`]: an error stops the run (see [`Executor::stopping_on`]).
+    fn fenced(&mut self) -> io::Result<()> {
+        self.journal.fence()
+    }
+
+    /// The run stops on `error` (a lease lost, a journal that cannot be written): the tasks of
+    /// the running steps are gone, which killed their process groups. Said on stderr and in the
+    /// journal, as far as it still takes records (a shared journal's local copy always does).
+    fn stopping_on(&mut self, error: io::Error) -> io::Error {
+        let running: Vec<&str> = self
+            .states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.status == Status::Running)
+            .map(|(i, _)| self.plan.steps[i].id.as_str())
+            .collect();
+        let message = if running.is_empty() {
+            format!("the run stops: {error}")
+        } else {
+            format!(
+                "the run stops: {error}; stopped while running (their processes are killed): {}",
+                running.join(", ")
+            )
+        };
+        crate::eprintln_quiet!("ripcord: {message}");
+        let note = Record::RunNote {
+            t_ms: self.clock.ms(),
+            message,
+        };
+        let _ = self.journal.append(&note);
+        let _ = self.journal.flush();
+        error
+    }
+
     fn emit(&mut self, record: &Record) -> io::Result<()> {
         self.journal.append(record)?;
         self.sink.record(record);
@@ -499,13 +547,9 @@ impl Executor<'_> {
     fn message(&mut self, msg: Msg) -> io::Result<()> {
         let t_ms = self.clock.ms();
         let record = match msg {
-            Msg::JournalFailed(error) => {
-                return Err(io::Error::other(format!(
-                    "the journal could not be made durable: {error}"
-                )));
-            }
+            Msg::JournalFailed(error) => return Err(error),
             Msg::Attempt { step, attempt, ack } => {
-                self.journal.fence()?;
+                self.fenced()?;
                 self.states[step].acted += 1;
                 self.emit(&Record::StepStarted {
                     t_ms,
@@ -1201,8 +1245,12 @@ impl Task {
                     }
                 }
                 _ = poll.tick() => {
-                    let Some(state) = &wait.state else { continue };
-                    let Ok(all) = state.answers(&wait.run_id) else { continue };
+                    let Some(state) = wait.state.clone() else { continue };
+                    // Off the loop's thread: a slow state database must not hold up the run
+                    // (its other steps, its lease checks).
+                    let run_id = wait.run_id.clone();
+                    let read = tokio::task::spawn_blocking(move || state.answers(&run_id));
+                    let Ok(Ok(all)) = read.await else { continue };
                     for a in &all {
                         if a.ask != wait.ask || a.step != self.step.id || !seen.insert(a.id.clone()) {
                             continue;

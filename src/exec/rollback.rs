@@ -200,7 +200,10 @@ pub async fn rollback(
                 None => Ok(Json::Object(Map::new())),
             };
             // A session whose lease lapsed undoes nothing more: another may have taken over.
-            journal.fence()?;
+            if let Err(e) = journal.fence() {
+                crate::eprintln_quiet!("ripcord: the rollback stops: {e}");
+                return Err(e);
+            }
             emit(
                 journal,
                 Record::UndoStarted {
@@ -222,13 +225,14 @@ pub async fn rollback(
                 groups: cx.groups.clone(),
             };
             let providers = cx.providers.clone();
+            let state = cx.state.clone();
             let dry = cx.mode == Mode::DryRun;
             tasks.spawn(async move {
                 let result = match params {
                     Err(e) => Err(Failure::permanent(format!(
                         "cannot render undo `with`: {e}"
                     ))),
-                    Ok(_) => attempts(&undo, request, &providers, dry).await,
+                    Ok(_) => attempts(&undo, request, &providers, dry, state.as_deref()).await,
                 };
                 (i, result)
             });
@@ -238,7 +242,13 @@ pub async fn rollback(
         let joined = tokio::select! {
             joined = tasks.join_next() => joined,
             () = tokio::time::sleep(watch.unwrap_or_default()), if watch.is_some() => {
-                journal.fence()?;
+                if let Err(e) = journal.fence() {
+                    crate::eprintln_quiet!(
+                        "ripcord: the rollback stops: {e}; undos running are stopped (their \
+                         processes are killed)"
+                    );
+                    return Err(e);
+                }
                 continue;
             }
             () = signals.token().cancelled(), if !interrupted => {
@@ -335,6 +345,7 @@ async fn attempts(
     request: Request,
     providers: &Providers,
     dry: bool,
+    state: Option<&dyn crate::state::StateBackend>,
 ) -> Result<u32, Failure> {
     let spec = providers.spec(&undo.action.provider, &undo.action.action);
     if let Some(spec) = &spec {
@@ -387,5 +398,9 @@ async fn attempts(
         }
         delay = policy.next_delay(delay);
         attempt += 1;
+        // A retry is a new effect: not once this session's lease has lapsed.
+        if let Some(Err(e)) = state.map(|s| s.may_start()) {
+            return Err(Failure::permanent(format!("not tried again: {e}")));
+        }
     }
 }

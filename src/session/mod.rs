@@ -44,6 +44,8 @@ pub struct Session {
     /// Flags a printed command repeats to reach the same state and plugins.
     pub again: String,
     pub started_at: String,
+    /// Leases a new run took from holders that had stopped renewing them, as journal notes.
+    pub taken_over: Vec<String>,
     runtime: Option<tokio::runtime::Runtime>,
     _locks: Vec<Box<dyn HeldLock>>,
 }
@@ -103,9 +105,12 @@ impl Session {
         let journal = state
             .create_journal(&run_id, mode == Mode::Real)
             .map_err(|e| crate::invalid!("cannot create the journal: {e}"))?;
-        Self::assemble(
+        let taken_over = locks.iter().filter_map(|l| l.taken_from()).collect();
+        let mut session = Self::assemble(
             state, run_id, mode, journal, locks, by, started_at, providers,
-        )
+        )?;
+        session.taken_over = taken_over;
+        Ok(session)
     }
 
     /// Claims a recorded run: locks its id, reads its journal, then locks its runbook by the
@@ -182,6 +187,9 @@ impl Session {
                 )
             })?
         };
+        // Past the lease's end, the supervisor stops the steps even if ripcord cannot (frozen).
+        let supervised = groups.clone();
+        state.watch_deadline(Box::new(move |boot_ms| supervised.deadline(boot_ms)));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(mode == Mode::DryRun)
@@ -202,6 +210,7 @@ impl Session {
             by,
             again,
             started_at,
+            taken_over: Vec::new(),
             runtime: Some(runtime),
             _locks: locks,
         })
@@ -290,13 +299,10 @@ impl Claim {
         Ok(())
     }
 
-    /// What this claim took over (`--takeover`), as journal notes.
+    /// What this claim took over (`--takeover`), or an earlier session took over and could
+    /// not record, as journal notes.
     pub fn taken_over(&self) -> Vec<String> {
-        self.locks
-            .iter()
-            .filter_map(|l| l.taken_from())
-            .map(|from| format!("taken over by {}: {from}", self.by))
-            .collect()
+        self.locks.iter().filter_map(|l| l.taken_from()).collect()
     }
 
     /// The flags that name the claimed run's state again in a printed command.

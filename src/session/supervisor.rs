@@ -20,6 +20,13 @@
 //!
 //! The same [`Groups`] handle also SIGKILLs every live group at once, for an exit that cannot
 //! wait (a second interrupt).
+//!
+//! With shared state, a session's right to act ends with its lease. ripcord tells the helper the
+//! moment it ends (`@MS`, on the boot clock, which also counts a suspended machine), and again
+//! each time a renewal moves it on. A helper that reaches that moment without hearing of a
+//! later one stops every listed group as it would if ripcord had died — ripcord may be frozen
+//! (SIGSTOP, a paused VM) and unable to stop its own steps, while another machine takes the run
+//! over.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -127,6 +134,12 @@ impl Groups {
         }
     }
 
+    /// The session may act until `boot_ms` (see [`boot_ms`]): past it, the helper stops every
+    /// group unless told of a later moment first.
+    pub fn deadline(&self, boot_ms: u64) {
+        self.tell(&format!("@{boot_ms}\n"));
+    }
+
     /// SIGKILLs every live group now.
     pub fn kill_all(&self) {
         for &pgid in lock(&self.inner.live).iter() {
@@ -149,6 +162,19 @@ impl Groups {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Milliseconds on the boot clock (CLOCK_BOOTTIME: monotonic, and counting time suspended).
+pub fn boot_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec that we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 pub fn signal_group(pgid: i32, signal: i32) {
@@ -179,10 +205,31 @@ pub fn supervise() -> u8 {
     let mut live: HashSet<i32> = HashSet::new();
     let mut session: Option<String> = None;
     let mut orderly = false;
+    let mut deadline: Option<u64> = None;
     let mut stdin = std::io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
+        // Wait for input, or for the lease's end when there is one.
+        let wait = deadline.map(|d| d.saturating_sub(boot_ms()));
+        if wait == Some(0) {
+            // The lease ran out with ripcord silent: its steps stop now.
+            stop(scan(&session, live.clone()));
+            live.clear();
+            deadline = None;
+            continue;
+        }
+        let mut fds = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout = wait.map_or(-1, |w| w.min(i32::MAX as u64) as i32);
+        // SAFETY: one pollfd that we own, for fd 0.
+        let ready = unsafe { libc::poll(&mut fds, 1, timeout) };
+        if ready == 0 {
+            continue;
+        }
         let n = match stdin.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -204,6 +251,7 @@ pub fn supervise() -> u8 {
                 ("-", Ok(pgid)) => {
                     live.remove(&pgid);
                 }
+                ("@", _) => deadline = pgid.parse().ok(),
                 ("=", _) => session = Some(pgid.to_string()),
                 (".", _) => orderly = true,
                 _ => {}
@@ -212,11 +260,22 @@ pub fn supervise() -> u8 {
         pending.drain(..complete);
         // Read in batches: what ripcord writes waits in the pipe (it is safe there: on EOF it
         // is read first), so a run of many short steps wakes the helper a few times a second,
-        // not twice a step.
-        std::thread::sleep(BATCH);
+        // not twice a step. Never past the lease's end.
+        let nap = deadline.map_or(BATCH, |d| {
+            BATCH.min(Duration::from_millis(d.saturating_sub(boot_ms())))
+        });
+        std::thread::sleep(nap);
     }
     // ripcord died: groups of its steps it had no time to tell of (see the module's doc).
-    if let Some(session) = session.filter(|_| !orderly) {
+    let session = session.filter(|_| !orderly);
+    stop(scan(&session, live));
+    0
+}
+
+/// The groups to stop: those listed, and (with the session's token) every group led by a
+/// process of the session whose parent is not one of its processes.
+fn scan(session: &Option<String>, mut live: HashSet<i32>) -> Vec<i32> {
+    if let Some(session) = session {
         let ours: Vec<super::procs::Proc> = super::procs::live()
             .into_iter()
             .filter(|p| p.env("RIPCORD_SESSION").as_deref() == Some(session.as_str()))
@@ -229,9 +288,13 @@ pub fn supervise() -> u8 {
             }
         }
     }
-    let orphans: Vec<i32> = live.into_iter().filter(|&g| group_exists(g)).collect();
+    live.into_iter().filter(|&g| group_exists(g)).collect()
+}
+
+/// SIGTERM to each group, SIGKILL to what is left after the grace.
+fn stop(orphans: Vec<i32>) {
     if orphans.is_empty() {
-        return 0;
+        return;
     }
     for &g in &orphans {
         signal_group(g, libc::SIGTERM);
@@ -243,7 +306,6 @@ pub fn supervise() -> u8 {
     for &g in &orphans {
         signal_group(g, libc::SIGKILL);
     }
-    0
 }
 
 /// Whether a process group has a member that is not a zombie (zombies of a dead parent may

@@ -180,17 +180,17 @@ impl StateBackend for StateDir {
         Ok(Box::new(DirLock::acquire(&path, holder)?))
     }
 
-    fn is_held(&self, scope: &Scope) -> bool {
+    fn is_held(&self, scope: &Scope) -> io::Result<bool> {
         let name = match scope {
             Scope::Runbook(name) => format!("{name}.lock"),
             Scope::Run(id) if Self::check_id(id).is_ok() => format!("run.{id}.lock"),
-            Scope::Run(_) => return false,
+            Scope::Run(_) => return Ok(false),
             Scope::Resource(name) => match resource_file(name) {
                 Ok(file) => file,
-                Err(_) => return false,
+                Err(_) => return Ok(false),
             },
         };
-        super::lock::is_held(&self.root.join("locks").join(name))
+        Ok(super::lock::is_held(&self.root.join("locks").join(name)))
     }
 
     fn create_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>> {

@@ -134,7 +134,7 @@ pub trait StateBackend: Send + Sync {
         takeover: bool,
     ) -> Result<Box<dyn HeldLock>, LockError>;
     /// Whether a session holds `scope` now (a run being worked on), without taking it.
-    fn is_held(&self, scope: &Scope) -> bool;
+    fn is_held(&self, scope: &Scope) -> io::Result<bool>;
     /// The journal of a new run.
     fn create_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>>;
     /// A recorded run's journal, to append to (a torn last line is cut off first).
@@ -151,6 +151,13 @@ pub trait StateBackend: Send + Sync {
     fn lease_lost(&self) -> Option<String> {
         None
     }
+    /// Whether this session may begin an effect now (its leases are its own and fresh). No I/O.
+    fn may_start(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Tells `until` each moment (boot clock, ms) past which this session's leases may be taken
+    /// over, now and after every renewal; nothing for a backend whose locks cannot lapse.
+    fn watch_deadline(&self, _until: Box<dyn Fn(u64) + Send + Sync>) {}
 }
 
 /// The state that `--state`, `--state-dir`, `$RIPCORD_STATE` and `$RIPCORD_STATE_DIR` name, in

@@ -34,6 +34,7 @@ use tokio_postgres::{Client, Config, Statement};
 use super::lock::{LeaseInfo, LockError, LockHolder};
 use super::{Answer, HeldLock, JournalWriter, Scope, StateBackend};
 use crate::journal::{ReadJournal, Record};
+use crate::session::supervisor::boot_ms;
 
 // The PostgreSQL plugin's TLS settings (libpq's sslmode and sslrootcert over rustls), one
 // source for both.
@@ -42,12 +43,13 @@ use crate::journal::{ReadJournal, Record};
 mod tls;
 
 /// The schema version this ripcord writes.
-const VERSION: i32 = 1;
+const VERSION: i32 = 2;
 /// `pg_advisory_xact_lock` key taken while the schema is checked and created.
 const SCHEMA_LOCK: i64 = 0x7269_7063_6f72_6401;
 
 /// Migration `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE ripcord_runs (
     run_id     text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -82,7 +84,13 @@ CREATE TABLE ripcord_leases (
     ttl_ms      bigint NOT NULL,
     released    boolean NOT NULL DEFAULT false
 );
-"];
+",
+    r"
+-- A takeover's note, kept on the lease until a session of the run has journaled it (a resume
+-- that took the run over and then refused to go on must not lose it).
+ALTER TABLE ripcord_leases ADD COLUMN taken_from text;
+",
+];
 
 pub struct PgState {
     shown: String,
@@ -100,17 +108,25 @@ struct Inner {
     config: Config,
     tls: tls::Tls,
     shown: String,
-    client: tokio::sync::Mutex<Option<Conn>>,
+    /// Connections: renewals have one of their own (never behind a slow statement), journal
+    /// writes one, everything else one.
+    conns: [tokio::sync::Mutex<Option<Conn>>; 3],
     ttl: Duration,
     held: Mutex<Held>,
+    /// Whether a journal write of this session reached the database (its notes among them).
+    journaled: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
 struct Held {
     /// Scopes held, each with its epoch.
     leases: Vec<(String, i64)>,
-    /// When the last renewal that succeeded was sent (acquisitions count as renewals).
-    renewed: Option<Instant>,
+    /// When the last renewal that succeeded was sent (acquisitions count as renewals), on the
+    /// boot clock (ms): a suspended machine's sleep counts.
+    renewed: Option<u64>,
+    /// Told the moment this session's leases may lapse, after each renewal (the supervisor,
+    /// which then stops the steps of a frozen ripcord).
+    deadline: Option<Arc<dyn Fn(u64) + Send + Sync>>,
     /// Why this session may write nothing more (a lease taken over, or lapsed).
     lost: Option<String>,
     /// A journal write that failed otherwise: the run stops at its next step.
@@ -136,17 +152,28 @@ impl Drop for PgLease {
     fn drop(&mut self) {
         let (key, epoch) = (self.key.clone(), self.epoch);
         self.inner.forget(&key, epoch);
+        // A lease already lost is not ours to release; an unreachable database gets a short
+        // try (the lease lapses by itself).
+        if self.inner.held.lock().is_ok_and(|h| h.lost.is_some()) {
+            return;
+        }
+        let journaled = self
+            .inner
+            .journaled
+            .load(std::sync::atomic::Ordering::SeqCst);
         let inner = self.inner.clone();
         let _ = self.inner.block(async move {
-            let until = Instant::now() + Duration::from_secs(5);
+            let until = Instant::now() + Duration::from_secs(1);
             inner
-                .with_client(until, "release a lease", move |c| {
+                .with_client(OTHER, until, "release a lease", move |c| {
                     let key = key.clone();
                     Box::pin(async move {
                         c.execute(
-                            "UPDATE ripcord_leases SET released = true, renewed_at = clock_timestamp() \
+                            "UPDATE ripcord_leases SET released = true, \
+                                 renewed_at = clock_timestamp(), \
+                                 taken_from = CASE WHEN $3 THEN NULL ELSE taken_from END \
                              WHERE scope = $1 AND epoch = $2",
-                            &[&key, &epoch],
+                            &[&key, &epoch, &journaled],
                         )
                         .await
                     })
@@ -170,22 +197,37 @@ pub fn is_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// The URL without its password, for messages and printed commands.
+/// The URL without its password, for messages and printed commands: the user information ends
+/// at the last `@` (a password written raw may hold `/`, `?`, `@`), and a `password=` parameter
+/// is dropped.
 pub fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = rest.split_at(at);
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}@{host}{tail}")
+            format!("{user}{host}")
         }
-        None => url.to_string(),
+        None => rest.to_string(),
+    };
+    let (base, query) = match rest.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (rest.as_str(), None),
+    };
+    let mut shown = format!("{scheme}://{base}");
+    if let Some(query) = query {
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
+            .collect();
+        if !kept.is_empty() {
+            shown.push('?');
+            shown.push_str(&kept.join("&"));
+        }
     }
+    shown
 }
 
 /// An error with its causes.
@@ -220,7 +262,20 @@ fn retriable(e: &tokio_postgres::Error) -> bool {
         source = inner.source();
     }
     match e.as_db_error() {
-        None => true,
+        // A broken connection (an I/O error under it, or closed); not a statement this side
+        // got wrong, which no retry mends.
+        None => {
+            e.is_closed() || {
+                let mut source: Option<&(dyn std::error::Error + 'static)> =
+                    std::error::Error::source(e);
+                let mut io = false;
+                while let Some(inner) = source {
+                    io |= inner.is::<io::Error>();
+                    source = inner.source();
+                }
+                io
+            }
+        }
         Some(db) => {
             let code = db.code().code();
             code.starts_with("08") || code.starts_with("57P") || code == "40001" || code == "40P01"
@@ -246,6 +301,11 @@ pub fn lease_lost(e: &io::Error) -> Option<String> {
         .and_then(|inner| inner.downcast_ref::<LeaseLost>())
         .map(|l| l.0.clone())
 }
+
+/// Which connection a call uses.
+const RENEW: usize = 0;
+const WRITE: usize = 1;
+const OTHER: usize = 2;
 
 type Op<'c, T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>>;
 
@@ -296,25 +356,31 @@ impl Inner {
     }
 
     async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        tls::connect(&self.config, &self.tls).await
+        let client = tls::connect(&self.config, &self.tls).await?;
+        // The server gives up on a statement before this side does (see `with_client`): a
+        // statement this side timed out is never committed behind its back.
+        client
+            .batch_execute("SET statement_timeout = '5s'; SET lock_timeout = '4s'")
+            .await?;
+        Ok(client)
     }
 
     /// Runs `op` on the connection, connecting (again) as needed and retrying what a broken
     /// connection or a restarting server failed, until `until`.
     async fn with_client<T>(
         &self,
+        slot: usize,
         until: Instant,
         what: &str,
         mut op: impl for<'c> FnMut(&'c mut Conn) -> Op<'c, T> + Send,
     ) -> io::Result<T> {
-        let mut guard = self.client.lock().await;
+        let mut guard = self.conns[slot].lock().await;
         loop {
             let error = match guard.as_mut().filter(|c| !c.is_closed()) {
                 Some(client) => {
-                    let left = until.saturating_duration_since(Instant::now());
-                    let limit = left
-                        .max(Duration::from_secs(1))
-                        .min(Duration::from_secs(10));
+                    // Longer than the server's statement_timeout (5 s): what timed out here was
+                    // cancelled there.
+                    let limit = Duration::from_secs(7);
                     match tokio::time::timeout(limit, op(client)).await {
                         Ok(Ok(value)) => return Ok(value),
                         Ok(Err(e)) if !retriable(&e) => {
@@ -376,6 +442,22 @@ impl Inner {
         self.ttl - self.ttl / 5
     }
 
+    fn stop_after_ms(&self) -> u64 {
+        self.stop_after().as_millis() as u64
+    }
+
+    /// Until when a call may retry while the lease is surely this session's.
+    fn lease_until(&self) -> Instant {
+        let held = self.held.lock().expect("lease bookkeeping");
+        match held.renewed {
+            Some(r) => {
+                let left = (r + self.stop_after_ms()).saturating_sub(boot_ms());
+                Instant::now() + Duration::from_millis(left)
+            }
+            None => Instant::now() + Duration::from_secs(10),
+        }
+    }
+
     /// Whether this session may start something: it has lost no lease, and its last renewal
     /// is recent enough that no one else can have taken one.
     fn fence(&self) -> io::Result<()> {
@@ -383,13 +465,13 @@ impl Inner {
         if held.lost.is_none()
             && !held.leases.is_empty()
             && let Some(renewed) = held.renewed
-            && renewed.elapsed() > self.stop_after()
+            && boot_ms().saturating_sub(renewed) > self.stop_after_ms()
         {
             held.lost = Some(format!(
-                "its lease was last renewed {:.1} s ago (lease ttl {} s; the state database {} \
-                 did not answer): it starts nothing more, and its run may be taken over once \
-                 the lease expires",
-                renewed.elapsed().as_secs_f64(),
+                "last renewed {:.1} s ago (lease ttl {} s): this process was paused, or the \
+                 state database {} did not answer; it starts nothing more, and the run may be \
+                 taken over once the lease expires",
+                boot_ms().saturating_sub(renewed) as f64 / 1000.0,
                 self.ttl.as_secs_f64(),
                 self.shown
             ));
@@ -421,11 +503,12 @@ impl Inner {
                 failed = false;
                 continue;
             }
-            let sent = Instant::now();
+            let sent = boot_ms();
             let (keys, epochs): (Vec<String>, Vec<i64>) = leases.iter().cloned().unzip();
             let ttl_ms = self.ttl.as_millis() as i64;
+            let until = Instant::now() + wait.max(Duration::from_secs(1));
             let renewed = self
-                .with_client(sent + wait.max(Duration::from_secs(1)), "renew the lease", |c| {
+                .with_client(RENEW, until, "renew the lease", |c| {
                     let (keys, epochs) = (keys.clone(), epochs.clone());
                     Box::pin(async move {
                         c.query(
@@ -451,11 +534,15 @@ impl Inner {
                         .collect();
                     if let Some((scope, epoch)) = missing.first() {
                         held.lost.get_or_insert(format!(
-                            "its lease on {scope} (epoch {epoch}) was taken over by another \
-                             session after it expired: it starts and records nothing more"
+                            "{scope} (epoch {epoch}) was taken over by another session after \
+                             the lease expired; this session starts and records nothing more"
                         ));
                     } else if held.renewed.is_none_or(|r| r < sent) {
                         held.renewed = Some(sent);
+                        if let Some(tell) = held.deadline.clone() {
+                            drop(held);
+                            tell(sent + self.stop_after_ms());
+                        }
                     }
                 }
                 Err(_) => failed = true,
@@ -499,9 +586,10 @@ impl PgState {
             config,
             tls,
             shown: shown.clone(),
-            client: tokio::sync::Mutex::new(None),
+            conns: Default::default(),
             ttl,
             held: Mutex::new(Held::default()),
+            journaled: Default::default(),
         });
         let state = PgState {
             again: format!(" --state {}", crate::cli::shell_word(&shown)),
@@ -526,10 +614,29 @@ impl PgState {
         let inner = self.inner.clone();
         let until = self.until();
         self.inner
-            .block(async move { inner.with_client(until, what, op).await })?
+            .block(async move { inner.with_client(OTHER, until, what, op).await })?
     }
 
     fn migrate(&self) -> io::Result<()> {
+        // Up to date: nothing to create (a role with no CREATE right works).
+        let at = self.call("read the schema version", |c| {
+            Box::pin(async move {
+                let exists: bool = c
+                    .query_one("SELECT to_regclass('ripcord_schema') IS NOT NULL", &[])
+                    .await?
+                    .get(0);
+                if !exists {
+                    return Ok(0);
+                }
+                let row = c
+                    .query_one("SELECT coalesce(max(version), 0) FROM ripcord_schema", &[])
+                    .await?;
+                Ok(row.get::<_, i32>(0))
+            })
+        })?;
+        if at == VERSION {
+            return Ok(());
+        }
         let newest = self.call("create the schema", |c| {
             Box::pin(async move {
                 let tx = c.transaction().await?;
@@ -679,37 +786,40 @@ impl StateBackend for PgState {
         let may_take_expired = takeover || !matches!(scope, Scope::Run(_));
         let ttl_ms = self.inner.ttl.as_millis() as i64;
         let h = holder.clone();
-        let sent = Instant::now();
+        let sent = boot_ms();
         let k = key.clone();
         let got = self
             .call("take a lease", move |c| {
                 let (k, h) = (k.clone(), h.clone());
                 Box::pin(async move {
                     let tx = c.transaction().await?;
-                    // Who had it, when it was not released: a takeover says whom it took from.
+                    // Who had it, when it was not released: a takeover says whom it took from
+                    // (and a note of an earlier takeover not yet journaled is carried on).
                     let old = tx
                         .query_opt(
-                            "SELECT format('%s (run %s, pid %s on %s, by %s; its lease, epoch %s, \
-                                 last renewed %s s before)', scope, run_id, pid, host, by_whom, \
-                                 epoch, round(extract(epoch FROM clock_timestamp() - renewed_at)::numeric, 1)) \
-                             FROM ripcord_leases WHERE scope = $1 AND NOT released FOR UPDATE",
-                            &[&k],
+                            "SELECT CASE WHEN released THEN taken_from ELSE \
+                                 format('taken over by %s: %s (run %s, pid %s on %s, by %s; its \
+                                 lease, epoch %s, last renewed %s s before)', $2::text, scope, \
+                                 run_id, pid, host, by_whom, epoch, round(extract(epoch FROM \
+                                 clock_timestamp() - renewed_at)::numeric, 1)) END \
+                             FROM ripcord_leases WHERE scope = $1 FOR UPDATE",
+                            &[&k, &h.by],
                         )
                         .await?
-                        .map(|r| r.get::<_, String>(0));
+                        .and_then(|r| r.get::<_, Option<String>>(0));
                     let row = tx
                         .query_opt(
                             "INSERT INTO ripcord_leases AS l (scope, epoch, run_id, pid, by_whom, \
-                                 host, started_at, acquired_at, renewed_at, ttl_ms) \
+                                 host, started_at, acquired_at, renewed_at, ttl_ms, taken_from) \
                              VALUES ($1, 1, $2, $3, $4, $5, $6, clock_timestamp(), \
-                                 clock_timestamp(), $7) \
+                                 clock_timestamp(), $7, $9) \
                              ON CONFLICT (scope) DO UPDATE SET epoch = l.epoch + 1, \
                                  run_id = EXCLUDED.run_id, pid = EXCLUDED.pid, \
                                  by_whom = EXCLUDED.by_whom, host = EXCLUDED.host, \
                                  started_at = EXCLUDED.started_at, \
                                  acquired_at = EXCLUDED.acquired_at, \
                                  renewed_at = EXCLUDED.renewed_at, ttl_ms = EXCLUDED.ttl_ms, \
-                                 released = false \
+                                 released = false, taken_from = EXCLUDED.taken_from \
                              WHERE l.released OR ($8 AND l.renewed_at \
                                  + l.ttl_ms * interval '1 millisecond' < clock_timestamp()) \
                              RETURNING l.epoch",
@@ -722,6 +832,7 @@ impl StateBackend for PgState {
                                 &h.started_at,
                                 &ttl_ms,
                                 &may_take_expired,
+                                &old,
                             ],
                         )
                         .await?;
@@ -766,12 +877,12 @@ impl StateBackend for PgState {
         if start {
             self.inner.handle.spawn(self.inner.clone().renew_forever());
         }
-        if let Some(from) = &taken_from
-            && !matches!(scope, Scope::Run(_))
+        if let Some(note) = &taken_from
+            && !takeover
         {
             eprintln!(
-                "ripcord: took over {from}: its holder stopped renewing it; that run can be \
-                 resumed only with --takeover"
+                "ripcord: {note}: its holder stopped renewing it (that run can be resumed only \
+                 with --takeover)"
             );
         }
         Ok(Box::new(PgLease {
@@ -782,7 +893,7 @@ impl StateBackend for PgState {
         }))
     }
 
-    fn is_held(&self, scope: &Scope) -> bool {
+    fn is_held(&self, scope: &Scope) -> io::Result<bool> {
         let k = key(scope);
         self.call("read a lease", move |c| {
             let k = k.clone();
@@ -798,7 +909,6 @@ impl StateBackend for PgState {
                 Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
             })
         })
-        .unwrap_or(false)
     }
 
     fn create_journal(&self, run_id: &str, durable: bool) -> io::Result<Box<dyn JournalWriter>> {
@@ -946,6 +1056,18 @@ impl StateBackend for PgState {
 
     fn lease_lost(&self) -> Option<String> {
         self.inner.held.lock().ok()?.lost.clone()
+    }
+
+    fn may_start(&self) -> io::Result<()> {
+        self.inner.fence()
+    }
+
+    fn watch_deadline(&self, until: Box<dyn Fn(u64) + Send + Sync>) {
+        let mut held = self.inner.held.lock().expect("lease bookkeeping");
+        if let Some(renewed) = held.renewed {
+            until(renewed + self.inner.stop_after_ms());
+        }
+        held.deadline = Some(Arc::from(until));
     }
 }
 
@@ -1101,6 +1223,10 @@ impl Inner {
                 None if lines.is_empty() => Ok(()),
                 None => self.append(&run_id, from, lines).await,
             };
+            if result.is_ok() {
+                self.journaled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             if let Err(why) = &result {
                 failed.get_or_insert_with(|| why.clone());
                 match lease_message(why) {
@@ -1122,14 +1248,11 @@ impl Inner {
     /// One statement: the lease check and the records, retried on a new connection while the
     /// lease is surely still this session's (a retry writes nothing twice).
     async fn append(&self, run_id: &str, first: i64, lines: Vec<String>) -> Result<(), String> {
-        let (keys, epochs, until) = {
+        let until = self.lease_until();
+        let (keys, epochs) = {
             let held = self.held.lock().expect("lease bookkeeping");
             let (keys, epochs): (Vec<String>, Vec<i64>) = held.leases.iter().cloned().unzip();
-            let until = held.renewed.map_or_else(
-                || Instant::now() + Duration::from_secs(10),
-                |r| r + self.stop_after(),
-            );
-            (keys, epochs, until)
+            (keys, epochs)
         };
         let run_key = format!("run:{run_id}");
         let run_epoch = keys
@@ -1138,9 +1261,10 @@ impl Inner {
             .find(|(k, _)| **k == run_key)
             .map_or(0, |(_, e)| *e);
         let run_id = run_id.to_string();
+        let (run_id2, lines2, count) = (run_id.clone(), lines.clone(), lines.len() as i64);
         let k = keys.clone();
         let held = self
-            .with_client(until, "write the journal", move |c| {
+            .with_client(WRITE, until, "write the journal", move |c| {
                 let (keys, epochs, lines, run_id) =
                     (k.clone(), epochs.clone(), lines.clone(), run_id.clone());
                 Box::pin(async move {
@@ -1151,17 +1275,31 @@ impl Inner {
                             &[&keys, &epochs, &run_id, &first, &run_epoch, &lines],
                         )
                         .await?;
-                    Ok(row.get::<_, i64>(0))
+                    Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
                 })
             })
             .await
-            .map_err(|e| e.to_string())?;
-        if held == keys.len() as i64 {
+            .map_err(|e| {
+                // Unreachable for as long as the lease was surely ours: it has lapsed.
+                if e.kind() == io::ErrorKind::TimedOut {
+                    format!("{LEASE}the journal could not be written in time: {e}")
+                } else {
+                    e.to_string()
+                }
+            })?;
+        let (held, written) = held;
+        if held == keys.len() as i64 && written == count {
             return Ok(());
+        }
+        if held == keys.len() as i64 {
+            // Some were there already: a retry of a statement whose answer was lost wrote them,
+            // or they are another session's. Only the first is this session's to accept.
+            return self.same_lines(&run_id2, first, &lines2).await;
         }
         // Which one: for the message.
         let lost = self
             .with_client(
+                OTHER,
                 Instant::now() + Duration::from_secs(5),
                 "read the leases",
                 move |c| {
@@ -1197,24 +1335,62 @@ impl Inner {
                 .find(|l| l.0 == *scope && l.1 != *epoch)
                 .map(|l| {
                     format!(
-                        "{scope} to run {} (pid {} on {}, epoch {})",
+                        "{scope} was taken over by run {} (pid {} on {}, epoch {})",
                         l.2, l.3, l.4, l.1
                     )
                 })
         });
         Err(format!(
-            "{LEASE}it lost its lease on {} (its lease expired and was taken over): nothing \
-             more of it is recorded",
-            taker.unwrap_or_else(|| "one of its scopes".to_string())
+            "{LEASE}{} after the lease expired; nothing more of this session is recorded",
+            taker.unwrap_or_else(|| "one of its scopes was taken over".to_string())
         ))
+    }
+}
+
+impl Inner {
+    /// Whether the records from `first` in the database are `lines`.
+    async fn same_lines(&self, run_id: &str, first: i64, lines: &[String]) -> Result<(), String> {
+        let (id, n) = (run_id.to_string(), lines.len() as i64);
+        let stored: Vec<String> = self
+            .with_client(
+                WRITE,
+                Instant::now() + Duration::from_secs(10),
+                "read the journal back",
+                move |c| {
+                    let id = id.clone();
+                    Box::pin(async move {
+                        let rows = c
+                            .query(
+                                "SELECT line FROM ripcord_records WHERE run_id = $1 \
+                                 AND seq >= $2 AND seq < $2 + $3 ORDER BY seq",
+                                &[&id, &first, &n],
+                            )
+                            .await?;
+                        Ok(rows.iter().map(|r| r.get(0)).collect())
+                    })
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if stored.as_slice() == lines {
+            Ok(())
+        } else {
+            Err(format!(
+                "the journal of run {run_id} in the database already holds other records from \
+                 record {first} on: another session wrote them; nothing more of this one is \
+                 recorded"
+            ))
+        }
     }
 }
 
 impl PgJournal {
     fn send(&mut self, ack: Option<Ack>) -> io::Result<()> {
-        self.inner.fence()?;
+        // The local copy takes every line, even one this session may no longer record: it is
+        // what this machine did.
         let lines = std::mem::take(&mut self.pending);
         LocalCopy::write(&mut self.copy, &lines);
+        self.inner.fence()?;
         let batch = Batch {
             first: self.next,
             ack,
@@ -1275,5 +1451,31 @@ impl Drop for PgJournal {
         // What was appended and not yet sent (a session ending on an error) is sent, and waited
         // for, if the lease still allows it.
         let _ = self.commit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_password_is_never_shown() {
+        for (url, shown) in [
+            (
+                "postgres://bob:s3cret@db:5432/rc?sslmode=disable",
+                "postgres://bob@db:5432/rc?sslmode=disable",
+            ),
+            ("postgres://bob:pa/ss@db/rc", "postgres://bob@db/rc"),
+            ("postgres://bob:pa?ss@db/rc", "postgres://bob@db/rc"),
+            ("postgres://bob:p@ss@db/rc", "postgres://bob@db/rc"),
+            (
+                "postgresql://bob@db/rc?sslmode=require&password=SECRET&x=1",
+                "postgresql://bob@db/rc?sslmode=require&x=1",
+            ),
+            ("postgres://db/rc?Password=SECRET", "postgres://db/rc"),
+            ("postgres://db/rc", "postgres://db/rc"),
+        ] {
+            assert_eq!(without_password(url), shown, "{url}");
+        }
     }
 }

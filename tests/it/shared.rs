@@ -79,6 +79,19 @@ fn signal(child: &Child, sig: i32) {
 /// Steps `one`..`n` that each append their name to `log` and wait for `gate-NAME` (when
 /// `gated`), in a chain.
 fn chain(dir: &Path, name: &str, locks: &str, steps: &[&str], gated: bool) -> String {
+    chain_of(dir, name, locks, steps, gated, true)
+}
+
+/// [`chain`], with steps `idempotent` or not (each start of a step that is not must be durable
+/// before it begins: the database's commit).
+fn chain_of(
+    dir: &Path,
+    name: &str,
+    locks: &str,
+    steps: &[&str],
+    gated: bool,
+    idempotent: bool,
+) -> String {
     let mut text = format!("version: 1\nname: {name}\nlocks: [{locks}]\nsteps:\n");
     let mut before: Option<&str> = None;
     for s in steps {
@@ -92,7 +105,7 @@ fn chain(dir: &Path, name: &str, locks: &str, steps: &[&str], gated: bool) -> St
         };
         let needs = before.map_or(String::new(), |b| format!(", needs: [{b}]"));
         text.push_str(&format!(
-            "  - {{ id: {s}{needs}, uses: shell.run, idempotent: true, with: {{ argv: [sh, -c, \"{wait}echo {s} >> '{}/log'\"] }} }}\n",
+            "  - {{ id: {s}{needs}, uses: shell.run, idempotent: {idempotent}, with: {{ argv: [sh, -c, \"{wait}echo {s} >> '{}/log'\"] }} }}\n",
             dir.display()
         ));
         before = Some(s);
@@ -247,7 +260,14 @@ fn a_killed_holder_is_taken_over_only_after_its_lease_expires() {
     let server = StateServer::start();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let work = tempfile::tempdir().unwrap();
-    let file = chain(work.path(), "promote", "", &["one", "two", "three"], true);
+    let file = chain_of(
+        work.path(),
+        "promote",
+        "",
+        &["one", "two", "three"],
+        true,
+        false,
+    );
     open_gate(work.path(), "one");
     let mut holder = on(&server, a.path())
         .args(["run", &file, "--lease-ttl", "4s"])
@@ -294,19 +314,32 @@ fn a_killed_holder_is_taken_over_only_after_its_lease_expires() {
         "{}",
         out.stderr
     );
-    // After expiry: taken over, epoch 2; what completed is not run again.
+    // After expiry: taken over (epoch 2). Step two is not idempotent and in doubt: the
+    // takeover stops there and asks (no terminal: exit 2)...
     std::thread::sleep(Duration::from_secs(4).saturating_sub(killed_at.elapsed()));
     let out = on(&server, b.path())
         .args(["resume", &id, "--takeover"])
         .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(out.stderr.contains("--retry-in-doubt"), "{}", out.stderr);
+    // ... and the operator decides; the takeover is recorded all the same, by the session that
+    // journals first; what completed is not run again.
+    let out = on(&server, b.path())
+        .args(["resume", &id, "--retry-in-doubt"])
+        .run();
     assert_eq!(out.code, 0, "{}", out.transcript());
     assert_eq!(log(work.path()), ["one", "two", "three"]);
     let records = journal(&server, &id);
+    let note = records
+        .iter()
+        .find(|(r, _)| {
+            r["kind"] == "run_note" && r["message"].as_str().unwrap().starts_with("taken over by ")
+        })
+        .unwrap_or_else(|| panic!("{records:?}"));
+    let text = note.0["message"].as_str().unwrap();
     assert!(
-        records.iter().any(|(r, e)| *e == 2
-            && r["kind"] == "run_note"
-            && r["message"].as_str().unwrap().contains("taken over")),
-        "{records:?}"
+        text.contains(&format!("run:{id}")) && text.contains(&format!("pid {}", holder.id())),
+        "{text}"
     );
     assert_eq!(kinds(&server, &id, "step_started", "one"), 1);
     assert_eq!(
@@ -337,8 +370,19 @@ fn a_paused_holder_that_lost_its_lease_starts_and_records_nothing() {
         kinds(&server, &id, "step_started", "two") == 1
     });
     signal(&holder, libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(2500));
-    // Two finishes while its holder sleeps; B takes over and finishes the run.
+    let stopped = Instant::now();
+    // Frozen, it cannot stop its own step: its supervisor does, when the lease is about to
+    // lapse (4/5 of 2 s after the last renewal), before anyone can take the run over.
+    wait_until("the frozen holder's step to be stopped", || {
+        !crate::support::alive(&format!("{}/gate-two", work.path().display()))
+    });
+    assert!(
+        stopped.elapsed() < Duration::from_millis(2000),
+        "stopped only after {:?}",
+        stopped.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(stopped.elapsed()));
+    // B takes over and finishes the run.
     open_gate(work.path(), "two");
     open_gate(work.path(), "three");
     let out = on(&server, b.path())
@@ -353,12 +397,8 @@ fn a_paused_holder_that_lost_its_lease_starts_and_records_nothing() {
     // The old holder wrote nothing after the takeover, and ran three only through B.
     let records = journal(&server, &id);
     assert_eq!(records.len(), after_takeover, "{records:?}");
-    assert_eq!(
-        log(work.path()).iter().filter(|s| *s == "three").count(),
-        1,
-        "{:?}",
-        log(work.path())
-    );
+    // Two ran once (B's, after A's was stopped before its gate opened), three once.
+    assert_eq!(log(work.path()), ["one", "two", "three"]);
     let takeover = records
         .iter()
         .position(|(r, _)| {
@@ -375,7 +415,14 @@ fn a_paused_holder_that_lost_its_lease_starts_and_records_nothing() {
 fn twenty_processes_race_for_one_lease_and_one_wins() {
     let server = StateServer::start();
     let work = tempfile::tempdir().unwrap();
-    let file = chain(work.path(), "race", "\"service:orders\"", &["only"], true);
+    let file = chain_of(
+        work.path(),
+        "race",
+        "\"service:orders\"",
+        &["only"],
+        true,
+        false,
+    );
     // Twenty on an empty database: the schema is created once, one run holds the runbook.
     let mut children: Vec<Child> = (0..20)
         .map(|_| {
@@ -406,11 +453,16 @@ fn twenty_processes_race_for_one_lease_and_one_wins() {
     );
     assert_eq!(refused, 19);
     assert_eq!(log(work.path()), ["only"]);
-    assert_eq!(server.sql("SELECT max(version) FROM ripcord_schema"), "1");
+    // Every migration applied once, whoever won the race to make the schema.
     assert_eq!(
-        server.sql("SELECT count(*) FROM ripcord_runs WHERE journaled"),
+        server.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM ripcord_schema"),
+        "1,2"
+    );
+    assert_eq!(
+        server.sql("SELECT count(*) FROM ripcord_runs"),
         "1",
-        "the refused left no runs behind"
+        "the refused left no runs behind: {}",
+        server.sql("SELECT run_id, journaled FROM ripcord_runs")
     );
 }
 
@@ -420,7 +472,8 @@ fn a_state_server_restart_mid_run_loses_nothing() {
     let a = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let steps = ["s1", "s2", "s3", "s4", "s5", "s6"];
-    let file = chain(work.path(), "restart", "", &steps, true);
+    // Not idempotent: each start is a commit the step waits for, across the restart too.
+    let file = chain_of(work.path(), "restart", "", &steps, true, false);
     open_gate(work.path(), "s1");
     open_gate(work.path(), "s2");
     let holder = on(&server, a.path()).args(["run", &file]).spawn();
@@ -454,18 +507,28 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
     let work = tempfile::tempdir().unwrap();
     let file = chain(work.path(), "cutover", "", &["one", "two", "three"], true);
     open_gate(work.path(), "one");
-    let mut holder = on(&server, a.path()).args(["run", &file]).spawn();
+    let holder = on(&server, a.path())
+        .args(["run", &file, "--lease-ttl", "3s"])
+        .spawn();
     let id = wait_run(&server, "cutover");
     wait_until("step two to start", || {
         kinds(&server, &id, "step_started", "two") == 1
     });
-    holder.kill().unwrap();
-    holder.wait().unwrap();
-    wait_until("step two's process to be stopped", || {
-        !crate::support::alive(&format!("{}/gate-two", work.path().display()))
-    });
-    // The state database is lost with the site.
+    // The state database is lost with the site, mid-step: the holder cannot renew its lease,
+    // stops its running step before the lease could lapse, says so, and exits 4.
     assert!(server.pg_ctl(&["-m", "immediate", "stop"]));
+    let out = finish(holder);
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    assert!(
+        out.stderr
+            .contains("stopped while running (their processes are killed): two"),
+        "{}",
+        out.stderr
+    );
+    assert!(!crate::support::alive(&format!(
+        "{}/gate-two",
+        work.path().display()
+    )));
     open_gate(work.path(), "two");
     open_gate(work.path(), "three");
     let local = a.path().join(".ripcord");
@@ -561,4 +624,54 @@ fn the_state_database_is_reached_over_verified_tls() {
         assert_eq!(out.code, 2, "{bad}: {}", out.transcript());
         assert!(out.stderr.contains("state database"), "{}", out.stderr);
     }
+}
+
+/// The epoch check on its own: another session takes the run's lease (its epoch grows) while
+/// the holder's renewals are not yet due; the holder's next write — the durable start of its
+/// next step — is refused by the database, so that step never begins, and the holder exits 4.
+#[test]
+fn a_write_under_an_old_epoch_is_refused_and_its_step_never_begins() {
+    let server = StateServer::start();
+    let a = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = chain_of(work.path(), "fence", "", &["one", "two"], true, false);
+    let holder = on(&server, a.path())
+        .args(["run", &file, "--lease-ttl", "60s"])
+        .spawn();
+    let id = wait_run(&server, "fence");
+    wait_until("step one to start", || {
+        kinds(&server, &id, "step_started", "one") == 1
+    });
+    server.sql(&format!(
+        "UPDATE ripcord_leases SET epoch = epoch + 1, pid = 1, run_id = '{id}' WHERE scope = 'run:{id}'"
+    ));
+    open_gate(work.path(), "one");
+    open_gate(work.path(), "two");
+    let out = finish(holder);
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    assert!(
+        out.stderr
+            .contains(&format!("run:{id} was taken over by run {id} (pid 1")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(log(work.path()), ["one"], "two never began");
+    // Nothing after the take was recorded in the database; this machine's copy says what
+    // happened.
+    let records = journal(&server, &id);
+    assert!(
+        records.iter().all(|(r, _)| r["step"] != "two"),
+        "{records:?}"
+    );
+    let copy = std::fs::read_to_string(
+        a.path()
+            .join(".ripcord/copies")
+            .join(&id)
+            .join("journal.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        copy.contains("\"step_started\"") && copy.contains("\"two\""),
+        "{copy}"
+    );
 }

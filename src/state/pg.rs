@@ -446,6 +446,15 @@ impl Inner {
         self.stop_after().as_millis() as u64
     }
 
+    /// When the supervisor stops the steps after the last renewal: a second (its grace between
+    /// SIGTERM and SIGKILL) before [`Inner::stop_after`], and never before half the ttl, so
+    /// that a step that ignores SIGTERM is gone before the lease can be taken.
+    fn kill_after_ms(&self) -> u64 {
+        self.stop_after_ms()
+            .saturating_sub(1000)
+            .max(self.ttl.as_millis() as u64 / 2)
+    }
+
     /// Until when a call may retry while the lease is surely this session's.
     fn lease_until(&self) -> Instant {
         let held = self.held.lock().expect("lease bookkeeping");
@@ -541,7 +550,7 @@ impl Inner {
                         held.renewed = Some(sent);
                         if let Some(tell) = held.deadline.clone() {
                             drop(held);
-                            tell(sent + self.stop_after_ms());
+                            tell(sent + self.kill_after_ms());
                         }
                     }
                 }
@@ -1065,7 +1074,7 @@ impl StateBackend for PgState {
     fn watch_deadline(&self, until: Box<dyn Fn(u64) + Send + Sync>) {
         let mut held = self.inner.held.lock().expect("lease bookkeeping");
         if let Some(renewed) = held.renewed {
-            until(renewed + self.inner.stop_after_ms());
+            until(renewed + self.inner.kill_after_ms());
         }
         held.deadline = Some(Arc::from(until));
     }

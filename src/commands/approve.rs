@@ -45,7 +45,8 @@ pub fn run(args: &ApproveArgs) -> CommandResult {
     if !live(state.as_ref())? {
         return Err(crate::locked!(
             "run {} is not running (it crashed or was stopped while waiting): resume \
-             it with `ripcord resume {}{again}`, then answer the new wait",
+             it with `ripcord resume {}{again}` (with --takeover if its holder died and its \
+             state is shared), then answer the new wait",
             args.run_id,
             args.run_id
         ));
@@ -60,6 +61,24 @@ pub fn run(args: &ApproveArgs) -> CommandResult {
         ));
     }
     let starter = header.by.as_ref().map(|b| b.person().to_string());
+    // The session waiting now was started by the last one to start or resume the run.
+    let driver = read
+        .records
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Record::Resumed { by: Some(by), .. } => Some(by.person().to_string()),
+            _ => None,
+        })
+        .or(starter.clone());
+    if wait.not_by_operator && driver.as_deref() == Some(person.as_str()) && driver != starter {
+        return Err(crate::invalid!(
+            "{person} runs the session of run {} that waits and may not approve `{}` \
+             (not_by_operator): another person must",
+            args.run_id,
+            wait.step
+        ));
+    }
     if wait.not_by_operator && starter.as_deref() == Some(person.as_str()) {
         return Err(crate::invalid!(
             "{person} started run {} and may not approve `{}` (not_by_operator): \

@@ -29,10 +29,27 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         match &args.break_glass {
             Some(reason) => {
                 let (dir, note) = break_glass(args, reason)?;
-                (std::sync::Arc::new(dir), Some(note))
+                (std::sync::Arc::new(dir), note)
             }
             None => (
-                crate::state::open(&args.state).map_err(|e| crate::invalid!("{e}"))?,
+                crate::state::open(&args.state).map_err(|e| {
+                    // The database may be lost: say what this machine can still do.
+                    let copy = StateDir::resolve(None)
+                        .copies_dir()
+                        .join(&args.run_id)
+                        .join(JOURNAL_FILE);
+                    if copy.exists() {
+                        crate::invalid!(
+                            "{e}\n  this machine has a copy of run {}'s journal: if the state \
+                             database is lost for good, finish the run here with `ripcord \
+                             resume {} --break-glass REASON` (see docs/shared-state.md)",
+                            args.run_id,
+                            args.run_id
+                        )
+                    } else {
+                        crate::invalid!("{e}")
+                    }
+                })?,
                 None,
             ),
         };
@@ -279,7 +296,7 @@ fn ask(step: &crate::plan::PlannedStep) -> Decision {
 
 /// `resume --break-glass`: the local directory to finish the run on, with this machine's copy of
 /// the shared journal imported into it (once), and the note that records why and by whom.
-fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, String)> {
+fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Option<String>)> {
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(crate::invalid!(
@@ -303,9 +320,18 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Stri
     StateDir::check_run_id(&args.run_id).map_err(|e| crate::invalid!("{e}"))?;
     let copy = dir.copies_dir().join(&args.run_id).join(JOURNAL_FILE);
     let target = dir.journal_path(&args.run_id);
-    let records = if target.exists() {
-        // Imported by an earlier break-glass: go on from there.
-        None
+    let by = Identity::current();
+    let root = crate::state::dir::absolute(dir.root());
+    let note = |imported: &str| {
+        format!(
+            "break-glass by {by}: resumed on the local directory {} {imported}; reason: \
+             {reason}; the shared state database was not consulted",
+            root.display()
+        )
+    };
+    let again = if target.exists() {
+        // Imported by an earlier break-glass: go on from there, saying so again.
+        Some(note("(imported by an earlier break-glass)"))
     } else {
         let read = crate::journal::read(&copy).map_err(|e| {
             crate::invalid!(
@@ -315,33 +341,38 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Stri
                 copy.display()
             )
         })?;
-        import(&copy, &dir, &args.run_id, read.valid_len)
+        // The note goes in with the import: recorded even if this resume stops short (a step
+        // in doubt, a process still alive).
+        let imported = note(&format!(
+            "from this machine's copy of its shared journal ({} records)",
+            read.records.len()
+        ));
+        let t_ms = read.records.iter().map(Record::t_ms).max().unwrap_or(0);
+        let line = crate::journal::encode(&Record::RunNote {
+            t_ms,
+            message: imported,
+        });
+        import(&copy, &dir, &args.run_id, read.valid_len, &line)
             .map_err(|e| crate::invalid!("cannot import {}: {e}", copy.display()))?;
-        Some(read.records.len())
-    };
-    let by = Identity::current();
-    let imported = match records {
-        Some(n) => format!("from this machine's copy of its shared journal ({n} records)"),
-        None => "(imported by an earlier break-glass)".to_string(),
+        None
     };
     crate::eprintln_quiet!(
-        "ripcord: BREAK GLASS: run {} goes on in {} {imported}, without its shared state \
-         database: if that database is only unreachable, another session may hold the run there",
+        "ripcord: BREAK GLASS: run {} goes on in {}, without its shared state database: if \
+         that database is only unreachable, another session may hold the run there",
         args.run_id,
         dir.root().display()
     );
-    Ok((
-        dir.clone(),
-        format!(
-            "break-glass by {by}: resumed on the local directory {} {imported}; reason: {reason}; \
-             the shared state database was not consulted",
-            crate::state::dir::absolute(dir.root()).display()
-        ),
-    ))
+    Ok((dir.clone(), again))
 }
 
 /// Copies the valid part of a journal copy into a run of `dir`, durably.
-fn import(copy: &std::path::Path, dir: &StateDir, run_id: &str, len: u64) -> std::io::Result<()> {
+fn import(
+    copy: &std::path::Path,
+    dir: &StateDir,
+    run_id: &str,
+    len: u64,
+    note: &str,
+) -> std::io::Result<()> {
     use std::io::{Read, Write};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let runs = dir.runs_dir();
@@ -356,6 +387,7 @@ fn import(copy: &std::path::Path, dir: &StateDir, run_id: &str, len: u64) -> std
     std::fs::File::open(copy)?
         .take(len)
         .read_to_end(&mut bytes)?;
+    bytes.extend_from_slice(note.as_bytes());
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -978,7 +978,15 @@ impl ApprovalWait {
         }
         if p.not_by_operator && person == self.starter {
             return Err(format!(
-                "{person} started the run, and this approval must come from someone else                  (not_by_operator)"
+                "{person} started the run, and this approval must come from someone else \
+                 (not_by_operator)"
+            ));
+        }
+        // Whoever drives the run now (a resume, a takeover) is an operator of it too.
+        if p.not_by_operator && person == self.me.person() {
+            return Err(format!(
+                "{person} runs this session of the run, and this approval must come from \
+                 someone else (not_by_operator)"
             ));
         }
         Ok(())

@@ -124,6 +124,30 @@ pub async fn rollback(
             inputs,
         },
     )?;
+    // A step that acted but did not succeed (in doubt, or failed part-way) keeps its effect
+    // when its undo is only for steps that succeeded: said, so the rollback is not taken for
+    // complete.
+    let mut notes = notes;
+    let kept: Vec<&str> = (0..n)
+        .filter(|&i| {
+            plan.steps[i].undo.is_some()
+                && !target[i]
+                && !already_undone.contains(&i)
+                && states[i].acted > 0
+                && states[i].status != Status::Done(StepStatus::Succeeded)
+        })
+        .map(|i| plan.steps[i].id.as_str())
+        .collect();
+    if !kept.is_empty() {
+        let message = format!(
+            "not undone, check by hand: {} started and did not succeed (its end unknown, or it \
+             failed part-way), and its undo runs only after success (`undo: {{if_started: \
+             true}}` would run it)",
+            kept.join(", ")
+        );
+        crate::eprintln_quiet!("ripcord: {message}");
+        notes.push(message);
+    }
     for message in notes {
         emit(
             journal,

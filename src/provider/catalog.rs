@@ -233,7 +233,7 @@ static BUILTIN: LazyLock<Vec<Arc<ActionSpec>>> = LazyLock::new(|| {
             "waits for approval: on the terminal, from `ripcord approve RUN STEP` in any shell, \
              or given in advance (--approve STEP, --yes); `approvers` limits who, \
              `min_approvals` how many different people, `not_by_operator` excludes the one who \
-             started the run",
+             started the run and the one running the session that waits",
             json!({
                 "type": "object",
                 "properties": {

@@ -302,7 +302,15 @@ impl Claim {
     /// What this claim took over (`--takeover`), or an earlier session took over and could
     /// not record, as journal notes.
     pub fn taken_over(&self) -> Vec<String> {
-        self.locks.iter().filter_map(|l| l.taken_from()).collect()
+        let notes: Vec<String> = self.locks.iter().filter_map(|l| l.taken_from()).collect();
+        // One note: the run's own lease first, then the runbook's and the scopes' (the same
+        // holder's, as a rule) as further lines.
+        match notes.split_first() {
+            Some((first, rest)) if !rest.is_empty() => {
+                vec![format!("{first}\n  also {}", rest.join("\n  also "))]
+            }
+            _ => notes,
+        }
     }
 
     /// The flags that name the claimed run's state again in a printed command.
@@ -384,10 +392,24 @@ fn take(
             } else {
                 format!(" on {}", h.host)
             };
-            let mut message = format!(
-                "{scope} is locked by run {} (pid {}{host}{by}, since {})",
-                h.run_id, h.pid, h.started_at
-            );
+            let mut message = match scope {
+                Scope::Run(id) if *id == h.run_id => format!(
+                    "run {id} is held by another session (pid {}{host}{by}, since {})",
+                    h.pid, h.started_at
+                ),
+                _ => format!(
+                    "{scope} is locked by run {} (pid {}{host}{by}, since {})",
+                    h.run_id, h.pid, h.started_at
+                ),
+            };
+            if !matches!(scope, Scope::Run(_))
+                && h.lease.as_ref().is_none_or(|l| l.age_ms <= l.ttl_ms)
+            {
+                message.push_str(&format!(
+                    "\n  wait for it to end (`ripcord runs{}` shows it), or stop it first",
+                    state.again()
+                ));
+            }
             if let Some(lease) = &h.lease {
                 message.push_str(&lease_words(scope, &h, lease, takeover, state.again()));
             }

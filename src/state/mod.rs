@@ -172,11 +172,51 @@ pub fn open(args: &crate::cli::StateArgs) -> io::Result<std::sync::Arc<dyn State
         (None, Some(dir)) => return Ok(std::sync::Arc::new(StateDir::resolve(Some(dir)))),
         (None, None) => env,
     };
+    if let Some(value) = &chosen {
+        check_location(value)?;
+    }
     match chosen {
         Some(url) if pg::is_url(&url) => Ok(std::sync::Arc::new(PgState::open(&url, ttl)?)),
         Some(dir) => Ok(std::sync::Arc::new(StateDir::resolve(Some(
             std::path::Path::new(&dir),
         )))),
         None => Ok(std::sync::Arc::new(StateDir::resolve(None))),
+    }
+}
+
+/// A state location that looks like a URL but is not a PostgreSQL one (`postgress://`,
+/// `postgres:/`, ` postgres://` with a space) is refused: taken as a directory, it would record
+/// the run on this machine alone, holding no shared lock.
+fn check_location(value: &str) -> io::Result<()> {
+    let refuse = |why: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--state {}: {why}; a shared state is postgres://USER@HOST[:PORT]/DB, a local one \
+                 a directory",
+                pg::without_password(value.trim())
+            ),
+        ))
+    };
+    if value.trim() != value || value.is_empty() {
+        return refuse("it begins or ends with a space");
+    }
+    if pg::is_url(value) {
+        return Ok(());
+    }
+    let scheme = value.split_once(':').map(|(s, _)| s).filter(|s| {
+        !s.is_empty()
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+    });
+    match scheme {
+        Some(s) if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql") => {
+            refuse("write the URL as postgres://… (lower case, two slashes)")
+        }
+        Some(s) if value[s.len()..].starts_with(":/") => {
+            refuse(&format!("`{s}:` is not a state ripcord knows"))
+        }
+        _ => Ok(()),
     }
 }

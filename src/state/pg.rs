@@ -611,7 +611,7 @@ impl PgState {
     }
 
     fn until(&self) -> Instant {
-        Instant::now() + Duration::from_secs(10)
+        Instant::now() + Duration::from_secs(5)
     }
 
     /// Runs `op` with retries, on the backend's runtime, waiting for it.

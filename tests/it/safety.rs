@@ -720,7 +720,8 @@ fn resume_and_rollback_lock_the_run_whatever_the_runbook_is_called_now() {
         let out = Ripcord::new().state(&state).args(args).run();
         assert_eq!(out.code, 4, "{args:?}: {}", out.transcript());
         assert!(
-            out.stderr.contains(&format!("run {id} is locked")),
+            out.stderr
+                .contains(&format!("run {id} is held by another session")),
             "{}",
             out.stderr
         );

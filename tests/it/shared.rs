@@ -291,7 +291,7 @@ fn a_killed_holder_is_taken_over_only_after_its_lease_expires() {
     assert_eq!(out.code, 4, "{}", out.transcript());
     assert!(
         out.stderr
-            .contains(&format!("run {id} is locked by run {id}"))
+            .contains(&format!("run {id} is held by another session"))
             && out.stderr.contains("--takeover"),
         "{}",
         out.stderr

@@ -675,3 +675,33 @@ fn a_write_under_an_old_epoch_is_refused_and_its_step_never_begins() {
         "{copy}"
     );
 }
+
+/// A state that looks like a URL but is not a PostgreSQL one is refused (exit 2), never taken
+/// for a directory: that would record the run on this machine alone, holding no shared lock.
+#[test]
+fn a_mistyped_state_url_is_refused_not_taken_for_a_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    for url in [
+        "postgress://u@127.0.0.1:1/db",
+        "Postgres://u@127.0.0.1:1/db",
+        "postgres:/u@127.0.0.1:1/db",
+        " postgres://u@127.0.0.1:1/db",
+    ] {
+        for how in [&["--state", url][..], &[][..]] {
+            let mut r = Ripcord::new()
+                .current_dir(cwd.path())
+                .args(["runs"])
+                .args(how);
+            if how.is_empty() {
+                r = r.env("RIPCORD_STATE", url);
+            }
+            let out = r.run();
+            assert_eq!(out.code, 2, "{url:?}: {}", out.transcript());
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing was created"
+    );
+}

@@ -314,8 +314,18 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Opti
             ));
         }
         (Some(dir), _) => StateDir::resolve(Some(std::path::Path::new(dir))),
-        (None, Some(dir)) => StateDir::resolve(Some(dir)),
-        (None, None) => StateDir::resolve(None),
+        (None, Some(dir)) => {
+            crate::state::check_dir(&dir.to_string_lossy(), "--state-dir")
+                .map_err(|e| crate::invalid!("{e}"))?;
+            StateDir::resolve(Some(dir))
+        }
+        (None, None) => {
+            if let Ok(dir) = std::env::var("RIPCORD_STATE_DIR") {
+                crate::state::check_dir(&dir, "$RIPCORD_STATE_DIR")
+                    .map_err(|e| crate::invalid!("{e}"))?;
+            }
+            StateDir::resolve(None)
+        }
     };
     StateDir::check_run_id(&args.run_id).map_err(|e| crate::invalid!("{e}"))?;
     let copy = dir.copies_dir().join(&args.run_id).join(JOURNAL_FILE);

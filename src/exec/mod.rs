@@ -459,6 +459,9 @@ impl Executor<'_> {
                         match result {
                             Ok((id, (i, report))) => {
                                 task_steps.remove(&id);
+                                // A step stopped by the supervisor at the lease's end did not
+                                // fail: the run stops, and its end is not recorded as one.
+                                self.fenced()?;
                                 self.finished(i, report)?;
                             }
                             Err(e) => {
@@ -545,11 +548,15 @@ impl Executor<'_> {
     }
 
     fn message(&mut self, msg: Msg) -> io::Result<()> {
+        // Nothing a task says is recorded once the lease lapsed: a try that failed because the
+        // supervisor stopped it at the lease's end is not a failure of the step.
+        if !matches!(msg, Msg::JournalFailed(_)) {
+            self.fenced()?;
+        }
         let t_ms = self.clock.ms();
         let record = match msg {
             Msg::JournalFailed(error) => return Err(error),
             Msg::Attempt { step, attempt, ack } => {
-                self.fenced()?;
                 self.states[step].acted += 1;
                 self.emit(&Record::StepStarted {
                     t_ms,

@@ -294,6 +294,10 @@ pub async fn rollback(
             break;
         };
         let Ok((i, result)) = joined else { continue };
+        if let Err(e) = journal.fence() {
+            crate::eprintln_quiet!("ripcord: the rollback stops: {e}");
+            return Err(e);
+        }
         let (status, error) = match result {
             Ok(_) => (StepStatus::Succeeded, None),
             Err(_) if interrupted => (

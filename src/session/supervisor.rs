@@ -210,24 +210,26 @@ pub fn supervise() -> u8 {
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        // Wait for input, or for the lease's end when there is one.
+        // Wait for input, or for the lease's end when there is one. poll's timeout runs on the
+        // monotonic clock, which stands still while the machine is suspended: it is kept short
+        // and the boot clock read again.
         let wait = deadline.map(|d| d.saturating_sub(boot_ms()));
-        if wait == Some(0) {
-            // The lease ran out with ripcord silent: its steps stop now.
-            stop(scan(&session, live.clone()));
-            live.clear();
-            deadline = None;
-            continue;
-        }
         let mut fds = libc::pollfd {
             fd: 0,
             events: libc::POLLIN,
             revents: 0,
         };
-        let timeout = wait.map_or(-1, |w| w.min(i32::MAX as u64) as i32);
+        let timeout = wait.map_or(-1, |w| w.min(200) as i32);
         // SAFETY: one pollfd that we own, for fd 0.
         let ready = unsafe { libc::poll(&mut fds, 1, timeout) };
         if ready == 0 {
+            // Nothing waiting in the pipe (a later deadline would have been read first): past
+            // the lease's end with ripcord silent, its steps stop now.
+            if deadline.is_some_and(|d| boot_ms() >= d) {
+                stop(scan(&session, live.clone()));
+                live.clear();
+                deadline = None;
+            }
             continue;
         }
         let n = match stdin.read(&mut buf) {
@@ -258,6 +260,13 @@ pub fn supervise() -> u8 {
             }
         }
         pending.drain(..complete);
+        // Everything written so far was read (a later deadline with it): past the lease's end,
+        // the steps stop, however busy the pipe.
+        if deadline.is_some_and(|d| boot_ms() >= d) {
+            stop(scan(&session, live.clone()));
+            live.clear();
+            deadline = None;
+        }
         // Read in batches: what ripcord writes waits in the pipe (it is safe there: on EOF it
         // is read first), so a run of many short steps wakes the helper a few times a second,
         // not twice a step. Never past the lease's end.

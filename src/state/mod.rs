@@ -169,9 +169,17 @@ pub fn open(args: &crate::cli::StateArgs) -> io::Result<std::sync::Arc<dyn State
         .filter(|s| !s.is_empty());
     let chosen = match (&args.state, &args.state_dir) {
         (Some(url), _) => Some(url.clone()),
-        (None, Some(dir)) => return Ok(std::sync::Arc::new(StateDir::resolve(Some(dir)))),
+        (None, Some(dir)) => {
+            check_dir(&dir.to_string_lossy(), "--state-dir")?;
+            return Ok(std::sync::Arc::new(StateDir::resolve(Some(dir))));
+        }
         (None, None) => env,
     };
+    if chosen.is_none()
+        && let Ok(dir) = std::env::var("RIPCORD_STATE_DIR")
+    {
+        check_dir(&dir, "$RIPCORD_STATE_DIR")?;
+    }
     if let Some(value) = &chosen {
         check_location(value)?;
     }
@@ -182,6 +190,29 @@ pub fn open(args: &crate::cli::StateArgs) -> io::Result<std::sync::Arc<dyn State
         )))),
         None => Ok(std::sync::Arc::new(StateDir::resolve(None))),
     }
+}
+
+/// `--state-dir` and `$RIPCORD_STATE_DIR` name directories: a URL there is refused, not made
+/// into a local directory of that name.
+pub fn check_dir(value: &str, what: &str) -> io::Result<()> {
+    let scheme_like = value.split_once(':').is_some_and(|(s, rest)| {
+        rest.starts_with('/')
+            && !s.is_empty()
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+    });
+    if scheme_like {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{what} {} looks like a URL: it takes a directory (a shared database is \
+                 --state or $RIPCORD_STATE)",
+                pg::without_password(value)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A state location that looks like a URL but is not a PostgreSQL one (`postgress://`,

@@ -127,6 +127,8 @@ struct Held {
     /// Told the moment this session's leases may lapse, after each renewal (the supervisor,
     /// which then stops the steps of a frozen ripcord).
     deadline: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// How long releases may take, all together, once the first one begins.
+    release_until: Option<Instant>,
     /// Why this session may write nothing more (a lease taken over, or lapsed).
     lost: Option<String>,
     /// A journal write that failed otherwise: the run stops at its next step.
@@ -152,18 +154,21 @@ impl Drop for PgLease {
     fn drop(&mut self) {
         let (key, epoch) = (self.key.clone(), self.epoch);
         self.inner.forget(&key, epoch);
-        // A lease already lost is not ours to release; an unreachable database gets a short
-        // try (the lease lapses by itself).
-        if self.inner.held.lock().is_ok_and(|h| h.lost.is_some()) {
-            return;
-        }
+        // Released even after the session stopped on a stale lease (the statement only touches
+        // the lease if its epoch is still this one's); an unreachable database gets one second
+        // for all of them (the leases lapse by themselves).
+        let until = {
+            let mut held = self.inner.held.lock().expect("lease bookkeeping");
+            *held
+                .release_until
+                .get_or_insert_with(|| Instant::now() + Duration::from_secs(1))
+        };
         let journaled = self
             .inner
             .journaled
             .load(std::sync::atomic::Ordering::SeqCst);
         let inner = self.inner.clone();
         let _ = self.inner.block(async move {
-            let until = Instant::now() + Duration::from_secs(1);
             inner
                 .with_client(OTHER, until, "release a lease", move |c| {
                     let key = key.clone();
@@ -378,9 +383,12 @@ impl Inner {
         loop {
             let error = match guard.as_mut().filter(|c| !c.is_closed()) {
                 Some(client) => {
-                    // Longer than the server's statement_timeout (5 s): what timed out here was
-                    // cancelled there.
-                    let limit = Duration::from_secs(7);
+                    // Up to 7 s, longer than the server's statement_timeout (5 s): what timed
+                    // out here was cancelled there. Near the lease's end less (at least 1 s): a
+                    // statement cut short then may still commit, which at worst leaves a start
+                    // recorded for a step that never began (in doubt: never re-run blindly).
+                    let left = until.saturating_duration_since(Instant::now());
+                    let limit = left.clamp(Duration::from_secs(1), Duration::from_secs(7));
                     match tokio::time::timeout(limit, op(client)).await {
                         Ok(Ok(value)) => return Ok(value),
                         Ok(Err(e)) if !retriable(&e) => {
@@ -396,26 +404,34 @@ impl Inner {
                         Err(_) => format!("no answer in {} s", limit.as_secs()),
                     }
                 }
-                None => match self.connect().await {
-                    Ok(client) => {
-                        *guard = Some(Conn {
-                            client,
-                            prepared: Default::default(),
-                        });
-                        continue;
+                None => {
+                    let wait = until
+                        .saturating_duration_since(Instant::now())
+                        .clamp(Duration::from_secs(1), Duration::from_secs(7));
+                    match tokio::time::timeout(wait, self.connect()).await {
+                        Ok(Ok(client)) => {
+                            *guard = Some(Conn {
+                                client,
+                                prepared: Default::default(),
+                            });
+                            continue;
+                        }
+                        // Refused (authentication, a certificate that does not verify): no
+                        // retry.
+                        Ok(Err(e)) if !retriable(&e) => {
+                            let detail = e
+                                .as_db_error()
+                                .map_or_else(|| chain(&e), |d| d.message().to_string());
+                            return Err(io::Error::other(format!(
+                                "cannot {what}: the state database {} refused the connection: \
+                                 {detail}",
+                                self.shown
+                            )));
+                        }
+                        Ok(Err(e)) => chain(&e),
+                        Err(_) => format!("no connection within {} s", wait.as_secs()),
                     }
-                    // Refused (authentication, a certificate that does not verify): no retry.
-                    Err(e) if !retriable(&e) => {
-                        let detail = e
-                            .as_db_error()
-                            .map_or_else(|| chain(&e), |d| d.message().to_string());
-                        return Err(io::Error::other(format!(
-                            "cannot {what}: the state database {} refused the connection: {detail}",
-                            self.shown
-                        )));
-                    }
-                    Err(e) => chain(&e),
-                },
+                }
             };
             // A connection in an unknown state is not used again.
             *guard = None;
@@ -446,9 +462,10 @@ impl Inner {
         self.stop_after().as_millis() as u64
     }
 
-    /// When the supervisor stops the steps after the last renewal: a second (its grace between
-    /// SIGTERM and SIGKILL) before [`Inner::stop_after`], and never before half the ttl, so
-    /// that a step that ignores SIGTERM is gone before the lease can be taken.
+    /// When the session stops after the last renewal — it starts nothing more, and its
+    /// supervisor stops the steps: a second (the supervisor's grace between SIGTERM and
+    /// SIGKILL) before [`Inner::stop_after`], and never before half the ttl, so that a step that
+    /// ignores SIGTERM is gone before the lease can be taken.
     fn kill_after_ms(&self) -> u64 {
         self.stop_after_ms()
             .saturating_sub(1000)
@@ -474,12 +491,12 @@ impl Inner {
         if held.lost.is_none()
             && !held.leases.is_empty()
             && let Some(renewed) = held.renewed
-            && boot_ms().saturating_sub(renewed) > self.stop_after_ms()
+            && boot_ms().saturating_sub(renewed) > self.kill_after_ms()
         {
             held.lost = Some(format!(
                 "last renewed {:.1} s ago (lease ttl {} s): this process was paused, or the \
-                 state database {} did not answer; it starts nothing more, and the run may be \
-                 taken over once the lease expires",
+                 state database {} did not answer; its supervisor stops its steps, it starts \
+                 nothing more, and the run may be taken over once the lease expires",
                 boot_ms().saturating_sub(renewed) as f64 / 1000.0,
                 self.ttl.as_secs_f64(),
                 self.shown
@@ -545,6 +562,20 @@ impl Inner {
                         held.lost.get_or_insert(format!(
                             "{scope} (epoch {epoch}) was taken over by another session after \
                              the lease expired; this session starts and records nothing more"
+                        ));
+                    } else if let Some(prev) = held.renewed
+                        && held.lost.is_none()
+                        && boot_ms() + 100 > prev + self.kill_after_ms()
+                    {
+                        // Renewed, but too late: the supervisor has stopped (or is stopping)
+                        // the steps at the lease's end. The run stops rather than take their
+                        // deaths for failures.
+                        held.lost = Some(format!(
+                            "its lease went {:.1} s without a renewal (lease ttl {} s): its \
+                             supervisor stopped its steps at the lease's end; it starts \
+                             nothing more",
+                            boot_ms().saturating_sub(prev) as f64 / 1000.0,
+                            self.ttl.as_secs_f64()
                         ));
                     } else if held.renewed.is_none_or(|r| r < sent) {
                         held.renewed = Some(sent);
@@ -806,16 +837,22 @@ impl StateBackend for PgState {
                     // (and a note of an earlier takeover not yet journaled is carried on).
                     let old = tx
                         .query_opt(
-                            "SELECT CASE WHEN released THEN taken_from ELSE \
+                            "SELECT CASE WHEN NOT released THEN \
                                  format('taken over by %s: %s (run %s, pid %s on %s, by %s; its \
                                  lease, epoch %s, last renewed %s s before)', $2::text, scope, \
                                  run_id, pid, host, by_whom, epoch, round(extract(epoch FROM \
-                                 clock_timestamp() - renewed_at)::numeric, 1)) END \
+                                 clock_timestamp() - renewed_at)::numeric, 1)) \
+                                 WHEN scope LIKE 'run:%' THEN taken_from END, NOT released \
                              FROM ripcord_leases WHERE scope = $1 FOR UPDATE",
                             &[&k, &h.by],
                         )
                         .await?
-                        .and_then(|r| r.get::<_, Option<String>>(0));
+                        .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, bool>(1)));
+                    let fresh = old.as_ref().is_some_and(|(_, unreleased)| *unreleased);
+                    let old = old.and_then(|(note, _)| note);
+                    // Kept on the row until journaled: for the run's own lease only (another
+                    // scope's next holder is another run).
+                    let kept = old.clone().filter(|_| k.starts_with("run:"));
                     let row = tx
                         .query_opt(
                             "INSERT INTO ripcord_leases AS l (scope, epoch, run_id, pid, by_whom, \
@@ -841,13 +878,13 @@ impl StateBackend for PgState {
                                 &h.started_at,
                                 &ttl_ms,
                                 &may_take_expired,
-                                &old,
+                                &kept,
                             ],
                         )
                         .await?;
                     if let Some(row) = row {
                         tx.commit().await?;
-                        return Ok(Ok((row.get::<_, i64>(0), old)));
+                        return Ok(Ok((row.get::<_, i64>(0), old, fresh)));
                     }
                     drop(tx);
                     let row = c
@@ -873,7 +910,7 @@ impl StateBackend for PgState {
                 })
             })
             .map_err(LockError::Io)?;
-        let (epoch, taken_from) = got.map_err(|h| LockError::Held(h.map(Box::new)))?;
+        let (epoch, taken_from, fresh) = got.map_err(|h| LockError::Held(h.map(Box::new)))?;
         let start = {
             let mut held = self.inner.held.lock().expect("lease bookkeeping");
             if held.leases.is_empty() {
@@ -887,7 +924,9 @@ impl StateBackend for PgState {
             self.inner.handle.spawn(self.inner.clone().renew_forever());
         }
         if let Some(note) = &taken_from
+            && fresh
             && !takeover
+            && !matches!(scope, Scope::Run(_))
         {
             eprintln!(
                 "ripcord: {note}: its holder stopped renewing it (that run can be resumed only \

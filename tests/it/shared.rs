@@ -529,6 +529,15 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
         "{}/gate-two",
         work.path().display()
     )));
+    // Two was stopped with the run, not failed: no failure of it anywhere.
+    let copy = std::fs::read_to_string(
+        a.path()
+            .join(".ripcord/copies")
+            .join(&id)
+            .join("journal.jsonl"),
+    )
+    .unwrap();
+    assert!(!copy.contains("attempt_failed"), "{copy}");
     open_gate(work.path(), "two");
     open_gate(work.path(), "three");
     let local = a.path().join(".ripcord");
@@ -670,10 +679,12 @@ fn a_write_under_an_old_epoch_is_refused_and_its_step_never_begins() {
             .join("journal.jsonl"),
     )
     .unwrap();
-    assert!(
-        copy.contains("\"step_started\"") && copy.contains("\"two\""),
-        "{copy}"
-    );
+    let started_two = copy.lines().any(|line| {
+        let json: serde_json::Value =
+            serde_json::from_str(line.rsplit_once('\t').unwrap().0).unwrap();
+        json["kind"] == "step_started" && json["step"] == "two"
+    });
+    assert!(started_two, "{copy}");
 }
 
 /// A state that looks like a URL but is not a PostgreSQL one is refused (exit 2), never taken
@@ -681,27 +692,102 @@ fn a_write_under_an_old_epoch_is_refused_and_its_step_never_begins() {
 #[test]
 fn a_mistyped_state_url_is_refused_not_taken_for_a_directory() {
     let cwd = tempfile::tempdir().unwrap();
-    for url in [
+    let work = tempfile::tempdir().unwrap();
+    let file = chain(work.path(), "typo", "", &["one"], false);
+    let mistyped = [
         "postgress://u@127.0.0.1:1/db",
         "Postgres://u@127.0.0.1:1/db",
         "postgres:/u@127.0.0.1:1/db",
         " postgres://u@127.0.0.1:1/db",
+    ];
+    let mut tries: Vec<(&str, &str)> = Vec::new();
+    for url in mistyped {
+        tries.push(("--state", url));
+        tries.push(("RIPCORD_STATE", url));
+    }
+    // A directory flag or variable given a URL, even a right one.
+    for url in [
+        "postgres://u@127.0.0.1:1/db",
+        "postgress://u@127.0.0.1:1/db",
     ] {
-        for how in [&["--state", url][..], &[][..]] {
-            let mut r = Ripcord::new()
-                .current_dir(cwd.path())
-                .args(["runs"])
-                .args(how);
-            if how.is_empty() {
-                r = r.env("RIPCORD_STATE", url);
-            }
-            let out = r.run();
-            assert_eq!(out.code, 2, "{url:?}: {}", out.transcript());
-        }
+        tries.push(("--state-dir", url));
+        tries.push(("RIPCORD_STATE_DIR", url));
+    }
+    for (how, url) in tries {
+        let r = Ripcord::new()
+            .current_dir(cwd.path())
+            .args(["run", "--dry-run", &file]);
+        let r = if how.starts_with("--") {
+            r.args([how, url])
+        } else {
+            r.env(how, url)
+        };
+        let out = r.run();
+        assert_eq!(out.code, 2, "{how} {url:?}: {}", out.transcript());
     }
     assert_eq!(
         std::fs::read_dir(cwd.path()).unwrap().count(),
         0,
         "nothing was created"
+    );
+}
+
+/// A renewal held up past the lease's end (here: the lease rows locked by another transaction)
+/// makes the supervisor stop the running step; the run stops with exit 4 and takes the step's
+/// death for what it is — never for a failure that starts an automatic rollback.
+#[test]
+fn a_step_stopped_at_the_leases_end_is_not_taken_for_a_failure() {
+    let server = StateServer::start();
+    let a = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().display();
+    let file = write(
+        work.path(),
+        "stall.yaml",
+        &format!(
+            "version: 1\nname: stall\nrollback: auto\nsteps:\n\
+             - {{ id: fence_old, uses: shell.run, with: {{ argv: [sh, -c, \"echo fenced >> '{w}/log'\"] }}, \
+                  undo: {{ uses: shell.run, with: {{ argv: [sh, -c, \"echo unfenced >> '{w}/log'\"] }} }} }}\n\
+             - {{ id: promote, needs: [fence_old], uses: shell.run, with: {{ argv: [sh, -c, \"while [ ! -e '{w}/gate-promote' ]; do sleep 0.05; done; echo promoted >> '{w}/log'\"] }} }}\n"
+        ),
+    );
+    let holder = on(&server, a.path())
+        .args(["run", &file, "--lease-ttl", "3s"])
+        .spawn();
+    let id = wait_run(&server, "stall");
+    wait_until("promote to start", || {
+        kinds(&server, &id, "step_started", "promote") == 1
+    });
+    // Renewals wait for the rows for 2.5 s: more than the 1.5 s the supervisor allows at 3 s.
+    let mut locker = crate::cluster::psql(
+        &server.bin,
+        server.port,
+        &format!(
+            "BEGIN; SELECT 1 FROM ripcord_leases WHERE run_id = '{id}' FOR UPDATE; \
+             SELECT pg_sleep(2.5); COMMIT;"
+        ),
+    )
+    .spawn()
+    .unwrap();
+    let out = finish(holder);
+    let _ = locker.wait();
+    assert_eq!(out.code, 4, "{}", out.transcript());
+    assert!(
+        out.stderr
+            .contains("stopped while running (their processes are killed): promote"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        log(work.path()),
+        ["fenced"],
+        "not promoted, not rolled back"
+    );
+    let records = journal(&server, &id);
+    assert!(
+        records
+            .iter()
+            .all(|(r, _)| r["kind"] != "attempt_failed" && r["kind"] != "rollback_started"),
+        "{records:?}"
     );
 }

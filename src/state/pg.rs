@@ -42,6 +42,8 @@ use crate::session::supervisor::boot_ms;
 #[allow(dead_code)]
 mod tls;
 
+use tls::chain;
+
 /// The schema version this ripcord writes.
 const VERSION: i32 = 2;
 /// `pg_advisory_xact_lock` key taken while the schema is checked and created.
@@ -233,21 +235,6 @@ pub fn without_password(url: &str) -> String {
         }
     }
     shown
-}
-
-/// An error with its causes.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let more = inner.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 /// Worth trying again on a new connection: the connection broke, or the server is restarting

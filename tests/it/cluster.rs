@@ -216,26 +216,8 @@ impl Cluster {
 
     /// `pg_ctl ARGS` on a node, as the servers' account; whether it succeeded.
     pub fn pg_ctl(&self, node: &str, args: &[&str]) -> bool {
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", PG_USER, "--"]).arg(self.bin.join("pg_ctl"));
-            c
-        } else {
-            Command::new(self.bin.join("pg_ctl"))
-        };
         let log = self.dir.path().join(format!("{node}.log"));
-        cmd.args([
-            "-D",
-            self.data(node).to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        pg_ctl(&self.bin, &self.data(node), &log, args)
     }
 
     /// An input file for runbooks/postgres-dr.yaml naming this cluster's two servers as sites
@@ -340,6 +322,25 @@ pub fn psql(bin: &Path, port: u16, statement: &str) -> Command {
     .args(["-v", "ON_ERROR_STOP=1", "-Atqc", statement])
     .env("PGCONNECT_TIMEOUT", "2");
     cmd
+}
+
+/// `pg_ctl -D DATA -l LOG ARGS`, as the servers' account when we are root; whether it
+/// succeeded.
+fn pg_ctl(bin: &Path, data: &Path, log: &Path, args: &[&str]) -> bool {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", PG_USER, "--"]).arg(bin.join("pg_ctl"));
+        c
+    } else {
+        Command::new(bin.join("pg_ctl"))
+    };
+    cmd.args(["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn append(path: &Path, text: &str) {
@@ -497,26 +498,12 @@ impl StateServer {
 
     /// `pg_ctl ARGS` on the server, as the servers' account; whether it succeeded.
     pub fn pg_ctl(&self, args: &[&str]) -> bool {
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", PG_USER, "--"]).arg(self.bin.join("pg_ctl"));
-            c
-        } else {
-            Command::new(self.bin.join("pg_ctl"))
-        };
-        let log = self.dir.path().join("server.log");
-        cmd.args([
-            "-D",
-            self.data().to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        pg_ctl(
+            &self.bin,
+            &self.data(),
+            &self.dir.path().join("server.log"),
+            args,
+        )
     }
 }
 

@@ -131,24 +131,13 @@ async fn connect(dsn: &str) -> Result<Client, Reply> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    tls::connect(&config, &tls)
-        .await
-        .map_err(|e| Reply::retry(format!("cannot connect ({}): {}", redact(dsn), chain(&e))))
-}
-
-/// An error with its causes (a TLS failure says why).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let more = inner.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = inner.source();
-    }
-    text
+    tls::connect(&config, &tls).await.map_err(|e| {
+        Reply::retry(format!(
+            "cannot connect ({}): {}",
+            redact(dsn),
+            tls::chain(&e)
+        ))
+    })
 }
 
 /// The connection string without its password, for messages.
@@ -259,7 +248,7 @@ async fn probe(dsn: &str) -> Result<(&'static str, String), String> {
             if e.to_string().contains("timed out") {
                 return Ok(("down", e.to_string()));
             }
-            return Err(format!("cannot connect: {}", chain(&e)));
+            return Err(format!("cannot connect: {}", tls::chain(&e)));
         }
     };
     match client.simple_query("SELECT 1").await {

@@ -85,6 +85,21 @@ pub fn config(dsn: &str) -> Result<(Config, Tls), String> {
     Ok((config, tls))
 }
 
+/// An error with its causes (a TLS failure says why).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
+}
+
 /// Connects and drives the connection in the background.
 pub async fn connect(config: &Config, tls: &Tls) -> Result<Client, tokio_postgres::Error> {
     match tls {

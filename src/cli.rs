@@ -121,9 +121,9 @@ pub struct StateArgs {
     /// Where runs are recorded: a directory (as --state DIR).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// With a shared database: how long a run's lease lasts unrenewed (renewed every third of
-    /// it); a holder that cannot renew it starts nothing more, and after it the run may be
-    /// taken over.
+    /// With a shared database: how long a run's lease lasts unrenewed (renewed at least every
+    /// third of it); a holder that cannot renew it starts nothing more, and after it the run may
+    /// be taken over.
     #[arg(long, value_name = "DURATION", value_parser = parse_lease_ttl)]
     pub lease_ttl: Option<std::time::Duration>,
 }

@@ -313,7 +313,10 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Opti
                 args.run_id
             ));
         }
-        (Some(dir), _) => StateDir::resolve(Some(std::path::Path::new(dir))),
+        (Some(dir), _) => {
+            crate::state::check_dir(dir, "--state").map_err(|e| crate::invalid!("{e}"))?;
+            StateDir::resolve(Some(std::path::Path::new(dir)))
+        }
         (None, Some(dir)) => {
             crate::state::check_dir(&dir.to_string_lossy(), "--state-dir")
                 .map_err(|e| crate::invalid!("{e}"))?;

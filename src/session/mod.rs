@@ -188,8 +188,11 @@ impl Session {
             })?
         };
         // Past the lease's end, the supervisor stops the steps even if ripcord cannot (frozen).
-        let supervised = groups.clone();
-        state.watch_deadline(Box::new(move |boot_ms| supervised.deadline(boot_ms)));
+        // A pre-flight's steps change nothing: its checks are not cut short.
+        if mode == Mode::Real {
+            let supervised = groups.clone();
+            state.watch_deadline(Box::new(move |boot_ms| supervised.deadline(boot_ms)));
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(mode == Mode::DryRun)

@@ -159,12 +159,17 @@ impl Drop for PgLease {
         // Released even after the session stopped on a stale lease (the statement only touches
         // the lease if its epoch is still this one's); an unreachable database gets one second
         // for all of them (the leases lapse by themselves).
-        let until = {
-            let mut held = self.inner.held.lock().expect("lease bookkeeping");
-            *held
-                .release_until
-                .get_or_insert_with(|| Instant::now() + Duration::from_secs(1))
+        let Ok(mut held) = self.inner.held.lock() else {
+            return;
         };
+        let until = *held
+            .release_until
+            .get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
+        drop(held);
+        if Instant::now() >= until {
+            // The budget is spent (the database does not answer): the lease lapses by itself.
+            return;
+        }
         let journaled = self
             .inner
             .journaled
@@ -505,10 +510,13 @@ impl Inner {
     async fn renew_forever(self: Arc<Self>) {
         let mut failed = false;
         loop {
+            // A third of the stop point (at most a third of the ttl): two renewals can fail
+            // or come late before the session must stop.
+            let period = Duration::from_millis(self.kill_after_ms() / 3).min(self.ttl / 3);
             let wait = if failed {
-                Duration::from_secs(1).min(self.ttl / 3)
+                Duration::from_secs(1).min(period)
             } else {
-                self.ttl / 3
+                period
             };
             tokio::time::sleep(wait).await;
             let leases = self.held.lock().expect("lease bookkeeping").leases.clone();

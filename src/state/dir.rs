@@ -115,6 +115,15 @@ fn resource_file(name: &str) -> io::Result<String> {
     Ok(format!("scope.{encoded}.lock"))
 }
 
+/// The `n`-th id tried for a new run wanted as `wanted`: itself, then `wanted-2`, `wanted-3`…
+pub fn run_id_candidate(wanted: &str, n: u32) -> String {
+    if n == 1 {
+        wanted.to_string()
+    } else {
+        format!("{wanted}-{n}")
+    }
+}
+
 /// `path` from the root, so that a printed command works from any directory.
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -140,11 +149,7 @@ impl StateBackend for StateDir {
         Self::ensure(&runs)?;
         let mut n = 1;
         loop {
-            let id = if n == 1 {
-                wanted.to_string()
-            } else {
-                format!("{wanted}-{n}")
-            };
+            let id = run_id_candidate(wanted, n);
             match DirBuilder::new().mode(0o700).create(self.run_dir(&id)) {
                 Ok(()) => {
                     sync_dir(&runs)?;

@@ -775,11 +775,7 @@ impl StateBackend for PgState {
             Box::pin(async move {
                 let mut n = 1;
                 loop {
-                    let id = if n == 1 {
-                        wanted.clone()
-                    } else {
-                        format!("{wanted}-{n}")
-                    };
+                    let id = super::dir::run_id_candidate(&wanted, n);
                     let made = c
                         .execute(
                             "INSERT INTO ripcord_runs (run_id) VALUES ($1) ON CONFLICT DO NOTHING",

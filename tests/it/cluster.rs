@@ -104,20 +104,7 @@ impl Cluster {
         let (primary, standby, proxy) = (self.primary, self.standby, self.proxy);
         let primary_dir = d.join("primary");
         let standby_dir = d.join("standby");
-        pg(
-            &bin,
-            "initdb",
-            &[
-                "-D",
-                primary_dir.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
-        );
+        initdb(&bin, &primary_dir);
         let conf = format!(
             "\nport = {primary}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\nwal_log_hints = on\nfsync = off\nwal_keep_size = 64MB\n",
@@ -343,6 +330,24 @@ fn pg_ctl(bin: &Path, data: &Path, log: &Path, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A new cluster in `data`: superuser `postgres`, trusted on loopback, UTF-8.
+fn initdb(bin: &Path, data: &Path) {
+    pg(
+        bin,
+        "initdb",
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        ],
+    );
+}
+
 fn append(path: &Path, text: &str) {
     use std::io::Write;
     std::fs::OpenOptions::new()
@@ -427,20 +432,7 @@ impl StateServer {
             dir,
         };
         let data = server.data();
-        pg(
-            &server.bin,
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
-        );
+        initdb(&server.bin, &data);
         append(
             &data.join("postgresql.conf"),
             &format!(

@@ -121,6 +121,9 @@ impl Session {
         run_id: &str,
         takeover: bool,
     ) -> CommandResult<Claim> {
+        if state.shared() {
+            refuse_superseded(run_id)?;
+        }
         let by = Identity::current();
         let started_at = crate::exec::now_rfc3339();
         let holder = LockHolder {
@@ -334,6 +337,47 @@ impl Drop for Session {
         self.groups.kill_all();
         self.groups.close();
     }
+}
+
+/// A shared run that `resume --break-glass` took to this machine's local directory is
+/// superseded there: resuming or rolling it back from the database would act a second time on
+/// steps the local run already ran (promote again, repoint back). Only this machine knows; the
+/// docs tell the others.
+fn refuse_superseded(run_id: &str) -> CommandResult<()> {
+    if crate::state::StateDir::check_run_id(run_id).is_err() {
+        return Ok(()); // no such local run can exist; the database says what it has
+    }
+    let local = crate::state::StateDir::resolve(None);
+    let path = local.journal_path(run_id);
+    if !path.exists() {
+        return Ok(());
+    }
+    let note = crate::journal::read(&path).ok().and_then(|read| {
+        read.records.into_iter().find_map(|r| match r {
+            crate::journal::Record::RunNote { message, .. }
+                if message.starts_with("break-glass by") =>
+            {
+                Some(message)
+            }
+            _ => None,
+        })
+    });
+    let root = crate::state::dir::absolute(local.root());
+    let shown = crate::cli::shell_word(&root.to_string_lossy());
+    let why = match note {
+        Some(note) => format!(
+            "run {run_id} was taken to this machine's local directory {} by break-glass, so the              shared run is superseded: resuming or rolling it back from the database would act              again on steps the local run already ran\n  the local run: {note}",
+            root.display()
+        ),
+        None => format!(
+            "this machine's local directory {} has a run {run_id} too (a break-glass copy of              it?): the shared run may be superseded, and acting on it from the database could              run its steps a second time",
+            root.display()
+        ),
+    };
+    Err(crate::invalid!(
+        "{why}\n  go on with the local run: `ripcord resume {run_id} --state-dir {shown}` (or          `ripcord rollback {run_id} --state-dir {shown}`); to set it aside instead, move          {}/runs/{run_id} out of the way first",
+        root.display()
+    ))
 }
 
 /// Nothing is decided about a run while a process of its steps is alive: it may be half-way

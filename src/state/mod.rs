@@ -120,6 +120,11 @@ pub trait StateBackend: Send + Sync {
     fn location(&self) -> String;
     /// The flags that name this state in a printed command, from any shell and directory.
     fn again(&self) -> &str;
+    /// Shared between machines (a database), each keeping a local copy of the journals it
+    /// writes, which `resume --break-glass` can finish a run from.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Creates a new run; a taken id gets a suffix. Returns the id.
     fn create_run(&self, wanted: &str) -> io::Result<String>;
     /// Removes a run that never got a journal (its session could not start).

@@ -767,6 +767,10 @@ impl StateBackend for PgState {
         &self.again
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn create_run(&self, wanted: &str) -> io::Result<String> {
         Self::check_id(wanted)?;
         let wanted = wanted.to_string();

@@ -596,6 +596,20 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
         .args(["runs", "--json"])
         .run();
     assert!(out.stdout.contains(&id), "{}", out.transcript());
+    // The database comes back: the shared run is superseded. From this machine, neither a
+    // resume nor a rollback acts on it there (a takeover would run two and three again).
+    assert!(server.pg_ctl(&["-w", "-t", "60", "start"]));
+    for verb in ["resume", "rollback"] {
+        let out = on(&server, a.path()).args([verb, &id, "--takeover"]).run();
+        assert_eq!(out.code, 2, "{verb}: {}", out.transcript());
+        assert!(
+            out.stderr.contains("superseded") && out.stderr.contains("reason: state DB lost"),
+            "{verb}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(log(work.path()), ["one", "two", "three"]);
+    assert_eq!(kinds(&server, &id, "step_started", "three"), 0);
 }
 
 /// The state database over TLS, as libpq's `sslmode` and `sslrootcert` say: verified against

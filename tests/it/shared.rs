@@ -599,6 +599,13 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
     // The database comes back: the shared run is superseded. From this machine, neither a
     // resume nor a rollback acts on it there (a takeover would run two and three again).
     assert!(server.pg_ctl(&["-w", "-t", "60", "start"]));
+    // Past the lease, so that only the break-glass stands in the takeover's way.
+    wait_until("the run's lease to lapse", || {
+        server.sql(&format!(
+            "SELECT count(*) FROM ripcord_leases WHERE scope = 'run:{id}' \
+             AND renewed_at + ttl_ms * interval '1 ms' < now()"
+        )) == "1"
+    });
     for verb in ["resume", "rollback"] {
         let out = on(&server, a.path()).args([verb, &id, "--takeover"]).run();
         assert_eq!(out.code, 2, "{verb}: {}", out.transcript());

@@ -344,7 +344,9 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Opti
     };
     let again = if target.exists() {
         // Imported by an earlier break-glass: go on from there, saying so again.
-        Some(note("(imported by an earlier break-glass)"))
+        let again = note("(imported by an earlier break-glass)");
+        leave_mark(&args.run_id, &root, &again);
+        Some(again)
     } else {
         let read = crate::journal::read(&copy).map_err(|e| {
             crate::invalid!(
@@ -361,6 +363,9 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Opti
             read.records.len()
         ));
         let t_ms = read.records.iter().map(Record::t_ms).max().unwrap_or(0);
+        // Marked superseded before the import, so that no moment has a local run the mark
+        // does not tell of.
+        leave_mark(&args.run_id, &root, &imported);
         let line = crate::journal::encode(&Record::RunNote {
             t_ms,
             message: imported,
@@ -378,6 +383,44 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Opti
     Ok((dir.clone(), again))
 }
 
+/// Marks the shared run superseded for `resume` and `rollback` against the database from this
+/// account ([`crate::state::dir::break_glass_mark`]); a mark that cannot be left is said, not
+/// fatal: the local run must still be able to go on.
+fn leave_mark(run_id: &str, root: &std::path::Path, note: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let Some(mark) = crate::state::dir::break_glass_mark(run_id) else {
+        crate::eprintln_quiet!(
+            "ripcord: warning: no $XDG_STATE_HOME or $HOME to mark run {run_id} superseded in: \
+             resume and rollback of it against the database will not refuse it"
+        );
+        return;
+    };
+    let left = (|| {
+        if let Some(parent) = mark.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&mark)?;
+        file.write_all(format!("{}\n{note}\n", root.display()).as_bytes())?;
+        file.sync_all()
+    })();
+    if let Err(e) = left {
+        crate::eprintln_quiet!(
+            "ripcord: warning: cannot mark run {run_id} superseded ({}: {e}): resume and \
+             rollback of it against the database will not refuse it",
+            mark.display()
+        );
+    }
+}
+
 /// Copies the valid part of a journal copy into a run of `dir`, durably.
 fn import(
     copy: &std::path::Path,
@@ -393,21 +436,36 @@ fn import(
         .recursive(true)
         .mode(0o700)
         .create(&runs)?;
-    std::fs::DirBuilder::new()
+    // The run's directory may be left from an import that a crash cut short.
+    match std::fs::DirBuilder::new()
         .mode(0o700)
-        .create(dir.run_dir(run_id))?;
+        .create(dir.run_dir(run_id))
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     let mut bytes = Vec::new();
     std::fs::File::open(copy)?
         .take(len)
         .read_to_end(&mut bytes)?;
     bytes.extend_from_slice(note.as_bytes());
+    // Written whole under another name, then linked into place: a crash never leaves a part of
+    // the journal as the run (a later break-glass would go on from it, running again steps the
+    // copy has as done), and of two imports at once only one takes the name.
+    let partial = dir
+        .run_dir(run_id)
+        .join(format!("{JOURNAL_FILE}.import-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(dir.journal_path(run_id))?;
+        .open(&partial)?;
     file.write_all(&bytes)?;
     file.sync_all()?;
+    let linked = std::fs::hard_link(&partial, dir.journal_path(run_id));
+    let _ = std::fs::remove_file(&partial);
+    linked?;
     std::fs::File::open(dir.run_dir(run_id))?.sync_all()?;
     std::fs::File::open(&runs)?.sync_all()
 }

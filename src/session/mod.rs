@@ -339,18 +339,45 @@ impl Drop for Session {
     }
 }
 
-/// A shared run that `resume --break-glass` took to this machine's local directory is
-/// superseded there: resuming or rolling it back from the database would act a second time on
-/// steps the local run already ran (promote again, repoint back). Only this machine knows; the
-/// docs tell the others.
+/// A shared run that `resume --break-glass` took to a local directory of this machine is
+/// superseded: resuming or rolling it back from the database would act a second time on steps
+/// the local run already ran (promote again, repoint back). Break-glass leaves a mark for this
+/// account ([`crate::state::dir::break_glass_mark`]); the default local directory is looked at
+/// too. Other machines cannot know: the docs tell their operators.
 fn refuse_superseded(run_id: &str) -> CommandResult<()> {
     if crate::state::StateDir::check_run_id(run_id).is_err() {
         return Ok(()); // no such local run can exist; the database says what it has
     }
+    let cannot_tell = |what: &std::path::Path, e: std::io::Error| {
+        crate::invalid!(
+            "cannot tell whether run {run_id} was taken to a local directory by break-glass on \
+             this machine ({}: {e}); acting on it from the database could run its steps a \
+             second time",
+            what.display()
+        )
+    };
+    if let Some(mark) = crate::state::dir::break_glass_mark(run_id) {
+        match std::fs::read_to_string(&mark) {
+            Ok(text) => {
+                let (dir, note) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+                let note = Some(note.trim()).filter(|n| !n.is_empty());
+                return Err(superseded(
+                    run_id,
+                    std::path::Path::new(dir),
+                    note,
+                    Some(&mark),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(cannot_tell(&mark, e)),
+        }
+    }
     let local = crate::state::StateDir::resolve(None);
     let path = local.journal_path(run_id);
-    if !path.exists() {
-        return Ok(());
+    match path.try_exists() {
+        Ok(false) => return Ok(()),
+        Ok(true) => {}
+        Err(e) => return Err(cannot_tell(&path, e)),
     }
     let note = crate::journal::read(&path).ok().and_then(|read| {
         read.records.into_iter().find_map(|r| match r {
@@ -363,21 +390,46 @@ fn refuse_superseded(run_id: &str) -> CommandResult<()> {
         })
     });
     let root = crate::state::dir::absolute(local.root());
-    let shown = crate::cli::shell_word(&root.to_string_lossy());
+    Err(superseded(run_id, &root, note.as_deref(), None))
+}
+
+/// The refusal of a superseded shared run: where it went on, and the two ways forward.
+fn superseded(
+    run_id: &str,
+    dir: &std::path::Path,
+    note: Option<&str>,
+    mark: Option<&std::path::Path>,
+) -> CommandError {
+    let shown = crate::cli::shell_word(&dir.to_string_lossy());
     let why = match note {
         Some(note) => format!(
-            "run {run_id} was taken to this machine's local directory {} by break-glass, so the              shared run is superseded: resuming or rolling it back from the database would act              again on steps the local run already ran\n  the local run: {note}",
-            root.display()
+            "run {run_id} was taken to the local directory {} by break-glass on this machine, \
+             so the shared run is superseded: resuming or rolling it back from the database \
+             would act again on steps the local run already ran\n  the local run: {note}",
+            dir.display()
         ),
         None => format!(
-            "this machine's local directory {} has a run {run_id} too (a break-glass copy of              it?): the shared run may be superseded, and acting on it from the database could              run its steps a second time",
-            root.display()
+            "the local directory {} has a run {run_id} too (a break-glass copy of it?): the \
+             shared run may be superseded, and acting on it from the database could run its \
+             steps a second time",
+            dir.display()
         ),
     };
-    Err(crate::invalid!(
-        "{why}\n  go on with the local run: `ripcord resume {run_id} --state-dir {shown}` (or          `ripcord rollback {run_id} --state-dir {shown}`); to set it aside instead, move          {}/runs/{run_id} out of the way first",
-        root.display()
-    ))
+    let aside = match mark {
+        Some(mark) => format!(
+            "move {} out of the way and remove {}",
+            crate::cli::shell_word(&dir.join("runs").join(run_id).to_string_lossy()),
+            crate::cli::shell_word(&mark.to_string_lossy())
+        ),
+        None => format!(
+            "move {} out of the way",
+            crate::cli::shell_word(&dir.join("runs").join(run_id).to_string_lossy())
+        ),
+    };
+    crate::invalid!(
+        "{why}\n  go on with the local run: `ripcord resume {run_id} --state-dir {shown}` (or \
+         `ripcord rollback {run_id} --state-dir {shown}`); to set it aside instead, {aside}"
+    )
 }
 
 /// Nothing is decided about a run while a process of its steps is alive: it may be half-way

@@ -124,6 +124,23 @@ pub fn run_id_candidate(wanted: &str, n: u32) -> String {
     }
 }
 
+/// Where `resume --break-glass` marks a shared run as superseded for this account on this
+/// machine, whatever the working directory or state directory:
+/// `$XDG_STATE_HOME/ripcord/break-glass/RUN_ID` (by default under `~/.local/state`). It holds
+/// the local state directory the run went on in, then the break-glass note. `None` without a
+/// usable `$XDG_STATE_HOME` or `$HOME`.
+pub fn break_glass_mark(run_id: &str) -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let home = std::env::var_os("XDG_STATE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local").join("state"))
+        })?;
+    Some(home.join("ripcord").join("break-glass").join(run_id))
+}
+
 /// `path` from the root, so that a printed command works from any directory.
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())

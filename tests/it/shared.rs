@@ -569,6 +569,14 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
         .args(["resume", &id, "--break-glass", " "])
         .run();
     assert_eq!(out.code, 2, "{}", out.transcript());
+    // An import that a crash cut short left the run's directory and a part of the journal
+    // under another name: the import starts over.
+    std::fs::create_dir_all(local.join("runs").join(&id)).unwrap();
+    std::fs::write(
+        local.join("runs").join(&id).join("journal.jsonl.import-1"),
+        "{\"kind\":\"run_st",
+    )
+    .unwrap();
     // $RIPCORD_STATE still names the lost database: break-glass uses the local directory.
     let out = on(&server, a.path())
         .args(["resume", &id, "--break-glass", "state DB lost with site A"])
@@ -606,8 +614,13 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
              AND renewed_at + ttl_ms * interval '1 ms' < now()"
         )) == "1"
     });
-    for verb in ["resume", "rollback"] {
-        let out = on(&server, a.path()).args([verb, &id, "--takeover"]).run();
+    // From this directory, and from another one (the mark break-glass left for this account).
+    for (verb, cwd) in [
+        ("resume", a.path()),
+        ("rollback", a.path()),
+        ("resume", work.path()),
+    ] {
+        let out = on(&server, cwd).args([verb, &id, "--takeover"]).run();
         assert_eq!(out.code, 2, "{verb}: {}", out.transcript());
         assert!(
             out.stderr.contains("superseded") && out.stderr.contains("reason: state DB lost"),

@@ -50,7 +50,9 @@ impl Ripcord {
             .env("NO_COLOR", "1")
             .env_remove("RIPCORD_STATE_DIR")
             .env_remove("RIPCORD_STATE")
-            .env_remove("RIPCORD_PLUGIN_PATH");
+            .env_remove("RIPCORD_PLUGIN_PATH")
+            // Break-glass marks go here, not into the account's ~/.local/state.
+            .env("XDG_STATE_HOME", state_home());
         Ripcord { command }
     }
 
@@ -282,4 +284,11 @@ pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Valu
 pub fn hostname() -> String {
     let out = std::process::Command::new("hostname").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One `$XDG_STATE_HOME` for every ripcord this test process starts.
+pub fn state_home() -> &'static Path {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().expect("a temporary directory"))
+        .path()
 }

@@ -156,17 +156,23 @@ async fn tail(pipe: Option<impl AsyncRead + Unpin>, max: usize, kept: Kept) {
     let Some(mut pipe) = pipe else {
         return;
     };
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n) = pipe.read(&mut buf).await {
-        if n == 0 {
-            break;
+    // Nothing is allocated for a child that writes nothing (most steps): the first read gets a
+    // small buffer, the rest 16 KiB, never zeroed.
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match pipe.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
         let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.extend_from_slice(&buf[..n]);
+        kept.extend_from_slice(&buf);
         if kept.len() > 2 * max {
             let cut = kept.len() - max;
             kept.drain(..cut);
         }
+        drop(kept);
+        buf.reserve(16 * 1024);
     }
 }
 

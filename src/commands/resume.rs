@@ -365,13 +365,18 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Opti
         let t_ms = read.records.iter().map(Record::t_ms).max().unwrap_or(0);
         // Marked superseded before the import, so that no moment has a local run the mark
         // does not tell of.
-        leave_mark(&args.run_id, &root, &imported);
+        let mark = leave_mark(&args.run_id, &root, &imported);
         let line = crate::journal::encode(&Record::RunNote {
             t_ms,
             message: imported,
         });
-        import(&copy, &dir, &args.run_id, read.valid_len, &line)
-            .map_err(|e| crate::invalid!("cannot import {}: {e}", copy.display()))?;
+        if let Err(e) = import(&copy, &dir, &args.run_id, read.valid_len, &line) {
+            // No local run came of it: the mark would refuse the shared run for nothing.
+            if let Some(mark) = mark {
+                let _ = std::fs::remove_file(mark);
+            }
+            return Err(crate::invalid!("cannot import {}: {e}", copy.display()));
+        }
         None
     };
     crate::eprintln_quiet!(
@@ -384,9 +389,11 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Opti
 }
 
 /// Marks the shared run superseded for `resume` and `rollback` against the database from this
-/// account ([`crate::state::dir::break_glass_mark`]); a mark that cannot be left is said, not
-/// fatal: the local run must still be able to go on.
-fn leave_mark(run_id: &str, root: &std::path::Path, note: &str) {
+/// account ([`crate::state::dir::break_glass_mark`]): JSON with the local directory and the
+/// note, written whole under another name and renamed into place, durably. Gives the mark's
+/// path. A mark that cannot be left is said, not fatal: the local run must still be able to go
+/// on.
+fn leave_mark(run_id: &str, root: &std::path::Path, note: &str) -> Option<std::path::PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let Some(mark) = crate::state::dir::break_glass_mark(run_id) else {
@@ -394,30 +401,37 @@ fn leave_mark(run_id: &str, root: &std::path::Path, note: &str) {
             "ripcord: warning: no $XDG_STATE_HOME or $HOME to mark run {run_id} superseded in: \
              resume and rollback of it against the database will not refuse it"
         );
-        return;
+        return None;
     };
+    let text = serde_json::json!({ "dir": root.to_string_lossy(), "note": note }).to_string();
     let left = (|| {
-        if let Some(parent) = mark.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)?;
-        }
+        let parent = mark.parent().expect("a mark is in a directory");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+        let partial = parent.join(format!(".{run_id}.{}", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&mark)?;
-        file.write_all(format!("{}\n{note}\n", root.display()).as_bytes())?;
-        file.sync_all()
+            .open(&partial)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&partial, &mark)?;
+        std::fs::File::open(parent)?.sync_all()
     })();
-    if let Err(e) = left {
-        crate::eprintln_quiet!(
-            "ripcord: warning: cannot mark run {run_id} superseded ({}: {e}): resume and \
-             rollback of it against the database will not refuse it",
-            mark.display()
-        );
+    match left {
+        Ok(()) => Some(mark),
+        Err(e) => {
+            crate::eprintln_quiet!(
+                "ripcord: warning: cannot mark run {run_id} superseded ({}: {e}): resume and \
+                 rollback of it against the database will not refuse it",
+                mark.display()
+            );
+            None
+        }
     }
 }
 
@@ -465,7 +479,25 @@ fn import(
     file.sync_all()?;
     let linked = std::fs::hard_link(&partial, dir.journal_path(run_id));
     let _ = std::fs::remove_file(&partial);
-    linked?;
+    match linked {
+        // A file system without hard links (vfat, some network mounts): created in place, as
+        // a new file, which still only one import can do.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::ENOTSUP | libc::ENOSYS | libc::EXDEV)
+            ) =>
+        {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.journal_path(run_id))?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+        }
+        other => other?,
+    }
     std::fs::File::open(dir.run_dir(run_id))?.sync_all()?;
     std::fs::File::open(&runs)?.sync_all()
 }

@@ -348,19 +348,12 @@ fn refuse_superseded(run_id: &str) -> CommandResult<()> {
     if crate::state::StateDir::check_run_id(run_id).is_err() {
         return Ok(()); // no such local run can exist; the database says what it has
     }
-    let cannot_tell = |what: &std::path::Path, e: std::io::Error| {
-        crate::invalid!(
-            "cannot tell whether run {run_id} was taken to a local directory by break-glass on \
-             this machine ({}: {e}); acting on it from the database could run its steps a \
-             second time",
-            what.display()
-        )
-    };
     if let Some(mark) = crate::state::dir::break_glass_mark(run_id) {
         match std::fs::read_to_string(&mark) {
             Ok(text) => {
-                let (dir, note) = text.split_once('\n').unwrap_or((text.as_str(), ""));
-                let note = Some(note.trim()).filter(|n| !n.is_empty());
+                let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let dir = json["dir"].as_str().unwrap_or("(unreadable mark)");
+                let note = json["note"].as_str().filter(|n| !n.is_empty());
                 return Err(superseded(
                     run_id,
                     std::path::Path::new(dir),
@@ -369,7 +362,19 @@ fn refuse_superseded(run_id: &str) -> CommandResult<()> {
                 ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(cannot_tell(&mark, e)),
+            Err(e) => {
+                return Err(crate::invalid!(
+                    "cannot tell whether run {run_id} was taken to a local directory by \
+                     break-glass on this machine: its mark {} cannot be read ({e}); acting on \
+                     it from the database could run its steps a second time\n  give this \
+                     account back its directory {} (a break-glass run as another account, \
+                     through sudo, may own it), then try again",
+                    mark.display(),
+                    mark.parent()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ));
+            }
         }
     }
     let local = crate::state::StateDir::resolve(None);
@@ -377,7 +382,14 @@ fn refuse_superseded(run_id: &str) -> CommandResult<()> {
     match path.try_exists() {
         Ok(false) => return Ok(()),
         Ok(true) => {}
-        Err(e) => return Err(cannot_tell(&path, e)),
+        Err(e) => {
+            // The mark is the rule; this directory is only a second look.
+            crate::eprintln_quiet!(
+                "ripcord: warning: cannot look for a local run {run_id} in {} ({e})",
+                path.display()
+            );
+            return Ok(());
+        }
     }
     let note = crate::journal::read(&path).ok().and_then(|read| {
         read.records.into_iter().find_map(|r| match r {

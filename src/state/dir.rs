@@ -127,8 +127,8 @@ pub fn run_id_candidate(wanted: &str, n: u32) -> String {
 /// Where `resume --break-glass` marks a shared run as superseded for this account on this
 /// machine, whatever the working directory or state directory:
 /// `$XDG_STATE_HOME/ripcord/break-glass/RUN_ID` (by default under `~/.local/state`). It holds
-/// the local state directory the run went on in, then the break-glass note. `None` without a
-/// usable `$XDG_STATE_HOME` or `$HOME`.
+/// JSON: `dir`, the local state directory the run went on in, and `note`, the break-glass note.
+/// `None` without a usable `$XDG_STATE_HOME` or `$HOME`.
 pub fn break_glass_mark(run_id: &str) -> Option<PathBuf> {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     let home = std::env::var_os("XDG_STATE_HOME")

@@ -569,6 +569,20 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
         .args(["resume", &id, "--break-glass", " "])
         .run();
     assert_eq!(out.code, 2, "{}", out.transcript());
+    // An import that fails leaves no mark behind (it would refuse the shared run for nothing).
+    let run_dir = local.join("runs").join(&id);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::os::unix::fs::symlink("/nonexistent", run_dir.join("journal.jsonl")).unwrap();
+    let out = on(&server, a.path())
+        .args(["resume", &id, "--break-glass", "state DB lost with site A"])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.transcript());
+    assert!(out.stderr.contains("cannot import"), "{}", out.stderr);
+    let mark = crate::support::state_home()
+        .join("ripcord/break-glass")
+        .join(&id);
+    assert!(!mark.exists(), "{}", mark.display());
+    std::fs::remove_file(run_dir.join("journal.jsonl")).unwrap();
     // An import that a crash cut short left the run's directory and a part of the journal
     // under another name: the import starts over.
     std::fs::create_dir_all(local.join("runs").join(&id)).unwrap();
@@ -583,6 +597,7 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
         .run();
     assert_eq!(out.code, 0, "{}", out.transcript());
     assert!(out.stderr.contains("BREAK GLASS"), "{}", out.stderr);
+    assert!(mark.exists(), "{}", mark.display());
     assert_eq!(log(work.path()), ["one", "two", "three"]);
     let records = crate::support::records(&local).unwrap();
     let note = records

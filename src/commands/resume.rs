@@ -394,8 +394,7 @@ fn break_glass(args: &ResumeArgs, reason: &str) -> CommandResult<(StateDir, Opti
 /// path. A mark that cannot be left is said, not fatal: the local run must still be able to go
 /// on.
 fn leave_mark(run_id: &str, root: &std::path::Path, note: &str) -> Option<std::path::PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let Some(mark) = crate::state::dir::break_glass_mark(run_id) else {
         crate::eprintln_quiet!(
             "ripcord: warning: no $XDG_STATE_HOME or $HOME to mark run {run_id} superseded in: \
@@ -411,14 +410,7 @@ fn leave_mark(run_id: &str, root: &std::path::Path, note: &str) -> Option<std::p
             .mode(0o700)
             .create(parent)?;
         let partial = parent.join(format!(".{run_id}.{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
+        write_private(&partial, text.as_bytes())?;
         std::fs::rename(&partial, &mark)?;
         std::fs::File::open(parent)?.sync_all()
     })();
@@ -433,6 +425,20 @@ fn leave_mark(run_id: &str, root: &std::path::Path, note: &str) -> Option<std::p
             None
         }
     }
+}
+
+/// Writes `bytes` as the whole of a file only this account can read, durably.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Copies the valid part of a journal copy into a run of `dir`, durably.
@@ -469,14 +475,7 @@ fn import(
     let partial = dir
         .run_dir(run_id)
         .join(format!("{JOURNAL_FILE}.import-{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
+    write_private(&partial, &bytes)?;
     let linked = std::fs::hard_link(&partial, dir.journal_path(run_id));
     let _ = std::fs::remove_file(&partial);
     match linked {

@@ -16,6 +16,14 @@ fn on(server: &StateServer, cwd: &Path) -> Ripcord {
         .env("RIPCORD_STATE", &server.url())
 }
 
+/// The copy of a run's shared journal that the machine working in `cwd` keeps (for
+/// break-glass).
+fn local_copy(cwd: &Path, run_id: &str) -> std::path::PathBuf {
+    cwd.join(".ripcord/copies")
+        .join(run_id)
+        .join("journal.jsonl")
+}
+
 /// The records of a run as the database holds them: (record JSON, epoch of its writer).
 fn journal(server: &StateServer, run_id: &str) -> Vec<(serde_json::Value, i64)> {
     let text = server.try_sql(&format!(
@@ -194,13 +202,7 @@ fn two_machines_share_locks_scopes_runs_and_approvals() {
     // No run is in a local directory of either machine: each keeps only its copies of the
     // journals it wrote (for break-glass).
     assert!(!a.path().join(".ripcord/runs").exists() && !b.path().join(".ripcord/runs").exists());
-    assert!(
-        a.path()
-            .join(".ripcord/copies")
-            .join(&id)
-            .join("journal.jsonl")
-            .exists()
-    );
+    assert!(local_copy(a.path(), &id).exists());
 
     // An approval given from B lets A's run go on.
     let gate = write(
@@ -530,13 +532,7 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
         work.path().display()
     )));
     // Two was stopped with the run, not failed: no failure of it anywhere.
-    let copy = std::fs::read_to_string(
-        a.path()
-            .join(".ripcord/copies")
-            .join(&id)
-            .join("journal.jsonl"),
-    )
-    .unwrap();
+    let copy = std::fs::read_to_string(local_copy(a.path(), &id)).unwrap();
     assert!(!copy.contains("attempt_failed"), "{copy}");
     open_gate(work.path(), "two");
     open_gate(work.path(), "three");
@@ -721,13 +717,7 @@ fn a_write_under_an_old_epoch_is_refused_and_its_step_never_begins() {
         records.iter().all(|(r, _)| r["step"] != "two"),
         "{records:?}"
     );
-    let copy = std::fs::read_to_string(
-        a.path()
-            .join(".ripcord/copies")
-            .join(&id)
-            .join("journal.jsonl"),
-    )
-    .unwrap();
+    let copy = std::fs::read_to_string(local_copy(a.path(), &id)).unwrap();
     let started_two = copy.lines().any(|line| {
         let json: serde_json::Value =
             serde_json::from_str(line.rsplit_once('\t').unwrap().0).unwrap();

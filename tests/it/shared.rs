@@ -46,6 +46,26 @@ fn kinds(server: &StateServer, run_id: &str, kind: &str, step: &str) -> usize {
 }
 
 /// The id of the newest run of `runbook`, once it has one.
+/// A run of `file` (runbook `runbook`) started from `cwd` with `--lease-ttl ttl`, once its
+/// step `step` has started: the holder process and the run's id.
+fn hold(
+    server: &StateServer,
+    cwd: &Path,
+    file: &str,
+    ttl: &str,
+    runbook: &str,
+    step: &str,
+) -> (std::process::Child, String) {
+    let holder = on(server, cwd)
+        .args(["run", file, "--lease-ttl", ttl])
+        .spawn();
+    let id = wait_run(server, runbook);
+    wait_until(&format!("step {step} to start"), || {
+        kinds(server, &id, "step_started", step) == 1
+    });
+    (holder, id)
+}
+
 fn wait_run(server: &StateServer, runbook: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -271,13 +291,7 @@ fn a_killed_holder_is_taken_over_only_after_its_lease_expires() {
         false,
     );
     open_gate(work.path(), "one");
-    let mut holder = on(&server, a.path())
-        .args(["run", &file, "--lease-ttl", "4s"])
-        .spawn();
-    let id = wait_run(&server, "promote");
-    wait_until("step two to start", || {
-        kinds(&server, &id, "step_started", "two") == 1
-    });
+    let (mut holder, id) = hold(&server, a.path(), &file, "4s", "promote", "two");
     holder.kill().unwrap();
     holder.wait().unwrap();
     let killed_at = Instant::now();
@@ -364,13 +378,7 @@ fn a_paused_holder_that_lost_its_lease_starts_and_records_nothing() {
         true,
     );
     open_gate(work.path(), "one");
-    let holder = on(&server, a.path())
-        .args(["run", &file, "--lease-ttl", "2s"])
-        .spawn();
-    let id = wait_run(&server, "drain");
-    wait_until("step two to start", || {
-        kinds(&server, &id, "step_started", "two") == 1
-    });
+    let (holder, id) = hold(&server, a.path(), &file, "2s", "drain", "two");
     signal(&holder, libc::SIGSTOP);
     let stopped = Instant::now();
     // Frozen, it cannot stop its own step: its supervisor does, when the lease is about to
@@ -509,13 +517,7 @@ fn with_the_state_database_lost_break_glass_finishes_on_this_machines_copy() {
     let work = tempfile::tempdir().unwrap();
     let file = chain(work.path(), "cutover", "", &["one", "two", "three"], true);
     open_gate(work.path(), "one");
-    let holder = on(&server, a.path())
-        .args(["run", &file, "--lease-ttl", "3s"])
-        .spawn();
-    let id = wait_run(&server, "cutover");
-    wait_until("step two to start", || {
-        kinds(&server, &id, "step_started", "two") == 1
-    });
+    let (holder, id) = hold(&server, a.path(), &file, "3s", "cutover", "two");
     // The state database is lost with the site, mid-step: the holder cannot renew its lease,
     // stops its running step before the lease could lapse, says so, and exits 4.
     assert!(server.pg_ctl(&["-m", "immediate", "stop"]));
@@ -689,13 +691,7 @@ fn a_write_under_an_old_epoch_is_refused_and_its_step_never_begins() {
     let a = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let file = chain_of(work.path(), "fence", "", &["one", "two"], true, false);
-    let holder = on(&server, a.path())
-        .args(["run", &file, "--lease-ttl", "60s"])
-        .spawn();
-    let id = wait_run(&server, "fence");
-    wait_until("step one to start", || {
-        kinds(&server, &id, "step_started", "one") == 1
-    });
+    let (holder, id) = hold(&server, a.path(), &file, "60s", "fence", "one");
     server.sql(&format!(
         "UPDATE ripcord_leases SET epoch = epoch + 1, pid = 1, run_id = '{id}' WHERE scope = 'run:{id}'"
     ));
@@ -790,13 +786,7 @@ fn a_step_stopped_at_the_leases_end_is_not_taken_for_a_failure() {
              - {{ id: promote, needs: [fence_old], uses: shell.run, with: {{ argv: [sh, -c, \"while [ ! -e '{w}/gate-promote' ]; do sleep 0.05; done; echo promoted >> '{w}/log'\"] }} }}\n"
         ),
     );
-    let holder = on(&server, a.path())
-        .args(["run", &file, "--lease-ttl", "3s"])
-        .spawn();
-    let id = wait_run(&server, "stall");
-    wait_until("promote to start", || {
-        kinds(&server, &id, "step_started", "promote") == 1
-    });
+    let (holder, id) = hold(&server, a.path(), &file, "3s", "stall", "promote");
     // Renewals wait for the rows for 2.5 s: more than the 1.5 s the supervisor allows at 3 s.
     let mut locker = crate::cluster::psql(
         &server.bin,

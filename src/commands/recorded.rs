@@ -133,6 +133,9 @@ pub struct Replay {
     pub undone: HashSet<usize>,
     /// Undos that started with no recorded end: a rollback run again runs them again.
     pub undo_in_doubt: Vec<usize>,
+    /// In doubt because the intent to start them is their last record and the machine has
+    /// restarted since it was written (see [`crate::journal::intent`]).
+    pub lost_launch: HashSet<usize>,
     /// Steps the journal's plan marked irreversible (whatever the runbook says now).
     pub irreversible: HashSet<String>,
     pub last_ms: u64,
@@ -151,7 +154,14 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
     let mut undo_started = HashSet::new();
     let mut irreversible = HashSet::new();
     let mut last_ms = 0;
-    for r in records {
+    let now = crate::journal::intent::boot_id();
+    let lost: HashSet<usize> = crate::journal::intent::lost_launches(records, now.as_deref())
+        .into_iter()
+        .collect();
+    // Each step's last start, by record number: a lost launch when it is one of `lost`.
+    let mut last_start = vec![None; plan.steps.len()];
+    let records = crate::journal::intent::as_read(records, now.as_deref());
+    for (n, r) in records.iter().enumerate() {
         last_ms = last_ms.max(r.t_ms());
         match r {
             Record::Planned { steps, .. } => {
@@ -164,6 +174,7 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
             }
             Record::StepStarted { step, t_ms, .. } => {
                 if let Some(&i) = index.get(step.as_str()) {
+                    last_start[i] = Some(n);
                     started[i] = true;
                     states[i].launched = true;
                     states[i].acted += 1;
@@ -220,6 +231,9 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
             started[i] && !matches!(states[i].status, Status::Done(s) if s != StepStatus::Cancelled)
         })
         .collect();
+    let lost_launch = (0..states.len())
+        .filter(|&i| last_start[i].is_some_and(|n| lost.contains(&n)))
+        .collect();
     let mut undo_in_doubt: Vec<usize> = undo_started.into_iter().collect();
     undo_in_doubt.sort_unstable();
     Replay {
@@ -227,6 +241,7 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
         in_doubt,
         undone,
         undo_in_doubt,
+        lost_launch,
         irreversible,
         last_ms,
     }

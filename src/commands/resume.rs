@@ -136,6 +136,9 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         // A step stopped by an interrupt is in doubt too, but says so.
         let was = if replayed.states[i].status == Status::Done(StepStatus::Cancelled) {
             "was cancelled by an interrupt (its effect is unknown)"
+        } else if replayed.lost_launch.contains(&i) {
+            "was in doubt (about to start when ripcord stopped, and the machine has restarted \
+             since: its start record may have been lost)"
         } else {
             "was in doubt"
         };
@@ -222,6 +225,7 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         operator: cx.by.to_string(),
         by: Some(cx.by.clone()),
         inputs: cx.masker.json_map(&overrides(header, &args.inputs.inputs)),
+        boot_id: crate::journal::intent::boot_id(),
     }];
     if changed {
         notes.push("resumed with a runbook changed since the run started (--force)".to_string());

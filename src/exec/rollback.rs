@@ -122,6 +122,7 @@ pub async fn rollback(
             forced,
             cleanup,
             inputs,
+            boot_id: crate::journal::intent::boot_id(),
         },
     )?;
     // A step that acted but did not succeed (in doubt, or failed part-way) keeps its effect

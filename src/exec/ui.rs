@@ -72,7 +72,7 @@ pub fn line(record: &Record) -> Option<String> {
                 mode.as_str()
             )
         }
-        Record::Planned { .. } => return None,
+        Record::Planned { .. } | Record::StepIntent { .. } => return None,
         Record::Resumed { t_ms, operator, .. } => format!("{} resumed by {operator}", at(*t_ms)),
         Record::StepStarted {
             t_ms,

@@ -6,11 +6,13 @@
 //! tick are written together, with one `write` call, by [`Journal::flush`] — which the executor
 //! calls before any step of the tick begins and before it waits, so a killed process loses
 //! nothing of a step that started — and [`Journal::commit`] writes them and issues one
-//! `fdatasync` for everything since the last commit. The executor commits the start records of a
-//! scheduling tick before any of those steps' effects begin (unless every one of them may be run
-//! again harmlessly: idempotent or effect-free steps); finish records ride on the next commit (if
-//! a machine crash loses one, the step is "in doubt" and resume's policy decides).
+//! `fdatasync` for everything since the last commit. Before a step's effect begins, its start is
+//! durable: its start intent, synced ahead while other steps run, then its start record written
+//! as it begins (see [`intent`]); not for steps that may be run again harmlessly (idempotent or
+//! effect-free). Finish records ride on the next commit (if a machine crash loses one, the step
+//! is "in doubt" and resume's policy decides). Once an fdatasync failed, every later commit fails.
 
+pub mod intent;
 pub mod record;
 
 use std::fs::{File, OpenOptions};
@@ -37,6 +39,10 @@ pub struct Journal {
     crash: Option<CrashPoint>,
     /// The thread that runs [`Journal::commit_later`]'s fdatasyncs, once one was asked for.
     syncer: Option<Syncer>,
+    /// The first fdatasync that failed. Every commit after it fails too: after a failed
+    /// fdatasync the kernel may have dropped what it could not write, and a later one may well
+    /// succeed without it, so nothing is taken as durable again.
+    failed: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 /// A thread that makes the journal durable for [`Journal::commit_later`]: it takes every request
@@ -47,7 +53,10 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn start(file: File) -> io::Result<Syncer> {
+    fn start(
+        file: File,
+        failed: std::sync::Arc<std::sync::OnceLock<String>>,
+    ) -> io::Result<Syncer> {
         let (requests, incoming) = std::sync::mpsc::channel::<crate::state::DurableSender>();
         std::thread::Builder::new()
             .name("ripcord-journal-sync".into())
@@ -56,6 +65,9 @@ impl Syncer {
                     let mut waiting = vec![first];
                     waiting.extend(incoming.try_iter());
                     let synced = file.sync_data();
+                    if let Err(e) = &synced {
+                        let _ = failed.set(e.to_string());
+                    }
                     for w in waiting {
                         let _ = w.send(match &synced {
                             Ok(()) => Ok(()),
@@ -116,6 +128,7 @@ impl Journal {
             appended: 0,
             crash: CrashPoint::from_env(),
             syncer: None,
+            failed: Default::default(),
         })
     }
 
@@ -136,6 +149,7 @@ impl Journal {
             appended: 0,
             crash: CrashPoint::from_env(),
             syncer: None,
+            failed: Default::default(),
         })
     }
 
@@ -176,13 +190,14 @@ impl Journal {
     /// it is.
     pub fn commit_later(&mut self) -> io::Result<crate::state::Durable> {
         self.flush()?;
+        self.check_synced()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         if !(self.dirty && self.durable) {
             let _ = tx.send(Ok(()));
             return Ok(rx);
         }
         if self.syncer.is_none() {
-            self.syncer = Some(Syncer::start(self.file.try_clone()?)?);
+            self.syncer = Some(Syncer::start(self.file.try_clone()?, self.failed.clone())?);
         }
         let syncer = self.syncer.as_ref().expect("started above");
         if let Err(returned) = syncer.requests.send(tx) {
@@ -198,11 +213,29 @@ impl Journal {
     /// Makes everything appended so far durable.
     pub fn commit(&mut self) -> io::Result<()> {
         self.flush()?;
-        if self.dirty && self.durable {
-            self.file.sync_data()?;
+        self.check_synced()?;
+        if self.dirty
+            && self.durable
+            && let Err(e) = self.file.sync_data()
+        {
+            let _ = self.failed.set(e.to_string());
+            return Err(e);
         }
         self.dirty = false;
         Ok(())
+    }
+}
+
+impl Journal {
+    /// An error once an fdatasync has failed (see `failed`).
+    fn check_synced(&self) -> io::Result<()> {
+        match self.failed.get() {
+            Some(e) => Err(io::Error::other(format!(
+                "{}: an earlier fdatasync failed ({e}); nothing written since can be taken as durable",
+                self.path.display()
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -228,6 +261,10 @@ impl crate::state::JournalWriter for Journal {
 
     fn commit_later(&mut self) -> io::Result<crate::state::Durable> {
         Journal::commit_later(self)
+    }
+
+    fn promises_starts(&self) -> Option<Option<String>> {
+        self.durable.then(intent::boot_id)
     }
 }
 

@@ -106,6 +106,24 @@ pub enum Record {
         /// Inputs given again on resume that change the recorded value (secrets masked).
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         inputs: Map<String, Json>,
+        /// The machine's boot id (see [`Record::StepIntent`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot_id: Option<String>,
+    },
+    /// A step with a durable start is about to start: made durable before it begins, often
+    /// while the step before it in the slot still runs, so the sync costs the step no time. The
+    /// `step_started` that follows, as the step begins, is written but not synced. A killed
+    /// ripcord leaves what it wrote with the kernel, so an intent with no `step_started` after
+    /// it means the step never began, as long as the machine has not restarted since; after a
+    /// restart (another `boot_id`), or read on another machine, the launch record may have been
+    /// lost and the step is in doubt (see [`crate::journal::intent`]).
+    StepIntent {
+        t_ms: u64,
+        step: String,
+        /// `/proc/sys/kernel/random/boot_id` of the machine that wrote it; none if unreadable
+        /// (then the step is in doubt whenever the intent is the last word on it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot_id: Option<String>,
     },
     StepStarted {
         t_ms: u64,
@@ -209,6 +227,9 @@ pub enum Record {
         /// Inputs given to the rollback that change the recorded value (secrets masked).
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         inputs: Map<String, Json>,
+        /// The machine's boot id (see [`Record::StepIntent`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot_id: Option<String>,
     },
     UndoStarted {
         t_ms: u64,
@@ -267,6 +288,7 @@ impl Record {
         match self {
             Record::RunStarted { .. } | Record::Planned { .. } => 0,
             Record::Resumed { t_ms, .. }
+            | Record::StepIntent { t_ms, .. }
             | Record::StepStarted { t_ms, .. }
             | Record::AttemptFailed { t_ms, .. }
             | Record::StepFinished { t_ms, .. }

@@ -65,6 +65,30 @@ impl ReadyQueue {
         Some(step)
     }
 
+    /// The ready steps that would start next as slots free, best first, up to `k` (pool limits
+    /// aside): what the executor promises ahead (see [`crate::journal::intent`]).
+    pub fn next(&mut self, k: usize) -> Vec<usize> {
+        let mut taken = Vec::new();
+        for (lane, heap) in self.heaps.iter_mut().enumerate() {
+            for _ in 0..k {
+                match heap.pop() {
+                    Some(top) => taken.push((top, lane)),
+                    None => break,
+                }
+            }
+        }
+        taken.sort_unstable_by_key(|&(top, _)| Reverse(top));
+        let best = taken
+            .iter()
+            .take(k)
+            .map(|&((_, Reverse(s)), _)| s)
+            .collect();
+        for (top, lane) in taken {
+            self.heaps[lane].push(top);
+        }
+        best
+    }
+
     /// Gives back the slots of a finished step.
     pub fn release(&mut self, plan: &Plan, step: usize) {
         self.global_free += 1;

@@ -278,7 +278,11 @@ pub fn status_name(s: RunStatus) -> &'static str {
 /// Builds the report of a run from its journal.
 pub fn build(read: &ReadJournal) -> Option<Report> {
     let header = read.header()?;
-    let timeline = Timeline::of(&read.records);
+    // An intent whose launch record may have been lost reads as the start it may have been.
+    let now = crate::journal::intent::boot_id();
+    let lost = crate::journal::intent::lost_launches(&read.records, now.as_deref());
+    let records = crate::journal::intent::as_read(&read.records, now.as_deref());
+    let timeline = Timeline::of(&records);
     let at = |i: usize| timeline.offset(i);
     let mut steps: Vec<StepRow> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -311,7 +315,7 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
             steps.len() - 1
         })
     };
-    for (n, r) in read.records.iter().enumerate().skip(1) {
+    for (n, r) in records.iter().enumerate().skip(1) {
         let session = timeline.session_of(n);
         match r {
             Record::Planned {
@@ -537,7 +541,17 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
             Record::RunNote { message, .. } => notes.push(message.clone()),
             Record::RunStarted { .. }
             | Record::ApprovalWaiting { .. }
+            | Record::StepIntent { .. }
             | Record::Interrupted { .. } => {}
+        }
+    }
+    for &n in &lost {
+        if let Record::StepIntent { step, .. } = &read.records[n] {
+            notes.push(format!(
+                "{step}: about to start when its session stopped, and read after the machine \
+                 restarted (or on another machine), so its start record may have been lost: in \
+                 doubt"
+            ));
         }
     }
     // A try still running when its session ended: cancelled by an interrupt that recorded no

@@ -72,6 +72,14 @@ pub trait JournalWriter: Send {
         let _ = tx.send(Ok(()));
         Ok(rx)
     }
+    /// Whether a step's start may be promised ahead with a [`Record::StepIntent`] (made durable
+    /// before the step begins), its `step_started` then only written: `Some(boot id)` for a
+    /// journal whose writes a killed ripcord cannot lose (a file: the kernel holds them), `None`
+    /// where the start record itself is made durable (a database, whose writes wait in this
+    /// process; a dry-run).
+    fn promises_starts(&self) -> Option<Option<String>> {
+        None
+    }
     /// Hands what was appended to the store without waiting for durability where that is
     /// cheaper (a file is written at once: nothing to do; a database sends it).
     fn flush(&mut self) -> io::Result<()> {

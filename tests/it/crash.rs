@@ -298,3 +298,148 @@ fn real_steps_with_retries_and_rollback_killed_at_two_hundred_points() {
         s.spawn(|| b.iter().for_each(run_point));
     });
 }
+
+/// `a` runs (slowly) while `b`, next for the one slot, has its start promised ahead; the run is
+/// killed right after `b`'s intent is written. On the same boot, `b` never began: resume runs it
+/// once, asking nothing. After a restart (another boot id), its start record may have been lost
+/// with the machine's memory: it is in doubt, resume refuses to guess, and the report says so.
+#[test]
+fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = crate::support::write(
+        dir.path(),
+        "promise.yaml",
+        "version: 1\nname: promise\nconcurrency: 1\ninputs:\n  dir: { type: string, required: true }\nsteps:\n\
+         - { id: a, idempotent: true, uses: shell.run, with: { argv: [sh, -c, 'sleep 0.3; echo a >> \"$M/a\"'], env: { M: \"${{ inputs.dir }}\" } } }\n\
+         - { id: b, uses: shell.run, with: { argv: [sh, -c, 'echo b >> \"$M/b\"'], env: { M: \"${{ inputs.dir }}\" } } }\n",
+    );
+    let marks = |case: &Path| -> (usize, usize) {
+        let n = |f: &str| {
+            std::fs::read_to_string(case.join(f))
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        (n("a"), n("b"))
+    };
+    let input = |case: &Path| format!("dir={}", case.display());
+    // A whole run: b's intent is written while a runs, before a's end.
+    let full = tempfile::tempdir().unwrap();
+    let out = Ripcord::new()
+        .state(&full.path().join("state"))
+        .args(["run", "-i", &input(full.path()), &file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let all = records(&full.path().join("state")).unwrap();
+    let at = |kind: &str, step: &str| {
+        all.iter()
+            .position(|r| r["kind"] == kind && r["step"] == step)
+            .unwrap_or_else(|| panic!("no {kind} of {step}"))
+    };
+    assert!(
+        at("step_intent", "b") < at("step_finished", "a"),
+        "b's start was not promised ahead: {all:#?}"
+    );
+    assert!(at("step_intent", "b") < at("step_started", "b"));
+    let point = (at("step_intent", "b") + 1).to_string();
+
+    let crashed = || {
+        let case = tempfile::tempdir().unwrap();
+        let state = case.path().join("state");
+        let out = Ripcord::new()
+            .state(&state)
+            .env("RIPCORD_TEST_CRASH_AT_RECORD", &point)
+            .args(["run", "-i", &input(case.path()), &file])
+            .run();
+        assert_eq!(out.code, -1, "{}", out.transcript());
+        let last = records(&state).unwrap().pop().unwrap();
+        assert_eq!(
+            (&last["kind"], &last["step"]),
+            (&"step_intent".into(), &"b".into())
+        );
+        let id = records(&state).unwrap()[0]["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (case, state, id)
+    };
+
+    // The same boot: b had not begun; resume runs it once and asks nothing.
+    let (case, state, id) = crashed();
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["resume", &id, "-i", &input(case.path())])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert_eq!(marks(case.path()).1, 1, "b ran once");
+    let report = Ripcord::new()
+        .state(&state)
+        .args(["report", &id, "--format", "json"])
+        .run();
+    let report: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    let b = crate::support::step(&report, "b");
+    assert_eq!(b["status"], "succeeded");
+    assert_eq!(b["tries"].as_array().unwrap().len(), 1, "{b:#}");
+
+    // After a restart: b is in doubt.
+    let (case, state, id) = crashed();
+    let restarted = |r: Ripcord| r.env("RIPCORD_TEST_BOOT_ID", "another-boot");
+    let report = |r: Ripcord| {
+        let out = r
+            .state(&state)
+            .args(["report", &id, "--format", "json"])
+            .run();
+        assert_eq!(out.code, 0, "{}", out.transcript());
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // Read on the machine that wrote it, same boot: b never ran; after a restart: in doubt.
+    assert_eq!(
+        crate::support::step(&report(Ripcord::new()), "b")["status"],
+        "not run"
+    );
+    let after = report(restarted(Ripcord::new()));
+    assert_eq!(crate::support::step(&after, "b")["status"], "in doubt");
+    assert!(
+        after
+            .to_string()
+            .contains("b: about to start when its session stopped"),
+        "{after:#}"
+    );
+    let refused = restarted(Ripcord::new())
+        .state(&state)
+        .args(["resume", &id, "-i", &input(case.path())])
+        .run();
+    assert_eq!(refused.code, 2, "{}", refused.transcript());
+    assert!(
+        refused
+            .stderr
+            .contains("may or may not have taken effect: b"),
+        "{}",
+        refused.stderr
+    );
+    let out = restarted(Ripcord::new())
+        .state(&state)
+        .args(["resume", &id, "--skip-in-doubt", "-i", &input(case.path())])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert_eq!(
+        marks(case.path()),
+        (1, 0),
+        "a ran again, b was taken as done"
+    );
+    let notes: Vec<_> = records(&state)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["kind"] == "run_note")
+        .map(|r| r["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "b was in doubt (about to start when ripcord stopped, and the machine has restarted"
+        )),
+        "{notes:?}"
+    );
+    // Judged once: read later on the first boot, the report still has b in doubt then skipped.
+    let b = crate::support::step(&report(Ripcord::new()), "b").clone();
+    assert_eq!(b["status"], "skipped", "{b:#}");
+    assert_eq!(b["tries"][0]["status"], "in doubt", "{b:#}");
+}

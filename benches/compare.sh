@@ -5,8 +5,9 @@
 # gives the median wall time and peak RSS of each, and the ratios to ripcord.
 #
 # ripcord runs twice: with the generated steps as they are (each start made durable with an
-# fdatasync before the step runs, the crash-safety guarantee), and with `idempotent: true` (a
-# step that is safe to run again needs no sync before it starts; its records ride on the next).
+# fdatasync before the step runs, the crash-safety guarantee: the step's intent, synced while the
+# steps before it run), and with `idempotent: true` (a step that is safe to run again needs no
+# sync before it starts; its records ride on the next).
 # make, ninja and Terraform keep no such record. A tool that is not installed is skipped.
 #
 #   bash benches/compare.sh [N] [ROUNDS]

@@ -50,6 +50,9 @@ run_one() {
             rm -f "$work/terraform/terraform.tfstate" "$work/terraform/terraform.tfstate.backup"
             cmd=(terraform -chdir="$work/terraform" apply -auto-approve -input=false -lock=false -parallelism=2) ;;
     esac
+    # What the tool before wrote (Terraform's state file) is flushed first, outside the timing:
+    # else its writeback lands in the next tool's run, and a cache flush there waits for it.
+    sync
     start=$(date +%s%N)
     if [ -x /usr/bin/time ]; then
         /usr/bin/time -f '%M' -o "$out" "${cmd[@]}" >/dev/null 2>&1

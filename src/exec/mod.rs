@@ -192,7 +192,10 @@ pub async fn execute(
         }
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let journal_promise = journal.promises_starts();
+    // Only where a step needs it: looking ahead costs every tick a few heap operations.
+    let journal_promise = journal
+        .promises_starts()
+        .filter(|_| plan.steps.iter().any(|s| needs_durable_start(s, cx.mode)));
     let mut ex = Executor {
         cx,
         plan: plan.clone(),
@@ -560,7 +563,7 @@ impl Executor<'_> {
         let Some(boot_id) = self.promise.clone() else {
             return Ok(());
         };
-        let slots = self.cx.concurrency.clamp(1, 16);
+        let slots = self.cx.concurrency.clamp(1, 8);
         let next = self.ready.next(4 * slots);
         if next
             .iter()

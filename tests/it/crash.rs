@@ -311,7 +311,8 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
         "promise.yaml",
         "version: 1\nname: promise\nconcurrency: 1\ninputs:\n  dir: { type: string, required: true }\nsteps:\n\
          - { id: a, idempotent: true, uses: shell.run, with: { argv: [sh, -c, 'sleep 0.3; echo a >> \"$M/a\"'], env: { M: \"${{ inputs.dir }}\" } } }\n\
-         - { id: b, uses: shell.run, with: { argv: [sh, -c, 'echo b >> \"$M/b\"'], env: { M: \"${{ inputs.dir }}\" } } }\n",
+         - { id: b, uses: shell.run, with: { argv: [sh, -c, 'echo b >> \"$M/b\"'], env: { M: \"${{ inputs.dir }}\" } }, \
+             undo: { if_started: true, uses: shell.run, with: { argv: [sh, -c, 'echo u >> \"$M/undo-b\"'], env: { M: \"${{ inputs.dir }}\" } } } }\n",
     );
     let marks = |case: &Path| -> (usize, usize) {
         let n = |f: &str| {
@@ -442,4 +443,22 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
     let b = crate::support::step(&report(Ripcord::new()), "b").clone();
     assert_eq!(b["status"], "skipped", "{b:#}");
     assert_eq!(b["tries"][0]["status"], "in doubt", "{b:#}");
+
+    // Rolled back instead of resumed: b's undo (for any start) runs only when b may have begun.
+    let undos = |case: &Path| {
+        std::fs::read_to_string(case.join("undo-b"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    for (boot, want) in [(None, 0), (Some("another-boot"), 1)] {
+        let (case, state, id) = crashed();
+        let mut back = Ripcord::new().state(&state);
+        if let Some(boot) = boot {
+            back = back.env("RIPCORD_TEST_BOOT_ID", boot);
+        }
+        let out = back.args(["rollback", &id, "-i", &input(case.path())]).run();
+        assert_eq!(out.code, 0, "{boot:?}: {}", out.transcript());
+        assert_eq!(undos(case.path()), want, "{boot:?}: {}", out.transcript());
+        assert_eq!(marks(case.path()).1, 0, "b never ran");
+    }
 }

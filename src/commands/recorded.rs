@@ -155,12 +155,11 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
     let mut irreversible = HashSet::new();
     let mut last_ms = 0;
     let now = crate::journal::intent::boot_id();
-    let lost: HashSet<usize> = crate::journal::intent::lost_launches(records, now.as_deref())
-        .into_iter()
-        .collect();
+    let lost_at = crate::journal::intent::lost_launches(records, now.as_deref());
+    let lost: HashSet<usize> = lost_at.iter().copied().collect();
     // Each step's last start, by record number: a lost launch when it is one of `lost`.
     let mut last_start = vec![None; plan.steps.len()];
-    let records = crate::journal::intent::as_read(records, now.as_deref());
+    let records = crate::journal::intent::as_read(records, &lost_at);
     for (n, r) in records.iter().enumerate() {
         last_ms = last_ms.max(r.t_ms());
         match r {
@@ -176,6 +175,9 @@ pub fn replay(plan: &Plan, records: &[Record]) -> Replay {
                 if let Some(&i) = index.get(step.as_str()) {
                     last_start[i] = Some(n);
                     started[i] = true;
+                    // Run again (a resume tries a failed step again): where it ended before
+                    // no longer says where it stands; with no end after this, it is in doubt.
+                    states[i].status = Status::Pending;
                     states[i].launched = true;
                     states[i].acted += 1;
                     states[i].started_ms.get_or_insert(*t_ms);

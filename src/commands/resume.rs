@@ -118,19 +118,34 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         } else if std::io::stdin().is_terminal() {
             ask(step)
         } else {
-            let ids: Vec<&str> = in_doubt
+            let asked: Vec<usize> = in_doubt
                 .iter()
-                .map(|&i| &plan.steps[i])
-                .filter(|s| !s.idempotent && !is_approval_step(s))
-                .map(|s| s.id.as_str())
+                .copied()
+                .filter(|&i| !plan.steps[i].idempotent && !is_approval_step(&plan.steps[i]))
                 .collect();
+            let ids = |only_lost: bool| -> Vec<&str> {
+                asked
+                    .iter()
+                    .filter(|i| !only_lost || replayed.lost_launch.contains(i))
+                    .map(|&i| plan.steps[i].id.as_str())
+                    .collect()
+            };
+            let lost = ids(true);
+            let lost = match lost.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "\n  of these, {} was about to start when ripcord stopped, and the machine \
+                     has restarted since: whether it began is not known",
+                    lost.join(", ")
+                ),
+            };
             return Err(crate::invalid!(
                 "run {}: {} started but its end was not recorded, so it may or may not have \
-                 taken effect: {}\n  check, then resume with --retry-in-doubt (run again) or \
-                 --skip-in-doubt (take as done)",
+                 taken effect: {}{lost}\n  check, then resume with --retry-in-doubt (run again) \
+                 or --skip-in-doubt (take as done)",
                 header.run_id,
-                if ids.len() == 1 { "a step" } else { "steps" },
-                ids.join(", ")
+                if asked.len() == 1 { "a step" } else { "steps" },
+                ids(false).join(", ")
             ));
         };
         // A step stopped by an interrupt is in doubt too, but says so.

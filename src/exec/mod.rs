@@ -52,6 +52,15 @@ use scope::Scope;
 use state::{Status, StepState};
 use ui::Sink;
 
+/// Promising starts ahead (see [`Executor::promise_next`]): when one of the next `REFILL` slots'
+/// worth of ready steps has no intent, the next `WINDOW` slots' worth get theirs, with one sync.
+const REFILL: usize = 2;
+const WINDOW: usize = 4;
+/// Starts are promised ahead only while the steps of this session are short: the sync a durable
+/// start waits for (a few hundred microseconds) is then a good part of each step. Longer steps
+/// lose under 2 % to it, and a restart of the machine leaves no step in doubt that never began.
+const SHORT_MS: u64 = 25;
+
 /// Everything a run is given; fixed for its whole length.
 pub struct RunContext {
     pub plan: Arc<Plan>,
@@ -215,8 +224,9 @@ pub async fn execute(
         promise: journal_promise,
         promised: HashMap::new(),
         promises: Vec::new(),
+        typical_ms: None,
     };
-    if let Err(e) = ex.run(rx).await {
+    if let Err(e) = ex.run(rx).await.and_then(|()| ex.journal.healthy()) {
         return Err(ex.stopping_on(e));
     }
     let status = if ex.interrupted {
@@ -263,6 +273,9 @@ struct Executor<'a> {
     promised: HashMap<usize, usize>,
     /// Those syncs, by number; `None` once known done.
     promises: Vec<Option<crate::state::Durable>>,
+    /// How long this session's steps take, a moving average (ms, a quarter weight to the
+    /// latest); `None` before the first ends.
+    typical_ms: Option<u64>,
 }
 
 /// Whether a step runs in a pre-flight, when that is known before its params are rendered:
@@ -343,9 +356,11 @@ impl Executor<'_> {
         loop {
             if !self.stopping {
                 let mut launch = Vec::new();
-                // A session whose lease lapsed starts nothing: another may have taken over.
+                // A session whose lease lapsed starts nothing: another may have taken over. Nor
+                // does one whose journal failed a sync, even one nobody waited for.
                 if !self.ready.is_empty() {
                     self.fenced()?;
+                    self.journal.healthy()?;
                 }
                 while let Some(i) = self.ready.pop() {
                     match self.prepare(i) {
@@ -559,16 +574,24 @@ impl Executor<'_> {
     /// are promised with one sync. Promised one free slot ahead, a step often came to its slot
     /// before its sync returned (a fifth of 1,000 `true` steps, two at a time); two ahead, about
     /// one in a hundred does; in batches of four, those steps take one sync per four or five.
+    /// Only while this session's steps are short ([`SHORT_MS`]).
     fn promise_next(&mut self) -> io::Result<()> {
         let Some(boot_id) = self.promise.clone() else {
             return Ok(());
         };
+        if !self.typical_ms.is_some_and(|t| t < SHORT_MS) {
+            return Ok(());
+        }
         let slots = self.cx.concurrency.clamp(1, 8);
-        let next = self.ready.next(4 * slots);
+        let next: Vec<usize> = self
+            .ready
+            .next(WINDOW * slots)
+            .into_iter()
+            .filter(|&i| self.promisable(i))
+            .collect();
         if next
             .iter()
-            .take(2 * slots)
-            .filter(|&&i| needs_durable_start(&self.plan.steps[i], self.cx.mode))
+            .take(REFILL * slots)
             .all(|i| self.promised.contains_key(i))
         {
             return Ok(());
@@ -577,9 +600,7 @@ impl Executor<'_> {
         let batch = self.promises.len();
         let mut wrote = false;
         for i in next {
-            if self.promised.contains_key(&i)
-                || !needs_durable_start(&self.plan.steps[i], self.cx.mode)
-            {
+            if self.promised.contains_key(&i) {
                 continue;
             }
             self.journal.append(&Record::StepIntent {
@@ -595,6 +616,21 @@ impl Executor<'_> {
             self.promises.push(Some(synced));
         }
         Ok(())
+    }
+
+    /// Whether a step's start is promised ahead: one that needs a durable start and will most
+    /// likely begin when it comes to a slot. Not one with a `when` (it may be skipped) or out of
+    /// the run's mode (it will be), for after a restart every promised step that had not begun
+    /// is in doubt; nor an approval, which makes its wait durable as it begins anyway.
+    fn promisable(&self, i: usize) -> bool {
+        let step = &self.plan.steps[i];
+        let approval = step.action.builtin
+            && step.action.provider == "approval"
+            && step.action.action == "ask";
+        needs_durable_start(step, self.cx.mode)
+            && step.when.is_none()
+            && !step.out_of_mode
+            && !approval
     }
 
     /// The first signal: no new step starts, running ones are cancelled (a second signal exits
@@ -955,6 +991,10 @@ impl Executor<'_> {
             ),
             Err(f) => (StepStatus::Failed, f.outputs, Some(f.message)),
         };
+        if let Some(started) = self.states[i].started_ms {
+            let took = self.clock.ms().saturating_sub(started);
+            self.typical_ms = Some(self.typical_ms.map_or(took, |t| (3 * t + took) / 4));
+        }
         self.finish(i, status, outputs, error, report.attempts)?;
         self.ready.release(&self.plan, i);
         Ok(())

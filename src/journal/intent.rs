@@ -13,8 +13,9 @@
 //!
 //! A later session decides it once: a pending intent is judged by the boot of the session that
 //! follows it (`resumed`, `rollback_started` carry theirs), or by this machine's boot when it
-//! is the journal's last session. Resume, rollback and the report judge it alike through
-//! [`as_read`].
+//! is the journal's last session; an intent its session outlived (`run_finished`,
+//! `interrupted` after it: nothing starts after those) never began, on any boot. Resume,
+//! rollback and the report judge it alike through [`lost_launches`] and [`as_read`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -62,6 +63,10 @@ pub fn lost_launches(records: &[Record], now: Option<&str>) -> Vec<usize> {
             Record::Resumed { boot_id, .. } | Record::RollbackStarted { boot_id, .. } => {
                 judge(&mut pending, &mut lost, boot_id.as_deref());
             }
+            // The session started nothing after these, and a record that is there vouches for
+            // every byte before it (a lost line in the middle is a checksum failure, not a gap):
+            // a step that began would have its `step_started` before them.
+            Record::RunFinished { .. } | Record::Interrupted { .. } => pending.clear(),
             _ => {}
         }
     }
@@ -70,17 +75,17 @@ pub fn lost_launches(records: &[Record], now: Option<&str>) -> Vec<usize> {
     lost
 }
 
-/// The records as a session reads them: each intent in [`lost_launches`] stands as the first
-/// attempt's `step_started` it may have been, so that what follows (in doubt, undone when
-/// started, a try of unknown end in the report) is what a lost start record would give.
-pub fn as_read<'a>(records: &'a [Record], now: Option<&str>) -> Cow<'a, [Record]> {
-    let lost = lost_launches(records, now);
+/// The records as a session reads them: each intent of `lost` (from [`lost_launches`]) stands
+/// as the first attempt's `step_started` it may have been, so that what follows (in doubt,
+/// undone when started, a try of unknown end in the report) is what a lost start record would
+/// give.
+pub fn as_read<'a>(records: &'a [Record], lost: &[usize]) -> Cow<'a, [Record]> {
     if lost.is_empty() {
         return Cow::Borrowed(records);
     }
     let mut records = records.to_vec();
-    for at in lost {
-        if let Record::StepIntent { t_ms, step, .. } = &records[at] {
+    for &at in lost {
+        if let Some(Record::StepIntent { t_ms, step, .. }) = records.get(at) {
             records[at] = Record::StepStarted {
                 t_ms: *t_ms,
                 step: step.clone(),
@@ -140,6 +145,26 @@ mod tests {
     }
 
     #[test]
+    fn an_intent_its_session_outlived_never_began() {
+        use crate::journal::record::RunStatus;
+        for end in [
+            Record::RunFinished {
+                t_ms: 5,
+                status: RunStatus::Failed,
+                at: None,
+            },
+            Record::Interrupted {
+                t_ms: 5,
+                signal: "SIGINT".into(),
+                at: None,
+            },
+        ] {
+            let records = vec![intent("b", Some("b1")), end];
+            assert!(lost_launches(&records, Some("b2")).is_empty());
+        }
+    }
+
+    #[test]
     fn the_session_after_it_judges_it_once() {
         // Resumed in the same boot: b had not begun, whatever the boot of a later reader.
         let mut records = vec![intent("b", Some("b1")), resumed(Some("b1"))];
@@ -147,7 +172,7 @@ mod tests {
         // Resumed after a restart: in doubt, for every later reader.
         records[1] = resumed(Some("b2"));
         assert_eq!(lost_launches(&records, Some("b2")), vec![0]);
-        let read = as_read(&records, Some("b2"));
+        let read = as_read(&records, &lost_launches(&records, Some("b2")));
         assert_eq!(
             read[0],
             Record::StepStarted {

@@ -64,7 +64,20 @@ impl Syncer {
                 while let Ok(first) = incoming.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(incoming.try_iter());
-                    let synced = file.sync_data();
+                    // Once one failed, none is trusted: a later fdatasync may succeed with
+                    // what the failed one could not write dropped (and a request that came
+                    // before the failure is answered here).
+                    let synced = match failed.get() {
+                        Some(e) => Err(io::Error::other(format!(
+                            "an earlier fdatasync of the journal failed ({e})"
+                        ))),
+                        None => file.sync_data().map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("fdatasync of the journal failed: {e}"),
+                            )
+                        }),
+                    };
                     if let Err(e) = &synced {
                         let _ = failed.set(e.to_string());
                     }
@@ -202,7 +215,10 @@ impl Journal {
         let syncer = self.syncer.as_ref().expect("started above");
         if let Err(returned) = syncer.requests.send(tx) {
             // The thread is gone (it cannot panic; this is belt and braces): sync here.
-            self.file.sync_data()?;
+            if let Err(e) = self.file.sync_data() {
+                let _ = self.failed.set(e.to_string());
+                return Err(e);
+            }
             let _ = returned.0.send(Ok(()));
         }
         // Still dirty: a `commit` after this one waits for a sync of its own, never for one
@@ -265,6 +281,10 @@ impl crate::state::JournalWriter for Journal {
 
     fn promises_starts(&self) -> Option<Option<String>> {
         self.durable.then(intent::boot_id)
+    }
+
+    fn healthy(&self) -> io::Result<()> {
+        self.check_synced()
     }
 }
 

@@ -80,6 +80,11 @@ pub trait JournalWriter: Send {
     fn promises_starts(&self) -> Option<Option<String>> {
         None
     }
+    /// An error when something already written can no longer be taken as durable (a file's
+    /// fdatasync failed, even one nobody waited for): the session must not record an end.
+    fn healthy(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// Hands what was appended to the store without waiting for durability where that is
     /// cheaper (a file is written at once: nothing to do; a database sends it).
     fn flush(&mut self) -> io::Result<()> {

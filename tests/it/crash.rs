@@ -299,8 +299,9 @@ fn real_steps_with_retries_and_rollback_killed_at_two_hundred_points() {
     });
 }
 
-/// `a` runs (slowly) while `b`, next for the one slot, has its start promised ahead; the run is
-/// killed right after `b`'s intent is written. On the same boot, `b` never began: resume runs it
+/// After a short step `z`, `a` runs (slowly) while `b`, next for the one slot, has its start
+/// promised ahead (not when `z` took long); the run is killed right after `b`'s intent is
+/// written. On the same boot, `b` never began: resume runs it
 /// once, asking nothing. After a restart (another boot id), its start record may have been lost
 /// with the machine's memory: it is in doubt, resume refuses to guess, and the report says so.
 #[test]
@@ -310,8 +311,9 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
         dir.path(),
         "promise.yaml",
         "version: 1\nname: promise\nconcurrency: 1\ninputs:\n  dir: { type: string, required: true }\nsteps:\n\
-         - { id: a, idempotent: true, uses: shell.run, with: { argv: [sh, -c, 'sleep 0.3; echo a >> \"$M/a\"'], env: { M: \"${{ inputs.dir }}\" } } }\n\
-         - { id: b, uses: shell.run, with: { argv: [sh, -c, 'echo b >> \"$M/b\"'], env: { M: \"${{ inputs.dir }}\" } }, \
+         - { id: z, idempotent: true, uses: shell.run, with: { argv: [\"true\"] } }\n\
+         - { id: a, needs: [z], idempotent: true, uses: shell.run, with: { argv: [sh, -c, 'sleep 0.3; echo a >> \"$M/a\"'], env: { M: \"${{ inputs.dir }}\" } } }\n\
+         - { id: b, needs: [z], uses: shell.run, with: { argv: [sh, -c, 'echo b >> \"$M/b\"'], env: { M: \"${{ inputs.dir }}\" } }, \
              undo: { if_started: true, uses: shell.run, with: { argv: [sh, -c, 'echo u >> \"$M/undo-b\"'], env: { M: \"${{ inputs.dir }}\" } } } }\n",
     );
     let marks = |case: &Path| -> (usize, usize) {
@@ -342,6 +344,33 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
     );
     assert!(at("step_intent", "b") < at("step_started", "b"));
     let point = (at("step_intent", "b") + 1).to_string();
+    // Steps that take long promise nothing: b's intent comes with its start.
+    let slow = tempfile::tempdir().unwrap();
+    let slow_file = crate::support::write(
+        slow.path(),
+        "slow.yaml",
+        &std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("argv: [\"true\"]", "argv: [sleep, \"0.1\"]"),
+    );
+    let out = Ripcord::new()
+        .state(&slow.path().join("state"))
+        .args(["run", "-i", &input(slow.path()), &slow_file])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let kinds: Vec<String> = records(&slow.path().join("state"))
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["kind"].as_str().unwrap(),
+                r["step"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let b = kinds.iter().position(|k| k == "step_intent b").unwrap();
+    assert_eq!(kinds[b + 1], "step_started b", "{kinds:#?}");
 
     let crashed = || {
         let case = tempfile::tempdir().unwrap();
@@ -413,7 +442,7 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
     assert!(
         refused
             .stderr
-            .contains("may or may not have taken effect: b"),
+            .contains("may or may not have taken effect: b\n  of these, b was about to start"),
         "{}",
         refused.stderr
     );
@@ -456,9 +485,165 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
         if let Some(boot) = boot {
             back = back.env("RIPCORD_TEST_BOOT_ID", boot);
         }
-        let out = back.args(["rollback", &id, "-i", &input(case.path())]).run();
+        let out = back
+            .args(["rollback", &id, "-i", &input(case.path())])
+            .run();
         assert_eq!(out.code, 0, "{boot:?}: {}", out.transcript());
         assert_eq!(undos(case.path()), want, "{boot:?}: {}", out.transcript());
         assert_eq!(marks(case.path()).1, 0, "b never ran");
     }
+}
+
+/// fdatasync fails once (EIO, slowly, through an `LD_PRELOAD` shim built here with `cc`): the
+/// step whose intent it was syncing, which meanwhile asked for a sync of its own, must not run on
+/// the strength of the next fdatasync succeeding (the kernel reports a writeback error once), and
+/// the journal must not end the run as if all went well.
+#[test]
+fn after_a_failed_fdatasync_nothing_starts_and_the_run_does_not_end_as_succeeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim_c = dir.path().join("shim.c");
+    std::fs::write(
+        &shim_c,
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+static atomic_int calls;
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (!real) real = dlsym(RTLD_NEXT, "fdatasync");
+    const char *f = getenv("SHIM_FAIL_AT");
+    if (f && atoi(f) == atomic_fetch_add(&calls, 1) + 1) {
+        usleep(300 * 1000);
+        errno = EIO;
+        return -1;
+    }
+    return real(fd);
+}
+"#,
+    )
+    .unwrap();
+    let shim = dir.path().join("shim.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(&shim_c)
+        .arg("-ldl")
+        .status()
+        .expect("cc (build-essential) is needed to build the fdatasync shim");
+    assert!(built.success());
+    let file = crate::support::write(
+        dir.path(),
+        "eio.yaml",
+        "version: 1\nname: eio\nconcurrency: 1\ninputs:\n  dir: { type: string, required: true }\nsteps:\n\
+         - { id: z, idempotent: true, uses: shell.run, with: { argv: [\"true\"] } }\n\
+         - { id: a, needs: [z], idempotent: true, sim: { duration: 10s }, uses: shell.run, with: { argv: [sh, -c, 'sleep 0.05; echo a >> \"$M/runs\"'], env: { M: \"${{ inputs.dir }}\" } } }\n\
+         - { id: b, needs: [z], uses: shell.run, with: { argv: [sh, -c, 'echo b >> \"$M/runs\"'], env: { M: \"${{ inputs.dir }}\" } } }\n\
+         - { id: c, needs: [b], uses: shell.run, with: { argv: [sh, -c, 'echo c >> \"$M/runs\"'], env: { M: \"${{ inputs.dir }}\" } } }\n",
+    );
+    // Control: with the shim and no failure, all three run.
+    // The first fdatasync is the run's start; the second, b's intent, promised while a runs;
+    // the third, c's start and intent.
+    for fail_at in ["0", "2", "3"] {
+        let case = tempfile::tempdir().unwrap();
+        let state = case.path().join("state");
+        let out = Ripcord::new()
+            .state(&state)
+            .env("LD_PRELOAD", shim.to_str().unwrap())
+            .env("SHIM_FAIL_AT", fail_at)
+            .args([
+                "run",
+                "-i",
+                &format!("dir={}", case.path().display()),
+                &file,
+            ])
+            .run();
+        let ran = std::fs::read_to_string(case.path().join("runs")).unwrap_or_default();
+        let kinds: Vec<String> = records(&state)
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap().to_string())
+            .collect();
+        if fail_at == "0" {
+            assert_eq!(out.code, 0, "{}", out.transcript());
+            assert_eq!(ran, "a\nb\nc\n");
+            continue;
+        }
+        assert_ne!(out.code, 0, "fail at {fail_at}: {}", out.transcript());
+        assert!(
+            out.stderr.contains("fdatasync"),
+            "fail at {fail_at}: {}",
+            out.stderr
+        );
+        // b's intent was what failed (2), or c's (3): what it was for never ran, nor what
+        // follows.
+        let want = if fail_at == "2" { "a\n" } else { "a\nb\n" };
+        assert_eq!(ran, want, "fail at {fail_at}: {}", out.transcript());
+        assert!(
+            !kinds.contains(&"run_finished".to_string()),
+            "fail at {fail_at}: {kinds:?}"
+        );
+    }
+}
+
+/// A step that failed, tried again by a resume that is then killed while it runs: it is in
+/// doubt, not "failed" as its first end said, so the next resume asks instead of running it a
+/// third time blind.
+#[test]
+fn a_failed_step_killed_while_tried_again_is_in_doubt() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = crate::support::write(
+        dir.path(),
+        "again.yaml",
+        "version: 1\nname: again\ninputs:\n  dir: { type: string, required: true }\nsteps:\n\
+         - { id: x, uses: shell.run, with: { argv: [sh, -c, 'echo x >> \"$M/runs\"; [ -e \"$M/fail\" ] && exit 1; exec sleep 30'], env: { M: \"${{ inputs.dir }}\" } } }\n",
+    );
+    let input = format!("dir={}", dir.path().display());
+    let state = dir.path().join("state");
+    let runs = || {
+        std::fs::read_to_string(dir.path().join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    std::fs::write(dir.path().join("fail"), "").unwrap();
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "-i", &input, &file])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    std::fs::remove_file(dir.path().join("fail")).unwrap();
+    let id = records(&state).unwrap()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut child = Ripcord::new()
+        .state(&state)
+        .args(["resume", &id, "-i", &input])
+        .spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while runs() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "x was not tried again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let refused = Ripcord::new()
+        .state(&state)
+        .args(["resume", &id, "-i", &input])
+        .run();
+    assert_eq!(refused.code, 2, "{}", refused.transcript());
+    assert!(
+        refused
+            .stderr
+            .contains("may or may not have taken effect: x"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(runs(), 2, "x ran a third time");
 }

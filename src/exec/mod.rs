@@ -579,7 +579,7 @@ impl Executor<'_> {
         let Some(boot_id) = self.promise.clone() else {
             return Ok(());
         };
-        if !self.typical_ms.is_some_and(|t| t < SHORT_MS) {
+        if self.typical_ms.is_none_or(|t| t >= SHORT_MS) {
             return Ok(());
         }
         let slots = self.cx.concurrency.clamp(1, 8);

@@ -134,9 +134,11 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
             let lost = match lost.is_empty() {
                 true => String::new(),
                 false => format!(
-                    "\n  of these, {} was about to start when ripcord stopped, and the machine \
-                     has restarted since: whether it began is not known",
-                    lost.join(", ")
+                    "\n  of these, {} {} about to start when ripcord stopped, before a restart of \
+                     the machine or on another machine: whether {} began is not known",
+                    lost.join(", "),
+                    if lost.len() == 1 { "was" } else { "were" },
+                    if lost.len() == 1 { "it" } else { "they" },
                 ),
             };
             return Err(crate::invalid!(
@@ -152,8 +154,8 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         let was = if replayed.states[i].status == Status::Done(StepStatus::Cancelled) {
             "was cancelled by an interrupt (its effect is unknown)"
         } else if replayed.lost_launch.contains(&i) {
-            "was in doubt (about to start when ripcord stopped, and the machine has restarted \
-             since: its start record may have been lost)"
+            "was in doubt (about to start when ripcord stopped, before a restart of the machine \
+             or on another machine: its start record may have been lost)"
         } else {
             "was in doubt"
         };

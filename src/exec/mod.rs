@@ -236,13 +236,29 @@ pub async fn execute(
     } else {
         RunStatus::Succeeded
     };
+    // Everything before the end is durable first: an end is recorded only after all it sums
+    // up is on disk (a sync that fails here leaves no end, as a crash would).
+    if let Err(e) = ex.journal.commit() {
+        return Err(ex.stopping_on(e));
+    }
     let end_ms = ex.clock.ms();
     ex.emit(&Record::RunFinished {
         t_ms: end_ms,
         status,
         at: wall(cx.mode),
     })?;
-    ex.journal.commit()?;
+    if let Err(e) = ex.journal.commit() {
+        // Only the end record itself is in question; said after it.
+        let _ = ex.journal.append(&Record::RunNote {
+            t_ms: end_ms,
+            message: format!(
+                "the journal's last sync failed ({e}): every record before the end is on disk, \
+                 the end record may not survive a crash of the machine"
+            ),
+        });
+        let _ = ex.journal.flush();
+        return Err(e);
+    }
     Ok(Outcome {
         status,
         states: ex.states,
@@ -459,6 +475,14 @@ impl Executor<'_> {
                                     other => other,
                                 };
                                 match synced {
+                                    // Interrupted while it waited: it does not begin.
+                                    Ok(Ok(())) if task.cancel.is_cancelled() => (i, Report {
+                                        result: Err(Failure::permanent(
+                                            "cancelled by interrupt before it began".to_string(),
+                                        )),
+                                        attempts: 1,
+                                        cancelled: true,
+                                    }),
                                     Ok(Ok(())) => task.run().await,
                                     failed => {
                                         let error = match failed {
@@ -599,10 +623,15 @@ impl Executor<'_> {
         let t_ms = self.clock.ms();
         let batch = self.promises.len();
         let mut wrote = false;
-        for i in next {
-            if self.promised.contains_key(&i) {
-                continue;
-            }
+        // However the priorities move, no more than the window waits promised: after a restart
+        // each one is in doubt.
+        let room = (WINDOW * slots).saturating_sub(self.promised.len());
+        let fresh: Vec<usize> = next
+            .into_iter()
+            .filter(|i| !self.promised.contains_key(i))
+            .take(room)
+            .collect();
+        for i in fresh {
             self.journal.append(&Record::StepIntent {
                 t_ms,
                 step: self.plan.steps[i].id.clone(),
@@ -696,6 +725,9 @@ impl Executor<'_> {
         let t_ms = self.clock.ms();
         let record = match msg {
             Msg::JournalFailed(error) => return Err(error),
+            // After an interrupt nothing starts, a retry neither: unacknowledged, it does not
+            // run (its task sees the cancellation).
+            Msg::Attempt { .. } if self.interrupted => return Ok(()),
             Msg::Attempt { step, attempt, ack } => {
                 self.states[step].acted += 1;
                 self.emit(&Record::StepStarted {
@@ -1015,6 +1047,8 @@ impl Executor<'_> {
         if attempts == 0 {
             self.ready.release(&self.plan, i);
         }
+        // Promised and never begun (skipped, failed to render): it waits no more.
+        self.promised.remove(&i);
         let masked = if self.cx.masker.is_empty() {
             outputs.clone()
         } else {
@@ -1237,9 +1271,19 @@ impl Task {
                     attempt,
                     ack,
                 });
-                // No acknowledgement: the journal could not be written, and an attempt that
-                // is not recorded must not run.
-                if acked.await.is_err() {
+                // No acknowledgement: interrupted, or the journal could not be written; an
+                // attempt that is not recorded must not run.
+                let acked = acked.await.is_ok();
+                if self.cancel.is_cancelled() {
+                    return Report {
+                        result: Err(Failure::permanent(
+                            "cancelled by interrupt before its retry",
+                        )),
+                        attempts: attempt - 1,
+                        cancelled: true,
+                    };
+                }
+                if !acked {
                     return Report {
                         result: Err(Failure::permanent(
                             "the retry's start could not be journaled; not retried",

@@ -39,10 +39,35 @@ pub struct Journal {
     crash: Option<CrashPoint>,
     /// The thread that runs [`Journal::commit_later`]'s fdatasyncs, once one was asked for.
     syncer: Option<Syncer>,
-    /// The first fdatasync that failed. Every commit after it fails too: after a failed
-    /// fdatasync the kernel may have dropped what it could not write, and a later one may well
-    /// succeed without it, so nothing is taken as durable again.
-    failed: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// What this journal's fdatasyncs share, on any thread.
+    sync: std::sync::Arc<SyncState>,
+}
+
+/// One fdatasync at a time, and none trusted after one failed. After a failed fdatasync the
+/// kernel may have dropped what it could not write, and a later one may well succeed without
+/// it: every commit after it fails too. Two at once would be worse: the journal's descriptors
+/// share one open file, whose writeback error goes to whichever fdatasync sees it first, so the
+/// other could succeed while `failed` is not yet set.
+#[derive(Debug, Default)]
+struct SyncState {
+    one: std::sync::Mutex<()>,
+    failed: std::sync::OnceLock<String>,
+}
+
+impl SyncState {
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        let _one = self.one.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = self.failed.get() {
+            return Err(io::Error::other(format!(
+                "an earlier fdatasync of the journal failed ({e}); nothing written since can be \
+                 taken as durable"
+            )));
+        }
+        file.sync_data().map_err(|e| {
+            let _ = self.failed.set(e.to_string());
+            io::Error::new(e.kind(), format!("fdatasync of the journal failed: {e}"))
+        })
+    }
 }
 
 /// A thread that makes the journal durable for [`Journal::commit_later`]: it takes every request
@@ -53,10 +78,7 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn start(
-        file: File,
-        failed: std::sync::Arc<std::sync::OnceLock<String>>,
-    ) -> io::Result<Syncer> {
+    fn start(file: File, sync: std::sync::Arc<SyncState>) -> io::Result<Syncer> {
         let (requests, incoming) = std::sync::mpsc::channel::<crate::state::DurableSender>();
         std::thread::Builder::new()
             .name("ripcord-journal-sync".into())
@@ -64,23 +86,8 @@ impl Syncer {
                 while let Ok(first) = incoming.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(incoming.try_iter());
-                    // Once one failed, none is trusted: a later fdatasync may succeed with
-                    // what the failed one could not write dropped (and a request that came
-                    // before the failure is answered here).
-                    let synced = match failed.get() {
-                        Some(e) => Err(io::Error::other(format!(
-                            "an earlier fdatasync of the journal failed ({e})"
-                        ))),
-                        None => file.sync_data().map_err(|e| {
-                            io::Error::new(
-                                e.kind(),
-                                format!("fdatasync of the journal failed: {e}"),
-                            )
-                        }),
-                    };
-                    if let Err(e) = &synced {
-                        let _ = failed.set(e.to_string());
-                    }
+                    // A request that came before a failure is answered with it here.
+                    let synced = sync.sync_data(&file);
                     for w in waiting {
                         let _ = w.send(match &synced {
                             Ok(()) => Ok(()),
@@ -141,7 +148,7 @@ impl Journal {
             appended: 0,
             crash: CrashPoint::from_env(),
             syncer: None,
-            failed: Default::default(),
+            sync: Default::default(),
         })
     }
 
@@ -162,7 +169,7 @@ impl Journal {
             appended: 0,
             crash: CrashPoint::from_env(),
             syncer: None,
-            failed: Default::default(),
+            sync: Default::default(),
         })
     }
 
@@ -210,15 +217,12 @@ impl Journal {
             return Ok(rx);
         }
         if self.syncer.is_none() {
-            self.syncer = Some(Syncer::start(self.file.try_clone()?, self.failed.clone())?);
+            self.syncer = Some(Syncer::start(self.file.try_clone()?, self.sync.clone())?);
         }
         let syncer = self.syncer.as_ref().expect("started above");
         if let Err(returned) = syncer.requests.send(tx) {
             // The thread is gone (it cannot panic; this is belt and braces): sync here.
-            if let Err(e) = self.file.sync_data() {
-                let _ = self.failed.set(e.to_string());
-                return Err(e);
-            }
+            self.sync.sync_data(&self.file)?;
             let _ = returned.0.send(Ok(()));
         }
         // Still dirty: a `commit` after this one waits for a sync of its own, never for one
@@ -230,12 +234,8 @@ impl Journal {
     pub fn commit(&mut self) -> io::Result<()> {
         self.flush()?;
         self.check_synced()?;
-        if self.dirty
-            && self.durable
-            && let Err(e) = self.file.sync_data()
-        {
-            let _ = self.failed.set(e.to_string());
-            return Err(e);
+        if self.dirty && self.durable {
+            self.sync.sync_data(&self.file)?;
         }
         self.dirty = false;
         Ok(())
@@ -243,9 +243,9 @@ impl Journal {
 }
 
 impl Journal {
-    /// An error once an fdatasync has failed (see `failed`).
+    /// An error once an fdatasync has failed (see [`SyncState`]).
     fn check_synced(&self) -> io::Result<()> {
-        match self.failed.get() {
+        match self.sync.failed.get() {
             Some(e) => Err(io::Error::other(format!(
                 "{}: an earlier fdatasync failed ({e}); nothing written since can be taken as durable",
                 self.path.display()

@@ -14,7 +14,7 @@ pub mod markdown;
 pub mod sessions;
 pub mod text;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -279,22 +279,8 @@ pub fn status_name(s: RunStatus) -> &'static str {
 pub fn build(read: &ReadJournal) -> Option<Report> {
     let header = read.header()?;
     // An intent whose launch record may have been lost reads as the start it may have been.
-    // (A step the plan does not have is no row of the report.)
-    let planned: HashSet<&str> = read
-        .records
-        .iter()
-        .find_map(|r| match r {
-            Record::Planned { steps, .. } => Some(steps.iter().map(|s| s.id.as_str()).collect()),
-            _ => None,
-        })
-        .unwrap_or_default();
     let now = crate::journal::intent::boot_id();
-    let lost: Vec<usize> = crate::journal::intent::lost_launches(&read.records, now.as_deref())
-        .into_iter()
-        .filter(|&n| {
-            matches!(&read.records[n], Record::StepIntent { step, .. } if planned.contains(step.as_str()))
-        })
-        .collect();
+    let lost = crate::journal::intent::lost_launches(&read.records, now.as_deref());
     let records = crate::journal::intent::as_read(&read.records, &lost);
     let timeline = Timeline::of(&records);
     let at = |i: usize| timeline.offset(i);
@@ -562,9 +548,9 @@ pub fn build(read: &ReadJournal) -> Option<Report> {
     for &n in &lost {
         if let Record::StepIntent { step, .. } = &read.records[n] {
             notes.push(format!(
-                "{step}: about to start when its session stopped, and read after the machine \
-                 restarted (or on another machine), so its start record may have been lost: in \
-                 doubt"
+                "{step}: about to start when its session stopped, which ran before a restart of \
+                 the machine (or on another machine): its start record may have been lost, so it \
+                 is in doubt"
             ));
         }
     }

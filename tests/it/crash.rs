@@ -464,7 +464,7 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
         .collect();
     assert!(
         notes.iter().any(|n| n.starts_with(
-            "b was in doubt (about to start when ripcord stopped, and the machine has restarted"
+            "b was in doubt (about to start when ripcord stopped, before a restart of the machine"
         )),
         "{notes:?}"
     );
@@ -646,4 +646,116 @@ fn a_failed_step_killed_while_tried_again_is_in_doubt() {
         refused.stderr
     );
     assert_eq!(runs(), 2, "x ran a third time");
+}
+
+/// A promised step whose session then ended (here: another step failed and the run stopped) never
+/// began, on any boot: the end is synced after everything before it. Read after a restart, it
+/// is neither in doubt nor undone.
+#[test]
+fn a_promise_its_run_outlived_never_began_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = crate::support::write(
+        dir.path(),
+        "outlived.yaml",
+        "version: 1\nname: outlived\nconcurrency: 1\ninputs:\n  dir: { type: string, required: true }\nsteps:\n\
+         - { id: z, idempotent: true, uses: shell.run, with: { argv: [\"true\"] } }\n\
+         - { id: a, needs: [z], idempotent: true, sim: { duration: 10s }, uses: shell.run, with: { argv: [sh, -c, 'sleep 0.2; exit 1'] } }\n\
+         - { id: b, needs: [z], uses: shell.run, with: { argv: [sh, -c, 'echo b >> \"$M/b\"'], env: { M: \"${{ inputs.dir }}\" } }, \
+             undo: { if_started: true, uses: shell.run, with: { argv: [sh, -c, 'echo u >> \"$M/undo-b\"'], env: { M: \"${{ inputs.dir }}\" } } } }\n",
+    );
+    let input = format!("dir={}", dir.path().display());
+    let state = dir.path().join("state");
+    let out = Ripcord::new()
+        .state(&state)
+        .args(["run", "-i", &input, &file])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.transcript());
+    let kinds: Vec<String> = records(&state)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["kind"].as_str().unwrap(),
+                r["step"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(kinds.contains(&"step_intent b".to_string()), "{kinds:#?}");
+    assert!(!kinds.contains(&"step_started b".to_string()), "{kinds:#?}");
+    let id = records(&state).unwrap()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restarted = || {
+        Ripcord::new()
+            .state(&state)
+            .env("RIPCORD_TEST_BOOT_ID", "another-boot")
+    };
+    let report = restarted().args(["report", &id, "--format", "json"]).run();
+    let report: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(crate::support::step(&report, "b")["status"], "not run");
+    let out = restarted().args(["rollback", &id, "-i", &input]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    assert!(
+        !dir.path().join("undo-b").exists(),
+        "b's undo ran: {}",
+        out.transcript()
+    );
+    assert!(!dir.path().join("b").exists());
+}
+
+/// Higher-priority steps keep becoming ready while lower ones wait promised: no more than four
+/// slots' worth of promises ever wait at once (after a restart, each would be in doubt).
+#[test]
+fn promises_waiting_at_once_stay_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(
+        "version: 1\nname: window\nconcurrency: 1\nsteps:\n\
+         - { id: z, idempotent: true, uses: shell.run, with: { argv: [\"true\"] } }\n\
+         - { id: c1, needs: [z], uses: shell.run, with: { argv: [\"true\"] } }\n\
+         - { id: c2, needs: [c1], uses: shell.run, with: { argv: [\"true\"] } }\n\
+         - { id: c3, needs: [c2], uses: shell.run, with: { argv: [\"true\"] } }\n",
+    );
+    for i in 1..=6 {
+        text.push_str(&format!(
+            "- {{ id: l{i}, needs: [z], sim: {{ duration: 1s }}, uses: shell.run, with: {{ argv: [\"true\"] }} }}\n"
+        ));
+    }
+    for (c, hours) in [("c1", 1), ("c2", 2), ("c3", 3)] {
+        for i in 1..=4 {
+            text.push_str(&format!(
+                "- {{ id: {c}f{i}, needs: [{c}], sim: {{ duration: {hours}h }}, uses: shell.run, with: {{ argv: [\"true\"] }} }}\n"
+            ));
+        }
+    }
+    let file = crate::support::write(dir.path(), "window.yaml", &text);
+    let state = dir.path().join("state");
+    let out = Ripcord::new().state(&state).args(["run", &file]).run();
+    assert_eq!(out.code, 0, "{}", out.transcript());
+    let mut waiting = std::collections::HashSet::new();
+    let (mut most, mut promised) = (0, 0);
+    let all = records(&state).unwrap();
+    for (n, r) in all.iter().enumerate() {
+        let step = r["step"].as_str().unwrap_or_default().to_string();
+        // An intent written with its start (not promised ahead) does not wait.
+        let with_start = all
+            .get(n + 1)
+            .is_some_and(|next| next["kind"] == "step_started" && next["step"] == r["step"]);
+        match r["kind"].as_str().unwrap() {
+            "step_intent" if with_start => {}
+            "step_intent" => {
+                promised += 1;
+                waiting.insert(step);
+            }
+            "step_started" | "step_finished" => {
+                waiting.remove(&step);
+            }
+            _ => {}
+        }
+        most = most.max(waiting.len());
+    }
+    assert!(promised > 0);
+    assert!(most <= 4, "{most} promises waited at once");
+    assert!(most >= 2, "nothing was promised ahead ({most})");
 }

@@ -475,14 +475,11 @@ impl Executor<'_> {
                                     other => other,
                                 };
                                 match synced {
-                                    // Interrupted while it waited: it does not begin.
-                                    Ok(Ok(())) if task.cancel.is_cancelled() => (i, Report {
-                                        result: Err(Failure::permanent(
-                                            "cancelled by interrupt before it began".to_string(),
-                                        )),
-                                        attempts: 1,
-                                        cancelled: true,
-                                    }),
+                                    // Interrupted while it waited: it does not begin, and
+                                    // the journal says so (nothing to undo; resume runs it).
+                                    Ok(Ok(())) if task.cancel.is_cancelled() => {
+                                        (i, task.did_not_begin(1))
+                                    }
                                     Ok(Ok(())) => task.run().await,
                                     failed => {
                                         let error = match failed {
@@ -1028,7 +1025,10 @@ impl Executor<'_> {
             self.typical_ms = Some(self.typical_ms.map_or(took, |t| (3 * t + took) / 4));
         }
         self.finish(i, status, outputs, error, report.attempts)?;
-        self.ready.release(&self.plan, i);
+        // `finish` gave back the slots of a step that never ran an attempt.
+        if report.attempts > 0 {
+            self.ready.release(&self.plan, i);
+        }
         Ok(())
     }
 
@@ -1251,6 +1251,29 @@ impl Task {
         needs_durable_start(&self.step, mode)
     }
 
+    /// An attempt whose start is journaled but that an interrupt stopped before it began: said
+    /// in the journal as an attempt that did nothing (as for `ssh.run` that never reached its
+    /// host), so that rollback has nothing to undo for it. The step failed, and resume runs it.
+    fn did_not_begin(&self, attempt: u32) -> Report {
+        let error = "cancelled by interrupt before it began".to_string();
+        let _ = self.tx.send(Msg::AttemptFailed {
+            step: self.index,
+            attempt,
+            error: error.clone(),
+            retry_in: None,
+            outputs: OutputMap::new(),
+            nothing_ran: true,
+        });
+        Report {
+            result: Err(Failure {
+                nothing_ran: true,
+                ..Failure::permanent(error)
+            }),
+            attempts: attempt,
+            cancelled: false,
+        }
+    }
+
     async fn run(self) -> (usize, Report) {
         let report = match &self.kind {
             Kind::Approval(how) => self.approval(how).await,
@@ -1275,6 +1298,12 @@ impl Task {
                 // attempt that is not recorded must not run.
                 let acked = acked.await.is_ok();
                 if self.cancel.is_cancelled() {
+                    if acked {
+                        // Its start is journaled: the journal says it did nothing.
+                        let mut report = self.did_not_begin(attempt);
+                        report.cancelled = true;
+                        return report;
+                    }
                     return Report {
                         result: Err(Failure::permanent(
                             "cancelled by interrupt before its retry",

@@ -494,16 +494,12 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
     }
 }
 
-/// fdatasync fails once (EIO, slowly, through an `LD_PRELOAD` shim built here with `cc`): the
-/// step whose intent it was syncing, which meanwhile asked for a sync of its own, must not run on
-/// the strength of the next fdatasync succeeding (the kernel reports a writeback error once), and
-/// the journal must not end the run as if all went well.
-#[test]
-fn after_a_failed_fdatasync_nothing_starts_and_the_run_does_not_end_as_succeeded() {
-    let dir = tempfile::tempdir().unwrap();
-    let shim_c = dir.path().join("shim.c");
+/// An `LD_PRELOAD` library, built here with `cc`, over fdatasync: with `SHIM_FAIL_AT=N` the N-th
+/// call fails with EIO after 300 ms; with `SHIM_SLOW_MS=M` every call takes M ms longer.
+fn fdatasync_shim(dir: &Path) -> std::path::PathBuf {
+    let source = dir.join("shim.c");
     std::fs::write(
-        &shim_c,
+        &source,
         r#"#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -515,25 +511,38 @@ int fdatasync(int fd) {
     static int (*real)(int);
     if (!real) real = dlsym(RTLD_NEXT, "fdatasync");
     const char *f = getenv("SHIM_FAIL_AT");
+    const char *slow = getenv("SHIM_SLOW_MS");
     if (f && atoi(f) == atomic_fetch_add(&calls, 1) + 1) {
         usleep(300 * 1000);
         errno = EIO;
         return -1;
     }
+    if (slow) usleep(atoi(slow) * 1000);
     return real(fd);
 }
 "#,
     )
     .unwrap();
-    let shim = dir.path().join("shim.so");
+    let shim = dir.join("shim.so");
     let built = std::process::Command::new("cc")
         .args(["-shared", "-fPIC", "-o"])
         .arg(&shim)
-        .arg(&shim_c)
+        .arg(&source)
         .arg("-ldl")
         .status()
         .expect("cc (build-essential) is needed to build the fdatasync shim");
     assert!(built.success());
+    shim
+}
+
+/// fdatasync fails once (EIO, slowly, through an `LD_PRELOAD` shim built here with `cc`): the
+/// step whose intent it was syncing, which meanwhile asked for a sync of its own, must not run on
+/// the strength of the next fdatasync succeeding (the kernel reports a writeback error once), and
+/// the journal must not end the run as if all went well.
+#[test]
+fn after_a_failed_fdatasync_nothing_starts_and_the_run_does_not_end_as_succeeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = fdatasync_shim(dir.path());
     let file = crate::support::write(
         dir.path(),
         "eio.yaml",
@@ -758,4 +767,72 @@ fn promises_waiting_at_once_stay_within_the_window() {
     assert!(promised > 0);
     assert!(most <= 4, "{most} promises waited at once");
     assert!(most >= 2, "nothing was promised ahead ({most})");
+}
+
+/// Interrupted while its start is being synced (every fdatasync made slow): the step does not
+/// begin, and the journal says it did nothing. Rollback has nothing to undo for it; resume runs
+/// it, once, without asking.
+#[test]
+fn a_step_interrupted_before_it_began_is_not_undone_and_runs_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = fdatasync_shim(dir.path());
+    let file = crate::support::write(
+        dir.path(),
+        "slow.yaml",
+        "version: 1\nname: slow\ninputs:\n  dir: { type: string, required: true }\nsteps:\n\
+         - { id: s1, uses: shell.run, with: { argv: [sh, -c, 'echo s1 >> \"$M/runs\"'], env: { M: \"${{ inputs.dir }}\" } }, \
+             undo: { if_started: true, uses: shell.run, with: { argv: [sh, -c, 'echo u >> \"$M/undos\"'], env: { M: \"${{ inputs.dir }}\" } } } }\n",
+    );
+    let input = format!("dir={}", dir.path().display());
+    let state = dir.path().join("state");
+    let child = Ripcord::new()
+        .state(&state)
+        .env("LD_PRELOAD", shim.to_str().unwrap())
+        .env("SHIM_SLOW_MS", "1500")
+        .args(["run", "-i", &input, &file])
+        .spawn();
+    // Its start is written; its sync takes 1.5 s more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !records(&state)
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r["kind"] == "step_started")
+    {
+        assert!(std::time::Instant::now() < deadline, "s1 never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on the child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let runs = || std::fs::read_to_string(dir.path().join("runs")).unwrap_or_default();
+    assert_eq!(runs(), "", "s1 began after the interrupt");
+    let all = records(&state).unwrap();
+    assert!(
+        all.iter()
+            .any(|r| r["kind"] == "attempt_failed" && r["nothing_ran"] == true),
+        "{all:#?}"
+    );
+    let id = all[0]["run_id"].as_str().unwrap().to_string();
+    // Rolled back from a copy: s1 did nothing, so nothing is undone.
+    let copy = dir.path().join("copy");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&state)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let back = Ripcord::new()
+        .state(&copy)
+        .args(["rollback", &id, "-i", &input])
+        .run();
+    assert_eq!(back.code, 0, "{}", back.transcript());
+    assert!(!dir.path().join("undos").exists(), "{}", back.transcript());
+    let resumed = Ripcord::new()
+        .state(&state)
+        .args(["resume", &id, "-i", &input])
+        .run();
+    assert_eq!(resumed.code, 0, "{}", resumed.transcript());
+    assert_eq!(runs(), "s1\n");
 }

@@ -358,17 +358,7 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
         .args(["run", "-i", &input(slow.path()), &slow_file])
         .run();
     assert_eq!(out.code, 0, "{}", out.transcript());
-    let kinds: Vec<String> = records(&slow.path().join("state"))
-        .unwrap()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}",
-                r["kind"].as_str().unwrap(),
-                r["step"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let kinds = kinds_and_steps(&slow.path().join("state"));
     let b = kinds.iter().position(|k| k == "step_intent b").unwrap();
     assert_eq!(kinds[b + 1], "step_started b", "{kinds:#?}");
 
@@ -492,6 +482,18 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
         assert_eq!(undos(case.path()), want, "{boot:?}: {}", out.transcript());
         assert_eq!(marks(case.path()).1, 0, "b never ran");
     }
+}
+
+/// Each record of a run's journal as `kind step` (`kind ` for a record of no step).
+fn kinds_and_steps(state: &Path) -> Vec<String> {
+    records(state)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let step = r["step"].as_str().unwrap_or("");
+            format!("{} {step}", r["kind"].as_str().unwrap())
+        })
+        .collect()
 }
 
 /// An `LD_PRELOAD` library, built here with `cc`, over fdatasync: with `SHIM_FAIL_AT=N` the N-th
@@ -679,17 +681,7 @@ fn a_promise_its_run_outlived_never_began_even_after_a_restart() {
         .args(["run", "-i", &input, &file])
         .run();
     assert_eq!(out.code, 1, "{}", out.transcript());
-    let kinds: Vec<String> = records(&state)
-        .unwrap()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}",
-                r["kind"].as_str().unwrap(),
-                r["step"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let kinds = kinds_and_steps(&state);
     assert!(kinds.contains(&"step_intent b".to_string()), "{kinds:#?}");
     assert!(!kinds.contains(&"step_started b".to_string()), "{kinds:#?}");
     let id = records(&state).unwrap()[0]["run_id"]

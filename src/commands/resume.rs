@@ -107,7 +107,7 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
     let in_doubt = replayed.in_doubt.clone();
     for &i in &in_doubt {
         let step = &plan.steps[i];
-        let decision = if is_approval_step(step) {
+        let decision = if step.is_approval() {
             Decision::Retry("an approval whose answer was not journaled is asked again")
         } else if step.idempotent {
             Decision::Retry("idempotent")
@@ -121,7 +121,7 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
             let asked: Vec<usize> = in_doubt
                 .iter()
                 .copied()
-                .filter(|&i| !plan.steps[i].idempotent && !is_approval_step(&plan.steps[i]))
+                .filter(|&i| !plan.steps[i].idempotent && !plan.steps[i].is_approval())
                 .collect();
             let ids = |only_lost: bool| -> Vec<&str> {
                 asked
@@ -283,10 +283,6 @@ pub fn run(args: &ResumeArgs) -> CommandResult {
         &recorded_irreversible,
         args.json,
     )
-}
-
-fn is_approval_step(step: &crate::plan::PlannedStep) -> bool {
-    step.action.builtin && step.action.provider == "approval" && step.action.action == "ask"
 }
 
 enum Decision {

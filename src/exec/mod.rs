@@ -650,13 +650,10 @@ impl Executor<'_> {
     /// is in doubt; nor an approval, which makes its wait durable as it begins anyway.
     fn promisable(&self, i: usize) -> bool {
         let step = &self.plan.steps[i];
-        let approval = step.action.builtin
-            && step.action.provider == "approval"
-            && step.action.action == "ask";
         needs_durable_start(step, self.cx.mode)
             && step.when.is_none()
             && !step.out_of_mode
-            && !approval
+            && !step.is_approval()
     }
 
     /// The first signal: no new step starts, running ones are cancelled (a second signal exits

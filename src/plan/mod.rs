@@ -122,6 +122,13 @@ pub struct PlannedStep {
     pub out_of_mode: bool,
 }
 
+impl PlannedStep {
+    /// Whether it is an approval (`approval.ask`): never in doubt, asked again instead.
+    pub fn is_approval(&self) -> bool {
+        self.action.builtin && self.action.provider == "approval" && self.action.action == "ask"
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     pub attempts: u32,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::support::{Ripcord, records};
+use crate::support::{Ripcord, records, run_id};
 
 #[test]
 fn killed_at_a_thousand_points_every_step_completes_exactly_once() {
@@ -191,10 +191,7 @@ fn real_steps_with_retries_and_rollback_killed_at_two_hundred_points() {
             .run();
         assert_eq!(run.code, 1, "{}", run.transcript());
         let run_records = records(case.path()).unwrap().len();
-        let run_id = records(case.path()).unwrap()[0]["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let run_id = run_id(case.path());
         let back = Ripcord::new()
             .state(case.path())
             .args(["rollback", &run_id, "-i", &input])
@@ -233,10 +230,7 @@ fn real_steps_with_retries_and_rollback_killed_at_two_hundred_points() {
         let out = run.args(["run", "-i", &input, &file]).run();
         let want = if *phase == "run" { -1 } else { 1 };
         assert_eq!(out.code, want, "{phase} {point}: {}", out.transcript());
-        let run_id = records(case.path()).unwrap()[0]["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let run_id = run_id(case.path());
         if *phase == "run" {
             let before_records = records(case.path()).unwrap();
             let before = markers(&marks);
@@ -376,10 +370,7 @@ fn a_start_promised_ahead_never_began_unless_the_machine_restarted() {
             (&last["kind"], &last["step"]),
             (&"step_intent".into(), &"b".into())
         );
-        let id = records(&state).unwrap()[0]["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = run_id(&state);
         (case, state, id)
     };
 
@@ -626,10 +617,7 @@ fn a_failed_step_killed_while_tried_again_is_in_doubt() {
         .run();
     assert_eq!(out.code, 1, "{}", out.transcript());
     std::fs::remove_file(dir.path().join("fail")).unwrap();
-    let id = records(&state).unwrap()[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = run_id(&state);
     let mut child = Ripcord::new()
         .state(&state)
         .args(["resume", &id, "-i", &input])
@@ -684,10 +672,7 @@ fn a_promise_its_run_outlived_never_began_even_after_a_restart() {
     let kinds = kinds_and_steps(&state);
     assert!(kinds.contains(&"step_intent b".to_string()), "{kinds:#?}");
     assert!(!kinds.contains(&"step_started b".to_string()), "{kinds:#?}");
-    let id = records(&state).unwrap()[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = run_id(&state);
     let restarted = || {
         Ripcord::new()
             .state(&state)

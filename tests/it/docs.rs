@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Output, Ripcord, records, repo, write};
+use crate::support::{Output, Ripcord, records, repo, run_id, write};
 
 fn format_md() -> String {
     std::fs::read_to_string(repo().join("docs/format.md")).unwrap()
@@ -107,13 +107,6 @@ fn every_command_is_documented_with_the_same_exit_codes_in_readme_and_reference(
         in_readme, documented,
         "README's exit codes against docs/format.md"
     );
-}
-
-fn run_id(state: &Path) -> String {
-    records(state).unwrap()[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn wait_for(state: &Path, kind: &str) {

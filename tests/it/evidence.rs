@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Output, Ripcord, alive, step, wait_alive, write};
+use crate::support::{Output, Ripcord, alive, run_id, step, wait_alive, write};
 
 fn ripcord(state: &Path, args: &[&str]) -> Output {
     Ripcord::new().state(state).args(args).run()
@@ -99,14 +99,6 @@ fn started(out: &Output) -> String {
 fn junit_case<'a>(junit: &'a str, name: &str) -> &'a str {
     let case = &junit[junit.find(&format!("<testcase name=\"{name}\"")).unwrap()..];
     &case[..case.find("</testcase>").unwrap()]
-}
-
-/// The id of the one run recorded in `state`.
-fn run_id(state: &Path) -> String {
-    crate::support::records(state).unwrap()[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// The seconds ripcord sits dead between the crash and the resume.

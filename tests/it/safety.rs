@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Output, Ripcord, alive, records, wait_alive, whoami, write};
+use crate::support::{Output, Ripcord, alive, records, run_id, wait_alive, whoami, write};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -35,13 +35,6 @@ fn wait_for_record(state: &Path, what: &str, want: impl Fn(&Value) -> bool) -> V
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn run_id(state: &Path) -> String {
-    records(state).unwrap()[0]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn signal(child: &std::process::Child, sig: i32) {

@@ -252,6 +252,14 @@ pub fn records(state: &Path) -> Option<Vec<serde_json::Value>> {
 }
 
 /// The account of this test process's real uid, as `id -un` says.
+/// The id of the (first) run recorded in `state`.
+pub fn run_id(state: &Path) -> String {
+    records(state).unwrap()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()

@@ -55,14 +55,20 @@ struct SyncState {
 }
 
 impl SyncState {
-    fn sync_data(&self, file: &File) -> io::Result<()> {
-        let _one = self.one.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = self.failed.get() {
-            return Err(io::Error::other(format!(
+    /// An error once an fdatasync has failed.
+    fn check(&self) -> io::Result<()> {
+        match self.failed.get() {
+            Some(e) => Err(io::Error::other(format!(
                 "an earlier fdatasync of the journal failed ({e}); nothing written since can be \
                  taken as durable"
-            )));
+            ))),
+            None => Ok(()),
         }
+    }
+
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        let _one = self.one.lock().unwrap_or_else(|p| p.into_inner());
+        self.check()?;
         file.sync_data().map_err(|e| {
             let _ = self.failed.set(e.to_string());
             io::Error::new(e.kind(), format!("fdatasync of the journal failed: {e}"))
@@ -210,7 +216,7 @@ impl Journal {
     /// it is.
     pub fn commit_later(&mut self) -> io::Result<crate::state::Durable> {
         self.flush()?;
-        self.check_synced()?;
+        self.sync.check()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         if !(self.dirty && self.durable) {
             let _ = tx.send(Ok(()));
@@ -233,25 +239,12 @@ impl Journal {
     /// Makes everything appended so far durable.
     pub fn commit(&mut self) -> io::Result<()> {
         self.flush()?;
-        self.check_synced()?;
+        self.sync.check()?;
         if self.dirty && self.durable {
             self.sync.sync_data(&self.file)?;
         }
         self.dirty = false;
         Ok(())
-    }
-}
-
-impl Journal {
-    /// An error once an fdatasync has failed (see [`SyncState`]).
-    fn check_synced(&self) -> io::Result<()> {
-        match self.sync.failed.get() {
-            Some(e) => Err(io::Error::other(format!(
-                "{}: an earlier fdatasync failed ({e}); nothing written since can be taken as durable",
-                self.path.display()
-            ))),
-            None => Ok(()),
-        }
     }
 }
 
@@ -284,7 +277,7 @@ impl crate::state::JournalWriter for Journal {
     }
 
     fn healthy(&self) -> io::Result<()> {
-        self.check_synced()
+        self.sync.check()
     }
 }
 
